@@ -1,0 +1,1 @@
+"""Compression pipeline: palette tokens, model probabilities, frequency tables, range coder."""
