@@ -1,0 +1,78 @@
+"""Image <-> palette tokens, the way ImageGPT's image processor does it.
+
+Only the encoder tokenizes; the decoder turns decoded tokens straight back into
+colours. So the float arithmetic here does not have to be bit-reproducible across
+machines; it has to match transformers' ImageGPTImageProcessor, which the tests
+check token for token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+PALETTE_SIZE = 512
+MAX_SIDE = 32
+
+
+class PaletteError(ValueError):
+    """The palette array is not a 512x3 colour table in [-1, 1]."""
+
+
+def validate_palette(palette: np.ndarray) -> np.ndarray:
+    """Return the palette as float32 (512, 3), refusing anything else."""
+    arr = np.asarray(palette)
+    if arr.shape != (PALETTE_SIZE, 3):
+        raise PaletteError(f"palette must have shape (512, 3), got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise PaletteError(f"palette must be floating point, got {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)) or np.abs(arr).max() > 1.0:
+        raise PaletteError("palette values must be finite and within [-1, 1]")
+    return arr
+
+
+def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
+    """Bilinear resize to size x size (aspect ratio not kept, as ImageGPT does)."""
+    if not 1 <= size <= MAX_SIDE:
+        raise ValueError(f"size must be between 1 and {MAX_SIDE}, got {size}")
+    if image.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {image.mode}")
+    resized = image.resize((size, size), resample=Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def pixels_to_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Nearest palette colour per pixel, raster order, as uint16.
+
+    Mirrors the processor's arithmetic: the pixels are scaled in float64 and
+    stored as float32, the clusters are float64, and the distance is expanded
+    as a^2 - 2ab + b^2, so near-ties break the same way.
+    """
+    pal64 = np.asarray(palette, dtype=np.float64)
+    x = (rgb.reshape(-1, 3).astype(np.float64) * (1 / 127.5)).astype(np.float32) - 1
+    a2 = np.sum(np.square(x), axis=1)
+    b2 = np.sum(np.square(pal64.T), axis=0)
+    ab = np.matmul(x, pal64.T)
+    distance = a2[:, None] - 2 * ab + b2[None, :]
+    return np.argmin(distance, axis=1).astype(np.uint16)
+
+
+def image_to_tokens(image: Image.Image, palette: np.ndarray, size: int) -> np.ndarray:
+    """An RGB image -> size*size palette tokens in raster order."""
+    return pixels_to_tokens(resize_rgb(image, size), palette)
+
+
+def tokens_to_rgb(tokens: np.ndarray, palette: np.ndarray, size: int) -> np.ndarray:
+    """Palette tokens -> uint8 (size, size, 3) with ImageGPT's rint(127.5 * (c + 1))."""
+    tokens = np.asarray(tokens)
+    if tokens.shape != (size * size,):
+        raise ValueError(f"expected {size * size} tokens, got shape {tokens.shape}")
+    if tokens.size and int(tokens.max()) >= PALETTE_SIZE:
+        raise ValueError("token outside the 512-colour palette")
+    colours = np.rint(127.5 * (np.asarray(palette, dtype=np.float32)[tokens] + 1))
+    return np.clip(colours, 0, 255).astype(np.uint8).reshape(size, size, 3)
+
+
+def tokens_to_image(tokens: np.ndarray, palette: np.ndarray, size: int) -> Image.Image:
+    return Image.fromarray(tokens_to_rgb(tokens, palette, size))

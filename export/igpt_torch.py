@@ -1,0 +1,245 @@
+"""A lean re-implementation of ImageGPTForCausalImageModeling for training and export.
+
+Why not use the transformers class directly: its eager attention and cache
+objects make training on a 2-core CPU several times slower, and its cache
+classes do not trace into a clean ONNX graph. This module keeps the exact
+parameter names and shapes of the transformers model, so a state dict moves
+between the two unchanged, and the export parity check compares the ONNX graph
+against the transformers forward pass itself.
+
+Numerics follow transformers >= 5: attention scores are divided by the exact
+float sqrt(head_dim) (4.57.x truncated it to an int, which is wrong for
+imagegpt-medium and -large).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class IGPTShape:
+    """The ImageGPTConfig fields that determine the computation."""
+
+    vocab_size: int = 513
+    n_positions: int = 1024
+    n_embd: int = 512
+    n_layer: int = 24
+    n_head: int = 8
+    n_inner: int | None = None
+    layer_norm_epsilon: float = 1e-5
+    scale_attn_by_inverse_layer_idx: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def inner_dim(self) -> int:
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    @classmethod
+    def from_config(cls, config) -> IGPTShape:
+        """Refuse config options whose numerics this module does not reproduce."""
+        if getattr(config, "add_cross_attention", False):
+            raise ValueError("ImageGPT configs with cross attention are not supported")
+        if not getattr(config, "scale_attn_weights", True):
+            raise ValueError("scale_attn_weights=False is not supported")
+        if getattr(config, "activation_function", "quick_gelu") != "quick_gelu":
+            raise ValueError(f"activation {config.activation_function!r} is not supported")
+        if config.n_embd % config.n_head:
+            raise ValueError("n_embd must be divisible by n_head")
+        return cls(
+            vocab_size=config.vocab_size,
+            n_positions=config.n_positions,
+            n_embd=config.n_embd,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            n_inner=config.n_inner,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            scale_attn_by_inverse_layer_idx=bool(config.scale_attn_by_inverse_layer_idx),
+        )
+
+    def to_config_kwargs(self) -> dict:
+        return {
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_embd": self.n_embd,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_inner": self.n_inner,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "scale_attn_by_inverse_layer_idx": self.scale_attn_by_inverse_layer_idx,
+            "activation_function": "quick_gelu",
+            "tie_word_embeddings": False,
+        }
+
+
+class RMSNorm(nn.Module):
+    """ImageGPT's layer norm: no mean centring, no bias."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x / torch.sqrt(torch.mean(torch.square(x), dim=-1, keepdim=True) + self.eps)
+        return x * self.weight
+
+
+class Conv1D(nn.Module):
+    """GPT-2's transposed linear layer (weight is [in, out]), kept for name and shape parity."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(
+            *x.shape[:-1], self.weight.shape[1]
+        )
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    def __init__(self, shape: IGPTShape, layer_idx: int):
+        super().__init__()
+        self.n_head = shape.n_head
+        self.head_dim = shape.head_dim
+        self.c_attn = Conv1D(shape.n_embd, 3 * shape.n_embd)
+        self.c_proj = Conv1D(shape.n_embd, shape.n_embd)
+        divisor = math.sqrt(shape.head_dim)
+        if shape.scale_attn_by_inverse_layer_idx:
+            divisor *= layer_idx + 1
+        self.divisor = divisor
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+
+    def forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        """Full causal sequence with SDPA: the fast path for training."""
+        b, t, c = x.shape
+        q, k, v = (self._heads(z) for z in self.c_attn(x).split(c, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / self.divisor)
+        return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
+
+    def forward_step(
+        self, x: torch.Tensor, past_key: torch.Tensor, past_value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """New tokens attend to the cache and to each other causally; explicit ops trace cleanly."""
+        b, t, c = x.shape
+        q, k, v = (self._heads(z) for z in self.c_attn(x).split(c, dim=2))
+        key = torch.cat([past_key, k], dim=2)
+        value = torch.cat([past_value, v], dim=2)
+        scores = torch.matmul(q, key.transpose(-1, -2)) / self.divisor
+        past_len = key.shape[2] - t
+        query_pos = torch.arange(t, device=x.device).unsqueeze(1) + past_len
+        key_pos = torch.arange(key.shape[2], device=x.device).unsqueeze(0)
+        scores = scores.masked_fill(key_pos > query_pos, torch.finfo(scores.dtype).min)
+        y = torch.matmul(torch.softmax(scores, dim=-1), value)
+        return self.c_proj(y.transpose(1, 2).reshape(b, t, c)), key, value
+
+
+class MLP(nn.Module):
+    def __init__(self, shape: IGPTShape):
+        super().__init__()
+        self.c_fc = Conv1D(shape.n_embd, shape.inner_dim)
+        self.c_proj = Conv1D(shape.inner_dim, shape.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(quick_gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, shape: IGPTShape, layer_idx: int):
+        super().__init__()
+        self.ln_1 = RMSNorm(shape.n_embd, shape.layer_norm_epsilon)
+        self.attn = Attention(shape, layer_idx)
+        self.ln_2 = RMSNorm(shape.n_embd, shape.layer_norm_epsilon)
+        self.mlp = MLP(shape)
+
+
+class Transformer(nn.Module):
+    def __init__(self, shape: IGPTShape):
+        super().__init__()
+        self.wte = nn.Embedding(shape.vocab_size, shape.n_embd)
+        self.wpe = nn.Embedding(shape.n_positions, shape.n_embd)
+        self.h = nn.ModuleList(Block(shape, i) for i in range(shape.n_layer))
+        self.ln_f = RMSNorm(shape.n_embd, shape.layer_norm_epsilon)
+
+
+class IGPT(nn.Module):
+    """Same state-dict keys as ImageGPTForCausalImageModeling (transformer.*, lm_head.weight)."""
+
+    def __init__(self, shape: IGPTShape):
+        super().__init__()
+        self.shape = shape
+        self.transformer = Transformer(shape)
+        self.lm_head = nn.Linear(shape.n_embd, shape.vocab_size - 1, bias=False)
+        for emb in (self.transformer.wte, self.transformer.wpe):
+            nn.init.normal_(emb.weight, std=0.02)
+        nn.init.normal_(self.lm_head.weight, std=0.02)
+        scaled_std = 0.02 / math.sqrt(2 * shape.n_layer)
+        for block in self.transformer.h:
+            nn.init.normal_(block.attn.c_proj.weight, std=scaled_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=scaled_std)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab-1] for a full sequence starting at position 0."""
+        tr = self.transformer
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = tr.wte(input_ids) + tr.wpe(pos)
+        for block in tr.h:
+            x = x + block.attn.forward_train(block.ln_1(x))
+            x = x + block.mlp(block.ln_2(x))
+        return self.lm_head(tr.ln_f(x))
+
+    def forward_step(
+        self, input_ids: torch.Tensor, past: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits for new tokens after a KV cache; past = [k0, v0, k1, v1, ...], each [B,H,P,D]."""
+        tr = self.transformer
+        past_len = past[0].shape[2]
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device) + past_len
+        x = tr.wte(input_ids) + tr.wpe(pos)
+        presents: list[torch.Tensor] = []
+        for i, block in enumerate(tr.h):
+            a, key, value = block.attn.forward_step(block.ln_1(x), past[2 * i], past[2 * i + 1])
+            x = x + a
+            x = x + block.mlp(block.ln_2(x))
+            presents += [key, value]
+        return self.lm_head(tr.ln_f(x)), presents
+
+
+def from_transformers(model) -> IGPT:
+    """Copy an ImageGPTForCausalImageModeling's weights into the lean module (strict)."""
+    shape = IGPTShape.from_config(model.config)
+    lean = IGPT(shape)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(".attn.bias")}
+    lean.load_state_dict(state, strict=True)
+    return lean.eval()
+
+
+def to_transformers(lean: IGPT):
+    """Build an ImageGPTForCausalImageModeling holding the lean module's weights."""
+    from transformers import ImageGPTConfig, ImageGPTForCausalImageModeling
+
+    config = ImageGPTConfig(**lean.shape.to_config_kwargs())
+    model = ImageGPTForCausalImageModeling(config)
+    missing, unexpected = model.load_state_dict(lean.state_dict(), strict=False)
+    missing = [k for k in missing if not k.endswith(".attn.bias")]
+    if missing or unexpected:
+        raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    return model.eval()
