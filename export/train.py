@@ -13,7 +13,7 @@ Engineering for a 2-core CPU (each measured, see docs/training.md):
 - resumable checkpoints written atomically; a time budget ends a run cleanly.
 
 Run in the background, e.g.
-    nohup python export/train.py --preset small --out runs/small --minutes 90 > runs/small.log 2>&1 &
+    nohup python export/train.py --preset small --out runs/small --minutes 90 > small.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.igpt_torch import IGPT, IGPTShape, to_transformers  # noqa: E402
+from export.igpt_torch import IGPT, IGPTShape, to_transformers
 
 SOS = 512
 LN2 = math.log(2.0)
@@ -64,7 +64,7 @@ def colour_aware_init(model: IGPT, palette: np.ndarray, seed: int) -> None:
         head += 2.0 * (colours @ proj.T - 0.5 * (colours**2).sum(1, keepdim=True) * unit)
         wpe = model.transformer.wpe.weight
         n_pos = wpe.shape[0]
-        side = int(round(math.sqrt(n_pos)))
+        side = round(math.sqrt(n_pos))
         pos = torch.arange(n_pos)
         rows, cols = (pos // side).float(), (pos % side).float()
         n_freq = max(1, min(8, d // 8))
@@ -98,7 +98,9 @@ def evaluate(model: IGPT, tokens: np.ndarray, batch: int = 32) -> float:
     for i in range(0, len(tokens), batch):
         target = torch.as_tensor(tokens[i : i + batch].astype(np.int64))
         logits = model(with_sos(target))
-        total += F.cross_entropy(logits.reshape(-1, 512), target.reshape(-1), reduction="sum").item()
+        total += F.cross_entropy(
+            logits.reshape(-1, 512), target.reshape(-1), reduction="sum"
+        ).item()
         count += target.numel()
     model.train()
     return total / count / LN2
@@ -123,7 +125,10 @@ def train(args: argparse.Namespace) -> None:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wpe" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "wpe" in n]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
         lr=args.lr,
         betas=(0.9, 0.95),
     )

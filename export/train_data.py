@@ -23,7 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.palette import image_to_tokens  # noqa: E402
+from codec.palette import image_to_tokens
 
 PALETTE_PATH = Path(__file__).parent / "data" / "imagegpt_clusters.npy"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -46,9 +46,7 @@ def is_validation(relative: str) -> bool:
 
 
 def list_sources(root: Path) -> tuple[list[Path], list[Path]]:
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     train, val = [], []
     for path in files:
         (val if is_validation(str(path.relative_to(root))) else train).append(path)
@@ -68,8 +66,8 @@ def random_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     else:
         area = width * height * math.exp(rng.uniform(math.log(0.01), 0.0))
         aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
-        crop_w = int(round(min(width, max(SIDE, math.sqrt(area * aspect)))))
-        crop_h = int(round(min(height, max(SIDE, math.sqrt(area / aspect)))))
+        crop_w = round(min(width, max(SIDE, math.sqrt(area * aspect))))
+        crop_h = round(min(height, max(SIDE, math.sqrt(area / aspect))))
         left = int(rng.integers(0, width - crop_w + 1))
         top = int(rng.integers(0, height - crop_h + 1))
         box = (left, top, left + crop_w, top + crop_h)

@@ -1,0 +1,110 @@
+"""Assemble manifest.json: what the bundle is, where it came from, how well it matches.
+
+The codec trusts only the parts it verifies (file hashes, fingerprint, IO names,
+shapes, batch_invariant); the rest (versions, parity, timing) is the record a
+person needs to judge or reproduce the bundle later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from codec.bundle import (
+    BUNDLE_FORMAT_VERSION,
+    MODEL_FILE,
+    PALETTE_FILE,
+    compute_fingerprint,
+    file_sha256,
+)
+from export.igpt_torch import IGPTShape
+from export.step_graph import LOGITS, PROBS, IoNames
+
+EXPORTER = "torch.onnx legacy (dynamo=False)"
+VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def file_table(bundle_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "sha256": file_sha256(bundle_dir / name),
+            "bytes": (bundle_dir / name).stat().st_size,
+        }
+        for name in names
+    }
+
+
+def build_manifest(
+    *,
+    bundle_dir: Path,
+    files: list[str],
+    source: dict[str, Any],
+    shape: IGPTShape,
+    names: IoNames,
+    opset: int,
+    quantization: str,
+    batch_invariant: bool,
+    parity: dict[str, Any],
+    timing: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest for the files already written into bundle_dir."""
+    table = file_table(bundle_dir, files)
+    fingerprint = compute_fingerprint({n: e["sha256"] for n, e in table.items()})
+    manifest: dict[str, Any] = {
+        "bundle_format_version": BUNDLE_FORMAT_VERSION,
+        "fingerprint": fingerprint.hex(),
+        "fingerprint_rule": (
+            f"first 8 bytes of sha256(sha256({MODEL_FILE}) || sha256({PALETTE_FILE}) "
+            "|| sha256 of any other file by name), raw digests"
+        ),
+        "source": source,
+        "model": {
+            "model_type": "imagegpt",
+            "n_embd": shape.n_embd,
+            "n_layer": shape.n_layer,
+            "n_head": shape.n_head,
+            "head_dim": shape.head_dim,
+            "n_positions": shape.n_positions,
+            "vocab_size": shape.vocab_size,
+            "n_inner": shape.n_inner,
+            "layer_norm_epsilon": shape.layer_norm_epsilon,
+            "scale_attn_by_inverse_layer_idx": shape.scale_attn_by_inverse_layer_idx,
+        },
+        "io": {
+            "input_ids": names.inputs[0],
+            "past": names.past,
+            "logits": LOGITS,
+            "probs": PROBS,
+            "present": names.present,
+            "inputs": names.inputs,
+            "outputs": names.outputs,
+            "dynamic_axes": ["batch", "seq", "past"],
+        },
+        "opset": opset,
+        "exporter": EXPORTER,
+        "versions": package_versions(),
+        "quantization": quantization,
+        "batch_invariant": batch_invariant,
+        "files": table,
+        "parity": parity,
+        "timing_s": timing,
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    }
+    if extra:
+        manifest.update(extra)
+    return manifest

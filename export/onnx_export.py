@@ -1,0 +1,186 @@
+"""Checkpoint -> model bundle: load, trace the step graph, prove parity, write atomically.
+
+The bundle is written into a temporary sibling directory and renamed into place
+only after the parity check passed, so a failed or interrupted export never
+leaves a half-written bundle where the codec would find it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codec.bundle import MANIFEST_FILE, MODEL_FILE, PALETTE_FILE
+from codec.model import GRAPH_OPTIMIZATION
+from export.errors import ExportError, one_line
+from export.manifest import build_manifest
+from export.parity import default_parity_images, measure_parity, parity_sequences, torch_reference
+from export.quantize import DEFAULT_PER_CHANNEL, MANIFEST_NAMES, QUANTIZATIONS, quantize_int8
+from export.source import resolve_source
+from export.step_graph import DEFAULT_OPSET, export_step_graph
+
+log = logging.getLogger(__name__)
+
+PARITY_REFERENCE = "transformers ImageGPTForCausalImageModeling, full sequence, use_cache=False"
+PARITY_METHOD = "onnxruntime token by token with the KV cache and the codec's session options"
+RUNTIME_NOTES = {"graph_optimization_level": GRAPH_OPTIMIZATION.name, "step_0": "empty past, SOS"}
+
+
+def export_bundle(
+    source: str,
+    out_dir: Path,
+    palette: Path | None = None,
+    quantize: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    parity_tokens: int = 256,
+    parity_tol: float = 1e-4,
+    parity_images: Sequence[Path] | None = None,
+    force: bool = False,
+    per_channel: bool = DEFAULT_PER_CHANNEL,
+) -> dict[str, Any]:
+    """Export SOURCE to a bundle directory and return its manifest.
+
+    The fp32 graph must match transformers within parity_tol (max |logit
+    difference|) or nothing is written. An int8 bundle records its own, larger,
+    difference without enforcing the tolerance: the codec stays lossless with any
+    model, quantization only costs compression.
+    """
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ExportError(
+            f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZATIONS)})"
+        )
+    out_dir = Path(out_dir).expanduser().resolve()
+    _check_target(out_dir, force)
+    started = time.perf_counter()
+    timing: dict[str, float] = {}
+
+    resolved = resolve_source(source, palette)
+    lean, shape = _lean_model(resolved.model)
+    images = list(parity_images) if parity_images is not None else default_parity_images()
+    sequences = parity_sequences(images, resolved.palette, min(parity_tokens, shape.n_positions))
+    timing["load"] = _lap(started)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be shared read-only
+    try:
+        fp32_path = tmp / (MODEL_FILE if quantize is None else "model.fp32.onnx")
+        t = time.perf_counter()
+        log.info("exporting %s (%d layers) to ONNX opset %d", source, shape.n_layer, opset)
+        names = _trace(lean, fp32_path, opset)
+        del lean
+        timing["onnx_export"] = _lap(t)
+
+        t = time.perf_counter()
+        reference = torch_reference(resolved.model, sequences)
+        parity = measure_parity(fp32_path, names, resolved.model, sequences, reference)
+        timing["parity"] = _lap(t)
+        log.info("fp32 parity: max |dlogit| %.3g", parity["max_abs_logit_diff"])
+        if not parity["max_abs_logit_diff"] <= parity_tol:
+            raise ExportError(
+                f"parity check failed: max |logit difference| {parity['max_abs_logit_diff']:.3g} "
+                f"> tolerance {parity_tol:g} over {sequences.size} positions"
+            )
+        parity |= {"tolerance": parity_tol, "enforced": True}
+
+        extra: dict[str, Any] = {}
+        if quantize is not None:
+            t = time.perf_counter()
+            quantize_int8(fp32_path, tmp / MODEL_FILE, per_channel=per_channel)
+            timing["quantize"] = _lap(t)
+            fp32_bytes = fp32_path.stat().st_size
+            fp32_path.unlink()
+            t = time.perf_counter()
+            fp32_parity = parity
+            parity = measure_parity(tmp / MODEL_FILE, names, resolved.model, sequences, reference)
+            parity |= {"tolerance": parity_tol, "enforced": False, "fp32": fp32_parity}
+            timing["parity_int8"] = _lap(t)
+            extra["quantization_detail"] = {
+                "method": "onnxruntime.quantization.quantize_dynamic",
+                "weight_type": "QInt8",
+                "per_channel": per_channel,
+                "op_types": ["MatMul"],
+                "fp32_model_bytes": fp32_bytes,
+            }
+        parity |= {"reference": PARITY_REFERENCE, "method": PARITY_METHOD}
+
+        np.save(tmp / PALETTE_FILE, np.ascontiguousarray(resolved.palette, dtype=np.float32))
+        timing["total"] = _lap(started)
+        manifest = build_manifest(
+            bundle_dir=tmp,
+            files=_bundle_files(tmp),
+            source=resolved.info,
+            shape=shape,
+            names=names,
+            opset=opset,
+            quantization=MANIFEST_NAMES[quantize],
+            batch_invariant=quantize is None and parity["batch_invariant"],
+            parity=parity,
+            timing={k: round(v, 3) for k, v in timing.items()},
+            extra=extra | {"runtime": RUNTIME_NOTES},
+        )
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        _install(tmp, out_dir, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("bundle written to %s (fingerprint %s)", out_dir, manifest["fingerprint"])
+    return manifest
+
+
+def _lean_model(hf_model):
+    from export.igpt_torch import IGPTShape, from_transformers
+
+    try:
+        shape = IGPTShape.from_config(hf_model.config)
+        return from_transformers(hf_model), shape
+    except (ValueError, RuntimeError) as exc:
+        raise ExportError(f"unsupported ImageGPT checkpoint: {one_line(exc)}") from exc
+
+
+def _trace(lean, path: Path, opset: int):
+    import onnx
+
+    try:
+        names = export_step_graph(lean, path, opset)
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # the exporter raises many types; the user needs the first line
+        raise ExportError(f"ONNX export (opset {opset}) failed: {one_line(exc)}") from exc
+    return names
+
+
+def _bundle_files(tmp: Path) -> list[str]:
+    """model.onnx, palette.npy and any external-data files the exporter wrote beside them."""
+    others = sorted(p.name for p in tmp.iterdir() if p.name not in (MODEL_FILE, PALETTE_FILE))
+    return [MODEL_FILE, PALETTE_FILE, *others]
+
+
+def _check_target(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"{out_dir} exists and is not empty (use --force to replace it)")
+
+
+def _install(tmp: Path, out_dir: Path, force: bool) -> None:
+    """Rename the finished bundle into place; an old bundle is removed only after that."""
+    _check_target(out_dir, force)
+    old = None
+    if out_dir.is_dir():
+        old = out_dir.with_name(f".{out_dir.name}.old-{time.time_ns()}")
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _lap(since: float) -> float:
+    return time.perf_counter() - since

@@ -1,0 +1,113 @@
+"""Session-wide fixtures: tiny random ImageGPT checkpoints, their exported bundles, photos.
+
+Checkpoints are built from ImageGPTConfig with fixed seeds and exported once per
+test session, so every codec test runs against a real bundle without network
+access or a multi-megabyte model in the repository. Fixtures that need torch
+skip cleanly where the export extras are not installed (CI installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLUSTERS_NPY = REPO_ROOT / "export" / "data" / "imagegpt_clusters.npy"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+TINY_SHAPE = {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 1024}
+TINY_SEED = 1234
+OTHER_SEED = 4321
+# Scaled so the tiny model's next-token distributions are peaked like a trained model's.
+TINY_LM_HEAD_SCALE = 20.0
+
+
+def shared_data_dir() -> Path:
+    """The project's shared data folder (…/shared/data); $IGPT_SHARED_DATA overrides it."""
+    override = os.environ.get("IGPT_SHARED_DATA")
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _require_export_stack() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnx")
+
+
+def _write_checkpoint(root: Path, seed: int, **kwargs) -> Path:
+    from export.make_random_checkpoint import write_random_checkpoint
+
+    return write_random_checkpoint(
+        root, **TINY_SHAPE, seed=seed, lm_head_scale=TINY_LM_HEAD_SCALE, **kwargs
+    )
+
+
+@pytest.fixture(scope="session")
+def photo_paths() -> list[Path]:
+    """Sorted image files under shared/data/train (recursively)."""
+    train = shared_data_dir() / "train"
+    if not train.is_dir():
+        pytest.skip(f"shared training photos not found at {train}")
+    return sorted(p for p in train.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """save_pretrained dir of a 2-layer, 32-wide ImageGPT with the real clusters."""
+    _require_export_stack()
+    return _write_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"), TINY_SEED)
+
+
+@pytest.fixture(scope="session")
+def other_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same shape as tiny_checkpoint_dir, other seed: a different model."""
+    _require_export_stack()
+    return _write_checkpoint(tmp_path_factory.mktemp("other_checkpoint"), OTHER_SEED)
+
+
+@pytest.fixture(scope="session")
+def bundles_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bundles")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
+    """Bundle dir exported from tiny_checkpoint_dir (fp32). Do not modify: copy it first."""
+    from export.onnx_export import export_bundle
+
+    export_bundle(str(tiny_checkpoint_dir), bundles_root / "tiny")
+    return bundles_root / "tiny"
+
+
+@pytest.fixture(scope="session")
+def other_bundle(bundles_root: Path, other_checkpoint_dir: Path) -> Path:
+    """A bundle of a different model, for fingerprint / model-mismatch tests."""
+    from export.onnx_export import export_bundle
+
+    export_bundle(str(other_checkpoint_dir), bundles_root / "other")
+    return bundles_root / "other"
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
+    """tiny_checkpoint_dir exported with int8 dynamic quantization (batch_invariant false)."""
+    from export.onnx_export import export_bundle
+
+    export_bundle(str(tiny_checkpoint_dir), bundles_root / "tiny_int8", quantize="int8")
+    return bundles_root / "tiny_int8"
+
+
+@pytest.fixture
+def copy_bundle(tmp_path: Path) -> Callable[[Path], Path]:
+    """Copy a session bundle into this test's tmp dir, for tests that tamper with files."""
+
+    def copy(bundle: Path) -> Path:
+        return Path(shutil.copytree(bundle, tmp_path / f"{bundle.name}_copy"))
+
+    return copy

@@ -1,0 +1,157 @@
+"""Bundle loading: a verified bundle loads; any corruption is a BundleError naming the cause."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import codec.bundle as bundle_mod
+from codec.bundle import Bundle, compute_fingerprint, file_sha256, load_bundle
+from format.errors import BundleError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if offset is None else offset
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def edit_manifest(bundle: Path, edit: Callable[[dict], None]) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    edit(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def one_line_error(path: Path) -> str:
+    with pytest.raises(BundleError) as exc:
+        load_bundle(path)
+    message = str(exc.value)
+    assert message and "\n" not in message
+    return message
+
+
+def test_loads(tiny_bundle: Path) -> None:
+    b = load_bundle(tiny_bundle)
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert isinstance(b, Bundle)
+    assert b.fingerprint == bytes.fromhex(manifest["fingerprint"]) and len(b.fingerprint) == 8
+    assert (b.n_layer, b.n_head, b.head_dim, b.n_positions) == (2, 2, 16, 1024)
+    assert b.batch_invariant is True and b.quantization == "none"
+    assert b.model_path == tiny_bundle / "model.onnx"
+    assert b.input_names == tuple(manifest["io"]["inputs"])
+    assert b.output_names == tuple(manifest["io"]["outputs"])
+    assert b.palette.dtype == np.float32 and b.palette.shape == (512, 3)
+    assert not b.palette.flags.writeable
+
+
+def test_fingerprint_is_sha256_of_file_digests(tiny_bundle: Path) -> None:
+    import hashlib
+
+    model, palette = (file_sha256(tiny_bundle / n) for n in ("model.onnx", "palette.npy"))
+    expected = hashlib.sha256(bytes.fromhex(model) + bytes.fromhex(palette)).digest()[:8]
+    assert compute_fingerprint({"palette.npy": palette, "model.onnx": model}) == expected
+    assert load_bundle(tiny_bundle).fingerprint == expected
+
+
+def test_different_models_have_different_fingerprints(
+    tiny_bundle: Path, other_bundle: Path
+) -> None:
+    assert load_bundle(tiny_bundle).fingerprint != load_bundle(other_bundle).fingerprint
+
+
+def test_default_bundle_dir(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bundle_mod, "DEFAULT_BUNDLE_DIR", tiny_bundle)
+    assert load_bundle().path == tiny_bundle
+    monkeypatch.setattr(bundle_mod, "DEFAULT_BUNDLE_DIR", tiny_bundle / "missing")
+    assert "no model bundle" in one_line_error(None)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "palette.npy"])
+def test_flipped_byte_is_detected(name: str, tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    flip_byte(bundle / name)
+    message = one_line_error(bundle)
+    assert name in message and "corrupted" in message
+
+
+def test_truncated_file_is_detected(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    data = (bundle / "model.onnx").read_bytes()
+    (bundle / "model.onnx").write_bytes(data[:-10])
+    assert "model.onnx" in one_line_error(bundle)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "palette.npy", "manifest.json"])
+def test_missing_file(name: str, tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    (bundle / name).unlink()
+    assert name in one_line_error(bundle)
+
+
+def test_unknown_format_version(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    edit_manifest(bundle, lambda m: m.update(bundle_format_version=7))
+    assert one_line_error(bundle) == "unsupported bundle format version 7"
+
+
+def test_bad_json(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    (bundle / "manifest.json").write_text('{"bundle_format_version": 1,')
+    assert "not valid JSON" in one_line_error(bundle)
+
+
+def test_fingerprint_tamper(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    edit_manifest(bundle, lambda m: m.update(fingerprint="00" * 8))
+    assert "fingerprint" in one_line_error(bundle)
+
+
+def test_swapped_palette_with_matching_hash_changes_fingerprint(
+    tiny_bundle: Path, copy_bundle
+) -> None:
+    """Re-hashing a replaced palette is not enough: the fingerprint covers it too."""
+    bundle = copy_bundle(tiny_bundle)
+    np.save(bundle / "palette.npy", np.load(bundle / "palette.npy")[::-1].copy())
+    digest = file_sha256(bundle / "palette.npy")
+    edit_manifest(bundle, lambda m: m["files"]["palette.npy"].update(sha256=digest))
+    assert "fingerprint" in one_line_error(bundle)
+
+
+def test_unsafe_file_name(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    entry = {"sha256": "0" * 64, "bytes": 1}
+    edit_manifest(bundle, lambda m: m["files"].update({"../escape": entry}))
+    assert "invalid file name" in one_line_error(bundle)
+
+
+def test_inconsistent_io_names(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    edit_manifest(bundle, lambda m: m["io"]["past"].pop())
+    assert "past" in one_line_error(bundle)
+
+
+def test_hashes_are_cached(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_bundle(tiny_bundle)
+
+    def no_rehash(*args, **kwargs):
+        raise AssertionError("a bundle file was hashed twice")
+
+    monkeypatch.setattr(bundle_mod.hashlib, "sha256", no_rehash)
+    monkeypatch.setattr(bundle_mod, "compute_fingerprint", lambda hashes: bytes(8))
+    with pytest.raises(BundleError, match="fingerprint"):  # reached without re-hashing files
+        load_bundle(tiny_bundle)
+
+
+def test_runtime_modules_do_not_import_torch() -> None:
+    code = "import sys, codec.bundle, codec.model; sys.exit('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()

@@ -1,0 +1,121 @@
+"""TokenModel: matches the PyTorch model, and is bit-reproducible the ways the codec relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+from PIL import Image
+
+from codec.bundle import load_bundle
+from codec.model import SOS, TokenModel, make_session_options
+from codec.palette import image_to_tokens
+
+STEPS = 96
+
+
+@pytest.fixture(scope="module")
+def photo_sequences() -> np.ndarray:
+    """int64 [4, STEPS]: SOS + tokens of real photos (confident predictions), 4 distinct rows."""
+    palette = np.load(REPO_ROOT / "export" / "data" / "imagegpt_clusters.npy")
+    rows = []
+    for path in sorted((REPO_ROOT / "export" / "data" / "parity").glob("*.png")):
+        with Image.open(path) as image:
+            tokens = image_to_tokens(image.convert("RGB"), palette, 32).astype(np.int64)
+        rows += [tokens[: STEPS - 1], tokens[512 : 512 + STEPS - 1]]
+    return np.array([[SOS, *row] for row in rows[:4]], dtype=np.int64)
+
+
+def run_steps(model: TokenModel, sequences: np.ndarray) -> np.ndarray:
+    """probs [B, T, 512] where [:, t] is the distribution after feeding sequences[:, t]."""
+    state = model.start(sequences.shape[0])
+    out = []
+    for t in range(sequences.shape[1]):
+        probs, state = model.step(sequences[:, t], state)
+        assert probs.dtype == np.float32 and probs.flags.c_contiguous
+        assert probs.shape == (sequences.shape[0], 512)
+        out.append(probs)
+    return np.stack(out, axis=1)
+
+
+def test_probs_match_torch_softmax(
+    tiny_bundle: Path, tiny_checkpoint_dir: Path, photo_sequences: np.ndarray
+) -> None:
+    torch = pytest.importorskip("torch")
+    from transformers import ImageGPTForCausalImageModeling
+
+    hf = ImageGPTForCausalImageModeling.from_pretrained(tiny_checkpoint_dir).eval()
+    with torch.no_grad():
+        logits = hf(input_ids=torch.from_numpy(photo_sequences), use_cache=False).logits
+        expected = torch.softmax(logits, dim=-1).numpy()
+    got = run_steps(TokenModel(load_bundle(tiny_bundle), threads=1), photo_sequences)
+    assert np.abs(got - expected).max() <= 1e-5
+    assert expected.max() > 0.5  # the tiny model is confident somewhere, so this is a real check
+
+
+def test_thread_count_does_not_change_probs(tiny_bundle: Path, photo_sequences: np.ndarray) -> None:
+    bundle = load_bundle(tiny_bundle)
+    one = run_steps(TokenModel(bundle, threads=1), photo_sequences)
+    two = run_steps(TokenModel(bundle, threads=2), photo_sequences)
+    assert np.array_equal(one, two)
+
+
+def test_batch_neighbours_do_not_change_probs(
+    tiny_bundle: Path, photo_sequences: np.ndarray
+) -> None:
+    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    batched = run_steps(model, photo_sequences)
+    for row in range(photo_sequences.shape[0]):
+        alone = run_steps(model, photo_sequences[row : row + 1])
+        assert np.array_equal(alone[0], batched[row])
+
+
+def test_fresh_sessions_reproduce(tiny_bundle: Path, photo_sequences: np.ndarray) -> None:
+    first = run_steps(TokenModel(load_bundle(tiny_bundle)), photo_sequences[:2])
+    second = run_steps(TokenModel(load_bundle(tiny_bundle)), photo_sequences[:2])
+    assert np.array_equal(first, second)
+
+
+def test_states_are_immutable(tiny_bundle: Path) -> None:
+    """A decoder may step from the same state twice (e.g. after a retry); both must agree."""
+    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    _, state = model.step(np.array([SOS, SOS]), model.start(2))
+    a, after_a = model.step(np.array([5, 9]), state)
+    b, after_b = model.step(np.array([5, 9]), state)
+    assert np.array_equal(a, b) and state.length == 1 and after_a.length == after_b.length == 2
+
+
+def test_int8_bundle_runs_and_is_thread_invariant(
+    int8_bundle: Path, photo_sequences: np.ndarray
+) -> None:
+    bundle = load_bundle(int8_bundle)
+    assert bundle.batch_invariant is False
+    one = run_steps(TokenModel(bundle, threads=1), photo_sequences[:1, :32])
+    two = run_steps(TokenModel(bundle, threads=2), photo_sequences[:1, :32])
+    assert np.array_equal(one, two)
+
+
+def test_step_rejects_bad_tokens(tiny_bundle: Path) -> None:
+    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    state = model.start(2)
+    for bad in (np.array([SOS]), np.array([SOS, 513]), np.array([-1, 0]), np.array([0.0, 1.0])):
+        with pytest.raises(ValueError):
+            model.step(bad, state)
+    with pytest.raises(ValueError):
+        model.start(0)
+    with pytest.raises(ValueError):
+        make_session_options(0)
+
+
+def test_positions_run_out(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    model = TokenModel(bundle, threads=1)
+    state = model.start(1)
+    tokens = np.array([SOS])
+    for _ in range(bundle.n_positions):
+        _, state = model.step(tokens, state)
+        tokens = np.array([7])
+    with pytest.raises(ValueError, match="positions"):
+        model.step(tokens, state)
