@@ -178,7 +178,7 @@ def iter_decompress(
 ) -> Iterator[DecodedImage]:
     """Images as their records arrive (pipes), a window of records at a time.
 
-    Stream-level checks (end marker, record count, stream CRC) run when the
+    Stream-level checks (final record, end marker, record count) run when the
     stream is exhausted; consume the iterator to the end before trusting it.
     """
     bundle = resolve_bundle(model)

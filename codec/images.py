@@ -42,7 +42,7 @@ from PIL import Image, ImageOps
 from format.errors import InputImageError
 
 MAX_DIMENSION = 0xFFFF
-"""The container stores the original width and height as u16."""
+"""The container stores the original width and height as varints of at most 65535."""
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})

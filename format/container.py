@@ -1,10 +1,12 @@
 """The stream: file header, framed records, end marker (layout in format/SPEC.md).
 
 Written and read strictly front to back, so compress can write to a pipe and
-decompress can read from one. A record is handed to the caller only after its
-CRC has been checked; checks that need the whole stream (end marker, record
-count, stream CRC, trailing bytes) run when the iterator is exhausted, so
-callers must consume it to the end before trusting the stream as a whole.
+decompress can read from one. Record CRCs are chained: each covers the file
+header and every frame before it, so a record is handed to the caller only
+once everything up to its end has been checked. Checks that need the whole
+stream (final-record flag, end marker, record count, trailing bytes) run when
+the iterator is exhausted, so callers must consume it to the end before
+trusting the stream as a whole.
 """
 
 from __future__ import annotations
@@ -36,24 +38,27 @@ from format.records import (
     KNOWN_KINDS,
     KNOWN_RECORD_FLAGS,
     MAX_PAYLOAD,
+    PADDING_SHIFT,
     RECORD_ANCILLARY,
+    RECORD_FINAL,
+    RESERVED_RECORD_FLAGS,
     Record,
     RecordHeader,
     check_padding,
 )
 from format.source import ByteSource
+from format.varint import encode_varint
 
 MAGIC = b"\x89IGP\r\n\x1a\n"
 """PNG's trick: a high-bit byte, the name, CR LF, DOS EOF, LF; text-mode copies break it."""
 VERSION = 1
 KNOWN_FILE_FLAGS = 0
 MAX_HEADER_LEN = 0xFFFF
+MAX_RECORDS = 0xFFFFFFFF
+"""Records in one stream, skipped ones included (the end marker's count)."""
 
-_FILE_HEADER = struct.Struct("<8sHH")
-_FRAME_START = struct.Struct("<BBH")  # kind, record flags, header length
-_FRAME_MID = struct.Struct("<BII")  # padding bits, token CRC, payload length
+_FILE_HEADER = struct.Struct("<8sBB")  # magic, version, flags
 _U32 = struct.Struct("<I")
-_END_BODY = struct.Struct("<I")  # record count; the stream CRC follows
 
 # What common text-mode manglings do to the magic, for a helpful message.
 _MANGLED = {
@@ -82,41 +87,74 @@ def token_crc(tokens: np.ndarray) -> int:
 def _frame(
     kind: int, flags: int, header: bytes, padding_bits: int, tok_crc: int, payload: bytes
 ) -> bytes:
-    body = b"".join(
+    """A record frame up to its record CRC, which the writer appends (it is chained).
+
+    `flags` are the frame flags (ANCILLARY, FINAL); the padding count joins them
+    in the record-flags byte.
+    """
+    return b"".join(
         (
-            _FRAME_START.pack(kind, flags, len(header)),
+            bytes([kind, flags | padding_bits << PADDING_SHIFT]),
+            encode_varint(len(header)),
             header,
-            _FRAME_MID.pack(padding_bits, tok_crc, len(payload)),
+            _U32.pack(tok_crc),
+            encode_varint(len(payload)),
             payload,
         )
     )
-    return body + _U32.pack(zlib.crc32(body))
+
+
+_Frame = tuple[int, int, bytes, int, int, bytes]
 
 
 class StreamWriter:
-    """Writes a stream record by record; `close()` adds the end marker.
+    """Writes a stream record by record; `close()` marks the last record final and ends it.
 
-    The file header goes out with the first record, so a writer that never got
-    a record leaves nothing behind. A stream needs at least one record. Used as
-    a context manager, the end marker is written only if the block succeeded:
-    a failed compression leaves a stream that readers reject as truncated.
-    The file object is not closed.
+    The last record must carry the FINAL flag, which the writer cannot know
+    until the next record or `close()`, so each record is held back until then:
+    a record reaches the file when the next one is written. The file header
+    goes out with the first record, so a writer that never wrote a record
+    leaves nothing behind. A stream needs at least one record. Used as a
+    context manager, the end marker is written only if the block succeeded: on
+    failure the held record is written without FINAL, and what was written
+    reads as truncated (`MissingEndMarkerError`); the writer is then closed.
+    Without the context manager, a writer that is never closed loses its last
+    record. The file object is not closed.
     """
 
     def __init__(self, fileobj: BinaryIO) -> None:
         self._file = fileobj
-        self._crc = 0
-        self._count = 0
+        self._chain = 0  # CRC-32 of the file header and every frame written, CRC fields excluded
+        self._count = 0  # records accepted, the held one included
+        self._held: _Frame | None = None
+        self._started = False  # the file header is out
         self._closed = False
 
-    def _write(self, data: bytes) -> None:
-        if self._count == 0:
-            header = _FILE_HEADER.pack(MAGIC, VERSION, 0)
-            self._file.write(header)
-            self._crc = zlib.crc32(header)
-        self._file.write(data)
-        self._crc = zlib.crc32(data, self._crc)
+    def _hold(self, frame: _Frame) -> None:
+        if self._closed:
+            raise ValueError("stream writer is closed")
+        if self._count >= MAX_RECORDS:
+            raise LengthOutOfRangeError(f"a stream holds at most {MAX_RECORDS} records")
+        self._release(final=False)
+        self._held = frame
         self._count += 1
+
+    def _release(self, *, final: bool) -> None:
+        """Write the held record, if any, with or without the FINAL flag."""
+        if self._held is None:
+            return
+        kind, flags, header, padding_bits, tok_crc, payload = self._held
+        self._held = None
+        out = b""
+        if not self._started:
+            out = _FILE_HEADER.pack(MAGIC, VERSION, 0)
+            self._chain = zlib.crc32(out)
+            self._started = True
+        frame = _frame(
+            kind, flags | (RECORD_FINAL if final else 0), header, padding_bits, tok_crc, payload
+        )
+        self._chain = zlib.crc32(frame, self._chain)
+        self._file.write(out + frame + _U32.pack(self._chain))
 
     def write_record(self, record: Record) -> None:
         if self._closed:
@@ -124,8 +162,8 @@ class StreamWriter:
         if not isinstance(record, Record):
             raise TypeError(f"expected a Record, got {type(record).__name__}")
         head = record.header
-        self._write(
-            _frame(
+        self._hold(
+            (
                 head.kind,
                 head.flags,
                 head.to_bytes(),
@@ -159,17 +197,16 @@ class StreamWriter:
         if not 0 <= tok_crc <= 0xFFFFFFFF:
             raise InvalidFieldError(f"token CRC must be a u32, got {tok_crc}")
         check_padding(payload, padding_bits)
-        self._write(_frame(kind, flags, bytes(header), padding_bits, tok_crc, bytes(payload)))
+        self._hold((kind, flags, bytes(header), padding_bits, tok_crc, bytes(payload)))
 
     def close(self) -> None:
-        """Write the end marker (once). Refuses a stream without records."""
+        """Write the last record as FINAL and the end marker (once). Refuses an empty stream."""
         if self._closed:
             return
         if self._count == 0:
             raise ValueError("a stream needs at least one record")
-        end = bytes([KIND_END]) + _END_BODY.pack(self._count)
-        self._crc = zlib.crc32(end, self._crc)
-        self._file.write(end + _U32.pack(self._crc))
+        self._release(final=True)
+        self._file.write(bytes([KIND_END]) + encode_varint(self._count))
         self._closed = True
         flush = getattr(self._file, "flush", None)
         if flush is not None:
@@ -181,6 +218,9 @@ class StreamWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
+        elif not self._closed:
+            self._closed = True
+            self._release(final=False)
 
 
 def _read_file_header(src: ByteSource) -> FileHeader:
@@ -193,32 +233,34 @@ def _read_file_header(src: ByteSource) -> FileHeader:
         raise BadMagicError(
             f"not an IGP stream: bad magic {magic!r}" + (f"; {hint}" if hint else "")
         )
-    _, version, flags = _FILE_HEADER.unpack(magic + src.read(4, "file header"))
+    _, version, flags = _FILE_HEADER.unpack(magic + src.read(2, "file header"))
     if version != VERSION:
         raise UnsupportedVersionError(
             f"format version {version} is not supported (this reader knows {VERSION})"
         )
     if flags & ~KNOWN_FILE_FLAGS:
-        raise UnknownFlagsError(f"unknown file flags {flags:#06x}")
+        raise UnknownFlagsError(f"unknown file flags {flags:#04x}")
     return FileHeader(version, flags)
 
 
 def read_file_header(fileobj: BinaryIO) -> FileHeader:
-    """Read and validate only the 12-byte file header (e.g. for `info`)."""
+    """Read and validate only the 10-byte file header (e.g. for `info`)."""
     return _read_file_header(ByteSource(fileobj))
 
 
-def _read_end_marker(src: ByteSource, count: int) -> None:
-    (stored_count,) = _END_BODY.unpack(src.read(_END_BODY.size, "end marker"))
-    expected_crc = src.crc
-    (stored_crc,) = _U32.unpack(src.read(_U32.size, "end marker CRC"))
-    if stored_crc != expected_crc:
-        raise ChecksumError(
-            f"stream CRC mismatch: end marker says {stored_crc:#010x}, "
-            f"bytes give {expected_crc:#010x}"
+def _read_end_marker(src: ByteSource, count: int, final: bool) -> None:
+    start = src.offset - 1
+    stored, minimal = src.read_varint(
+        MAX_RECORDS, "end marker record count", too_long=InvalidFieldError
+    )
+    if not minimal:
+        raise InvalidFieldError(f"end marker at offset {start}: count is not minimally encoded")
+    if count and not final:
+        raise InvalidFieldError(
+            f"end marker at offset {start} follows record {count}, which is not marked final"
         )
-    if stored_count != count:
-        raise InvalidFieldError(f"end marker counts {stored_count} records, stream has {count}")
+    if stored != count:
+        raise InvalidFieldError(f"end marker counts {stored} records, stream has {count}")
     if count == 0:
         raise EmptyStreamError("stream has no records")
     extra = src.read_upto(1)
@@ -226,34 +268,45 @@ def _read_end_marker(src: ByteSource, count: int) -> None:
         raise TrailingDataError(f"trailing data after the end marker at offset {src.offset - 1}")
 
 
-def _read_record(src: ByteSource, kind_byte: bytes) -> Record | None:
-    """One framed record after its kind byte; None if it is skippable and unknown."""
+def _read_record(src: ByteSource, kind: int) -> tuple[Record | None, bool]:
+    """One framed record after its kind byte: (the record, or None if it is skippable and
+    unknown; whether it is marked final)."""
     start = src.offset - 1
-    head = src.read(_FRAME_START.size - 1, "record header")
-    kind, flags, header_len = _FRAME_START.unpack(kind_byte + head)
-    if flags & ~KNOWN_RECORD_FLAGS:
-        raise UnknownFlagsError(f"record at offset {start}: unknown record flags {flags:#04x}")
+    flag_byte = src.read(1, "record flags")[0]
+    if flag_byte & RESERVED_RECORD_FLAGS:
+        raise UnknownFlagsError(f"record at offset {start}: unknown record flags {flag_byte:#04x}")
+    flags = flag_byte & RECORD_ANCILLARY
     known = kind in KNOWN_KINDS
-    if not known and not flags & RECORD_ANCILLARY:
+    if not known and not flags:
         raise UnknownRecordKindError(
             f"record at offset {start}: unknown must-understand record kind {kind}"
         )
+    header_len, minimal_h = src.read_varint(
+        MAX_HEADER_LEN, "record header length", too_long=LengthOutOfRangeError
+    )
     src.check_length(header_len, MAX_HEADER_LEN, "record header")
     header = src.read(header_len, "record header")
-    mid = src.read(_FRAME_MID.size, "record frame")
-    padding_bits, tok_crc, payload_len = _FRAME_MID.unpack(mid)
+    (tok_crc,) = _U32.unpack(src.read(_U32.size, "token CRC"))
+    payload_len, minimal_p = src.read_varint(
+        MAX_PAYLOAD, "record payload length", too_long=LengthOutOfRangeError
+    )
     src.check_length(payload_len, MAX_PAYLOAD, "record payload")
     payload = src.read(payload_len, "record payload")
-    (stored,) = _U32.unpack(src.read(_U32.size, "record CRC"))
-    actual = zlib.crc32(payload, zlib.crc32(mid, zlib.crc32(header, zlib.crc32(kind_byte + head))))
+    actual = src.crc
+    (stored,) = _U32.unpack(src.read(_U32.size, "record CRC", hashed=False))
     if stored != actual:
         raise ChecksumError(
             f"record at offset {start}: CRC mismatch (stored {stored:#010x}, "
             f"computed {actual:#010x})"
         )
+    if not (minimal_h and minimal_p):
+        raise InvalidFieldError(f"record at offset {start}: a length is not minimally encoded")
+    final = bool(flag_byte & RECORD_FINAL)
     if not known:
-        return None
-    return Record(RecordHeader.from_bytes(kind, flags, header), payload, padding_bits, tok_crc)
+        return None, final
+    padding_bits = flag_byte >> PADDING_SHIFT
+    header_fields = RecordHeader.from_bytes(kind, flags, header)
+    return Record(header_fields, payload, padding_bits, tok_crc), final
 
 
 def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Record]:
@@ -266,6 +319,7 @@ def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Re
     src = ByteSource(fileobj, length)
     _read_file_header(src)
     count = 0
+    final = False
     while True:
         kind_byte = src.read_upto(1)
         if not kind_byte:
@@ -273,9 +327,13 @@ def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Re
                 f"truncated stream: ends after {count} records without an end marker"
             )
         if kind_byte[0] == KIND_END:
-            _read_end_marker(src, count)
+            _read_end_marker(src, count, final)
             return
-        record = _read_record(src, kind_byte)
+        if final:
+            raise InvalidFieldError(
+                f"record at offset {src.offset - 1} follows the record marked final"
+            )
+        record, final = _read_record(src, kind_byte[0])
         count += 1
         if record is not None:
             yield record

@@ -7,6 +7,7 @@ The layout is documented byte by byte in format/SPEC.md.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from format.errors import (
     UnknownExtensionError,
     UnknownFlagsError,
 )
+from format.varint import decode_varint, encode_varint
 
 KIND_END = 0
 """Reserved: the kind byte of the end marker, never a record."""
@@ -28,6 +30,13 @@ KNOWN_KINDS = frozenset({KIND_THUMBNAIL})
 RECORD_ANCILLARY = 0x01
 """Record flag: a reader that does not know the record's kind may skip it."""
 KNOWN_RECORD_FLAGS = RECORD_ANCILLARY
+"""The flags a RecordHeader may carry."""
+RECORD_FINAL = 0x02
+"""Frame flag, set by the writer alone: the last record of the stream (never in a RecordHeader)."""
+PADDING_SHIFT = 5
+"""The record-flags byte holds the payload's padding-bit count (0..7) in bits 5..7."""
+RESERVED_RECORD_FLAGS = 0x1C
+"""Bits 2..4 of the record-flags byte: must be 0."""
 
 EXT_MUST_UNDERSTAND = 0x80
 """Extension tag bit: a reader that does not know the tag must refuse the record."""
@@ -36,6 +45,8 @@ KNOWN_EXTENSION_TAGS: frozenset[int] = frozenset()
 FINGERPRINT_LEN = 8
 MAX_MODE_LEN = 16
 MAX_TOKENS = 1 << 20
+MAX_SIDE = math.isqrt(MAX_TOKENS)
+"""1024: the largest side whose square fits MAX_TOKENS."""
 MAX_FREQ_BITS = 31
 MAX_EXTENSIONS_LEN = 16384
 MAX_PAYLOAD = 1 << 24
@@ -44,10 +55,9 @@ MAX_PAYLOAD = 1 << 24
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
 
-# Kind 1 header body: fingerprint, width, height, mode length | mode | side, token count,
-# freq bits, batch size, batch index, extensions length | extensions.
-_THUMB_HEAD = struct.Struct("<8sHHB")
-_THUMB_MID = struct.Struct("<HIBHHH")
+# Kind 1 header body (SPEC.md): fingerprint, width, height, mode length, mode, side, freq bits,
+# batch size, batch index, extension area length, extension area; the integers are varints
+# except the two u8s (mode length, freq bits). The token count is not stored: it is side^2.
 _EXT_ENTRY = struct.Struct("<BH")
 
 
@@ -103,7 +113,8 @@ class RecordHeader:
 
     `batch_size`/`batch_index` record how the encoder grouped sequences into
     model batches, because batch composition can change the floats (DESIGN.md);
-    1/0 means the record was coded alone.
+    1/0 means the record was coded alone. `token_count` is always side^2, so a
+    stream does not store it: the reader derives it from `side`.
     """
 
     fingerprint: bytes
@@ -141,12 +152,12 @@ class RecordHeader:
             f"mode must be 1..{MAX_MODE_LEN} printable ASCII characters, got {self.mode!r}",
         )
         _require(
-            _is_int(self.token_count) and 1 <= self.token_count <= MAX_TOKENS,
-            f"token count must be 1..{MAX_TOKENS}, got {self.token_count!r}",
+            _is_int(self.side) and 1 <= self.side <= MAX_SIDE,
+            f"side must be 1..{MAX_SIDE}, got {self.side!r}",
         )
         _require(
-            _is_int(self.side) and 1 <= self.side <= _U16 and self.side**2 == self.token_count,
-            f"side {self.side!r} does not match token count {self.token_count} (must be side^2)",
+            _is_int(self.token_count) and self.token_count == self.side**2,
+            f"token count {self.token_count!r} does not match side {self.side} (must be side^2)",
         )
         _require(
             _is_int(self.freq_bits) and 1 <= self.freq_bits <= MAX_FREQ_BITS,
@@ -168,16 +179,16 @@ class RecordHeader:
         mode = self.mode.encode("ascii")
         return b"".join(
             (
-                _THUMB_HEAD.pack(self.fingerprint, self.width, self.height, len(mode)),
+                self.fingerprint,
+                encode_varint(self.width),
+                encode_varint(self.height),
+                bytes([len(mode)]),
                 mode,
-                _THUMB_MID.pack(
-                    self.side,
-                    self.token_count,
-                    self.freq_bits,
-                    self.batch_size,
-                    self.batch_index,
-                    len(self.extensions),
-                ),
+                encode_varint(self.side),
+                bytes([self.freq_bits]),
+                encode_varint(self.batch_size),
+                encode_varint(self.batch_index),
+                encode_varint(len(self.extensions)),
                 self.extensions,
             )
         )
@@ -187,13 +198,17 @@ class RecordHeader:
         """Parse a header body; every inconsistency is an InvalidFieldError."""
         _require(kind == KIND_THUMBNAIL, f"record kind {kind} has no header parser")
         _require(
-            len(body) >= _THUMB_HEAD.size,
-            f"record header of {len(body)} bytes is shorter than its fixed part",
+            len(body) >= FINGERPRINT_LEN,
+            f"record header of {len(body)} bytes cannot hold a fingerprint",
         )
-        fingerprint, width, height, mode_len = _THUMB_HEAD.unpack_from(body, 0)
-        pos = _THUMB_HEAD.size
+        fingerprint = body[:FINGERPRINT_LEN]
+        width, pos = decode_varint(body, FINGERPRINT_LEN, _U16, "width")
+        height, pos = decode_varint(body, pos, _U16, "height")
+        _require(pos < len(body), "record header ends inside its mode length")
+        mode_len = body[pos]
+        pos += 1
         _require(
-            mode_len <= MAX_MODE_LEN and len(body) >= pos + mode_len + _THUMB_MID.size,
+            mode_len <= MAX_MODE_LEN and len(body) >= pos + mode_len,
             f"record header of {len(body)} bytes cannot hold a mode of {mode_len} bytes",
         )
         mode_bytes = body[pos : pos + mode_len]
@@ -202,10 +217,12 @@ class RecordHeader:
             f"mode {mode_bytes!r} is not printable ASCII",
         )
         pos += mode_len
-        side, token_count, freq_bits, batch_size, batch_index, ext_len = _THUMB_MID.unpack_from(
-            body, pos
-        )
-        pos += _THUMB_MID.size
+        side, pos = decode_varint(body, pos, MAX_SIDE, "side")
+        _require(pos < len(body), "record header ends inside its freq bits")
+        freq_bits = body[pos]
+        batch_size, pos = decode_varint(body, pos + 1, _U16, "batch size")
+        batch_index, pos = decode_varint(body, pos, _U16 - 1, "batch index")
+        ext_len, pos = decode_varint(body, pos, MAX_EXTENSIONS_LEN, "extension area length")
         _require(
             len(body) == pos + ext_len,
             f"record header is {len(body)} bytes but its fields need {pos + ext_len}",
@@ -216,7 +233,7 @@ class RecordHeader:
             height=height,
             mode=mode_bytes.decode("ascii"),
             side=side,
-            token_count=token_count,
+            token_count=side * side,
             freq_bits=freq_bits,
             batch_size=batch_size,
             batch_index=batch_index,
