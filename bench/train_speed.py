@@ -45,7 +45,10 @@ def measure(n_embd: int, n_layer: int, n_head: int, batch: int, steps: int, thre
         **shape.to_config_kwargs(), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
     )
     config._attn_implementation = "eager"
-    models = {"transformers_eager": ImageGPTForCausalImageModeling(config), "lean_sdpa": IGPT(shape)}
+    models = {
+        "transformers_eager": ImageGPTForCausalImageModeling(config),
+        "lean_sdpa": IGPT(shape),
+    }
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
     target = torch.randint(0, 512, (batch, 1024))
     times: dict[str, list[float]] = {k: [] for k in models}

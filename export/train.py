@@ -78,10 +78,15 @@ def colour_aware_init(model: IGPT, palette: np.ndarray, seed: int) -> None:
         wpe += 0.3 * feat @ mix
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+def lr_at(step: int, progress: float, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% as `progress` (0..1) runs out.
+
+    progress is the larger of steps done / steps planned and time spent / time
+    budget, so a run cut short by its time budget still ends with a decayed rate.
+    """
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max(0.0, progress))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -132,25 +137,28 @@ def train(args: argparse.Namespace) -> None:
         lr=args.lr,
         betas=(0.9, 0.95),
     )
-    step, cursor, history = 0, 0, []
+    step, cursor, history, elapsed = 0, 0, [], 0.0
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, cursor, history = ckpt["step"], ckpt["cursor"], ckpt["history"]
+        elapsed = ckpt.get("elapsed", 0.0)
         print(f"resumed at step {step}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"preset {args.preset} {shape} params {n_params}", flush=True)
     model.train()
-    deadline = time.time() + args.minutes * 60
+    budget = args.minutes * 60
+    started = time.time() - elapsed
     t_last, tokens_since = time.time(), 0
-    while step < args.steps and time.time() < deadline:
+    while step < args.steps and time.time() - started < budget:
         idx = (cursor + np.arange(args.batch)) % len(train_tokens)
         cursor = int((cursor + args.batch) % len(train_tokens))
         target = torch.as_tensor(train_tokens[idx].astype(np.int64))
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            progress = max(step / args.steps, (time.time() - started) / budget)
+            group["lr"] = lr_at(step, progress, args.lr, args.warmup)
         logits = model(with_sos(target))
         loss = F.cross_entropy(logits.reshape(-1, 512), target.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
@@ -186,6 +194,7 @@ def train(args: argparse.Namespace) -> None:
                     "cursor": cursor,
                     "history": history,
                     "preset": args.preset,
+                    "elapsed": time.time() - started,
                 },
                 ckpt_path,
             )
@@ -206,6 +215,7 @@ def train(args: argparse.Namespace) -> None:
             "cursor": cursor,
             "history": history,
             "preset": args.preset,
+            "elapsed": time.time() - started,
         },
         ckpt_path,
     )
