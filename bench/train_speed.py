@@ -66,9 +66,9 @@ def measure(n_embd: int, n_layer: int, n_head: int, batch: int, steps: int, thre
     for name, ts in times.items():
         median = statistics.median(ts)
         result[name] = {"median_s_per_step": median, "tokens_per_s": tokens / median}
-    result["speedup"] = result["lean_sdpa"]["tokens_per_s"] / result["transformers_eager"][
-        "tokens_per_s"
-    ]
+    result["speedup"] = (
+        result["lean_sdpa"]["tokens_per_s"] / result["transformers_eager"]["tokens_per_s"]
+    )
     return result
 
 
