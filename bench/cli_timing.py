@@ -1,0 +1,125 @@
+"""Whole-process cost of the command line: `cli.py compress` and `decompress` on one image.
+
+This is what a user waits for: interpreter start, imports, bundle hashing,
+session creation, tokenizing, the step loop and file output. Each run is a fresh
+subprocess.
+
+Peak memory is the child's own high-water mark (VmHWM in /proc/PID/status), read
+by a thread every few milliseconds while the parent blocks in wait4. The
+kernel's ru_maxrss for a child is no use here: it keeps the size the child had
+before exec, i.e. a copy of this (large) benchmark process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.timing import median
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLI = REPO_ROOT / "cli.py"
+POLL_S = 0.005
+IMPORTS_ONLY = "import cli, codec.api, codec.model"
+"""The baseline: interpreter start and the run-time imports (numpy, Pillow, onnxruntime,
+click), without a bundle or a model step; what compress/decompress spend beyond it is theirs."""
+
+
+def vm_hwm(pid: int) -> int | None:
+    """Peak resident bytes of a live process (Linux), None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+class PeakWatcher(threading.Thread):
+    """Polls a child's VmHWM until stopped; the mark only grows, so the last read wins."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            value = vm_hwm(self.pid)
+            if value is not None:
+                self.peak = max(self.peak, value)
+            time.sleep(POLL_S)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def run_child(args: list[str]) -> tuple[float, int, int, str]:
+    """(wall seconds, exit status, peak RSS in bytes, stderr tail) of one subprocess."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        watcher = PeakWatcher(child.pid)
+        watcher.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            peak = watcher.stop()
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read()[-2000:].decode(errors="replace")
+    if not peak:  # no /proc: fall back to the kernel's figure, inflated as described above
+        peak = usage.ru_maxrss * 1024
+    return seconds, child.returncode, peak, tail
+
+
+def time_cli(image: Path, model: Path, size: int, runs: int) -> dict[str, Any]:
+    """Median wall time and peak RSS of the imports baseline, compress and decompress."""
+    result: dict[str, Any] = {"image": str(image), "size": size, "runs": runs, "threads": None}
+    with tempfile.TemporaryDirectory(prefix="bench_cli_") as tmp:
+        stream = Path(tmp) / "image.igpt"
+        png = Path(tmp) / "image.png"
+        commands = {
+            "imports": [sys.executable, "-c", IMPORTS_ONLY],
+            "compress": [
+                *(sys.executable, str(CLI), "compress", str(image)),
+                *("-o", str(stream), "--model", str(model), "--size", str(size), "-q", "-f"),
+            ],
+            "decompress": [
+                *(sys.executable, str(CLI), "decompress", str(stream)),
+                *("-o", str(png), "--model", str(model), "-q", "-f"),
+            ],
+        }
+        for name, args in commands.items():
+            times, peaks = [], []
+            for _ in range(max(1, runs)):
+                seconds, status, peak, tail = run_child(args)
+                if status != 0:
+                    raise RuntimeError(f"cli.py {name} exited with {status}: {tail.strip()}")
+                times.append(seconds)
+                peaks.append(peak)
+            result[name] = {
+                "median_seconds": median(times),
+                "seconds": times,
+                "peak_rss_bytes": max(peaks),
+            }
+            if name != "imports":
+                result[name]["tokens_per_s"] = size * size / median(times)
+        result["stream_bytes"] = stream.stat().st_size
+    return result
