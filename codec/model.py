@@ -49,6 +49,10 @@ def make_session_options(threads: int | None) -> ort.SessionOptions:
     options.enable_mem_pattern = False
     options.enable_cpu_mem_arena = True
     options.add_session_config_entry("session.set_denormal_as_zero", "0")
+    # Idle pool threads sleep instead of spinning. A step runs ~150 small kernels, and with
+    # 2 threads on a busy 2-core machine the spinning worker steals the core the main thread
+    # needs (default model, batch 16, 2 threads: ~1.2x faster without spinning; floats unchanged).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
 

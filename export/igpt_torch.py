@@ -136,20 +136,41 @@ class Attention(nn.Module):
         return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
 
     def forward_step(
-        self, x: torch.Tensor, past_key: torch.Tensor, past_value: torch.Tensor
+        self,
+        x: torch.Tensor,
+        past_key: torch.Tensor,
+        past_value: torch.Tensor,
+        hidden: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """New tokens attend to the cache and to each other causally; explicit ops trace cleanly."""
-        b, t, c = x.shape
-        q, k, v = (self._heads(z) for z in self.c_attn(x).split(c, dim=2))
-        key = torch.cat([past_key, k], dim=2)
-        value = torch.cat([past_value, v], dim=2)
-        scores = torch.matmul(q, key.transpose(-1, -2)) / self.divisor
-        past_len = key.shape[2] - t
-        query_pos = torch.arange(t, device=x.device).unsqueeze(1) + past_len
-        key_pos = torch.arange(key.shape[2], device=x.device).unsqueeze(0)
-        scores = scores.masked_fill(key_pos > query_pos, torch.finfo(scores.dtype).min)
+        """New tokens attend to the cache and to each other causally; explicit ops trace cleanly.
+
+        `hidden` is bool [t, past + t], True where a query may not see a key. Scores are
+        computed as key @ q^T, which reads the cache in its stored [B, H, P, D] layout:
+        q @ key^T makes the exporter transpose the whole key cache every step (a quarter
+        of the step time at batch 16 on the default model). Only the small [B, H, P, t]
+        result is transposed. A divisor of 1 (the export folds the scale into the query
+        weights) traces no division.
+        """
+        q, k, v = self.c_attn(x).split(x.shape[2], dim=2)
+        # Every reshape takes its sizes from its own input's shape, so that the export can
+        # turn it into a constant-shape Reshape (export/step_graph.py: _static_reshapes).
+        q_t = q.view(q.shape[0], q.shape[1], self.n_head, self.head_dim).permute(0, 2, 3, 1)
+        key = torch.cat([past_key, self._heads(k)], dim=2)
+        value = torch.cat([past_value, self._heads(v)], dim=2)
+        scores = torch.matmul(key, q_t).transpose(-1, -2)
+        if self.divisor != 1.0:
+            scores = scores / self.divisor
+        scores = scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
         y = torch.matmul(torch.softmax(scores, dim=-1), value)
-        return self.c_proj(y.transpose(1, 2).reshape(b, t, c)), key, value
+        return self.c_proj(y.transpose(1, 2).flatten(2)), key, value
+
+    def fold_scale_into_query(self) -> None:
+        """Divide the query weights by the divisor once (export only; changes floats ~1e-7)."""
+        c = self.c_attn.weight.shape[0]
+        with torch.no_grad():
+            self.c_attn.weight[:, :c] /= self.divisor
+            self.c_attn.bias[:c] /= self.divisor
+        self.divisor = 1.0
 
 
 class MLP(nn.Module):
@@ -214,9 +235,14 @@ class IGPT(nn.Module):
         past_len = past[0].shape[2]
         pos = torch.arange(input_ids.shape[1], device=input_ids.device) + past_len
         x = tr.wte(input_ids) + tr.wpe(pos)
+        # The causal mask is built once per step and shared by every layer.
+        key_pos = torch.arange(past_len + input_ids.shape[1], device=input_ids.device)
+        hidden = key_pos.unsqueeze(0) > pos.unsqueeze(1)
         presents: list[torch.Tensor] = []
         for i, block in enumerate(tr.h):
-            a, key, value = block.attn.forward_step(block.ln_1(x), past[2 * i], past[2 * i + 1])
+            a, key, value = block.attn.forward_step(
+                block.ln_1(x), past[2 * i], past[2 * i + 1], hidden
+            )
             x = x + a
             x = x + block.mlp(block.ln_2(x))
             presents += [key, value]
