@@ -194,6 +194,27 @@ def cli() -> None:
     """Lossless ImageGPT image codec: palette tokens coded under the model's predictions."""
 
 
+def run_options(command: Callable) -> Callable:
+    """The options compress and decompress share: model, overwrite, quiet, threads."""
+    for option in reversed(
+        [
+            click.option(
+                "--model",
+                "model_dir",
+                metavar="DIR",
+                help="Model bundle directory (default: the shipped one).",
+            ),
+            click.option("-f", "--force", is_flag=True, help="Overwrite existing output."),
+            click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary."),
+            click.option(
+                "--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads."
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output stream ('-' for stdout). Default: INPUT.igpt.")
@@ -205,12 +226,7 @@ def cli() -> None:
     show_default=True,
     help="Side N of the coded N x N image.",
 )
-@click.option(
-    "--model", "model_dir", metavar="DIR", help="Model bundle directory (default: the shipped one)."
-)
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing output.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+@run_options
 @reports_errors
 def compress(
     inputs: tuple[str, ...],
@@ -276,12 +292,7 @@ def compress(
 @click.option(
     "--original-size", is_flag=True, help="Scale back (bilinear) to the original dimensions."
 )
-@click.option(
-    "--model", "model_dir", metavar="DIR", help="Model bundle directory (default: the shipped one)."
-)
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing output.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+@run_options
 @reports_errors
 def decompress(
     input_name: str,

@@ -39,6 +39,7 @@ LN2 = math.log(2.0)
 PALETTE_PATH = Path(__file__).parent / "data" / "imagegpt_clusters.npy"
 
 PRESETS: dict[str, IGPTShape] = {
+    "micro": IGPTShape(n_embd=32, n_layer=1, n_head=2),  # tests only
     "tiny": IGPTShape(n_embd=96, n_layer=3, n_head=2),
     "small": IGPTShape(n_embd=128, n_layer=4, n_head=2),
     "medium": IGPTShape(n_embd=192, n_layer=6, n_head=3),
@@ -151,6 +152,20 @@ def train(args: argparse.Namespace) -> None:
     model.train()
     budget = args.minutes * 60
     started = time.time() - elapsed
+
+    def save_checkpoint() -> None:
+        """Everything a resumed run needs: weights, optimizer, data cursor, time spent."""
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "cursor": cursor,
+            "history": history,
+            "preset": args.preset,
+            "elapsed": time.time() - started,
+        }
+        save_atomic(state, ckpt_path)
+
     t_last, tokens_since = time.time(), 0
     while step < args.steps and time.time() - started < budget:
         idx = (cursor + np.arange(args.batch)) % len(train_tokens)
@@ -186,18 +201,7 @@ def train(args: argparse.Namespace) -> None:
             }
             history.append(entry)
             print("eval " + json.dumps(entry), flush=True)
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "cursor": cursor,
-                    "history": history,
-                    "preset": args.preset,
-                    "elapsed": time.time() - started,
-                },
-                ckpt_path,
-            )
+            save_checkpoint()
     final = {
         "step": step,
         "val_whole_bpt": evaluate(model, val_whole),
@@ -207,18 +211,7 @@ def train(args: argparse.Namespace) -> None:
         "shape": shape.__dict__,
         "history": history,
     }
-    save_atomic(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "cursor": cursor,
-            "history": history,
-            "preset": args.preset,
-            "elapsed": time.time() - started,
-        },
-        ckpt_path,
-    )
+    save_checkpoint()
     hf_dir = out / "hf"
     hf = to_transformers(model.eval())
     hf.save_pretrained(hf_dir)
