@@ -8,9 +8,9 @@ held to the best rate seen with at most T.
 Each sampled step (stepbench) is then set beside:
 
 - bytes / bandwidth, where bytes = the weights read once per step (fp32: 4 bytes,
-  int8: 1 byte per matmul weight) plus the KV cache traffic: the past is read and
-  copied into the present (B*(L) read, B*(L+1) written) and attention reads the
-  present again (B*(L+1)), at 2 * n_layer * n_embd * 4 bytes per position;
+  int8: 1 byte per matmul weight) plus the KV cache traffic: attention reads the
+  runner's preallocated cache in place (B*L) and the step writes the new position
+  (B*1), at 2 * n_layer * n_embd * 4 bytes per position (codec/model.py);
 - FLOPs / matmul throughput, where FLOPs = 2 per multiply-add of the four weight
   matmuls per layer, the two attention products over L+1 keys and the 512-way head.
 
@@ -120,7 +120,7 @@ def step_costs(shape: dict[str, Any], batch: int, past: int) -> dict[str, float]
     inner = shape.get("n_inner") or 4 * d
     weight_bytes = weight_count(shape) * bytes_per_weight(shape["quantization"])
     kv_position = 2 * layers * d * FLOAT32_BYTES
-    kv_bytes = batch * kv_position * (past + 2 * (past + 1))
+    kv_bytes = batch * kv_position * (past + 1)
     per_row = layers * (2 * d * (4 * d + 2 * inner) + 4 * (past + 1) * d) + 2 * d * PALETTE_SIZE
     return {
         "weight_bytes": float(weight_bytes),

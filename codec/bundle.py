@@ -31,6 +31,15 @@ PALETTE_FILE = "palette.npy"
 DEFAULT_BUNDLE_DIR = Path(__file__).parent / "models" / "default"
 FINGERPRINT_BYTES = 8
 
+# The step graph's calling convention (docs/runtime-notes.md, "Decode speed"). The runner
+# owns a preallocated KV cache: keys [batch, heads, head_dim, capacity], values [batch,
+# heads, capacity, head_dim], capacity grown in whole chunks of KV_CHUNK positions as a
+# function of the sequence length only; the graph gets input_ids, past_length and the
+# buffers and returns logits, probs and only the new tokens' keys and values. The chunk
+# size changes the floats (softmax length), so it is part of the contract, not a setting.
+GRAPH_CONTRACT = "kv-prealloc-chunk64-v1"
+KV_CHUNK = 64
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
 
@@ -51,8 +60,9 @@ class Bundle:
     batch_invariant: bool
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    past_length_name: str
     past_names: tuple[str, ...]
-    present_names: tuple[str, ...]
+    new_names: tuple[str, ...]
     quantization: str
 
 
@@ -107,16 +117,28 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     n_layer, n_head, head_dim, n_positions = (
         _positive_int(model, k) for k in ("n_layer", "n_head", "head_dim", "n_positions")
     )
-    io = _section(manifest, "io")
-    inputs, outputs, past, present = (
-        _names(io, k) for k in ("inputs", "outputs", "past", "present")
-    )
-    if len(past) != 2 * n_layer or len(present) != 2 * n_layer:
-        raise BundleError(f"manifest io lists {len(past)} past tensors for {n_layer} layers")
-    if inputs != ("input_ids", *past) or "probs" not in outputs or not set(present) <= set(outputs):
+    contract = manifest.get("graph_contract")
+    if contract != GRAPH_CONTRACT:
         raise BundleError(
-            "manifest io names do not follow the input_ids/past/probs/present contract"
+            f"bundle graph contract {contract} is not supported; re-export with this version"
         )
+    io = _section(manifest, "io")
+    inputs, outputs, past, new = (_names(io, k) for k in ("inputs", "outputs", "past", "new"))
+    if len(past) != 2 * n_layer or len(new) != 2 * n_layer:
+        raise BundleError(f"manifest io lists {len(past)} past tensors for {n_layer} layers")
+    past_length = io.get("past_length")
+    if (
+        inputs != ("input_ids", past_length, *past)
+        or outputs[:2] != ("logits", "probs")
+        or outputs[2:] != new
+    ):
+        raise BundleError(
+            "manifest io names do not follow the input_ids/past_length/past -> "
+            "logits/probs/new contract"
+        )
+    layout = io.get("cache_layout")
+    if not isinstance(layout, dict) or layout.get("chunk") != KV_CHUNK:
+        raise BundleError(f"manifest io.cache_layout must give chunk {KV_CHUNK}")
     batch_invariant = manifest.get("batch_invariant")
     if not isinstance(batch_invariant, bool):
         raise BundleError("manifest batch_invariant must be true or false")
@@ -133,8 +155,9 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         batch_invariant=batch_invariant,
         input_names=inputs,
         output_names=outputs,
+        past_length_name=past_length,
         past_names=past,
-        present_names=present,
+        new_names=new,
         quantization=str(manifest.get("quantization", "none")),
     )
 

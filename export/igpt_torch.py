@@ -140,29 +140,44 @@ class Attention(nn.Module):
         x: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
-        hidden: torch.Tensor,
+        hidden_past: torch.Tensor,
+        hidden_new: torch.Tensor,
+        capacity: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """New tokens attend to the cache and to each other causally; explicit ops trace cleanly.
+        """New tokens attend to a preallocated cache and to each other; explicit ops trace cleanly.
 
-        `hidden` is bool [t, past + t], True where a query may not see a key. Scores are
-        computed as key @ q^T, which reads the cache in its stored [B, H, P, D] layout:
-        q @ key^T makes the exporter transpose the whole key cache every step (a quarter
-        of the step time at batch 16 on the default model). Only the small [B, H, P, t]
-        result is transposed. A divisor of 1 (the export folds the scale into the query
-        weights) traces no division.
+        past_key is [B, H, D, C] and past_value [B, H, C, D] for a capacity C of which only
+        the first past_length positions are valid; hidden_past (bool [1, C]) hides the rest
+        and hidden_new (bool [t, t]) is the causal mask among the new tokens. `capacity` (C)
+        is read from the first layer's buffer once per step, not per layer (fewer kernels).
+        The scores over the cache and over the new tokens are concatenated (not the cache
+        itself), so the graph never copies the cache; it returns only the new keys
+        [B, H, D, t] and values [B, H, t, D], which the runner writes into its buffers.
+        Unused positions must hold finite values (the runner keeps them zero): their weight
+        after softmax is exactly 0. A divisor of 1 (the export folds the scale into the
+        query weights) traces no division.
         """
         q, k, v = self.c_attn(x).split(x.shape[2], dim=2)
         # Every reshape takes its sizes from its own input's shape, so that the export can
         # turn it into a constant-shape Reshape (export/step_graph.py: _static_reshapes).
-        q_t = q.view(q.shape[0], q.shape[1], self.n_head, self.head_dim).permute(0, 2, 3, 1)
-        key = torch.cat([past_key, self._heads(k)], dim=2)
-        value = torch.cat([past_value, self._heads(v)], dim=2)
-        scores = torch.matmul(key, q_t).transpose(-1, -2)
+        q = q.view(q.shape[0], q.shape[1], self.n_head, self.head_dim).transpose(1, 2)
+        new_key = k.view(k.shape[0], k.shape[1], self.n_head, self.head_dim).permute(0, 2, 3, 1)
+        new_value = self._heads(v)
+        scores_past = torch.matmul(q, past_key)
+        scores_new = torch.matmul(q, new_key)
         if self.divisor != 1.0:
-            scores = scores / self.divisor
-        scores = scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
-        y = torch.matmul(torch.softmax(scores, dim=-1), value)
-        return self.c_proj(y.transpose(1, 2).flatten(2)), key, value
+            scores_past = scores_past / self.divisor
+            scores_new = scores_new / self.divisor
+        low = torch.finfo(scores_past.dtype).min
+        scores = torch.cat(
+            [scores_past.masked_fill(hidden_past, low), scores_new.masked_fill(hidden_new, low)],
+            dim=-1,
+        )
+        weights = torch.softmax(scores, dim=-1)
+        y = torch.matmul(weights[..., :capacity], past_value) + torch.matmul(
+            weights[..., capacity:], new_value
+        )
+        return self.c_proj(y.transpose(1, 2).flatten(2)), new_key, new_value
 
     def fold_scale_into_query(self) -> None:
         """Divide the query weights by the divisor once (export only; changes floats ~1e-7)."""
@@ -228,25 +243,31 @@ class IGPT(nn.Module):
         return self.lm_head(tr.ln_f(x))
 
     def forward_step(
-        self, input_ids: torch.Tensor, past: list[torch.Tensor]
+        self, input_ids: torch.Tensor, past_length: torch.Tensor, past: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits for new tokens after a KV cache; past = [k0, v0, k1, v1, ...], each [B,H,P,D]."""
+        """Logits for new tokens after a preallocated KV cache, and the new keys and values.
+
+        past = [k0, v0, k1, v1, ...] with keys [B, H, D, C] and values [B, H, C, D], of which
+        the first past_length (int64 scalar tensor) positions are valid. Returns the logits
+        [B, t, vocab-1] and [new_k0, new_v0, ...] ([B, H, D, t] and [B, H, t, D]).
+        """
         tr = self.transformer
-        past_len = past[0].shape[2]
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device) + past_len
-        x = tr.wte(input_ids) + tr.wpe(pos)
-        # The causal mask is built once per step and shared by every layer.
-        key_pos = torch.arange(past_len + input_ids.shape[1], device=input_ids.device)
-        hidden = key_pos.unsqueeze(0) > pos.unsqueeze(1)
-        presents: list[torch.Tensor] = []
+        new_pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = tr.wte(input_ids) + tr.wpe(new_pos + past_length)
+        # The masks are built once per step and shared by every layer.
+        capacity = past[0].shape[3]
+        cache_pos = torch.arange(capacity, device=input_ids.device)
+        hidden_past = (cache_pos >= past_length).unsqueeze(0)
+        hidden_new = new_pos.unsqueeze(0) > new_pos.unsqueeze(1)
+        news: list[torch.Tensor] = []
         for i, block in enumerate(tr.h):
             a, key, value = block.attn.forward_step(
-                block.ln_1(x), past[2 * i], past[2 * i + 1], hidden
+                block.ln_1(x), past[2 * i], past[2 * i + 1], hidden_past, hidden_new, capacity
             )
             x = x + a
             x = x + block.mlp(block.ln_2(x))
-            presents += [key, value]
-        return self.lm_head(tr.ln_f(x)), presents
+            news += [key, value]
+        return self.lm_head(tr.ln_f(x)), news
 
 
 def from_transformers(model) -> IGPT:

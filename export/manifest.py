@@ -15,11 +15,14 @@ from typing import Any
 
 from codec.bundle import (
     BUNDLE_FORMAT_VERSION,
+    GRAPH_CONTRACT,
+    KV_CHUNK,
     MODEL_FILE,
     PALETTE_FILE,
     compute_fingerprint,
     file_sha256,
 )
+from codec.model import PAST_LENGTH
 from export.igpt_torch import IGPTShape
 from export.step_graph import LOGITS, PROBS, IoNames
 
@@ -85,15 +88,27 @@ def build_manifest(
             "layer_norm_epsilon": shape.layer_norm_epsilon,
             "scale_attn_by_inverse_layer_idx": shape.scale_attn_by_inverse_layer_idx,
         },
+        "graph_contract": GRAPH_CONTRACT,
         "io": {
             "input_ids": names.inputs[0],
+            "past_length": PAST_LENGTH,
             "past": names.past,
             "logits": LOGITS,
             "probs": PROBS,
-            "present": names.present,
+            "new": names.new,
             "inputs": names.inputs,
             "outputs": names.outputs,
-            "dynamic_axes": ["batch", "seq", "past"],
+            "dynamic_axes": ["batch", "seq", "capacity"],
+            "cache_layout": {
+                "key": ["batch", "heads", "head_dim", "capacity"],
+                "value": ["batch", "heads", "capacity", "head_dim"],
+                "new_key": ["batch", "heads", "head_dim", "seq"],
+                "new_value": ["batch", "heads", "seq", "head_dim"],
+                "past_length": "int64 scalar: valid positions at the front of the buffers",
+                "chunk": KV_CHUNK,
+                "capacity": f"{KV_CHUNK} * max(1, ceil(past_length / {KV_CHUNK}))",
+                "unused_positions": "zero",
+            },
         },
         "opset": opset,
         "exporter": EXPORTER,

@@ -30,8 +30,11 @@ from export.step_graph import DEFAULT_OPSET, export_step_graph
 log = logging.getLogger(__name__)
 
 PARITY_REFERENCE = "transformers ImageGPTForCausalImageModeling, full sequence, use_cache=False"
-PARITY_METHOD = "onnxruntime token by token with the KV cache and the codec's session options"
-RUNTIME_NOTES = {"graph_optimization_level": GRAPH_OPTIMIZATION.name, "step_0": "empty past, SOS"}
+PARITY_METHOD = "codec.model.TokenModel token by token (preallocated KV cache, codec's options)"
+RUNTIME_NOTES = {
+    "graph_optimization_level": GRAPH_OPTIMIZATION.name,
+    "step_0": "past_length 0 (one all-hidden chunk), SOS",
+}
 
 
 def export_bundle(

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
-from codec.model import SOS, make_session_options
+from codec.model import SOS, TokenModel
 from codec.palette import image_to_tokens
 from export.errors import ExportError, one_line
-from export.step_graph import LOGITS, PROBS, IoNames
+from export.step_graph import IoNames
 
 PARITY_IMAGES_DIR = Path(__file__).parent / "data" / "parity"
 IMAGE_SIDE = 32
@@ -59,22 +58,31 @@ def torch_reference(hf_model, sequences: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def ort_stepwise(
-    model_path: Path, names: IoNames, n_head: int, head_dim: int, sequences: np.ndarray
+    model_path: Path,
+    names: IoNames,
+    n_head: int,
+    head_dim: int,
+    sequences: np.ndarray,
+    n_positions: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and probs of the ONNX graph fed one token per step, with the codec's options."""
-    session = ort.InferenceSession(
-        str(model_path), make_session_options(None), providers=["CPUExecutionProvider"]
+    """Logits and probs of the ONNX graph fed one token per step, by the codec's own runner.
+
+    codec.model.TokenModel does the stepping (session options, cache buffers and their
+    chunked growth, past_length), so parity measures exactly the floats the codec codes with.
+    """
+    model = TokenModel.for_graph(
+        model_path,
+        n_layer=len(names.past) // 2,
+        n_head=n_head,
+        head_dim=head_dim,
+        n_positions=n_positions or sequences.shape[1],
     )
-    batch, steps = sequences.shape
-    past = [np.zeros((batch, n_head, 0, head_dim), np.float32) for _ in names.past]
+    state = model.start(sequences.shape[0])
     logits, probs = [], []
-    for t in range(steps):
-        feeds = dict(zip(names.past, past, strict=True))
-        feeds[names.inputs[0]] = sequences[:, t : t + 1]
-        out = session.run([LOGITS, PROBS, *names.present], feeds)
-        logits.append(out[0][:, 0])
-        probs.append(out[1][:, 0])
-        past = out[2:]
+    for t in range(sequences.shape[1]):
+        step_logits, step_probs, state = model.run(sequences[:, t : t + 1], state, logits=True)
+        logits.append(step_logits[:, 0])
+        probs.append(step_probs[:, 0])
     return np.stack(logits, axis=1), np.stack(probs, axis=1)
 
 
@@ -93,8 +101,9 @@ def measure_parity(
     config = hf_model.config
     head_dim = config.n_embd // config.n_head
     ref_logits, ref_probs = reference or torch_reference(hf_model, sequences)
-    logits, probs = ort_stepwise(model_path, names, config.n_head, head_dim, sequences)
-    _, alone = ort_stepwise(model_path, names, config.n_head, head_dim, sequences[-1:])
+    args = (model_path, names, config.n_head, head_dim)
+    logits, probs = ort_stepwise(*args, sequences, config.n_positions)
+    _, alone = ort_stepwise(*args, sequences[-1:], config.n_positions)
     return {
         "max_abs_logit_diff": float(np.abs(logits - ref_logits).max()),
         "max_abs_prob_diff": float(np.abs(probs - ref_probs).max()),

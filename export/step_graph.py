@@ -1,10 +1,13 @@
 """Trace the lean ImageGPT into one ONNX "step" graph that serves every decoding step.
 
-The graph takes new tokens plus the per-layer KV cache and returns logits, the
-softmax of the logits and the extended cache. Step 0 runs with an empty cache
-(past length 0), so there is no separate first-step graph whose floats could
-differ from the others. The softmax lives in the graph because the codec may not
-compute exp or sums in numpy (DESIGN.md, numerics rule 2).
+The graph takes new tokens, the number of valid cache positions and the runner's
+preallocated per-layer KV buffers, and returns logits, the softmax of the logits
+and only the new tokens' keys and values (codec/model.py: graph_io_names; the
+runner writes them into its buffers, so the cache is never copied per step).
+Step 0 runs with an empty cache (past length 0, one all-hidden chunk), so there
+is no separate first-step graph whose floats could differ from the others. The
+softmax lives in the graph because the codec may not compute exp or sums in numpy
+(DESIGN.md, numerics rule 2).
 
 Exporter choice: the legacy TorchScript exporter (`dynamo=False`) traces this
 explicit-op module in seconds; the dynamo exporter took minutes for the same
@@ -25,16 +28,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from codec.model import INPUT_IDS, LOGITS_OUTPUT, PROBS_OUTPUT, graph_io_names
 from export.igpt_torch import IGPT, Conv1D
+
+LOGITS = LOGITS_OUTPUT
+PROBS = PROBS_OUTPUT
 
 # Opset 17: every opset from 14 to 21 traced and gave identical outputs (FINDINGS.md);
 # 17 is the oldest one that still has everything this graph uses and is supported by
 # every onnxruntime release since 1.13, so old runtimes can still load the bundle.
 DEFAULT_OPSET = 17
-
-INPUT_IDS = "input_ids"
-LOGITS = "logits"
-PROBS = "probs"
 
 
 @dataclass(frozen=True)
@@ -46,19 +49,16 @@ class IoNames:
 
     @property
     def past(self) -> list[str]:
-        return self.inputs[1:]
+        return self.inputs[2:]
 
     @property
-    def present(self) -> list[str]:
+    def new(self) -> list[str]:
         return self.outputs[2:]
 
 
 def io_names(n_layer: int) -> IoNames:
-    past, present = [], []
-    for i in range(n_layer):
-        past += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-        present += [f"present.{i}.key", f"present.{i}.value"]
-    return IoNames(inputs=[INPUT_IDS, *past], outputs=[LOGITS, PROBS, *present])
+    inputs, outputs = graph_io_names(n_layer)
+    return IoNames(inputs=inputs, outputs=outputs)
 
 
 def _matmul_add(layer: Conv1D, x: torch.Tensor) -> torch.Tensor:
@@ -85,9 +85,9 @@ class StepModule(nn.Module):
             for block in self.lean.transformer.h:
                 block.attn.fold_scale_into_query()
 
-    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor):
-        logits, presents = self.lean.forward_step(input_ids, list(past))
-        return (logits, torch.softmax(logits, dim=-1), *presents)
+    def forward(self, input_ids: torch.Tensor, past_length: torch.Tensor, *past: torch.Tensor):
+        logits, news = self.lean.forward_step(input_ids, past_length, list(past))
+        return (logits, torch.softmax(logits, dim=-1), *news)
 
 
 def export_step_graph(
@@ -97,16 +97,16 @@ def export_step_graph(
     shape = lean.shape
     names = io_names(shape.n_layer)
     # Sizes >= 2 on every dynamic axis so the tracer cannot specialise a 1 into the graph.
-    batch, seq, past_len = 2, 3, 2
+    batch, seq, capacity = 2, 3, 4
     input_ids = torch.zeros((batch, seq), dtype=torch.int64)
-    past = [
-        torch.zeros((batch, shape.n_head, past_len, shape.head_dim), dtype=torch.float32)
-        for _ in names.past
-    ]
+    past_length = torch.tensor(2, dtype=torch.int64)
+    key = (batch, shape.n_head, shape.head_dim, capacity)
+    value = (batch, shape.n_head, capacity, shape.head_dim)
+    past = [torch.zeros(key if i % 2 == 0 else value) for i in range(len(names.past))]
     dynamic_axes = {INPUT_IDS: {0: "batch", 1: "seq"}}
-    dynamic_axes |= {n: {0: "batch", 2: "past"} for n in names.past}
+    dynamic_axes |= {n: {0: "batch", 3 - i % 2: "capacity"} for i, n in enumerate(names.past)}
     dynamic_axes |= {LOGITS: {0: "batch", 1: "seq"}, PROBS: {0: "batch", 1: "seq"}}
-    dynamic_axes |= {n: {0: "batch", 2: "past_plus_seq"} for n in names.present}
+    dynamic_axes |= {n: {0: "batch", 3 - i % 2: "seq"} for i, n in enumerate(names.new)}
     # The tracer warns that n_embd becomes a constant (true and intended: only batch, seq
     # and past are dynamic) and that the legacy exporter is deprecated; neither helps a user.
     with torch.no_grad(), warnings.catch_warnings():
@@ -114,7 +114,7 @@ def export_step_graph(
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             StepModule(lean.eval(), fold_scale),
-            (input_ids, *past),
+            (input_ids, past_length, *past),
             str(path),
             input_names=names.inputs,
             output_names=names.outputs,

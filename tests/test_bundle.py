@@ -49,6 +49,7 @@ def test_loads(tiny_bundle: Path) -> None:
     assert b.model_path == tiny_bundle / "model.onnx"
     assert b.input_names == tuple(manifest["io"]["inputs"])
     assert b.output_names == tuple(manifest["io"]["outputs"])
+    assert b.past_length_name == "past_length" and b.new_names == tuple(manifest["io"]["new"])
     assert b.palette.dtype == np.float32 and b.palette.shape == (512, 3)
     assert not b.palette.flags.writeable
 
@@ -131,6 +132,22 @@ def test_unsafe_file_name(tiny_bundle: Path, copy_bundle) -> None:
     entry = {"sha256": "0" * 64, "bytes": 1}
     edit_manifest(bundle, lambda m: m["files"].update({"../escape": entry}))
     assert "invalid file name" in one_line_error(bundle)
+
+
+def test_other_graph_contract_is_refused(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    edit_manifest(bundle, lambda m: m.update(graph_contract="kv-concat-v0"))
+    assert one_line_error(bundle) == (
+        "bundle graph contract kv-concat-v0 is not supported; re-export with this version"
+    )
+    edit_manifest(bundle, lambda m: m.pop("graph_contract"))
+    assert "graph contract None is not supported" in one_line_error(bundle)
+
+
+def test_other_cache_chunk_is_refused(tiny_bundle: Path, copy_bundle) -> None:
+    bundle = copy_bundle(tiny_bundle)
+    edit_manifest(bundle, lambda m: m["io"]["cache_layout"].update(chunk=32))
+    assert "chunk 64" in one_line_error(bundle)
 
 
 def test_inconsistent_io_names(tiny_bundle: Path, copy_bundle) -> None:

@@ -45,20 +45,28 @@ def test_tiny_export_manifest(tiny_bundle: Path, tiny_checkpoint_dir: Path) -> N
     model = m["model"]
     assert (model["n_embd"], model["n_layer"], model["n_head"]) == (32, 2, 2)
     assert model["head_dim"] == 16 and model["n_positions"] == 1024 and model["vocab_size"] == 513
+    assert m["graph_contract"] == "kv-prealloc-chunk64-v1"
     assert m["io"]["inputs"] == [
         "input_ids",
-        "past_key_values.0.key",
-        "past_key_values.0.value",
-        "past_key_values.1.key",
-        "past_key_values.1.value",
+        "past_length",
+        "past.0.key",
+        "past.0.value",
+        "past.1.key",
+        "past.1.value",
     ]
-    assert m["io"]["outputs"][:2] == ["logits", "probs"]
-    assert m["io"]["present"] == [
-        "present.0.key",
-        "present.0.value",
-        "present.1.key",
-        "present.1.value",
+    assert m["io"]["outputs"] == [
+        "logits",
+        "probs",
+        "new.0.key",
+        "new.0.value",
+        "new.1.key",
+        "new.1.value",
     ]
+    assert m["io"]["new"] == m["io"]["outputs"][2:] and m["io"]["past"] == m["io"]["inputs"][2:]
+    layout = m["io"]["cache_layout"]
+    assert layout["chunk"] == 64
+    assert layout["key"] == ["batch", "heads", "head_dim", "capacity"]
+    assert layout["value"] == ["batch", "heads", "capacity", "head_dim"]
     assert set(m["files"]) == {"model.onnx", "palette.npy"}
     assert len(m["fingerprint"]) == 16
     source = m["source"]
@@ -80,10 +88,18 @@ def test_onnx_graph_io_contract(tiny_bundle: Path) -> None:
     outputs = {v.name: v for v in graph.output}
     assert dims(inputs["input_ids"]) == ["batch", "seq"]
     assert inputs["input_ids"].type.tensor_type.elem_type == onnx.TensorProto.INT64
-    assert dims(inputs["past_key_values.1.value"]) == ["batch", 2, "past", 16]
+    assert dims(inputs["past_length"]) == []
+    assert inputs["past_length"].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert dims(inputs["past.1.key"]) == ["batch", 2, 16, "capacity"]
+    assert dims(inputs["past.1.value"]) == ["batch", 2, "capacity", 16]
     assert dims(outputs["probs"]) == ["batch", "seq", 512]
     assert dims(outputs["logits"]) == ["batch", "seq", 512]
-    assert dims(outputs["present.0.key"])[:2] == ["batch", 2]
+    assert dims(outputs["new.0.key"]) == ["batch", 2, 16, "seq"]
+    assert dims(outputs["new.0.value"]) == ["batch", 2, "seq", 16]
+    assert len(graph.input) == 6 and len(graph.output) == 6
+    # The cache is only read (attention MatMuls; Shape for its capacity), never concatenated.
+    readers = {n.op_type for n in graph.node for i in n.input if i.startswith("past.")}
+    assert readers == {"MatMul", "Shape"}
 
 
 def test_int8_export_records_parity_and_is_smaller(int8_bundle: Path, tiny_bundle: Path) -> None:

@@ -9,11 +9,11 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
-from codec.bundle import load_bundle
-from codec.model import SOS, TokenModel, make_session_options
+from codec.bundle import KV_CHUNK, load_bundle
+from codec.model import SOS, TokenModel, cache_capacity, make_session_options
 from codec.palette import image_to_tokens
 
-STEPS = 96
+STEPS = 150  # crosses two cache growths (64 -> 128 -> 192 positions)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def photo_sequences() -> np.ndarray:
     for path in sorted((REPO_ROOT / "export" / "data" / "parity").glob("*.png")):
         with Image.open(path) as image:
             tokens = image_to_tokens(image.convert("RGB"), palette, 32).astype(np.int64)
-        rows += [tokens[: STEPS - 1], tokens[512 : 512 + STEPS - 1]]
+        rows += [tokens[: STEPS - 1], tokens[600 : 600 + STEPS - 1]]
     return np.array([[SOS, *row] for row in rows[:4]], dtype=np.int64)
 
 
@@ -87,6 +87,60 @@ def test_states_are_immutable(tiny_bundle: Path) -> None:
     assert np.array_equal(a, b) and state.length == 1 and after_a.length == after_b.length == 2
 
 
+def test_branches_from_one_state_do_not_interfere(
+    tiny_bundle: Path, photo_sequences: np.ndarray
+) -> None:
+    """Copy-on-write: a second branch from an old state leaves the first branch's cache intact,
+    also when the branch point lies just before a chunk boundary (the cache grows there)."""
+    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    rows = photo_sequences[:2]
+    reference = run_steps(model, rows)
+    for fork_at in (3, KV_CHUNK, KV_CHUNK + 1):
+        state = model.start(2)
+        for t in range(fork_at):
+            _, state = model.step(rows[:, t], state)
+        probs_a, branch_a = model.step(rows[:, fork_at], state)  # the real continuation
+        probs_b, branch_b = model.step(rows[::-1, fork_at], state)  # other tokens, same state
+        assert np.array_equal(probs_a, reference[:, fork_at])
+        assert branch_b.length == branch_a.length == fork_at + 1 and probs_b.shape == (2, 512)
+        for t in range(fork_at + 1, fork_at + 4):  # both branches go on, interleaved
+            probs_a, branch_a = model.step(rows[:, t], branch_a)
+            _, branch_b = model.step(rows[:, t], branch_b)
+            assert np.array_equal(probs_a, reference[:, t])
+        again, _ = model.step(rows[:, fork_at], state)  # the old state itself is unchanged
+        assert np.array_equal(again, reference[:, fork_at])
+
+
+def test_cache_capacity_depends_on_length_only(tiny_bundle: Path) -> None:
+    assert [cache_capacity(n) for n in (0, 1, 64, 65, 128, 129, 1024)] == [
+        64,
+        64,
+        64,
+        128,
+        128,
+        192,
+        1024,
+    ]
+    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    for batch in (1, 3):
+        state = model.start(batch)
+        for t in range(KV_CHUNK + 2):
+            assert state.cache.capacity == cache_capacity(state.length) == cache_capacity(t)
+            _, state = model.step(np.full(batch, SOS if t == 0 else 7), state)
+
+
+def test_multi_token_run_matches_steps(tiny_bundle: Path, photo_sequences: np.ndarray) -> None:
+    """The graph also takes seq > 1 tokens at once (last bits may differ from stepping)."""
+    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    rows = photo_sequences[:2, :70]
+    stepped = run_steps(model, rows)
+    state = model.start(2)
+    first, state = model.run(rows[:, :5], state)
+    rest, state = model.run(rows[:, 5:], state)
+    assert state.length == 70 and state.cache.capacity == cache_capacity(70)
+    assert np.abs(np.concatenate([first, rest], axis=1) - stepped).max() <= 1e-5
+
+
 def test_int8_bundle_runs_and_is_thread_invariant(
     int8_bundle: Path, photo_sequences: np.ndarray
 ) -> None:
@@ -103,6 +157,8 @@ def test_step_rejects_bad_tokens(tiny_bundle: Path) -> None:
     for bad in (np.array([SOS]), np.array([SOS, 513]), np.array([-1, 0]), np.array([0.0, 1.0])):
         with pytest.raises(ValueError):
             model.step(bad, state)
+    with pytest.raises(ValueError):
+        model.run(np.zeros((2, 0), np.int64), state)
     with pytest.raises(ValueError):
         model.start(0)
     with pytest.raises(ValueError):
