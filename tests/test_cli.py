@@ -257,8 +257,7 @@ def test_progress_bar_draws_only_when_enabled() -> None:
 
 
 def test_default_bundle_round_trip(work: Path, tmp_path: Path) -> None:
-    if not (DEFAULT_BUNDLE_DIR / MANIFEST_FILE).exists():
-        pytest.skip("the default bundle (codec/models/default) is not shipped yet")
+    assert (DEFAULT_BUNDLE_DIR / MANIFEST_FILE).exists(), "the default bundle must ship"
     source = photo(work, "a")
     stream = tmp_path / "a.igpt"
     made = run_cli("compress", source, "-o", stream, "--size", "4", cwd=tmp_path)

@@ -1,0 +1,38 @@
+"""The shipped default model: present, intact, small, and lossless on a held-out photo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from codec import api
+from codec.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "bsds500_val_101085.jpg"
+
+
+def test_default_bundle_matches_its_manifest_hashes() -> None:
+    manifest = json.loads((DEFAULT_BUNDLE_DIR / "manifest.json").read_text())
+    assert set(manifest["files"]) >= {"model.onnx", "palette.npy"}
+    total = 0
+    for name, entry in manifest["files"].items():
+        data = (DEFAULT_BUNDLE_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], name
+        total += len(data)
+    assert total <= 25 * 1024 * 1024, "the shipped bundle must stay within 25 MB"
+    bundle = load_bundle(None)
+    assert bundle.fingerprint.hex() == manifest["fingerprint"]
+    assert manifest["parity"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_default_bundle_round_trips_a_held_out_photo() -> None:
+    data = api.compress([SAMPLE])
+    (decoded,) = api.decompress(data)
+    bundle = load_bundle(None)
+    expected = api.tokenize([SAMPLE], bundle, 32)[0].tokens
+    assert np.array_equal(decoded.tokens, expected)
+    # A trained model must beat raw 9-bit tokens by a wide margin on a photo.
+    assert len(data) * 8 / 1024 < 7.0
