@@ -33,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.igpt_torch import IGPT, IGPTShape, to_transformers
+from export.make_random_checkpoint import write_preprocessor_config
 
 SOS = 512
 LN2 = math.log(2.0)
@@ -215,20 +216,7 @@ def train(args: argparse.Namespace) -> None:
     hf_dir = out / "hf"
     hf = to_transformers(model.eval())
     hf.save_pretrained(hf_dir)
-    palette = np.load(PALETTE_PATH).astype(np.float64)
-    (hf_dir / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "ImageGPTImageProcessor",
-                "clusters": palette.tolist(),
-                "do_resize": True,
-                "size": {"height": 32, "width": 32},
-                "resample": 2,
-                "do_normalize": True,
-                "do_color_quantize": True,
-            }
-        )
-    )
+    write_preprocessor_config(hf_dir, np.load(PALETTE_PATH))
     (out / "result.json").write_text(json.dumps(final, indent=1))
     print("final " + json.dumps({k: v for k, v in final.items() if k != "history"}), flush=True)
 
