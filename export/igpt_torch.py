@@ -232,11 +232,19 @@ class IGPT(nn.Module):
             nn.init.normal_(block.attn.c_proj.weight, std=scaled_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=scaled_std)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, vocab-1] for a full sequence starting at position 0."""
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits [B, T, vocab-1] for a full sequence.
+
+        position_ids ([T] or [B, T]) are the learned positions the tokens are fed at;
+        None means 0..T-1 (a 32-wide raster). codec/positions.py gives the layouts
+        ("grid": token (row, col) of an N x N image at row * 32 + col).
+        """
         tr = self.transformer
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = tr.wte(input_ids) + tr.wpe(pos)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = tr.wte(input_ids) + tr.wpe(position_ids)
         for block in tr.h:
             x = x + block.attn.forward_train(block.ln_1(x))
             x = x + block.mlp(block.ln_2(x))
