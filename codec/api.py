@@ -2,16 +2,37 @@
 
 Thin glue over the one-way pipeline: `codec.images` opens inputs, `codec.palette`
 tokenizes them, `codec.pipeline` codes tokens into records, `format` frames them.
-`model` may be a bundle directory, an already loaded `Bundle` (saves re-hashing
-and lets callers share one), or None for the bundle shipped with the package.
+
+What is lossless is the N x N palette-token thumbnail (N <= 32) that ImageGPT
+sees, not the original photo: `DecodedImage.image` is that thumbnail, token for
+token; `DecodedImage.to_original_size()` is only an upscaled approximation.
+
+Models. To compress, `model` may be a bundle directory, an already loaded
+`Bundle` (saves re-hashing and lets callers share one), or None for the bundle
+shipped with the package. To decompress, the stream names its model by
+fingerprint and the bundle is looked up (`codec.search`): the `model` given
+first, then the shipped bundle, then the directories in `$IGPT_CODEC_MODELS`
+and the user cache directory.
+
+Errors. Every problem with the input raises a subclass of `codec.CodecError`
+with a one-line message: `InputImageError` (not an image), `FormatError` and its
+subclasses (damaged or foreign stream), `ModelMismatchError` /
+`ModelNotFoundError` (the stream's model is not at hand), `BundleError` (a bad
+bundle), `TokenChecksumError` (the model computed different numbers than the
+encoder's). Wrong argument types raise `TypeError`, a bad `size` `ValueError`,
+and file system problems `OSError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -21,19 +42,32 @@ from codec.bundle import Bundle, load_bundle
 from codec.images import ImageSource, LoadedImage, load_image
 from codec.palette import image_to_tokens, tokens_to_image
 from codec.pipeline import Progress, TokenImage, check_side, decode, encode
-from format.container import StreamWriter, iter_records, unpack_stream
-from format.records import Record
+from codec.search import find_bundle
+from format import Record, StreamWriter, iter_records
 
 ModelSpec = str | os.PathLike[str] | Bundle | None
 ImageInput = ImageSource | LoadedImage
+"""One image: a path, the bytes of an image file, a binary file object, a PIL image,
+a uint8 numpy array (H x W, H x W x 3, H x W x 4) or an already loaded image."""
+Images = ImageInput | Iterable[ImageInput]
+"""One image, or an iterable (list, tuple, generator) of them."""
+StreamSource = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+"""A stream to decode: a path, its bytes, or a binary file object open on it."""
 
 DEFAULT_SIZE = 32
 """ImageGPT's own resolution: 32x32 = 1024 tokens, the model's full context."""
 
+_SINGLE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
+
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """One decoded record: the coded side x side picture and what the original was."""
+    """One decoded record: the coded side x side thumbnail and what the original was.
+
+    `image` (RGB, side x side) and `tokens` are exactly what was coded. The
+    original photo is not stored: `original_size` and `original_mode` only
+    describe it.
+    """
 
     image: Image.Image
     tokens: np.ndarray
@@ -45,16 +79,20 @@ class DecodedImage:
         return self.image.width
 
     def to_original_size(self) -> Image.Image:
-        """The coded picture scaled (bilinear, RGB) to the original's width and height.
+        """The coded thumbnail scaled (bilinear, RGB) to the original's width and height.
 
-        Only the thumbnail is lossless; this is a convenience view, not the original.
+        An approximation for viewing: only the thumbnail is lossless.
         """
         return self.image.resize(self.original_size, resample=Image.Resampling.BILINEAR)
 
 
 @dataclass(frozen=True)
 class CompressSummary:
-    """What a compression cost, for the CLI's one-line report."""
+    """What a compression cost, for the CLI's one-line report.
+
+    The one "bits per token" figure is the whole stream's (file bytes, every
+    header included); the coder's payload alone is `payload_bits_per_token`.
+    """
 
     images: int
     tokens: int
@@ -64,11 +102,12 @@ class CompressSummary:
 
     @property
     def bits_per_token(self) -> float:
-        """Whole stream, container included."""
+        """File bytes x 8 / tokens: the whole stream, container included."""
         return 8 * self.stream_bytes / self.tokens
 
     @property
     def payload_bits_per_token(self) -> float:
+        """Range-coder payload bytes x 8 / tokens, without any header."""
         return 8 * self.payload_bytes / self.tokens
 
     @property
@@ -78,21 +117,37 @@ class CompressSummary:
 
     @property
     def ratio(self) -> float:
-        """24-bit RGB of the coded side x side images over the stream size."""
+        """24-bit RGB of the coded side x side thumbnails over the stream size."""
         return 24 * self.tokens / (8 * self.stream_bytes)
 
 
 def resolve_bundle(model: ModelSpec) -> Bundle:
-    """A Bundle as given, or loaded (and verified) from its directory or the default."""
+    """A Bundle as given, or loaded (and verified) from its directory or the default.
+
+    Raises BundleError for a missing or bad bundle.
+    """
     return model if isinstance(model, Bundle) else load_bundle(model)
 
 
-def tokenize(images: Iterable[ImageInput], bundle: Bundle, size: int) -> list[TokenImage]:
+def as_image_list(images: Images) -> list[ImageInput]:
+    """One image (path, bytes, file object, PIL image, numpy array) or an iterable of them,
+    as a list. A string is always one path, never a sequence of characters."""
+    if isinstance(images, (*_SINGLE_TYPES, LoadedImage)) or hasattr(images, "read"):
+        return [images]  # type: ignore[list-item]
+    if isinstance(images, Iterable):
+        return list(images)
+    raise TypeError(
+        "expected an image (path, bytes, binary file, PIL image, numpy array) or an "
+        f"iterable of them, not {type(images).__name__}"
+    )
+
+
+def tokenize(images: Images, bundle: Bundle, size: int) -> list[TokenImage]:
     """Open and tokenize every input before any model time is spent, so a bad file fails
     fast; each full-size picture is dropped as soon as its tokens exist."""
     check_side(size, bundle)
     result = []
-    for item in images:
+    for item in as_image_list(images):
         loaded = item if isinstance(item, LoadedImage) else load_image(item)
         tokens = image_to_tokens(loaded.rgb, bundle.palette, size)
         result.append(TokenImage(tokens, size, loaded.width, loaded.height, loaded.mode))
@@ -101,7 +156,7 @@ def tokenize(images: Iterable[ImageInput], bundle: Bundle, size: int) -> list[To
 
 def compress_to(
     fileobj: BinaryIO,
-    images: Sequence[ImageInput],
+    images: Images,
     model: ModelSpec = None,
     size: int = DEFAULT_SIZE,
     threads: int | None = None,
@@ -109,16 +164,17 @@ def compress_to(
 ) -> CompressSummary:
     """Write one stream with a record per image to `fileobj`, record by record.
 
-    On failure the end marker is not written, so what was written reads as truncated.
+    `images`: one image or an iterable of them (see `ImageInput`). Returns the
+    sizes and costs. Raises InputImageError, BundleError, ValueError (no images,
+    size outside 1..32 or beyond the model's positions). On failure the end
+    marker is not written, so what was written reads as truncated.
     """
-    if not images:
-        raise ValueError("no images to compress")
     bundle = resolve_bundle(model)
-    token_images = tokenize(images, bundle, size)
+    token_images = _tokenize_all(images, bundle, size)
     counting = _CountingWriter(fileobj)
     payload_bytes = 0
     ideal_bits = 0.0
-    with StreamWriter(counting) as writer:
+    with _stream_writer(counting, bundle) as writer:
         for encoded in encode(token_images, bundle, threads=threads, progress=progress):
             writer.write_record(encoded.record)
             payload_bytes += len(encoded.record.payload)
@@ -132,58 +188,181 @@ def compress_to(
     )
 
 
+def compress_each(
+    images: Images,
+    model: ModelSpec = None,
+    size: int = DEFAULT_SIZE,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[bytes, CompressSummary]]:
+    """One complete single-image stream per input, in input order, with its summary.
+
+    Every input is opened and tokenized before the first stream is yielded (a bad
+    file fails before any model time is spent); the model codes them in batches.
+    Raises as `compress_to`.
+    """
+    bundle = resolve_bundle(model)
+    token_images = _tokenize_all(images, bundle, size)
+    for item, encoded in zip(
+        token_images,
+        encode(token_images, bundle, threads=threads, progress=progress),
+        strict=True,
+    ):
+        buffer = io.BytesIO()
+        with _stream_writer(buffer, bundle) as writer:
+            writer.write_record(encoded.record)
+        data = buffer.getvalue()
+        yield (
+            data,
+            CompressSummary(
+                images=1,
+                tokens=item.side**2,
+                stream_bytes=len(data),
+                payload_bytes=len(encoded.record.payload),
+                ideal_bits=encoded.ideal_bits,
+            ),
+        )
+
+
 def compress(
-    images: Sequence[ImageInput],
+    images: Images,
     model: ModelSpec = None,
     size: int = DEFAULT_SIZE,
     threads: int | None = None,
 ) -> bytes:
-    """One IGP stream holding a record per image, in order."""
+    """One IGP stream holding a record per image, in order, as bytes.
+
+    `images`: a path, the bytes of an image file, a binary file object, a PIL
+    image, a uint8 numpy array (H x W, H x W x 3 or H x W x 4), or an iterable of
+    any of these. `size` is the side N of the coded N x N thumbnail (1..32).
+    Raises InputImageError, BundleError, ValueError (see `compress_to`).
+    """
     buffer = io.BytesIO()
     compress_to(buffer, images, model=model, size=size, threads=threads)
     return buffer.getvalue()
 
 
 def decompress(
-    data: bytes | BinaryIO,
+    data: StreamSource,
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> list[DecodedImage]:
-    """Every image of a stream; the whole stream is validated before any decoding."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        records = unpack_stream(bytes(data))
-    else:
-        records = list(iter_records(data))
+    """Every image of a stream, in order; the whole stream is validated before decoding.
+
+    `data`: a path (str or os.PathLike), the stream's bytes, or a binary file
+    object open on it. `model`: a bundle directory or Bundle tried before the
+    search path (see `codec.search`). Returns a list of DecodedImage (empty for
+    a valid stream whose records are all of kinds this version skips). Raises
+    FormatError subclasses for a damaged stream, ModelNotFoundError when the
+    stream's model is not found, TokenChecksumError, OSError for an unreadable
+    path, and TypeError for any other kind of `data`.
+    """
+    with open_records(data) as reader:
+        records = list(reader)
     return decode_records(records, model=model, threads=threads, progress=progress)
 
 
 def decode_records(
-    records: Sequence[Record],
+    records: Iterable[Record],
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> list[DecodedImage]:
-    """Decode records already read from a stream (e.g. after showing `info`)."""
-    bundle = resolve_bundle(model)
-    decoded = decode(records, bundle, threads=threads, progress=progress)
-    return [_to_decoded(item, bundle) for item in decoded]
+    """Decode records already read from a stream (e.g. after showing `info`).
+
+    Returns a list of DecodedImage; raises as `decompress`.
+    """
+    return list(iter_decode(records, model=model, threads=threads, progress=progress))
+
+
+def iter_decode(
+    records: Iterable[Record],
+    model: ModelSpec = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Iterator[DecodedImage]:
+    """Decode records as they arrive. The model is found by the first record's fingerprint.
+
+    A sequence is checked whole before decoding; a lazy iterator is read a window
+    of records at a time, so memory stays bounded on any stream length. Yields
+    DecodedImage; raises as `decompress`.
+    """
+    if isinstance(records, Sequence):
+        if not records:
+            return
+        first = records[0]
+        rest: Iterable[Record] = records
+    else:
+        iterator = iter(records)
+        first = next(iterator, None)
+        if first is None:
+            return
+        rest = itertools.chain([first], iterator)
+    bundle = find_bundle(first.header.fingerprint, model)
+    for item in decode(rest, bundle, threads=threads, progress=progress):
+        yield _to_decoded(item, bundle)
 
 
 def iter_decompress(
-    fileobj: BinaryIO,
+    data: StreamSource,
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> Iterator[DecodedImage]:
     """Images as their records arrive (pipes), a window of records at a time.
 
-    Stream-level checks (final record, end marker, record count) run when the
-    stream is exhausted; consume the iterator to the end before trusting it.
+    Accepts what `decompress` accepts and yields DecodedImage. Raises what
+    `decompress` raises, each when the iterator reaches it. Stream-level checks
+    (final record, end marker, record count) run when the stream is exhausted;
+    consume the iterator to the end before trusting it.
     """
-    bundle = resolve_bundle(model)
-    for item in decode(iter_records(fileobj), bundle, threads=threads, progress=progress):
-        yield _to_decoded(item, bundle)
+    with open_records(data) as records:
+        yield from iter_decode(records, model=model, threads=threads, progress=progress)
+
+
+@contextlib.contextmanager
+def open_records(data: StreamSource) -> Iterator[Iterator[Record]]:
+    """The records of a stream given as a path, bytes or binary file object, read lazily.
+
+    A path is opened here and closed on exit; a regular file's size bounds every
+    length field before it is read. Raises TypeError for any other kind of input.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        yield iter_records(io.BytesIO(raw), length=len(raw))
+    elif isinstance(data, str | os.PathLike):
+        with open(Path(data), "rb") as handle:
+            yield iter_records(handle, length=regular_file_size(handle))
+    elif hasattr(data, "read"):
+        yield iter_records(data)  # type: ignore[arg-type]
+    else:
+        raise TypeError(
+            "expected a path, bytes or a binary file object holding an IGP stream, "
+            f"not {type(data).__name__}"
+        )
+
+
+def regular_file_size(handle: BinaryIO) -> int | None:
+    """The size of a regular file opened at its start (None for pipes, devices, ...)."""
+    try:
+        st = os.fstat(handle.fileno())
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) and handle.tell() == 0 else None
+
+
+def _tokenize_all(images: Images, bundle: Bundle, size: int) -> list[TokenImage]:
+    items = as_image_list(images)
+    if not items:
+        raise ValueError("no images to compress")
+    return tokenize(items, bundle, size)
+
+
+def _stream_writer(fileobj: BinaryIO, bundle: Bundle) -> StreamWriter:
+    """The one place a stream writer is made (the container's header may name the model)."""
+    del bundle  # format v1 keeps the fingerprint in each record
+    return StreamWriter(fileobj)
 
 
 def _to_decoded(item: TokenImage, bundle: Bundle) -> DecodedImage:

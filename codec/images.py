@@ -22,6 +22,8 @@ see, deterministically, and refuse clearly what it cannot. Choices:
   Pillow's `convert('RGB')`; CMYK with the plain formula (embedded ICC
   profiles are ignored for every mode, as ImageGPT's own processor ignores
   them). Modes Pillow cannot convert are refused.
+- numpy arrays: H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA) of uint8, as
+  `PIL.Image.fromarray` reads them; other shapes and dtypes are refused.
 - Multi-frame files (GIF, APNG, TIFF pages, ...) use their first frame only.
 - Pillow's decompression-bomb limit stands: images past its hard limit are
   refused; its warning band below that is silenced so the CLI stays one line.
@@ -48,7 +50,9 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _WHITE = (255, 255, 255, 255)
 
-ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
+ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image | np.ndarray
+"""What `load_image` accepts: a path, the bytes of an image file, a binary file object
+opened on one, a PIL image, or a uint8 numpy array (H x W, H x W x 3, H x W x 4)."""
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,16 @@ class LoadedImage:
 
 
 def load_image(source: ImageSource, name: str | None = None) -> LoadedImage:
-    """Open a path, bytes, binary file object or PIL image as an RGB image.
+    """Open a path, bytes, binary file object, PIL image or numpy array as an RGB image.
 
-    `name` labels error messages (defaults to the path, "<bytes>", "<stream>" or
-    "<image>"). Every failure is an InputImageError with a one-line message.
+    `name` labels error messages (defaults to the path, "<bytes>", "<stream>",
+    "<image>" or "<array>"). Every failure is an InputImageError with a one-line
+    message.
     """
     if isinstance(source, Image.Image):
         return _normalise(source, name or "<image>")
+    if isinstance(source, np.ndarray):
+        return _normalise(_from_array(source, name or "<array>"), name or "<array>")
     if isinstance(source, bytes | bytearray | memoryview):
         label = name or "<bytes>"
         if not len(source):
@@ -83,6 +90,23 @@ def load_image(source: ImageSource, name: str | None = None) -> LoadedImage:
     if hasattr(source, "read"):
         return _open_and_normalise(source, name or "<stream>")
     raise InputImageError(f"{name or '<input>'}: not a path, bytes or image: {type(source)}")
+
+
+def _from_array(array: np.ndarray, label: str) -> Image.Image:
+    """A uint8 H x W, H x W x 3 or H x W x 4 array as an L, RGB or RGBA image."""
+    shape = array.shape
+    channels = 1 if array.ndim == 2 else (shape[2] if array.ndim == 3 else 0)
+    if array.dtype != np.uint8 or channels not in (1, 3, 4) or 0 in shape:
+        raise InputImageError(
+            f"{label}: an image array must be uint8 H x W, H x W x 3 or H x W x 4, "
+            f"got {array.dtype} {shape}"
+        )
+    height, width = shape[:2]
+    if width > MAX_DIMENSION or height > MAX_DIMENSION:
+        raise InputImageError(
+            f"{label}: {width}x{height} is outside the supported 1..{MAX_DIMENSION} per side"
+        )
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def _check_path(path: Path, label: str) -> None:

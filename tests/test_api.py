@@ -1,0 +1,186 @@
+"""The public Python API (`import codec`): what it accepts, returns and raises.
+
+Runs on the shipped default bundle at small sizes, so no torch is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import codec
+from codec import api
+from codec.bundle import load_bundle
+from format import StreamWriter
+from format.records import RECORD_ANCILLARY
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "bsds500_val_101085.jpg"
+SIZE = 4
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(None)
+
+
+def tokens_of(image, bundle, size: int = SIZE) -> np.ndarray:
+    return api.tokenize([image], bundle, size)[0].tokens
+
+
+def decoded_tokens(data) -> list[np.ndarray]:
+    return [item.tokens for item in codec.decompress(data)]
+
+
+def zero_image_stream() -> bytes:
+    """A spec-valid stream whose only record is an unknown, skippable (ancillary) kind."""
+    buffer = io.BytesIO()
+    with StreamWriter(buffer) as writer:
+        writer.write_raw_record(200, RECORD_ANCILLARY, b"a future record kind")
+    return buffer.getvalue()
+
+
+# --- issue 11, bug 2: one image of any kind, or a list of them --------------------------
+
+
+@pytest.mark.parametrize("kind", ["str", "path"])
+def test_compress_a_single_path(kind: str, bundle) -> None:
+    """Before: a str was iterated character by character ("s: no such file")."""
+    source = str(SAMPLE) if kind == "str" else SAMPLE
+    data = codec.compress(source, size=SIZE)
+    (tokens,) = decoded_tokens(data)
+    assert np.array_equal(tokens, tokens_of(SAMPLE, bundle))
+
+
+def test_compress_a_single_pil_image_array_bytes_and_file(bundle) -> None:
+    with Image.open(SAMPLE) as image:
+        image.load()
+        rgb = image.convert("RGB")
+    expected = tokens_of(SAMPLE, bundle)
+    array = np.asarray(rgb)
+    for single in (rgb, array, SAMPLE.read_bytes(), io.BytesIO(SAMPLE.read_bytes())):
+        (tokens,) = decoded_tokens(codec.compress(single, size=SIZE))
+        assert np.array_equal(tokens, expected), type(single)
+
+
+def test_compress_a_list_of_mixed_inputs(bundle) -> None:
+    grey = np.full((5, 7), 200, dtype=np.uint8)
+    rgba = np.zeros((6, 3, 4), dtype=np.uint8)
+    data = codec.compress([str(SAMPLE), grey, rgba, Image.new("RGB", (9, 2), "red")], size=SIZE)
+    decoded = codec.decompress(data)
+    assert [item.original_size for item in decoded] == [(321, 481), (7, 5), (3, 6), (9, 2)]
+    assert [item.original_mode for item in decoded] == ["RGB", "L", "RGBA", "RGB"]
+    assert np.array_equal(decoded[0].tokens, tokens_of(SAMPLE, bundle))
+    assert np.array_equal(decoded[1].tokens, tokens_of(Image.new("L", (7, 5), 200), bundle))
+
+
+def test_compress_a_generator() -> None:
+    data = codec.compress((SAMPLE for _ in range(2)), size=SIZE)
+    assert len(codec.decompress(data)) == 2
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((4, 4, 3), dtype=np.float32),
+        np.zeros((4, 4, 2), dtype=np.uint8),
+        np.zeros((4,), dtype=np.uint8),
+        np.zeros((0, 4, 3), dtype=np.uint8),
+    ],
+)
+def test_bad_arrays_are_input_errors(array: np.ndarray) -> None:
+    with pytest.raises(codec.InputImageError, match="uint8"):
+        codec.compress(array, size=SIZE)
+
+
+def test_compress_refuses_other_types_and_nothing() -> None:
+    with pytest.raises(TypeError, match="iterable"):
+        codec.compress(3.5, size=SIZE)
+    with pytest.raises(ValueError, match="no images"):
+        codec.compress([], size=SIZE)
+
+
+# --- issue 11, bug 3: decompress a path, bytes or a file object ----------------------------
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("api") / "two.igpt"
+    path.write_bytes(codec.compress([SAMPLE, SAMPLE], size=SIZE))
+    return path
+
+
+def test_decompress_a_path_bytes_or_file(stream: Path) -> None:
+    """Before: a str path raised AttributeError: 'str' object has no attribute 'read'."""
+    expected = decoded_tokens(stream.read_bytes())
+    assert len(expected) == 2
+    with open(stream, "rb") as handle:
+        inputs = [str(stream), stream, bytearray(stream.read_bytes()), handle]
+        for data in inputs:
+            got = decoded_tokens(data)
+            assert all(map(np.array_equal, got, expected)), type(data)
+    lazy = [item.tokens for item in codec.iter_decompress(str(stream))]
+    assert all(map(np.array_equal, lazy, expected))
+
+
+@pytest.mark.parametrize("data", [3, None, ["x.igpt"], io.StringIO("text")])
+def test_decompress_refuses_other_types(data: object) -> None:
+    with pytest.raises(TypeError):
+        codec.decompress(data)  # type: ignore[arg-type]
+
+
+def test_decompress_missing_path_is_os_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        codec.decompress(tmp_path / "missing.igpt")
+
+
+def test_zero_image_stream_decodes_to_no_images() -> None:
+    """A stream of only skippable records is valid: the API returns no images."""
+    data = zero_image_stream()
+    assert codec.decompress(data) == []
+    assert list(codec.iter_decompress(io.BytesIO(data))) == []
+
+
+def test_compress_each_gives_one_stream_per_input(bundle) -> None:
+    pairs = list(api.compress_each([SAMPLE, np.zeros((3, 3, 3), np.uint8)], size=SIZE))
+    assert len(pairs) == 2
+    for data, summary in pairs:
+        assert summary.images == 1 and summary.stream_bytes == len(data)
+        assert summary.bits_per_token == 8 * len(data) / SIZE**2
+        assert len(codec.decompress(data)) == 1
+
+
+# --- names, errors, version --------------------------------------------------------------
+
+
+def test_errors_and_version_are_importable_from_codec() -> None:
+    import format.errors
+
+    for name in format.errors.__all__:
+        assert getattr(codec, name) is getattr(format.errors, name)
+    assert issubclass(codec.ModelNotFoundError, codec.BundleError)
+    assert issubclass(codec.ModelNotFoundError, codec.ModelMismatchError)
+    assert codec.__version__ == "0.1.0"
+    assert set(codec.__all__) <= set(dir(codec))
+
+
+def test_public_functions_document_inputs_and_errors() -> None:
+    for name in ("compress", "decompress", "compress_to", "iter_decompress"):
+        doc = getattr(codec, name).__doc__ or ""
+        assert "Raises" in doc or "Raise" in doc or "raises" in doc, name
+    assert "numpy" in (codec.compress.__doc__ or "")
+    assert "path" in (codec.decompress.__doc__ or "")
+
+
+def test_import_codec_does_not_load_onnxruntime() -> None:
+    code = "import sys, codec; codec.CodecError; print('onnxruntime' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, cwd=REPO, check=True, timeout=120
+    )
+    assert result.stdout.strip() == b"False"
