@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -127,19 +128,26 @@ def test_info_json(coded: Path) -> None:
     result = run_cli("info", coded, "--json", cwd=coded.parent)
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout)
-    assert report["format_version"] == 1 and report["stream_bytes"] == coded.stat().st_size
+    size = coded.stat().st_size
+    assert report["format_version"] >= 1 and report["stream_bytes"] == size
+    assert report["images"] == 1 and report["tokens"] == 64
+    assert report["bits_per_token"] == pytest.approx(8 * size / 64)
     (row,) = report["records"]
     assert row["side"] == 8 and row["tokens"] == 64 and row["mode"] == "RGB"
-    assert row["payload_bytes"] > 0 and row["bits_per_token"] > 0
+    assert row["payload_bytes"] > 0
+    assert row["payload_bits_per_token"] == pytest.approx(8 * row["payload_bytes"] / 64)
+    assert "bits_per_token" not in row  # one definition: the file's
     assert len(row["fingerprint"]) == 16
     text = run_cli("info", coded, cwd=coded.parent)
-    assert text.returncode == 0 and b"1 record" in text.stdout
+    assert text.returncode == 0 and b"1 image" in text.stdout
 
 
 def test_several_images(work: Path, tiny_bundle: Path, tmp_path: Path) -> None:
-    a, b = photo(work, "a"), photo(work, "b")
-    usage = run_cli("compress", a, b, "--model", tiny_bundle, cwd=tmp_path)
-    assert usage.returncode == 2 and b"-o" in usage.stderr
+    a, b = (Path(shutil.copy(photo(work, name), tmp_path)) for name in ("a", "b"))
+    each = run_cli("compress", a, b, "--model", tiny_bundle, "--size", "4", cwd=tmp_path)
+    assert each.returncode == 0, each.stderr.decode()
+    assert (tmp_path / f"{a.name}.igpt").is_file() and (tmp_path / f"{b.name}.igpt").is_file()
+    assert len(each.stderr.decode().strip().splitlines()) == 2  # a summary line per output
     stream = tmp_path / "ab.igpt"
     made = run_cli("compress", a, b, "-o", stream, "--model", tiny_bundle, "--size", "4", cwd=work)
     assert made.returncode == 0, made.stderr.decode()
@@ -270,3 +278,157 @@ def test_default_bundle_round_trip(work: Path, tmp_path: Path) -> None:
         assert np.array_equal(
             np.asarray(image), np.asarray(tokens_to_image(tokens, bundle.palette, 4))
         )
+
+
+# --- issue 11: bugs and friction, on the shipped default model (no torch needed) -----------
+
+
+def default_run(*args: object, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return run_cli(*args, cwd=cwd, **kwargs)
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    shutil.copy(SAMPLE, tmp_path / "p.jpg")
+    return tmp_path
+
+
+SAMPLE = REPO / "samples" / "bsds500_val_101085.jpg"
+
+
+def one_stream(directory: Path, name: str = "p.igpt", count: int = 1) -> Path:
+    """A stream of `count` images of the sample, coded at 4x4 by the default model."""
+    inputs = [directory / "p.jpg"] * count
+    result = run_cli("compress", *inputs, "-o", directory / name, "--size", "4", cwd=directory)
+    assert result.returncode == 0, result.stderr.decode()
+    return directory / name
+
+
+def test_trailing_slash_is_always_a_directory(photo_dir: Path) -> None:
+    """Bug 1. Before: `-o newdir/` with one image wrote a regular file named newdir."""
+    stream = one_stream(photo_dir)
+    result = run_cli("decompress", stream, "-o", "newdir/", cwd=photo_dir)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (photo_dir / "newdir").is_dir()
+    assert [p.name for p in (photo_dir / "newdir").iterdir()] == ["p.png"]
+    nested = run_cli("decompress", stream, "-o", "a/b/", cwd=photo_dir)
+    assert nested.returncode == 0 and (photo_dir / "a" / "b" / "p.png").is_file()
+    # Without the slash, one image is one file, as before.
+    plain = run_cli("decompress", stream, "-o", "single", cwd=photo_dir)
+    assert plain.returncode == 0 and (photo_dir / "single").is_file()
+
+
+@pytest.mark.parametrize("how", ["same", "hardlink", "symlink", "dotted"])
+def test_output_equal_to_an_input_is_refused_even_with_force(how: str, photo_dir: Path) -> None:
+    """Bug 4. Before: `compress a.jpg -o a.jpg -f` replaced the photo with its stream."""
+    source = photo_dir / "p.jpg"
+    target = {"same": "p.jpg", "dotted": "./sub/../p.jpg", "hardlink": "h.jpg", "symlink": "s.jpg"}
+    (photo_dir / "sub").mkdir()
+    if how == "hardlink":
+        (photo_dir / "h.jpg").hardlink_to(source)
+    if how == "symlink":
+        (photo_dir / "s.jpg").symlink_to(source)
+    before = source.read_bytes()
+    result = run_cli("compress", "p.jpg", "-o", target[how], "-f", "--size", "4", cwd=photo_dir)
+    assert_one_line_error(result, "input", "p.jpg")
+    assert source.read_bytes() == before
+    # The same for decompress: the stream itself is never the output.
+    stream = one_stream(photo_dir)
+    data = stream.read_bytes()
+    again = run_cli("decompress", stream, "-o", stream, "-f", cwd=photo_dir)
+    assert_one_line_error(again, "input")
+    assert stream.read_bytes() == data
+
+
+def test_several_inputs_without_o_give_one_output_each(photo_dir: Path) -> None:
+    """Before: exit 2 "name it with -o OUT"; now gzip-style INPUT.igpt beside each input."""
+    shutil.copy(photo_dir / "p.jpg", photo_dir / "q.jpg")
+    (photo_dir / "sub").mkdir()
+    shutil.copy(photo_dir / "p.jpg", photo_dir / "sub" / "r.jpg")
+    result = run_cli("compress", "p.jpg", "q.jpg", "sub/r.jpg", "--size", "4", cwd=photo_dir)
+    assert result.returncode == 0, result.stderr.decode()
+    for name in ("p.jpg.igpt", "q.jpg.igpt", "sub/r.jpg.igpt"):
+        assert len(unpack_stream((photo_dir / name).read_bytes())) == 1
+    assert (photo_dir / "p.jpg").exists()  # inputs are kept
+    # One existing output refuses the whole run before any work, and nothing is written.
+    (photo_dir / "q.jpg.igpt").unlink()
+    (photo_dir / "p.jpg.igpt").unlink()
+    refused = run_cli("compress", "p.jpg", "q.jpg", "sub/r.jpg", "--size", "4", cwd=photo_dir)
+    assert_one_line_error(refused, "sub/r.jpg.igpt", "already exists")
+    assert not (photo_dir / "p.jpg.igpt").exists() and not (photo_dir / "q.jpg.igpt").exists()
+
+
+def test_bits_per_token_has_one_meaning(photo_dir: Path) -> None:
+    """Before: compress said 4.273 and info 3.912 bits/token for the same file."""
+    made = run_cli("compress", "p.jpg", "--size", "8", cwd=photo_dir)
+    assert made.returncode == 0, made.stderr.decode()
+    size = (photo_dir / "p.jpg.igpt").stat().st_size
+    expected = f"{8 * size / 64:.3f} bits/token (file)"
+    assert expected in made.stderr.decode()
+    shown = run_cli("info", "p.jpg.igpt", cwd=photo_dir)
+    assert expected in shown.stdout.decode()
+    assert "payload bits/token" in shown.stdout.decode()
+    assert "8x8 palette thumbnail" in made.stderr.decode()
+
+
+def test_version_and_python_dash_m(photo_dir: Path) -> None:
+    result = run_cli("--version", cwd=photo_dir)
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    fingerprint = json.loads((DEFAULT_BUNDLE_DIR / MANIFEST_FILE).read_text())["fingerprint"]
+    assert "igpt-codec 0.1.0" in text and "onnxruntime" in text and fingerprint in text
+    module = subprocess.run(
+        [sys.executable, "-m", "codec", "compress", "p.jpg", "-c", "--size", "4"],
+        capture_output=True, cwd=photo_dir, env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert module.returncode == 0, module.stderr.decode()
+    assert module.stdout == codec_compress(photo_dir / "p.jpg")
+    helped = subprocess.run(
+        [sys.executable, "-m", "codec", "--help"], capture_output=True, cwd=REPO, check=False
+    )
+    assert helped.returncode == 0 and b"python -m codec" in helped.stdout
+
+
+def codec_compress(path: Path) -> bytes:
+    return api.compress(path, size=4)
+
+
+def test_help_and_summary_say_what_is_kept(photo_dir: Path) -> None:
+    def help_text(*args: str) -> str:
+        return " ".join(run_cli(*args, "--help", cwd=photo_dir).stdout.decode().split())
+
+    assert "palette thumbnail" in help_text("compress") and "not kept" in help_text("compress")
+    assert "thumbnail" in help_text("decompress") and "approximation" in help_text("decompress")
+    assert "thumbnail" in help_text()
+
+
+def test_errors_name_the_input(photo_dir: Path) -> None:
+    stream = one_stream(photo_dir)
+    data = bytearray(stream.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    (photo_dir / "bad.igpt").write_bytes(bytes(data))
+    for command in (("decompress", "bad.igpt", "-o", "x.png"), ("info", "bad.igpt")):
+        result = run_cli(*command, cwd=photo_dir)
+        line = assert_one_line_error(result, "CRC")
+        assert line.startswith("error: bad.igpt: "), line
+    piped = run_cli("info", "-", cwd=photo_dir, stdin=bytes(data))
+    assert assert_one_line_error(piped).startswith("error: <stdin>: ")
+
+
+def test_info_into_a_closed_pipe_is_quiet(photo_dir: Path) -> None:
+    """Before: "error: stdout was closed ..." and exit 1 for `info big.igpt | head -1`."""
+    stream = one_stream(photo_dir)
+    record = unpack_stream(stream.read_bytes())[0]
+    (photo_dir / "big.igpt").write_bytes(pack_stream([record] * 3000))
+    reader = subprocess.Popen(
+        [sys.executable, str(CLI), "info", "big.igpt"],
+        cwd=photo_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert reader.stdout is not None and reader.stderr is not None
+    first = reader.stdout.readline()
+    reader.stdout.close()  # what `head -1` does
+    status = reader.wait(timeout=120)
+    stderr = reader.stderr.read()
+    assert first.startswith(b"big.igpt: ")
+    assert status == 0 and stderr == b"", stderr

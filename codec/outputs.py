@@ -1,0 +1,219 @@
+"""All-or-nothing output files: every file complete before any is renamed into place.
+
+`OutputSet` writes each output to a hidden temporary file beside its target
+(`.NAME.XXXXXXXX.partial`, same directory, so the final rename is atomic),
+closes it at once (so thousands of outputs hold one descriptor at a time), and
+renames them all only in `commit()`. On any failure, or an interrupt, `abort()`
+removes every temporary file, every file already renamed that did not exist
+before, and every directory the set created. Errors name the target, never the
+temporary file.
+
+Used by the CLI for every file it writes; nothing here knows about images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from format.errors import CodecError
+
+_NAME_LIMIT = 100
+"""Characters of the target's name kept in its temporary name (file names max 255 bytes)."""
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class OutputError(CodecError):
+    """An output the command must not write: it exists, it is a directory, it is an input."""
+
+
+@dataclass
+class _Pending:
+    target: Path
+    temp: Path
+    existed: bool
+
+
+def is_dir_spelling(name: str) -> bool:
+    """A name that ends in a path separator means a directory, whether or not it exists."""
+    return name.endswith(os.sep) or bool(os.altsep and name.endswith(os.altsep))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _named(exc: OSError, target: Path) -> OSError:
+    """The same error, naming the target instead of whatever path the OS call had."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(target))
+
+
+class OutputSet:
+    """Outputs written completely, then renamed into place together (see module docstring).
+
+    `force` allows replacing existing files (never directories). `inputs` are
+    paths that no output may be, even with `force` (also through links).
+    """
+
+    def __init__(self, force: bool = False, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self.force = force
+        self._inputs = [Path(p) for p in inputs]
+        self._pending: list[_Pending] = []
+        self._targets: set[str] = set()
+        self._created_dirs: list[Path] = []
+        self._renamed: list[_Pending] = []
+        self._done = False
+        self._mode = 0o666 & ~_umask()
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def targets(self) -> list[Path]:
+        return [item.target for item in self._pending]
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def check(self, target: Path, *, create_dirs: bool = False) -> None:
+        """Refuse, before any work, what `add` would refuse later."""
+        target = Path(target)
+        for source in self._inputs:
+            if _same_file(target, source):
+                raise OutputError(
+                    f"{target}: output would overwrite the input {source} (refused even with -f)"
+                )
+        if str(target.absolute()) in self._targets:
+            raise OutputError(f"{target}: named twice as an output")
+        if target.is_dir():
+            raise OutputError(f"{target} is a directory")
+        if (target.exists() or target.is_symlink()) and not self.force:
+            raise OutputError(f"{target} already exists (use -f to overwrite)")
+        parent = target.parent
+        if not create_dirs and not parent.is_dir():
+            raise OutputError(f"{target}: directory {parent} does not exist")
+        existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise OutputError(f"{target}: {existing} is not a directory")
+
+    # --- writing --------------------------------------------------------------------------
+
+    def add(self, target: Path, data: bytes, *, create_dirs: bool = False) -> None:
+        """Write `data` to a complete, closed temporary file for `target`."""
+        with self.open(target, create_dirs=create_dirs) as handle:
+            handle.write(data)
+
+    @contextlib.contextmanager
+    def open(self, target: Path, *, create_dirs: bool = False) -> Iterator[BinaryIO]:
+        """A binary handle on the temporary file for `target`; closed when the block ends."""
+        if self._done:
+            raise RuntimeError("output set already committed or aborted")
+        target = Path(target)
+        self.check(target, create_dirs=create_dirs)
+        try:
+            self._make_dirs(target.parent)
+            fd, temp = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name[:_NAME_LIMIT]}.", suffix=".partial"
+            )
+        except OSError as exc:
+            raise _named(exc, target) from None
+        pending = _Pending(target, Path(temp), target.exists())
+        self._pending.append(pending)
+        self._targets.add(str(target.absolute()))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+            os.chmod(temp, self._mode)
+        except OSError as exc:
+            raise _named(exc, target) from None
+
+    def _make_dirs(self, directory: Path) -> None:
+        missing = []
+        for path in (directory, *directory.parents):
+            if path.is_dir():
+                break
+            missing.append(path)
+        for path in reversed(missing):
+            path.mkdir()
+            self._created_dirs.append(path)
+
+    # --- ending ---------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Rename every complete temporary file onto its target (signals held meanwhile)."""
+        if self._done:
+            return
+        with _signals_blocked():
+            try:
+                for item in self._pending:
+                    if item.target.is_dir():
+                        raise OutputError(f"{item.target} is a directory")
+                    if (item.target.exists() and not item.existed) and not self.force:
+                        raise OutputError(f"{item.target} appeared while working (use -f)")
+                for item in self._pending:
+                    try:
+                        os.replace(item.temp, item.target)
+                    except OSError as exc:
+                        raise _named(exc, item.target) from None
+                    self._renamed.append(item)
+            except BaseException:
+                self.abort()
+                raise
+        self._done = True
+
+    def abort(self) -> None:
+        """Remove temporaries, files renamed by this set that are new, created directories."""
+        self._done = True
+        for item in self._pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(item.temp)
+        for item in self._renamed:
+            if not item.existed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item.target)
+        for path in reversed(self._created_dirs):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP (main thread, POSIX) so renames are not cut in half."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or not _SIGNALS:
+        yield
+        return
+    try:
+        old = block(signal.SIG_BLOCK, _SIGNALS)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
