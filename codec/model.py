@@ -26,6 +26,8 @@ INPUT_IDS = "input_ids"
 PAST_LENGTH = "past_length"
 LOGITS_OUTPUT = "logits"
 PROBS_OUTPUT = "probs"
+POSITION_IDS = "position_ids"
+EXACT_FREQS = "freqs"
 
 
 def graph_io_names(n_layer: int) -> tuple[list[str], list[str]]:
@@ -42,6 +44,22 @@ def graph_io_names(n_layer: int) -> tuple[list[str], list[str]]:
         past += [f"past.{i}.key", f"past.{i}.value"]
         new += [f"new.{i}.key", f"new.{i}.value"]
     return [INPUT_IDS, PAST_LENGTH, *past], [LOGITS_OUTPUT, PROBS_OUTPUT, *new]
+
+
+def exact_io_names(n_layer: int) -> tuple[list[str], list[str]]:
+    """(inputs, outputs) of the exact step graph (contract exact-int-v1), in graph order.
+
+    inputs: input_ids and position_ids int64 [batch, seq], past_length int64 [], then per
+    layer past.{i}.key float32 [batch, heads, head_dim, capacity] and past.{i}.value
+    [batch, heads, capacity, head_dim], all integer-valued. outputs: freqs int32
+    [batch, seq, 512] (every entry >= 1: the coder's table), then per layer new.{i}.key
+    [batch, heads, head_dim, seq] and new.{i}.value [batch, heads, seq, head_dim].
+    """
+    past, new = [], []
+    for i in range(n_layer):
+        past += [f"past.{i}.key", f"past.{i}.value"]
+        new += [f"new.{i}.key", f"new.{i}.value"]
+    return [INPUT_IDS, POSITION_IDS, PAST_LENGTH, *past], [EXACT_FREQS, *new]
 
 
 def cache_capacity(length: int) -> int:
@@ -112,11 +130,13 @@ class _Cache:
         ]
 
     @classmethod
-    def empty(cls, n_layer: int, shape: tuple[int, int, int], length: int) -> _Cache:
+    def empty(
+        cls, n_layer: int, shape: tuple[int, int, int], length: int, dtype=np.float32
+    ) -> _Cache:
         batch, heads, head_dim = shape
         capacity = cache_capacity(length)
-        keys = [np.zeros((batch, heads, head_dim, capacity), np.float32) for _ in range(n_layer)]
-        values = [np.zeros((batch, heads, capacity, head_dim), np.float32) for _ in range(n_layer)]
+        keys = [np.zeros((batch, heads, head_dim, capacity), dtype) for _ in range(n_layer)]
+        values = [np.zeros((batch, heads, capacity, head_dim), dtype) for _ in range(n_layer)]
         return cls(keys, values, length)
 
     @property
@@ -126,7 +146,7 @@ class _Cache:
     def resized(self, length: int, keep: int) -> _Cache:
         """A cache of capacity cache_capacity(length) holding this one's first `keep` positions."""
         batch, heads, head_dim, _ = self.keys[0].shape
-        out = _Cache.empty(len(self.keys), (batch, heads, head_dim), length)
+        out = _Cache.empty(len(self.keys), (batch, heads, head_dim), length, self.keys[0].dtype)
         for src, dst in zip(self.keys, out.keys, strict=True):
             dst[..., :keep] = src[..., :keep]
         for src, dst in zip(self.values, out.values, strict=True):
@@ -270,3 +290,79 @@ class TokenModel:
         if logits:
             return fetched[0], fetched[1], after
         return fetched[0], after
+
+
+class ExactTokenModel:
+    """Integer frequency tables from an exact-arithmetic graph (profile exact-int-v1).
+
+    Every value the graph computes is an integer held exactly, so its output does not
+    depend on threads, batch grouping, whole-sequence vs token-by-token, the CPU or the
+    onnxruntime release. The encoder therefore runs each image in one call (`run` with the
+    whole sequence); the decoder steps with the KV cache. The tables go straight to the
+    range coder: no float operation follows the graph.
+    """
+
+    def __init__(self, bundle: Bundle, threads: int | None = None):
+        self.bundle = bundle
+        self.n_layer = bundle.n_layer
+        self.n_positions = bundle.n_positions
+        self._heads = (bundle.n_head, bundle.head_dim)
+        self.session = ort.InferenceSession(
+            str(bundle.model_path),
+            sess_options=make_session_options(threads),
+            providers=["CPUExecutionProvider"],
+        )
+        inputs, outputs = exact_io_names(bundle.n_layer)
+        if [i.name for i in self.session.get_inputs()] != inputs or [
+            o.name for o in self.session.get_outputs()
+        ] != outputs:
+            raise BundleError(f"{bundle.model_path.name} does not have the exact graph's io names")
+        self._past_names = inputs[3:]
+        self._new_names = outputs[1:]
+
+    def start(self, batch: int) -> KVState:
+        """An empty cache (past length 0); the first token fed must be SOS."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        cache = _Cache.empty(self.n_layer, (batch, *self._heads), 0)
+        return KVState(cache, batch, 0)
+
+    def run(
+        self, ids: np.ndarray, positions: np.ndarray, state: KVState
+    ) -> tuple[np.ndarray, KVState]:
+        """Feed `seq` tokens per sequence at the given positions; freqs int64 [B, seq, 512]."""
+        ids = np.asarray(ids)
+        positions = np.asarray(positions)
+        if ids.ndim != 2 or ids.shape[0] != state.batch or ids.shape[1] < 1:
+            raise ValueError(f"ids must be [{state.batch}, seq >= 1], got {ids.shape}")
+        if positions.shape != ids.shape:
+            raise ValueError(f"positions must have the shape of ids {ids.shape}")
+        if int(ids.min()) < 0 or int(ids.max()) > SOS:
+            raise ValueError("tokens must lie in [0, 512] (512 = SOS)")
+        if int(positions.min()) < 0 or int(positions.max()) >= self.n_positions:
+            raise ValueError(f"positions must lie in [0, {self.n_positions})")
+        past, seq = state.length, ids.shape[1]
+        if past + seq > self.n_positions:
+            raise ValueError(f"the model has only {self.n_positions} positions")
+        cache = state.cache
+        if cache.length != past:  # an older state: copy on write
+            cache = cache.resized(past, past)
+        feeds = {
+            INPUT_IDS: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(ids, np.int64)),
+            POSITION_IDS: ort.OrtValue.ortvalue_from_numpy(
+                np.ascontiguousarray(positions, np.int64)
+            ),
+            PAST_LENGTH: ort.OrtValue.ortvalue_from_numpy(np.array(past, np.int64)),
+        }
+        feeds.update(zip(self._past_names, cache.feeds, strict=True))
+        outputs = self.session.run_with_ort_values([EXACT_FREQS, *self._new_names], feeds)
+        length = past + seq
+        if cache_capacity(length) != cache.capacity:
+            cache = cache.resized(length, past)
+        new = outputs[1:]
+        for i in range(self.n_layer):
+            cache.keys[i][..., past:length] = new[2 * i].numpy()
+            cache.values[i][:, :, past:length] = new[2 * i + 1].numpy()
+        cache.length = length
+        freqs = outputs[0].numpy().astype(np.int64)
+        return freqs, KVState(cache, state.batch, length)

@@ -1,0 +1,250 @@
+"""An ExactPlan -> the exact step graph (ONNX, opset 17), built node by node.
+
+Contract `exact-int-v1` (codec/model.py: exact_io_names): inputs input_ids and
+position_ids int64 [batch, seq], past_length int64 [], per layer past.{i}.key
+float64 [batch, heads, head_dim, capacity] and past.{i}.value [batch, heads,
+capacity, head_dim]; outputs freqs int32 [batch, seq, 512] (each >= 1: the range
+coder's table, no float step after the graph) and per layer new.{i}.key / value.
+Every tensor holds integers; the ops are only those whose result is exact on
+integers below 2^53 (Gather, Add, Sub, Mul, MatMul, Gemm, ReduceSum(Square),
+ReduceMax, Where, Min, Clip, Round, Div followed by Round: see exact_plan.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from codec.model import EXACT_FREQS, INPUT_IDS, PAST_LENGTH, POSITION_IDS, exact_io_names
+from export.exact_plan import BIG, MATMUL_CHUNK, ExactPlan, Linear, Norm
+
+OPSET = 17
+F64 = TensorProto.DOUBLE
+F32 = TensorProto.FLOAT
+
+
+class _Builder:
+    """Collects nodes and initializers; every name is unique by construction."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def const(self, name: str, value: np.ndarray | float | int, dtype=np.float64) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        self._count += 1
+        out = out or f"{op_type.lower()}_{self._count}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"n{self._count}", **attrs))
+        return out
+
+    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
+        self._count += 1
+        outs = [f"{op_type.lower()}_{self._count}_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=f"n{self._count}", **attrs))
+        return outs
+
+
+def _norm(g: _Builder, x: str, norm: Norm, tag: str) -> str:
+    """clip(round(X * scale[#thresholds <= sum X^2]), +-127) per row of X [N, E], as float32."""
+    ss = g.op("ReduceSumSquare", [x], axes=[1], keepdims=1)
+    above = g.op("GreaterOrEqual", [ss, g.const(f"{tag}.thresholds", norm.thresholds)])
+    count = g.op("ReduceSum", [g.op("Cast", [above], to=TensorProto.INT32), "c.axis1"], keepdims=1)
+    scale = g.op("Gather", [g.const(f"{tag}.scales", norm.scales), count])
+    return _to_f32(g, _clip8(g, g.op("Round", [g.op("Mul", [x, scale])])))
+
+
+def _clip8(g: _Builder, x: str) -> str:
+    return g.op("Clip", [x, "c.m127", "c.p127"])
+
+
+def _to_f32(g: _Builder, x: str) -> str:
+    return g.op("Cast", [x], to=TensorProto.FLOAT)
+
+
+def _linear(g: _Builder, x: str, lin: Linear, tag: str) -> str:
+    """round((x @ W + b) * M) in float64: integers on the output grid (not clipped).
+
+    x and W are int8-valued float32; the MatMul is exact while its inner dimension is at
+    most MATMUL_CHUNK (each partial sum < 2^24), so a longer one is split into chunks
+    whose sums are added in float64. The bias is added already scaled (b * M, exact).
+    """
+    n_in = lin.weight.shape[0]
+    parts = []
+    for start in range(0, n_in, MATMUL_CHUNK):
+        stop = min(n_in, start + MATMUL_CHUNK)
+        xs = x
+        if (start, stop) != (0, n_in):
+            xs = g.op(
+                "Slice",
+                [
+                    x,
+                    g.const(f"{tag}.lo{start}", [start], np.int64),
+                    g.const(f"{tag}.hi{start}", [stop], np.int64),
+                    "c.axis1",
+                ],
+            )
+        w = g.const(f"{tag}.weight{start}", lin.weight[start:stop], np.float32)
+        parts.append(g.op("Cast", [g.op("MatMul", [xs, w])], to=F64))
+    acc = parts[0]
+    for part in parts[1:]:
+        acc = g.op("Add", [acc, part])
+    out = g.op("Mul", [acc, g.const(f"{tag}.multiplier", lin.multiplier)])
+    if np.any(lin.bias):
+        out = g.op("Add", [out, g.const(f"{tag}.bias", lin.bias * lin.multiplier)])
+    return g.op("Round", [out])
+
+
+def build_graph(plan: ExactPlan, path: Path) -> None:
+    """Write the exact step graph for `plan` to `path`."""
+    g = _Builder()
+    e, h, d = plan.n_embd, plan.n_head, plan.head_dim
+    n_layer = len(plan.layers)
+    inputs, outputs = exact_io_names(n_layer)
+    g.const("c.m127", -127.0)
+    g.const("c.p127", 127.0)
+    g.const("c.flat", [-1, e], np.int64)
+    g.const("c.axis1", [1], np.int64)
+    g.const("c.axis_last", [-1], np.int64)
+
+    ids_shape = g.op("Shape", [INPUT_IDS])
+    batch = g.op("Slice", [ids_shape, g.const("c.i0", [0], np.int64), "c.axis1"])
+    seq = g.op("Slice", [ids_shape, "c.axis1", g.const("c.i2", [2], np.int64)])
+    heads4 = g.op("Concat", [batch, seq, g.const("c.hd", [h, d], np.int64)], axis=0)
+
+    x = g.op(
+        "Add",
+        [
+            g.op("Gather", [g.const("wte", plan.wte), INPUT_IDS]),
+            g.op("Gather", [g.const("wpe", plan.wpe), POSITION_IDS]),
+        ],
+    )
+    x = g.op("Reshape", [x, "c.flat"])
+
+    # Additive masks (0 or -2^23), shared by every layer: cache slots at or past past_length,
+    # and new tokens later than the query.
+    capacity = g.op(
+        "Slice",
+        [
+            g.op("Shape", [inputs[3]]),
+            g.const("c.i3", [3], np.int64),
+            g.const("c.i4", [4], np.int64),
+        ],
+    )
+    zero = g.const("c.zero", 0, np.int64)
+    one = g.const("c.one", 1, np.int64)
+    f_zero = g.const("c.fzero", 0.0, np.float32)
+    f_big = g.const("c.big", -BIG, np.float32)
+    cache_pos = g.op("Range", [zero, g.op("Squeeze", [capacity, "c.i0"]), one])
+    mask_past = g.op("Where", [g.op("GreaterOrEqual", [cache_pos, PAST_LENGTH]), f_big, f_zero])
+    new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
+    later = g.op(
+        "Greater", [g.op("Unsqueeze", [new_pos, "c.i0"]), g.op("Unsqueeze", [new_pos, "c.axis1"])]
+    )
+    mask_new = g.op("Where", [later, f_big, f_zero])
+
+    for i, layer in enumerate(plan.layers):
+        t = f"h{i}"
+        a = _norm(g, x, layer.norm1, f"{t}.ln_1")
+        qkv = _to_f32(g, _clip8(g, _linear(g, a, layer.qkv, f"{t}.qkv")))
+        q, k, v = g.ops("Split", [qkv], 3, axis=1)
+        q = g.op("Transpose", [g.op("Reshape", [q, heads4])], perm=[0, 2, 1, 3])
+        k = g.op(
+            "Transpose", [g.op("Reshape", [k, heads4])], perm=[0, 2, 3, 1], out=outputs[1 + 2 * i]
+        )
+        v = g.op(
+            "Transpose", [g.op("Reshape", [v, heads4])], perm=[0, 2, 1, 3], out=outputs[2 + 2 * i]
+        )
+        past_k, past_v = inputs[3 + 2 * i], inputs[4 + 2 * i]
+        s_past = g.op("Add", [g.op("MatMul", [q, past_k]), mask_past])
+        s_new = g.op("Add", [g.op("MatMul", [q, k]), mask_new])
+        top = g.op(
+            "Max",
+            [
+                g.op("ReduceMax", [s_past], axes=[-1], keepdims=1),
+                g.op("ReduceMax", [s_new], axes=[-1], keepdims=1),
+            ],
+        )
+        table = g.const(f"{t}.exp", layer.exp_table, np.float32)
+        last = g.const(f"{t}.exp_last", float(len(layer.exp_table) - 1), np.float32)
+        weights = []
+        for s in (s_past, s_new):
+            gap = g.op("Min", [g.op("Sub", [top, s]), last])
+            weights.append(g.op("Gather", [table, g.op("Cast", [gap], to=TensorProto.INT32)]))
+        total = g.op(
+            "Add",
+            [
+                g.op("ReduceSum", [weights[0], "c.axis_last"], keepdims=1),
+                g.op("ReduceSum", [weights[1], "c.axis_last"], keepdims=1),
+            ],
+        )
+        num = g.op("Add", [g.op("MatMul", [weights[0], past_v]), g.op("MatMul", [weights[1], v])])
+        # round(num / total) in float64: an exact quotient is at least 1/(2 total) > 2^-18
+        # from a rounding boundary, far beyond float64's division error (< 2^-45 here).
+        y = g.op(
+            "Round", [g.op("Div", [g.op("Cast", [num], to=F64), g.op("Cast", [total], to=F64)])]
+        )
+        y = g.op("Reshape", [g.op("Transpose", [_to_f32(g, y)], perm=[0, 2, 1, 3]), "c.flat"])
+        x = g.op("Add", [x, _linear(g, y, layer.proj, f"{t}.proj")])
+        a2 = _norm(g, x, layer.norm2, f"{t}.ln_2")
+        zh = float(len(layer.gelu_table) // 2)
+        z = g.op(
+            "Clip",
+            [
+                _linear(g, a2, layer.fc, f"{t}.fc"),
+                g.const(f"{t}.zlo", -zh),
+                g.const(f"{t}.zhi", zh),
+            ],
+        )
+        gelu = g.op(
+            "Gather",
+            [
+                g.const(f"{t}.gelu", layer.gelu_table, np.float32),
+                g.op("Cast", [z], to=TensorProto.INT32),
+            ],
+        )
+        x = g.op("Add", [x, _linear(g, gelu, layer.mlp_proj, f"{t}.mlp_proj")])
+
+    af = _norm(g, x, plan.norm_f, "ln_f")
+    logits = _linear(g, af, plan.lm_head, "lm_head")
+    top = g.op("ReduceMax", [logits], axes=[1], keepdims=1)
+    last = g.const("freq_last", float(len(plan.freq_table) - 1))
+    gap = g.op("Cast", [g.op("Min", [g.op("Sub", [top, logits]), last])], to=TensorProto.INT32)
+    freqs = g.op("Gather", [g.const("freq_table", plan.freq_table, np.int32), gap])
+    out_shape = g.op("Concat", [batch, seq, g.const("c.vocab", [512], np.int64)], axis=0)
+    g.op("Reshape", [freqs, out_shape], out=EXACT_FREQS)
+
+    value_infos_in = [
+        helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info(POSITION_IDS, TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info(PAST_LENGTH, TensorProto.INT64, []),
+    ]
+    value_infos_out = [
+        helper.make_tensor_value_info(EXACT_FREQS, TensorProto.INT32, ["batch", "seq", 512])
+    ]
+    for i in range(n_layer):
+        value_infos_in += [
+            helper.make_tensor_value_info(inputs[3 + 2 * i], F32, ["batch", h, d, "capacity"]),
+            helper.make_tensor_value_info(inputs[4 + 2 * i], F32, ["batch", h, "capacity", d]),
+        ]
+        value_infos_out += [
+            helper.make_tensor_value_info(outputs[1 + 2 * i], F32, ["batch", h, d, "seq"]),
+            helper.make_tensor_value_info(outputs[2 + 2 * i], F32, ["batch", h, "seq", d]),
+        ]
+    graph = helper.make_graph(
+        g.nodes, "igpt_exact_step", value_infos_in, value_infos_out, initializer=g.inits
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="igpt-codec export.exact_graph",
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
