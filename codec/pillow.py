@@ -1,0 +1,128 @@
+"""Pillow plugin: `import codec.pillow` registers the IGPT format with Pillow.
+
+    import codec.pillow
+    from PIL import Image
+
+    with Image.open("photo.igpt") as im:      # the first image: the N x N thumbnail, RGB
+        im.load()
+        print(im.info["original_size"])       # what the photo measured
+        if im.n_frames > 1:
+            im.seek(1)                         # further images of a multi-image stream
+    Image.open("photo.jpg").save("photo.igpt", size=32)        # one image
+    first.save("all.igpt", save_all=True, append_images=rest)  # several, one stream
+
+What Pillow sees is the coded palette thumbnail, exactly as coded; the original
+photo is not in the file (its size and mode are in `im.info`). Opening reads
+and checks the whole stream (frame count, CRCs) but runs no model; the first
+`load()` decodes every frame at once (the model runs them in batches). The
+model is found by the fingerprint the stream names (`codec.search`); set
+`codec.pillow.MODEL` to a bundle directory to try it first. Save options:
+`size` (side N, 1..32, default 32), `model` (bundle directory, default
+`codec.pillow.MODEL` or the shipped bundle) and `threads`.
+
+Errors are the codec's own: a damaged stream raises its FormatError subclass
+from `Image.open`, a missing model `ModelNotFoundError` from `load()`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any
+
+from PIL import Image, ImageFile, ImageSequence
+
+import format as _format
+from codec.api import DEFAULT_SIZE, DecodedImage, compress_to, decode_records
+from format import EmptyStreamError, iter_records
+
+FORMAT = "IGPT"
+EXTENSION = ".igpt"
+MIME = "image/x-igpt"
+MAGIC: bytes = _format.MAGIC
+
+MODEL: str | os.PathLike[str] | None = None
+"""A bundle directory tried before the search path when decoding, and used when saving."""
+THREADS: int | None = None
+"""onnxruntime intra-op threads for decoding and saving (None: onnxruntime's default)."""
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(MAGIC)] == MAGIC
+
+
+class IgptImageFile(ImageFile.ImageFile):
+    """An IGP stream as a (multi-frame) Pillow image; each frame is one coded thumbnail."""
+
+    format = FORMAT
+    format_description = "igpt-codec stream (ImageGPT palette thumbnails)"
+    _close_exclusive_fp_after_loading = False
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        records = list(iter_records(self.fp))
+        if not records:
+            raise EmptyStreamError("the stream holds no image this version can decode")
+        self._records = records
+        self._decoded: list[DecodedImage] | None = None
+        self._frame = 0
+        self._loaded_frame = -1
+        self.n_frames = len(records)
+        self.is_animated = self.n_frames > 1
+        self._mode = "RGB"
+        self._describe_frame()
+
+    def _describe_frame(self) -> None:
+        head = self._records[self._frame].header
+        self._size = (head.side, head.side)
+        self.info["original_size"] = (head.width, head.height)
+        self.info["original_mode"] = head.mode
+        self.info["fingerprint"] = head.fingerprint.hex()
+        self.tile = []
+
+    def seek(self, frame: int) -> None:
+        if not self._seek_check(frame):
+            return
+        self._frame = frame
+        self._im = None
+        self._describe_frame()
+
+    def tell(self) -> int:
+        return self._frame
+
+    def load(self) -> Any:
+        if self._decoded is None:
+            self._decoded = decode_records(self._records, model=MODEL, threads=THREADS)
+        if self._im is None or self._loaded_frame != self._frame:
+            self.im = self._decoded[self._frame].image.copy().im
+            self._loaded_frame = self._frame
+        return Image.Image.load(self)
+
+
+def _options(im: Image.Image) -> dict[str, Any]:
+    info = im.encoderinfo
+    return {
+        "model": info.get("model", MODEL),
+        "size": int(info.get("size", DEFAULT_SIZE)),
+        "threads": info.get("threads", THREADS),
+    }
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    """One image, one stream."""
+    im.load()
+    compress_to(fp, im.copy(), **_options(im))  # type: ignore[arg-type]
+
+
+def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    """Every frame of `im`, then every frame of each `append_images` item, in one stream."""
+    frames = []
+    for source in [im, *im.encoderinfo.get("append_images", [])]:
+        frames.extend(frame.copy() for frame in ImageSequence.Iterator(source))
+    compress_to(fp, frames, **_options(im))  # type: ignore[arg-type]
+
+
+Image.register_open(FORMAT, IgptImageFile, _accept)
+Image.register_save(FORMAT, _save)
+Image.register_save_all(FORMAT, _save_all)
+Image.register_extension(FORMAT, EXTENSION)
+Image.register_mime(FORMAT, MIME)
