@@ -94,7 +94,19 @@ def test_export_names_the_extra(tmp_path: Path) -> None:
     assert not (tmp_path / "bundle").exists()
 
 
-@pytest.mark.parametrize("module", ["codec", "codec.api", "codec.pipeline", "format", "cli"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "codec",
+        "codec.api",
+        "codec.pipeline",
+        "codec.cli",
+        "codec.pillow",
+        "codec.search",
+        "format",
+        "cli",
+    ],
+)
 def test_runtime_modules_import_without_torch(module: str, tmp_path: Path) -> None:
     script = tmp_path / "imp.py"
     script.write_text(f"import {module}\n")
