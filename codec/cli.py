@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 import click
 
-from codec.outputs import OutputSet, is_dir_spelling
+from codec.outputs import OutputError, OutputSet, is_dir_spelling
 from format.errors import CodecError
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ class _NamedErrors:
         return None
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, CodecError) and not isinstance(exc, Failure):
+        if isinstance(exc, CodecError) and not isinstance(exc, Failure | OutputError):
             message = str(exc)
             if not message.startswith(f"{self._label}:"):
                 raise Failure(f"{self._label}: {message}") from exc
@@ -615,12 +615,17 @@ def _info_text(label: str, version: int | None, rows: Iterator[dict], reader: An
 
 
 def _info_json(label: str, version: int | None, rows: Iterator[dict], reader: Any) -> None:
-    """Written as the records arrive (memory bounded on any stream), then the totals."""
+    """Written as the records arrive (memory bounded on any stream), then the totals.
+
+    Nothing is written before the first record has been read and checked, so a file
+    that is not a stream at all leaves stdout empty.
+    """
+    first = next(rows, None)
     out = click.get_text_stream("stdout")
     out.write(f'{{\n  "file": {json.dumps(label)},\n  "format_version": {json.dumps(version)},')
     out.write('\n  "records": [')
     tokens = images = 0
-    for row in rows:
+    for row in itertools.chain([first] if first else [], rows):
         out.write(("," if images else "") + "\n    " + json.dumps(row))
         images += 1
         tokens += row["tokens"]

@@ -11,6 +11,7 @@ at tiny sizes, so no torch is needed.
 from __future__ import annotations
 
 import errno
+import inspect
 import io
 import os
 import resource
@@ -60,7 +61,10 @@ def zero_image_stream() -> bytes:
     """A spec-valid stream whose only record is an unknown, skippable (ancillary) kind."""
     buffer = io.BytesIO()
     with StreamWriter(buffer) as writer:
-        writer.write_raw_record(200, RECORD_ANCILLARY, b"a future record kind")
+        if "fingerprint" in inspect.signature(writer.write_raw_record).parameters:  # format 2
+            writer.write_raw_record(RECORD_ANCILLARY | 9, b"a future record kind", bytes(8))
+        else:  # format 1
+            writer.write_raw_record(200, RECORD_ANCILLARY, b"a future record kind")
     return buffer.getvalue()
 
 
