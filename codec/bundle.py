@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -22,23 +23,30 @@ from typing import Any
 
 import numpy as np
 
+from codec.positions import LAYOUTS, RASTER
 from format.errors import BundleError
 
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 PALETTE_FILE = "palette.npy"
 DEFAULT_BUNDLE_DIR = Path(__file__).parent / "models" / "default"
 FINGERPRINT_BYTES = 8
 
-# The step graph's calling convention (docs/runtime-notes.md, "Decode speed"). The runner
-# owns a preallocated KV cache: keys [batch, heads, head_dim, capacity], values [batch,
-# heads, capacity, head_dim], capacity grown in whole chunks of KV_CHUNK positions as a
-# function of the sequence length only; the graph gets input_ids, past_length and the
-# buffers and returns logits, probs and only the new tokens' keys and values. The chunk
-# size changes the floats (softmax length), so it is part of the contract, not a setting.
+# The runner owns a preallocated KV cache: keys [batch, heads, head_dim, capacity], values
+# [batch, heads, capacity, head_dim], capacity grown in whole chunks of KV_CHUNK positions.
+# The float graph's softmax runs over the whole capacity, so for it the chunk size changes
+# the floats and is part of the contract (docs/runtime-notes.md, "Decode speed").
 GRAPH_CONTRACT = "kv-prealloc-chunk64-v1"
 KV_CHUNK = 64
+
+PROFILE_EXACT = "exact-int-v1"
+"""Integer-valued graph (export/exact_graph.py): outputs frequency tables that are the same
+bits on every CPU and onnxruntime release. What the codec codes with by default."""
+PROFILE_FLOAT = "float32"
+"""The float32 step graph: its probabilities round differently on other CPUs and runtimes,
+so its files decode only where they were written. Kept for parity and measurement."""
+PROFILE_CONTRACTS = {PROFILE_EXACT: PROFILE_EXACT, PROFILE_FLOAT: GRAPH_CONTRACT}
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
@@ -46,7 +54,7 @@ _HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
 
 @dataclass(frozen=True, eq=False)
 class Bundle:
-    """A verified bundle. `fingerprint` identifies model + palette in every coded record."""
+    """A verified bundle. `fingerprint` identifies everything that decides the numbers."""
 
     path: Path
     manifest: dict[str, Any] = field(repr=False)
@@ -57,13 +65,14 @@ class Bundle:
     n_head: int
     head_dim: int
     n_positions: int
-    batch_invariant: bool
+    profile: str
+    position_layout: str
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-    past_length_name: str
-    past_names: tuple[str, ...]
-    new_names: tuple[str, ...]
-    quantization: str
+
+    @property
+    def exact(self) -> bool:
+        return self.profile == PROFILE_EXACT
 
 
 def file_sha256(path: Path) -> str:
@@ -91,9 +100,31 @@ def fingerprint_order(names: Sequence[str]) -> list[str]:
     return [MODEL_FILE, PALETTE_FILE, *rest]
 
 
-def compute_fingerprint(file_hashes: dict[str, str]) -> bytes:
-    """First 8 bytes of sha256 over the concatenated raw sha256 digests of the files."""
+def coding_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest entries the runner acts on: changing any of them changes the numbers.
+
+    They are covered by the fingerprint, so an edited manifest (another position layout,
+    another head count) is refused as a fingerprint mismatch instead of reaching
+    onnxruntime or decoding differently. Provenance (versions, dates, parity figures) is
+    left out: rewriting notes must not orphan the files made with a bundle.
+    """
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    io = manifest.get("io") if isinstance(manifest.get("io"), dict) else {}
+    return {
+        "bundle_format_version": manifest.get("bundle_format_version"),
+        "profile": manifest.get("profile"),
+        "graph_contract": manifest.get("graph_contract"),
+        "positions": manifest.get("positions"),
+        "model": {k: model.get(k) for k in ("n_layer", "n_head", "head_dim", "n_positions")},
+        "io": {k: io.get(k) for k in ("inputs", "outputs")},
+    }
+
+
+def compute_fingerprint(file_hashes: dict[str, str], coding: dict[str, Any]) -> bytes:
+    """First 8 bytes of sha256(file digests in fingerprint order || sha256(coding fields JSON))."""
     joined = b"".join(bytes.fromhex(file_hashes[n]) for n in fingerprint_order(list(file_hashes)))
+    fields = json.dumps(coding, sort_keys=True, separators=(",", ":")).encode()
+    joined += hashlib.sha256(fields).digest()
     return hashlib.sha256(joined).digest()[:FINGERPRINT_BYTES]
 
 
@@ -105,43 +136,41 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     manifest = _read_manifest(root)
     version = manifest.get("bundle_format_version")
     if version != BUNDLE_FORMAT_VERSION or isinstance(version, bool):
-        raise BundleError(f"unsupported bundle format version {version}")
+        hint = "; re-export it with this version" if version == 1 else ""
+        raise BundleError(f"unsupported bundle format version {version}{hint}")
     hashes = _verify_files(root, manifest.get("files"))
-    fingerprint = compute_fingerprint(hashes)
+    fingerprint = compute_fingerprint(hashes, coding_fields(manifest))
     if manifest.get("fingerprint") != fingerprint.hex():
         raise BundleError(
             f"bundle fingerprint mismatch in {root}: manifest says "
-            f"{manifest.get('fingerprint')}, files give {fingerprint.hex()}"
+            f"{manifest.get('fingerprint')}, files and coding fields give {fingerprint.hex()}"
         )
     model = _section(manifest, "model")
     n_layer, n_head, head_dim, n_positions = (
         _positive_int(model, k) for k in ("n_layer", "n_head", "head_dim", "n_positions")
     )
+    profile = manifest.get("profile")
+    if profile not in PROFILE_CONTRACTS:
+        raise BundleError(f"unknown bundle profile {profile!r}; re-export with this version")
     contract = manifest.get("graph_contract")
-    if contract != GRAPH_CONTRACT:
-        raise BundleError(
-            f"bundle graph contract {contract} is not supported; re-export with this version"
-        )
+    if contract != PROFILE_CONTRACTS[profile]:
+        raise BundleError(f"graph contract {contract} does not belong to profile {profile}")
+    layout = manifest.get("positions")
+    if layout not in LAYOUTS or (profile == PROFILE_FLOAT and layout != RASTER):
+        raise BundleError(f"position layout {layout!r} is not valid for profile {profile}")
+    if math.isqrt(n_positions) ** 2 != n_positions:
+        raise BundleError(f"n_positions {n_positions} is not a square grid")
     io = _section(manifest, "io")
-    inputs, outputs, past, new = (_names(io, k) for k in ("inputs", "outputs", "past", "new"))
-    if len(past) != 2 * n_layer or len(new) != 2 * n_layer:
-        raise BundleError(f"manifest io lists {len(past)} past tensors for {n_layer} layers")
-    past_length = io.get("past_length")
-    if (
-        inputs != ("input_ids", past_length, *past)
-        or outputs[:2] != ("logits", "probs")
-        or outputs[2:] != new
-    ):
-        raise BundleError(
-            "manifest io names do not follow the input_ids/past_length/past -> "
-            "logits/probs/new contract"
-        )
-    layout = io.get("cache_layout")
-    if not isinstance(layout, dict) or layout.get("chunk") != KV_CHUNK:
+    inputs, outputs = (_names(io, k) for k in ("inputs", "outputs"))
+    # Imported here: codec.model imports this module.
+    from codec.model import exact_io_names, graph_io_names
+
+    expected = (exact_io_names if profile == PROFILE_EXACT else graph_io_names)(n_layer)
+    if (list(inputs), list(outputs)) != expected:
+        raise BundleError(f"manifest io names do not follow the {contract} contract")
+    cache = io.get("cache_layout")
+    if not isinstance(cache, dict) or cache.get("chunk") != KV_CHUNK:
         raise BundleError(f"manifest io.cache_layout must give chunk {KV_CHUNK}")
-    batch_invariant = manifest.get("batch_invariant")
-    if not isinstance(batch_invariant, bool):
-        raise BundleError("manifest batch_invariant must be true or false")
     return Bundle(
         path=root,
         manifest=manifest,
@@ -152,13 +181,10 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         n_head=n_head,
         head_dim=head_dim,
         n_positions=n_positions,
-        batch_invariant=batch_invariant,
+        profile=profile,
+        position_layout=layout,
         input_names=inputs,
         output_names=outputs,
-        past_length_name=past_length,
-        past_names=past,
-        new_names=new,
-        quantization=str(manifest.get("quantization", "none")),
     )
 
 

@@ -107,6 +107,54 @@ def make_session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
+def open_session(
+    path: Path,
+    threads: int | None,
+    names: tuple[list[str], list[str]],
+    heads: tuple[int, int],
+) -> ort.InferenceSession:
+    """An onnxruntime session for a bundle graph, checked against what the manifest says.
+
+    Every way onnxruntime can refuse the file becomes a one-line BundleError, and the
+    graph's own cache shapes must carry the manifest's head count and head size, so an
+    edited manifest cannot reach onnxruntime as a shape error in the middle of a run.
+    """
+    try:
+        session = ort.InferenceSession(
+            str(path),
+            sess_options=make_session_options(threads),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        raise BundleError(f"onnxruntime cannot load {Path(path).name}: {_first_line(exc)}") from exc
+    inputs, outputs = names
+    graph_inputs = session.get_inputs()
+    if [i.name for i in graph_inputs] != inputs or [o.name for o in session.get_outputs()] != (
+        outputs
+    ):
+        raise BundleError(f"{Path(path).name} does not have the inputs/outputs its manifest lists")
+    for node in graph_inputs:
+        if node.name.endswith(".key") and list(node.shape[1:3]) != list(heads):
+            raise BundleError(
+                f"{Path(path).name} has {node.shape[1]} heads of size {node.shape[2]}, "
+                f"the manifest says {heads[0]} of size {heads[1]}"
+            )
+    return session
+
+
+def run_session(session: ort.InferenceSession, fetch: list[str], feeds: dict) -> list:
+    """session.run_with_ort_values with onnxruntime's failures as one-line BundleErrors."""
+    try:
+        return session.run_with_ort_values(fetch, feeds)
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        raise BundleError(f"the model graph failed to run: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
 class _Cache:
     """Preallocated K/V buffers shared by the states of one batch of sequences.
 
@@ -200,16 +248,8 @@ class TokenModel:
     def _open(
         self, path: Path, n_layer: int, n_head: int, head_dim: int, threads: int | None
     ) -> None:
-        self.session = ort.InferenceSession(
-            str(path),
-            sess_options=make_session_options(threads),
-            providers=["CPUExecutionProvider"],
-        )
         inputs, outputs = graph_io_names(n_layer)
-        graph_inputs = [i.name for i in self.session.get_inputs()]
-        graph_outputs = {o.name for o in self.session.get_outputs()}
-        if graph_inputs != inputs or not set(outputs) <= graph_outputs:
-            raise BundleError(f"{Path(path).name} does not have the step graph's inputs/outputs")
+        self.session = open_session(path, threads, (inputs, outputs), (n_head, head_dim))
         self._past_names = inputs[2:]
         self._new_names = outputs[2:]
         self.n_layer = n_layer
@@ -272,7 +312,7 @@ class TokenModel:
         }
         feeds.update(zip(self._past_names, cache.feeds, strict=True))
         fetch = [LOGITS_OUTPUT, PROBS_OUTPUT] if logits else [PROBS_OUTPUT]
-        outputs = self.session.run_with_ort_values([*fetch, *self._new_names], feeds)
+        outputs = run_session(self.session, [*fetch, *self._new_names], feeds)
         length = past + seq
         if cache_capacity(length) != cache.capacity:
             cache = cache.resized(length, past)
@@ -307,16 +347,8 @@ class ExactTokenModel:
         self.n_layer = bundle.n_layer
         self.n_positions = bundle.n_positions
         self._heads = (bundle.n_head, bundle.head_dim)
-        self.session = ort.InferenceSession(
-            str(bundle.model_path),
-            sess_options=make_session_options(threads),
-            providers=["CPUExecutionProvider"],
-        )
         inputs, outputs = exact_io_names(bundle.n_layer)
-        if [i.name for i in self.session.get_inputs()] != inputs or [
-            o.name for o in self.session.get_outputs()
-        ] != outputs:
-            raise BundleError(f"{bundle.model_path.name} does not have the exact graph's io names")
+        self.session = open_session(bundle.model_path, threads, (inputs, outputs), self._heads)
         self._past_names = inputs[3:]
         self._new_names = outputs[1:]
 
@@ -328,9 +360,13 @@ class ExactTokenModel:
         return KVState(cache, batch, 0)
 
     def run(
-        self, ids: np.ndarray, positions: np.ndarray, state: KVState
+        self, ids: np.ndarray, positions: np.ndarray, state: KVState, keep_cache: bool = True
     ) -> tuple[np.ndarray, KVState]:
-        """Feed `seq` tokens per sequence at the given positions; freqs int64 [B, seq, 512]."""
+        """Feed `seq` tokens per sequence at the given positions; freqs int64 [B, seq, 512].
+
+        keep_cache=False skips storing the new keys and values (the encoder's single
+        whole-sequence call needs no cache afterwards); the returned state is then the input.
+        """
         ids = np.asarray(ids)
         positions = np.asarray(positions)
         if ids.ndim != 2 or ids.shape[0] != state.batch or ids.shape[1] < 1:
@@ -355,7 +391,10 @@ class ExactTokenModel:
             PAST_LENGTH: ort.OrtValue.ortvalue_from_numpy(np.array(past, np.int64)),
         }
         feeds.update(zip(self._past_names, cache.feeds, strict=True))
-        outputs = self.session.run_with_ort_values([EXACT_FREQS, *self._new_names], feeds)
+        outputs = run_session(self.session, [EXACT_FREQS, *self._new_names], feeds)
+        freqs = outputs[0].numpy().astype(np.int64)
+        if not keep_cache:
+            return freqs, state
         length = past + seq
         if cache_capacity(length) != cache.capacity:
             cache = cache.resized(length, past)
@@ -364,5 +403,4 @@ class ExactTokenModel:
             cache.keys[i][..., past:length] = new[2 * i].numpy()
             cache.values[i][:, :, past:length] = new[2 * i + 1].numpy()
         cache.length = length
-        freqs = outputs[0].numpy().astype(np.int64)
         return freqs, KVState(cache, state.batch, length)

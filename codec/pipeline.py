@@ -1,19 +1,21 @@
-"""Tokens <-> records: the model step loop that drives the range coder both ways.
+"""Tokens <-> records: the model drives the range coder both ways.
 
-Encoder and decoder share one loop (`_run_batch`): step t feeds token t-1 (SOS
-at t = 0), the model returns float32 probabilities for token t, and
-`quantize_probs` turns them into the integer table both sides code with. The
-decoder recomputes every table from the tokens it has decoded so far; nothing
-but the coded bits is stored.
+The model gives an integer frequency table for every token; the coder codes the
+token under it. The decoder recomputes every table from the tokens it has
+decoded so far; nothing but the coded bits is stored.
 
-Batching: images of the same side are run together, because a batch of B costs
-far less than B single runs. fp32 bundles are batch-invariant (FINDINGS.md), so
-the decoder may group records differently from the encoder. Bundles that are
-not (int8 dynamic quantization) are coded one image per batch, and the decoder
-reproduces whatever grouping the headers record.
+Exact bundles (the default) output the tables themselves, and their numbers do
+not depend on how the work is cut: the encoder runs each image in one call
+(whole sequence), the decoder token by token with the KV cache, in batches of
+any grouping. Float32 bundles (kept for measurement) give probabilities that
+`quantize_probs` turns into tables; both sides step token by token, and the
+files decode only where the floats round the same way.
 
-The model's ideal bits (-log2 of each coded token's float probability, in
-float64) are summed for reporting only; they never reach the coder.
+The decoder also re-encodes what it decodes and requires the payload to be the
+encoder's own output byte for byte, so each token sequence has exactly one
+payload (the format is canonical), and checks the record's 16-bit token check.
+The model's ideal bits (-log2 of each coded token's share of its table) are
+summed for reporting only.
 """
 
 from __future__ import annotations
@@ -27,18 +29,25 @@ import numpy as np
 
 from codec.coder import RangeDecoder, RangeEncoder
 from codec.freq import FREQ_BITS, cumulative, quantize_probs
-from codec.model import SOS, TokenModel
+from codec.model import SOS, ExactTokenModel, TokenModel
 from codec.palette import MAX_SIDE, PALETTE_SIZE
-from format.container import token_crc
-from format.errors import InvalidFieldError, ModelMismatchError, TokenChecksumError
-from format.records import Record, RecordHeader
+from codec.positions import positions
+from format.container import token_check
+from format.errors import (
+    DecodeLimitError,
+    InvalidFieldError,
+    ModelMismatchError,
+    PayloadError,
+    TokenChecksumError,
+)
+from format.records import CODING_EXACT, CODING_FLOAT32, Record, RecordHeader
 
 if TYPE_CHECKING:
     from codec.bundle import Bundle
 
 MAX_BATCH = 16
-"""Largest model batch. On iGPT-S the cost per image stops falling near batch 8, where the
-KV-cache copies make each step bandwidth-bound (FINDINGS.md); more only adds memory."""
+"""Largest decoder batch. Batch 16 decodes ~4x faster per token than batch 1 with the
+default model (docs/runtime-notes.md); more only adds memory."""
 
 DECODE_WINDOW = 4 * MAX_BATCH
 """Records a streaming decoder reads ahead to form batches; bounds memory and latency."""
@@ -48,8 +57,19 @@ Progress = Callable[[int, int | None], None]
 
 _T = TypeVar("_T")
 
-_MIN_PROB = np.float64(2.0**-149)
-"""Smallest float32 subnormal: an underflowed probability still reports finite bits."""
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Work a stream may ask of the decoder, as zstd bounds its window.
+
+    A record costs the model one step per token whatever its size in bytes (an empty
+    payload decodes to a whole image), so a server that decodes untrusted streams sets
+    these. The defaults are far above any honest single file (65,536 images of 32x32)
+    and still bound a hostile one to about three hours of one core.
+    """
+
+    max_images: int = 1 << 16
+    max_tokens: int = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,11 @@ class EncodedImage:
 
     record: Record
     ideal_bits: float
+
+
+def coding_of(bundle: Bundle) -> int:
+    """The record coding value of a bundle's profile."""
+    return CODING_EXACT if bundle.exact else CODING_FLOAT32
 
 
 def check_side(side: int, bundle: Bundle) -> None:
@@ -99,22 +124,25 @@ def encode(
     *,
     threads: int | None = None,
     max_batch: int = MAX_BATCH,
-    freq_bits: int = FREQ_BITS,
     progress: Progress | None = None,
 ) -> Iterator[EncodedImage]:
-    """Code each image into a record; yields in input order as soon as a prefix is done."""
+    """Code each image into a record; yields in input order as soon as each is done.
+
+    Exact bundles code every image from one whole-sequence call (its tables equal the
+    decoder's token-by-token ones bit for bit); float bundles step token by token.
+    """
     for image in images:
         _check_tokens(image, bundle)
-    if not bundle.batch_invariant:
-        max_batch = 1
     counter = _Counter(sum(image.side**2 for image in images), progress)
-    model = TokenModel(bundle, threads=threads)
+    if bundle.exact:
+        model = ExactTokenModel(bundle, threads=threads)
+        return (_encode_exact(model, bundle, image, counter) for image in images)
+    float_model = TokenModel(bundle, threads=threads)
 
     def run() -> Iterator[tuple[int, EncodedImage]]:
         for batch in plan_batches([image.side for image in images], max_batch):
             members = [images[i] for i in batch]
-            encoded = _encode_batch(model, bundle, members, freq_bits, counter)
-            yield from zip(batch, encoded, strict=True)
+            yield from zip(batch, _encode_float(float_model, bundle, members, counter), strict=True)
 
     return _in_order(run())
 
@@ -126,34 +154,38 @@ def decode(
     threads: int | None = None,
     max_batch: int = MAX_BATCH,
     progress: Progress | None = None,
+    limits: DecodeLimits | None = None,
 ) -> Iterator[TokenImage]:
-    """Decode records in order, checking fingerprints first and token CRCs after.
+    """Decode records in order: fingerprint, coding and limits first, token checks after.
 
-    A sequence is checked whole before any model work and batched as a whole; a
-    lazy iterable (a pipe) is read DECODE_WINDOW records at a time.
+    A sequence is checked whole before any model work and batched as a whole; a lazy
+    iterable (a pipe) is read DECODE_WINDOW records at a time. Raises ModelMismatchError,
+    DecodeLimitError, InvalidFieldError, PayloadError (non-canonical payload) and
+    TokenChecksumError (decoded tokens fail the record's check).
     """
+    limits = limits or DecodeLimits()
     total = None
     window = DECODE_WINDOW
+    budget = _Budget(limits)
     if isinstance(records, Sequence):
         for index, record in enumerate(records):
             _check_record(record, index, bundle)
+            budget.charge(record, index)
         total = sum(record.header.token_count for record in records)
         window = max(1, len(records))
+        budget = _Budget(limits, charged=True)
     counter = _Counter(total, progress)
-    batches = (
-        _window_batches(records, max_batch, window)
-        if bundle.batch_invariant
-        else _recorded_batches(records)
-    )
-    models: list[TokenModel] = []
+    models: list[ExactTokenModel | TokenModel] = []
 
     def run() -> Iterator[tuple[int, TokenImage]]:
-        for indices, batch in batches:
+        for indices, batch in _window_batches(records, max_batch, window):
             for index, record in zip(indices, batch, strict=True):
                 _check_record(record, index, bundle)
+                budget.charge(record, index)
             if not models:
-                models.append(TokenModel(bundle, threads=threads))
-            decoded = _decode_batch(models[0], indices, batch, counter)
+                kind = ExactTokenModel if bundle.exact else TokenModel
+                models.append(kind(bundle, threads=threads))
+            decoded = _decode_batch(models[0], bundle, indices, batch, counter)
             yield from zip(indices, decoded, strict=True)
 
     return _in_order(run())
@@ -186,6 +218,32 @@ class _Counter:
             self._progress(self.done, self.total)
 
 
+class _Budget:
+    """Images and tokens charged against DecodeLimits before any model work on them."""
+
+    def __init__(self, limits: DecodeLimits, charged: bool = False) -> None:
+        self.limits = limits
+        self.charged = charged
+        self.images = 0
+        self.tokens = 0
+
+    def charge(self, record: Record, index: int) -> None:
+        if self.charged:
+            return
+        self.images += 1
+        self.tokens += record.header.token_count
+        if self.images > self.limits.max_images:
+            raise DecodeLimitError(
+                f"record {index}: the stream holds more than {self.limits.max_images} images "
+                "(the decoder's limit; raise DecodeLimits.max_images to decode it)"
+            )
+        if self.tokens > self.limits.max_tokens:
+            raise DecodeLimitError(
+                f"record {index}: the stream holds more than {self.limits.max_tokens} tokens "
+                "(the decoder's limit; raise DecodeLimits.max_tokens to decode it)"
+            )
+
+
 def _check_tokens(image: TokenImage, bundle: Bundle) -> None:
     check_side(image.side, bundle)
     tokens = image.tokens
@@ -204,9 +262,14 @@ def _check_record(record: Record, index: int, bundle: Bundle) -> None:
             f"record {index} was coded with model {head.fingerprint.hex()}, "
             f"but the bundle at hand is {bundle.fingerprint.hex()}"
         )
-    if head.token_count > bundle.n_positions:
+    if head.coding != coding_of(bundle):
+        raise ModelMismatchError(
+            f"record {index} says coding {head.coding}, but bundle "
+            f"{bundle.fingerprint.hex()} is {bundle.profile}"
+        )
+    if head.side > MAX_SIDE or head.token_count > bundle.n_positions:
         raise InvalidFieldError(
-            f"record {index} has {head.token_count} tokens; the model has only "
+            f"record {index} has side {head.side}; the model has only "
             f"{bundle.n_positions} positions"
         )
 
@@ -214,140 +277,114 @@ def _check_record(record: Record, index: int, bundle: Bundle) -> None:
 def _window_batches(
     records: Iterable[Record], max_batch: int, window: int
 ) -> Iterator[tuple[list[int], list[Record]]]:
-    """Batches of same-side, same-scale records, never spanning a window of the stream."""
+    """Batches of same-side records, never spanning a window of the stream."""
     iterator = iter(records)
     start = 0
     while chunk := list(islice(iterator, window)):
-        keys = [(record.header.side, record.header.freq_bits) for record in chunk]
-        for batch in plan_batches(keys, max_batch):
+        for batch in plan_batches([record.header.side for record in chunk], max_batch):
             yield [start + i for i in batch], [chunk[i] for i in batch]
         start += len(chunk)
 
 
-def _recorded_batches(records: Iterable[Record]) -> Iterator[tuple[list[int], list[Record]]]:
-    """The encoder's own grouping, from each header's batch size and index.
-
-    Needed where the floats depend on the batch (not batch-invariant bundles):
-    only the very same rows in the very same order reproduce the tables.
-    """
-    indices: list[int] = []
-    batch: list[Record] = []
-    for index, record in enumerate(records):
-        head = record.header
-        if batch:
-            first = batch[0].header
-            if (head.batch_index, head.batch_size, head.side, head.freq_bits) != (
-                len(batch),
-                first.batch_size,
-                first.side,
-                first.freq_bits,
-            ):
-                raise InvalidFieldError(
-                    f"record {index} breaks the batch of {first.batch_size} that record "
-                    f"{indices[0]} starts; this model must decode batches exactly as coded"
-                )
-        elif head.batch_index != 0:
-            raise InvalidFieldError(
-                f"record {index} is row {head.batch_index} of a batch whose first rows are missing"
-            )
-        indices.append(index)
-        batch.append(record)
-        if len(batch) == head.batch_size:
-            yield indices, batch
-            indices, batch = [], []
-    if batch:
-        raise InvalidFieldError(
-            f"the stream ends inside the batch of {batch[0].header.batch_size} "
-            f"that record {indices[0]} starts"
-        )
+def _header(bundle: Bundle, image: TokenImage) -> RecordHeader:
+    return RecordHeader(
+        fingerprint=bundle.fingerprint,
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        side=image.side,
+        token_count=image.side**2,
+        coding=coding_of(bundle),
+    )
 
 
-def _run_batch(
-    model: TokenModel,
-    rows: int,
-    steps: int,
-    freq_bits: int,
-    choose: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
-    counter: _Counter,
-) -> None:
-    """The shared step loop; `choose(t, probs, cum)` codes or decodes token t of every row.
+def _code_row(encoder: RangeEncoder, cum: np.ndarray, tokens: np.ndarray) -> float:
+    """Code tokens[t] under the table cum[t] for every t; returns the ideal bits."""
+    for table, symbol in zip(cum, tokens.tolist(), strict=True):
+        encoder.encode_symbol(table, symbol)
+    chosen = cum[np.arange(len(tokens)), tokens + 1] - cum[np.arange(len(tokens)), tokens]
+    return float(-np.log2(chosen / cum[:, -1].astype(np.float64)).sum())
 
-    Step t feeds token t-1 (SOS first) and gets the distribution of token t, so
-    side^2 steps cover side^2 tokens and the last token is never fed.
-    """
+
+def _encode_exact(
+    model: ExactTokenModel, bundle: Bundle, image: TokenImage, counter: _Counter
+) -> EncodedImage:
+    """One image from one whole-sequence call: SOS + all tokens but the last."""
+    tokens = image.tokens.astype(np.int64)
+    ids = np.concatenate([[SOS], tokens[:-1]])[None, :]
+    pos = positions(image.side, bundle.position_layout, bundle.n_positions)[None, :]
+    freqs, _ = model.run(ids, pos, model.start(1), keep_cache=False)
+    encoder = RangeEncoder()
+    ideal = _code_row(encoder, cumulative(freqs[0]), tokens)
+    counter.advance(tokens.size)
+    payload, _ = encoder.finish()
+    return EncodedImage(Record(_header(bundle, image), payload, token_check(tokens)), ideal)
+
+
+def _encode_float(
+    model: TokenModel, bundle: Bundle, members: list[TokenImage], counter: _Counter
+) -> list[EncodedImage]:
+    """Float profile: token by token (its whole-sequence floats differ in the last bits)."""
+    rows, steps = len(members), members[0].side ** 2
+    tokens = np.stack([member.tokens.astype(np.int64) for member in members])
+    tables = np.zeros((rows, steps, PALETTE_SIZE + 1), np.int64)
     state = model.start(rows)
     feed = np.full(rows, SOS, dtype=np.int64)
     for t in range(steps):
         probs, state = model.step(feed, state)
-        if probs.shape != (rows, PALETTE_SIZE):
-            raise AssertionError(f"model returned {probs.shape}, expected ({rows}, 512)")
-        cum = cumulative(quantize_probs(probs, freq_bits))
-        feed = choose(t, probs, cum)
+        tables[:, t] = cumulative(quantize_probs(probs, FREQ_BITS))
+        feed = tokens[:, t]
         counter.advance(rows)
-
-
-def _encode_batch(
-    model: TokenModel,
-    bundle: Bundle,
-    members: list[TokenImage],
-    freq_bits: int,
-    counter: _Counter,
-) -> list[EncodedImage]:
-    rows = len(members)
-    side = members[0].side
-    tokens = np.stack([member.tokens.astype(np.int64) for member in members])
-    encoders = [RangeEncoder() for _ in members]
-    ideal = np.zeros(rows, dtype=np.float64)
-    row_index = np.arange(rows)
-
-    def code(t: int, probs: np.ndarray, cum: np.ndarray) -> np.ndarray:
-        column = tokens[:, t]
-        for encoder, table, symbol in zip(encoders, cum, column.tolist(), strict=True):
-            encoder.encode_symbol(table, symbol)
-        chosen = probs[row_index, column].astype(np.float64)
-        ideal[:] -= np.log2(np.maximum(chosen, _MIN_PROB))
-        return column
-
-    _run_batch(model, rows, side * side, freq_bits, code, counter)
     encoded = []
-    for row, (member, encoder) in enumerate(zip(members, encoders, strict=True)):
-        payload, padding_bits = encoder.finish()
-        header = RecordHeader(
-            fingerprint=bundle.fingerprint,
-            width=member.width,
-            height=member.height,
-            mode=member.mode,
-            side=side,
-            token_count=side * side,
-            freq_bits=freq_bits,
-            batch_size=rows,
-            batch_index=row,
-        )
-        record = Record(header, payload, padding_bits, token_crc(member.tokens))
-        encoded.append(EncodedImage(record, float(ideal[row])))
+    for member, row_tokens, cum in zip(members, tokens, tables, strict=True):
+        encoder = RangeEncoder()
+        ideal = _code_row(encoder, cum, row_tokens)
+        payload, _ = encoder.finish()
+        record = Record(_header(bundle, member), payload, token_check(row_tokens))
+        encoded.append(EncodedImage(record, ideal))
     return encoded
 
 
 def _decode_batch(
-    model: TokenModel, indices: list[int], batch: list[Record], counter: _Counter
+    model: ExactTokenModel | TokenModel,
+    bundle: Bundle,
+    indices: list[int],
+    batch: list[Record],
+    counter: _Counter,
 ) -> list[TokenImage]:
+    """Token by token with the KV cache; every row also re-encodes what it decodes."""
     head = batch[0].header
-    rows = len(batch)
-    decoders = [RangeDecoder(record.payload, record.padding_bits) for record in batch]
-    tokens = np.zeros((rows, head.token_count), dtype=np.int64)
-
-    def code(t: int, probs: np.ndarray, cum: np.ndarray) -> np.ndarray:
-        for row, (decoder, table) in enumerate(zip(decoders, cum, strict=True)):
-            tokens[row, t] = decoder.decode_symbol(table)
-        return tokens[:, t]
-
-    _run_batch(model, rows, head.token_count, head.freq_bits, code, counter)
+    rows, steps = len(batch), head.token_count
+    decoders = [RangeDecoder(record.payload) for record in batch]
+    shadows = [RangeEncoder() for _ in batch]
+    tokens = np.zeros((rows, steps), dtype=np.int64)
+    pos = positions(head.side, bundle.position_layout, bundle.n_positions)
+    state = model.start(rows)
+    feed = np.full((rows, 1), SOS, dtype=np.int64)
+    for t in range(steps):
+        if bundle.exact:
+            freqs, state = model.run(feed, np.full((rows, 1), pos[t]), state)
+            cum = cumulative(freqs[:, 0])
+        else:
+            probs, state = model.step(feed[:, 0], state)
+            cum = cumulative(quantize_probs(probs, FREQ_BITS))
+        for row in range(rows):
+            symbol = decoders[row].decode_symbol(cum[row])
+            shadows[row].encode_symbol(cum[row], symbol)
+            tokens[row, t] = symbol
+        feed = tokens[:, t : t + 1]
+        counter.advance(rows)
     decoded = []
-    for index, record, row_tokens in zip(indices, batch, tokens, strict=True):
-        if token_crc(row_tokens) != record.token_crc:
+    for index, record, row_tokens, shadow in zip(indices, batch, tokens, shadows, strict=True):
+        if shadow.finish()[0] != record.payload:
+            raise PayloadError(
+                f"record {index}: the payload is not the encoder's canonical output for the "
+                "tokens it decodes to (bytes changed or appended)"
+            )
+        if token_check(row_tokens) != record.token_check:
             raise TokenChecksumError(
-                f"record {index}: decoded tokens do not match the encoder's; the model "
-                f"computed different numbers here (other CPU/onnxruntime?)"
+                f"record {index}: the decoded tokens fail the record's token check: the "
+                "record is damaged, or the model computes other numbers than the encoder's"
             )
         h = record.header
         decoded.append(TokenImage(row_tokens.astype(np.uint16), h.side, h.width, h.height, h.mode))

@@ -184,65 +184,6 @@ def quick_gelu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-1.702 * x))
 
 
-def _rms(x: np.ndarray, eps: float) -> np.ndarray:
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
-
-
-def float_forward(
-    w: FloatWeights, ids: np.ndarray, pos: np.ndarray, stats: dict | None = None
-) -> np.ndarray:
-    """Logits [B, T, 512] of the float model (float64); fills `stats` with activation ranges."""
-    x = w.wte[ids] + w.wpe[pos]
-    b, t, e = x.shape
-    h, d = w.n_head, e // w.n_head
-    causal = np.triu(np.ones((t, t), dtype=bool), 1)
-
-    def note(key: str, value: np.ndarray, kind: str = "absmax") -> None:
-        if stats is None:
-            return
-        if kind == "absmax":
-            stats.setdefault(key, []).append(float(np.abs(value).max()))
-        else:  # sum of squares range per row
-            ss = np.sum(value * value, axis=-1)
-            stats.setdefault(key + ".min", []).append(float(ss.min()))
-            stats.setdefault(key + ".max", []).append(float(ss.max()))
-
-    for i, blk in enumerate(w.blocks):
-        note(f"x{i}", x)
-        note(f"ss1.{i}", x, "ss")
-        n1 = _rms(x, w.eps)
-        note(f"n1.{i}", n1)
-        qkv = (n1 * blk["ln_1"]) @ blk["c_attn_w"] + blk["c_attn_b"]
-        q, k, v = np.split(qkv, 3, axis=-1)
-        q = q / w.divisors[i]
-        note(f"q{i}", q)
-        note(f"k{i}", k)
-        note(f"v{i}", v)
-        q = q.reshape(b, t, h, d).transpose(0, 2, 1, 3)
-        k = k.reshape(b, t, h, d).transpose(0, 2, 1, 3)
-        v = v.reshape(b, t, h, d).transpose(0, 2, 1, 3)
-        s = q @ k.transpose(0, 1, 3, 2)
-        s[..., causal] = -np.inf
-        s = s - s.max(axis=-1, keepdims=True)
-        p = np.exp(s)
-        p /= p.sum(axis=-1, keepdims=True)
-        y = (p @ v).transpose(0, 2, 1, 3).reshape(b, t, e)
-        x = x + y @ blk["c_proj_w"] + blk["c_proj_b"]
-        note(f"ss2.{i}", x, "ss")
-        n2 = _rms(x, w.eps)
-        note(f"n2.{i}", n2)
-        z = (n2 * blk["ln_2"]) @ blk["fc_w"] + blk["fc_b"]
-        note(f"z{i}", z)
-        g = quick_gelu(z)
-        note(f"g{i}", g)
-        x = x + g @ blk["mproj_w"] + blk["mproj_b"]
-    note("xf", x)
-    note("ssf", x, "ss")
-    nf = _rms(x, w.eps)
-    note("nf", nf)
-    return (nf * w.ln_f) @ w.lm_head.T
-
-
 # ---------------------------------------------------------------- quantization
 
 

@@ -15,18 +15,20 @@ from typing import Any
 
 from codec.bundle import (
     BUNDLE_FORMAT_VERSION,
-    GRAPH_CONTRACT,
     KV_CHUNK,
     MODEL_FILE,
     PALETTE_FILE,
+    PROFILE_CONTRACTS,
+    PROFILE_EXACT,
+    coding_fields,
     compute_fingerprint,
     file_sha256,
 )
-from codec.model import PAST_LENGTH
+from codec.positions import GRID, RASTER
 from export.igpt_torch import IGPTShape
-from export.step_graph import LOGITS, PROBS, IoNames
 
 EXPORTER = "torch.onnx legacy (dynamo=False)"
+EXACT_EXPORTER = "export.exact_graph (onnx.helper, integer plan from export.exact_plan)"
 VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "numpy")
 
 
@@ -57,24 +59,29 @@ def build_manifest(
     files: list[str],
     source: dict[str, Any],
     shape: IGPTShape,
-    names: IoNames,
+    profile: str,
+    inputs: list[str],
+    outputs: list[str],
     opset: int,
-    quantization: str,
-    batch_invariant: bool,
     parity: dict[str, Any],
     timing: dict[str, float],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest for the files already written into bundle_dir."""
     table = file_table(bundle_dir, files)
-    fingerprint = compute_fingerprint({n: e["sha256"] for n, e in table.items()})
+    exact = profile == PROFILE_EXACT
     manifest: dict[str, Any] = {
         "bundle_format_version": BUNDLE_FORMAT_VERSION,
-        "fingerprint": fingerprint.hex(),
+        "fingerprint": None,
         "fingerprint_rule": (
             f"first 8 bytes of sha256(sha256({MODEL_FILE}) || sha256({PALETTE_FILE}) "
-            "|| sha256 of any other file by name), raw digests"
+            "|| sha256 of any other file by name || sha256(coding fields as sorted compact "
+            "JSON: bundle_format_version, profile, graph_contract, positions, model shape, "
+            "io inputs/outputs)), raw digests"
         ),
+        "profile": profile,
+        "graph_contract": PROFILE_CONTRACTS[profile],
+        "positions": GRID if exact else RASTER,
         "source": source,
         "model": {
             "model_type": "imagegpt",
@@ -88,22 +95,16 @@ def build_manifest(
             "layer_norm_epsilon": shape.layer_norm_epsilon,
             "scale_attn_by_inverse_layer_idx": shape.scale_attn_by_inverse_layer_idx,
         },
-        "graph_contract": GRAPH_CONTRACT,
         "io": {
-            "input_ids": names.inputs[0],
-            "past_length": PAST_LENGTH,
-            "past": names.past,
-            "logits": LOGITS,
-            "probs": PROBS,
-            "new": names.new,
-            "inputs": names.inputs,
-            "outputs": names.outputs,
+            "inputs": list(inputs),
+            "outputs": list(outputs),
             "dynamic_axes": ["batch", "seq", "capacity"],
             "cache_layout": {
                 "key": ["batch", "heads", "head_dim", "capacity"],
                 "value": ["batch", "heads", "capacity", "head_dim"],
                 "new_key": ["batch", "heads", "head_dim", "seq"],
                 "new_value": ["batch", "heads", "seq", "head_dim"],
+                "dtype": "float32" + (" holding int8 values" if exact else ""),
                 "past_length": "int64 scalar: valid positions at the front of the buffers",
                 "chunk": KV_CHUNK,
                 "capacity": f"{KV_CHUNK} * max(1, ceil(past_length / {KV_CHUNK}))",
@@ -111,10 +112,9 @@ def build_manifest(
             },
         },
         "opset": opset,
-        "exporter": EXPORTER,
+        "exporter": EXACT_EXPORTER if exact else EXPORTER,
         "versions": package_versions(),
-        "quantization": quantization,
-        "batch_invariant": batch_invariant,
+        "batch_invariant": True,
         "files": table,
         "parity": parity,
         "timing_s": timing,
@@ -122,4 +122,6 @@ def build_manifest(
     }
     if extra:
         manifest.update(extra)
+    hashes = {n: e["sha256"] for n, e in table.items()}
+    manifest["fingerprint"] = compute_fingerprint(hashes, coding_fields(manifest)).hex()
     return manifest

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from codec.bundle import MANIFEST_FILE, MODEL_FILE, PALETTE_FILE
-from codec.model import GRAPH_OPTIMIZATION
+from codec.bundle import MANIFEST_FILE, MODEL_FILE, PALETTE_FILE, PROFILE_EXACT, PROFILE_FLOAT
+from codec.model import GRAPH_OPTIMIZATION, exact_io_names
 from export.errors import ExportError, one_line
+from export.exact_export import build_exact, float_forward, float_weights
+from export.exact_graph import OPSET as EXACT_OPSET
 from export.manifest import build_manifest
 from export.parity import default_parity_images, measure_parity, parity_sequences, torch_reference
-from export.quantize import DEFAULT_PER_CHANNEL, MANIFEST_NAMES, QUANTIZATIONS, quantize_int8
 from export.source import resolve_source
 from export.step_graph import DEFAULT_OPSET, export_step_graph
 
@@ -37,29 +38,31 @@ RUNTIME_NOTES = {
 }
 
 
+PROFILES = {"exact": PROFILE_EXACT, "float": PROFILE_FLOAT}
+"""CLI names of the bundle profiles (codec/bundle.py)."""
+
+
 def export_bundle(
     source: str,
     out_dir: Path,
     palette: Path | None = None,
-    quantize: str | None = None,
+    profile: str = "exact",
     opset: int = DEFAULT_OPSET,
     parity_tokens: int = 256,
     parity_tol: float = 1e-4,
     parity_images: Sequence[Path] | None = None,
     force: bool = False,
-    per_channel: bool = DEFAULT_PER_CHANNEL,
+    calibration_images: int | None = None,
 ) -> dict[str, Any]:
     """Export SOURCE to a bundle directory and return its manifest.
 
-    The fp32 graph must match transformers within parity_tol (max |logit
-    difference|) or nothing is written. An int8 bundle records its own, larger,
-    difference without enforcing the tolerance: the codec stays lossless with any
-    model, quantization only costs compression.
+    profile "exact" (the default) writes the integer graph whose tables are the same on
+    every machine; "float" the float32 step graph (parity and measurement only: its files
+    decode only where they were written). Either way the float model must match
+    transformers within parity_tol (max |logit difference|) or nothing is written.
     """
-    if quantize not in (None, *QUANTIZATIONS):
-        raise ExportError(
-            f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZATIONS)})"
-        )
+    if profile not in PROFILES:
+        raise ExportError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
     out_dir = Path(out_dir).expanduser().resolve()
     _check_target(out_dir, force)
     started = time.perf_counter()
@@ -75,45 +78,33 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is meant to be shared read-only
     try:
-        fp32_path = tmp / (MODEL_FILE if quantize is None else "model.fp32.onnx")
-        t = time.perf_counter()
-        log.info("exporting %s (%d layers) to ONNX opset %d", source, shape.n_layer, opset)
-        names = _trace(lean, fp32_path, opset)
-        del lean
-        timing["onnx_export"] = _lap(t)
-
         t = time.perf_counter()
         reference = torch_reference(resolved.model, sequences)
-        parity = measure_parity(fp32_path, names, resolved.model, sequences, reference)
-        timing["parity"] = _lap(t)
-        log.info("fp32 parity: max |dlogit| %.3g", parity["max_abs_logit_diff"])
-        if not parity["max_abs_logit_diff"] <= parity_tol:
-            raise ExportError(
-                f"parity check failed: max |logit difference| {parity['max_abs_logit_diff']:.3g} "
-                f"> tolerance {parity_tol:g} over {sequences.size} positions"
-            )
-        parity |= {"tolerance": parity_tol, "enforced": True}
-
         extra: dict[str, Any] = {}
-        if quantize is not None:
+        if profile == "float":
+            log.info("exporting %s (%d layers) to ONNX opset %d", source, shape.n_layer, opset)
+            names = _trace(lean, tmp / MODEL_FILE, opset)
+            timing["onnx_export"] = _lap(t)
             t = time.perf_counter()
-            quantize_int8(fp32_path, tmp / MODEL_FILE, per_channel=per_channel)
-            timing["quantize"] = _lap(t)
-            fp32_bytes = fp32_path.stat().st_size
-            fp32_path.unlink()
-            t = time.perf_counter()
-            fp32_parity = parity
             parity = measure_parity(tmp / MODEL_FILE, names, resolved.model, sequences, reference)
-            parity |= {"tolerance": parity_tol, "enforced": False, "fp32": fp32_parity}
-            timing["parity_int8"] = _lap(t)
-            extra["quantization_detail"] = {
-                "method": "onnxruntime.quantization.quantize_dynamic",
-                "weight_type": "QInt8",
-                "per_channel": per_channel,
-                "op_types": ["MatMul"],
-                "fp32_model_bytes": fp32_bytes,
-            }
-        parity |= {"reference": PARITY_REFERENCE, "method": PARITY_METHOD}
+            if not parity.pop("batch_invariant"):
+                raise ExportError("the float graph is not batch-invariant on this machine")
+            parity["method"] = PARITY_METHOD
+            inputs, outputs = names.inputs, names.outputs
+        else:
+            parity = exact_parity(lean, sequences, reference[0])
+            _enforce(parity, parity_tol, sequences)
+            log.info("building the exact graph of %s (%d layers)", source, shape.n_layer)
+            result = build_exact(lean, tmp / MODEL_FILE, calibration=calibration_images)
+            timing["exact_graph"] = _lap(t)
+            extra["exact"] = result.report
+            inputs, outputs = exact_io_names(shape.n_layer)
+            opset = EXACT_OPSET
+        timing["parity"] = _lap(t)
+        log.info("float parity: max |dlogit| %.3g", parity["max_abs_logit_diff"])
+        _enforce(parity, parity_tol, sequences)
+        parity |= {"tolerance": parity_tol, "enforced": True, "reference": PARITY_REFERENCE}
+        del lean
 
         np.save(tmp / PALETTE_FILE, np.ascontiguousarray(resolved.palette, dtype=np.float32))
         timing["total"] = _lap(started)
@@ -122,10 +113,10 @@ def export_bundle(
             files=_bundle_files(tmp),
             source=resolved.info,
             shape=shape,
-            names=names,
+            profile=PROFILES[profile],
+            inputs=inputs,
+            outputs=outputs,
             opset=opset,
-            quantization=MANIFEST_NAMES[quantize],
-            batch_invariant=quantize is None and parity["batch_invariant"],
             parity=parity,
             timing={k: round(v, 3) for k, v in timing.items()},
             extra=extra | {"runtime": RUNTIME_NOTES},
@@ -137,6 +128,36 @@ def export_bundle(
         raise
     log.info("bundle written to %s (fingerprint %s)", out_dir, manifest["fingerprint"])
     return manifest
+
+
+def _enforce(parity: dict[str, Any], tol: float, sequences: np.ndarray) -> None:
+    if not parity["max_abs_logit_diff"] <= tol:
+        raise ExportError(
+            f"parity check failed: max |logit difference| {parity['max_abs_logit_diff']:.3g} "
+            f"> tolerance {tol:g} over {sequences.size} positions"
+        )
+
+
+def exact_parity(lean, sequences: np.ndarray, ref_logits: np.ndarray) -> dict[str, Any]:
+    """The exact plan's float reference (numpy weights) against transformers' logits.
+
+    Proves the weights were read the way transformers uses them; the integer model's own
+    distance from this reference is a cost in bits, measured separately.
+    """
+    logp = float_forward(
+        float_weights(lean),
+        sequences,
+        np.broadcast_to(np.arange(sequences.shape[1]), sequences.shape),
+    )
+    ref = ref_logits.astype(np.float64)
+    ref_logp = ref - ref.max(-1, keepdims=True)
+    ref_logp -= np.log(np.exp(ref_logp).sum(-1, keepdims=True))
+    return {
+        "max_abs_logit_diff": float(np.abs(logp - ref_logp).max()),
+        "compared": "log-softmax of the float reference used for calibration",
+        "positions": int(sequences.shape[1]),
+        "sequences": int(sequences.shape[0]),
+    }
 
 
 def _lean_model(hf_model):

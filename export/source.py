@@ -52,6 +52,8 @@ def resolve_source(source: str, palette: Path | None = None) -> ResolvedSource:
 def _resolve_local(path: Path, palette: Path | None) -> ResolvedSource:
     if not path.is_dir():
         raise ExportError(f"{path} is not a checkpoint directory")
+    if (path / "manifest.json").is_file() and not (path / "config.json").exists():
+        return _resolve_float_bundle(path, palette)
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ExportError(f"{path} has no config.json (not a save_pretrained directory)")
@@ -77,6 +79,75 @@ def _resolve_local(path: Path, palette: Path | None) -> ResolvedSource:
         "palette_from": origin,
     }
     return ResolvedSource(model=model, palette=chosen, info=info)
+
+
+def _resolve_float_bundle(path: Path, palette: Path | None) -> ResolvedSource:
+    """A float32 bundle of this project as the source: its weights read back from the ONNX.
+
+    Lets an exact bundle be made from a float bundle whose checkpoint is gone (the shipped
+    default model's history). The step graph holds the lean module's parameters under
+    their own names, with the query part of c_attn divided by the attention divisor
+    (export/step_graph.py folds it in): multiplied back here. Parity against the
+    rebuilt transformers model then checks the whole round trip.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from export.igpt_torch import IGPT, IGPTShape, to_transformers
+
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        config = manifest["model"]
+        graph = onnx.load(str(path / "model.onnx"))
+    except Exception as exc:  # JSON, KeyError, protobuf errors
+        raise ExportError(f"cannot read the float bundle {path}: {one_line(exc)}") from exc
+    if manifest.get("profile", "float32") != "float32":
+        raise ExportError(
+            f"{path} is a {manifest.get('profile')} bundle; only float32 ones convert"
+        )
+    shape = IGPTShape(
+        vocab_size=config["vocab_size"],
+        n_positions=config["n_positions"],
+        n_embd=config["n_embd"],
+        n_layer=config["n_layer"],
+        n_head=config["n_head"],
+        n_inner=config.get("n_inner"),
+        layer_norm_epsilon=config["layer_norm_epsilon"],
+        scale_attn_by_inverse_layer_idx=config["scale_attn_by_inverse_layer_idx"],
+    )
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    state = {k.removeprefix("lean."): v for k, v in inits.items() if k.startswith("lean.")}
+    heads = [
+        v
+        for k, v in inits.items()
+        if not k.startswith("lean.") and v.shape == (shape.n_embd, shape.vocab_size - 1)
+    ]
+    if len(heads) != 1:
+        raise ExportError(f"cannot find the output projection in {path / 'model.onnx'}")
+    state["lm_head.weight"] = heads[0].T
+    lean = IGPT(shape)
+    for i, block in enumerate(lean.transformer.h):
+        divisor = block.attn.divisor
+        for suffix in ("weight", "bias"):
+            key = f"transformer.h.{i}.attn.c_attn.{suffix}"
+            value = state[key].copy()
+            value[..., : shape.n_embd] *= divisor
+            state[key] = value
+    try:
+        lean.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ExportError(f"{path} does not hold a complete ImageGPT: {one_line(exc)}") from exc
+    chosen, _ = choose_palette(np.load(path / "palette.npy"), palette, str(path))
+    info = {
+        "kind": "float-bundle",
+        "path": str(path),
+        "fingerprint": manifest.get("fingerprint"),
+        "weights_sha256": {"model.onnx": sha256_file(path / "model.onnx")},
+        "palette_from": "palette.npy of the float bundle",
+        "original_source": manifest.get("source"),
+    }
+    return ResolvedSource(model=to_transformers(lean), palette=chosen, info=info)
 
 
 def _resolve_hub(repo_id: str, palette: Path | None) -> ResolvedSource:

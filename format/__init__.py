@@ -11,7 +11,7 @@ from format.container import (
     iter_records,
     pack_stream,
     read_file_header,
-    token_crc,
+    token_check,
     unpack_stream,
 )
 from format.errors import (
@@ -19,6 +19,7 @@ from format.errors import (
     BundleError,
     ChecksumError,
     CodecError,
+    DecodeLimitError,
     EmptyStreamError,
     FormatError,
     FrequencyError,
@@ -37,16 +38,18 @@ from format.errors import (
     UnsupportedVersionError,
 )
 from format.records import (
+    CODING_EXACT,
+    CODING_FLOAT32,
     KIND_THUMBNAIL,
     MAX_PAYLOAD,
     MAX_TOKENS,
     Record,
     RecordHeader,
-    iter_extensions,
-    pack_extensions,
 )
 
 __all__ = [
+    "CODING_EXACT",
+    "CODING_FLOAT32",
     "KIND_THUMBNAIL",
     "MAGIC",
     "MAX_PAYLOAD",
@@ -56,6 +59,7 @@ __all__ = [
     "BundleError",
     "ChecksumError",
     "CodecError",
+    "DecodeLimitError",
     "EmptyStreamError",
     "FileHeader",
     "FormatError",
@@ -76,11 +80,9 @@ __all__ = [
     "UnknownFlagsError",
     "UnknownRecordKindError",
     "UnsupportedVersionError",
-    "iter_extensions",
     "iter_records",
-    "pack_extensions",
     "pack_stream",
     "read_file_header",
-    "token_crc",
+    "token_check",
     "unpack_stream",
 ]

@@ -87,6 +87,10 @@ class TokenChecksumError(CodecError):
     """Decoded tokens do not match the stored token CRC: the numerics diverged."""
 
 
+class DecodeLimitError(CodecError):
+    """The stream asks for more decoding work than the decoder's limits allow."""
+
+
 class BundleError(CodecError):
     """The model bundle is missing, incomplete or inconsistent."""
 
@@ -104,6 +108,7 @@ __all__ = [
     "BundleError",
     "ChecksumError",
     "CodecError",
+    "DecodeLimitError",
     "EmptyStreamError",
     "FormatError",
     "FrequencyError",
