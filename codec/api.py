@@ -29,7 +29,6 @@ import contextlib
 import io
 import itertools
 import os
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from codec.bundle import Bundle, load_bundle
+from codec.files import regular_file_size
 from codec.images import ImageSource, LoadedImage, load_image
 from codec.palette import image_to_tokens, tokens_to_image
 from codec.pipeline import Progress, TokenImage, check_side, decode, encode
@@ -341,15 +341,6 @@ def open_records(data: StreamSource) -> Iterator[Iterator[Record]]:
             "expected a path, bytes or a binary file object holding an IGP stream, "
             f"not {type(data).__name__}"
         )
-
-
-def regular_file_size(handle: BinaryIO) -> int | None:
-    """The size of a regular file opened at its start (None for pipes, devices, ...)."""
-    try:
-        st = os.fstat(handle.fileno())
-    except (OSError, AttributeError, io.UnsupportedOperation):
-        return None
-    return st.st_size if stat.S_ISREG(st.st_mode) and handle.tell() == 0 else None
 
 
 def _tokenize_all(images: Images, bundle: Bundle, size: int) -> list[TokenImage]:

@@ -495,6 +495,7 @@ def decompress(
     stdout = _stdout_binary(force) if to_pipe else None
 
     from codec import api
+    from codec.files import regular_file_size
     from format import iter_records
 
     bar = ProgressBar.for_stderr("decompressing", quiet)
@@ -502,7 +503,7 @@ def decompress(
     side = 0
     try:
         with _NamedErrors(label), _open_input(input_name) as handle:
-            records = iter_records(handle, length=api.regular_file_size(handle))
+            records = iter_records(handle, length=regular_file_size(handle))
             first = next(records, None)
             if first is None:
                 raise Failure(
@@ -571,7 +572,7 @@ def info(input_name: str, as_json: bool) -> None:
     the whole file's (bytes x 8 / tokens); each record's coder payload is shown
     as payload bits/token.
     """
-    from codec.api import regular_file_size
+    from codec.files import regular_file_size
     from format import iter_records
 
     label = _label(input_name)
