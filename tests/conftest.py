@@ -76,31 +76,39 @@ def bundles_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bundles")
 
 
+CALIBRATION_IMAGES = 16
+"""Calibration photos for the tiny test exports (the real export uses all 96)."""
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
-    """Bundle dir exported from tiny_checkpoint_dir (fp32). Do not modify: copy it first."""
+    """Exact bundle exported from tiny_checkpoint_dir. Do not modify: copy it first."""
     from export.onnx_export import export_bundle
 
-    export_bundle(str(tiny_checkpoint_dir), bundles_root / "tiny")
+    export_bundle(
+        str(tiny_checkpoint_dir), bundles_root / "tiny", calibration_images=CALIBRATION_IMAGES
+    )
     return bundles_root / "tiny"
 
 
 @pytest.fixture(scope="session")
 def other_bundle(bundles_root: Path, other_checkpoint_dir: Path) -> Path:
-    """A bundle of a different model, for fingerprint / model-mismatch tests."""
+    """An exact bundle of a different model, for fingerprint / model-mismatch tests."""
     from export.onnx_export import export_bundle
 
-    export_bundle(str(other_checkpoint_dir), bundles_root / "other")
+    export_bundle(
+        str(other_checkpoint_dir), bundles_root / "other", calibration_images=CALIBRATION_IMAGES
+    )
     return bundles_root / "other"
 
 
 @pytest.fixture(scope="session")
-def int8_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
-    """tiny_checkpoint_dir exported with int8 dynamic quantization (batch_invariant false)."""
+def float_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
+    """tiny_checkpoint_dir as a float32 bundle (the machine-bound profile kept for contrast)."""
     from export.onnx_export import export_bundle
 
-    export_bundle(str(tiny_checkpoint_dir), bundles_root / "tiny_int8", quantize="int8")
-    return bundles_root / "tiny_int8"
+    export_bundle(str(tiny_checkpoint_dir), bundles_root / "tiny_float", profile="float")
+    return bundles_root / "tiny_float"
 
 
 @pytest.fixture

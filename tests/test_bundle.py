@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 import codec.bundle as bundle_mod
-from codec.bundle import Bundle, compute_fingerprint, file_sha256, load_bundle
+from codec.bundle import (
+    PROFILE_EXACT,
+    Bundle,
+    coding_fields,
+    compute_fingerprint,
+    file_sha256,
+    load_bundle,
+)
+from codec.model import ExactTokenModel
 from format.errors import BundleError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +33,14 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
     path.write_bytes(bytes(data))
 
 
-def edit_manifest(bundle: Path, edit: Callable[[dict], None]) -> None:
+def edit_manifest(bundle: Path, edit: Callable[[dict], None], resign: bool = False) -> None:
+    """Edit manifest.json; resign=True also recomputes the fingerprint, as a user who
+    "fixes" a manifest by hand would, so the checks behind the fingerprint are reached."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     edit(manifest)
+    if resign:
+        hashes = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+        manifest["fingerprint"] = compute_fingerprint(hashes, coding_fields(manifest)).hex()
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -45,22 +58,27 @@ def test_loads(tiny_bundle: Path) -> None:
     assert isinstance(b, Bundle)
     assert b.fingerprint == bytes.fromhex(manifest["fingerprint"]) and len(b.fingerprint) == 8
     assert (b.n_layer, b.n_head, b.head_dim, b.n_positions) == (2, 2, 16, 1024)
-    assert b.batch_invariant is True and b.quantization == "none"
+    assert b.profile == PROFILE_EXACT and b.exact and b.position_layout == "grid"
     assert b.model_path == tiny_bundle / "model.onnx"
     assert b.input_names == tuple(manifest["io"]["inputs"])
     assert b.output_names == tuple(manifest["io"]["outputs"])
-    assert b.past_length_name == "past_length" and b.new_names == tuple(manifest["io"]["new"])
     assert b.palette.dtype == np.float32 and b.palette.shape == (512, 3)
     assert not b.palette.flags.writeable
 
 
-def test_fingerprint_is_sha256_of_file_digests(tiny_bundle: Path) -> None:
+def test_fingerprint_covers_file_digests_and_coding_fields(tiny_bundle: Path) -> None:
     import hashlib
 
     model, palette = (file_sha256(tiny_bundle / n) for n in ("model.onnx", "palette.npy"))
-    expected = hashlib.sha256(bytes.fromhex(model) + bytes.fromhex(palette)).digest()[:8]
-    assert compute_fingerprint({"palette.npy": palette, "model.onnx": model}) == expected
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    fields = json.dumps(coding_fields(manifest), sort_keys=True, separators=(",", ":"))
+    joined = bytes.fromhex(model) + bytes.fromhex(palette)
+    joined += hashlib.sha256(fields.encode()).digest()
+    expected = hashlib.sha256(joined).digest()[:8]
+    hashes = {"palette.npy": palette, "model.onnx": model}
+    assert compute_fingerprint(hashes, coding_fields(manifest)) == expected
     assert load_bundle(tiny_bundle).fingerprint == expected
+    assert coding_fields(manifest)["positions"] == "grid"
 
 
 def test_different_models_have_different_fingerprints(
@@ -102,11 +120,13 @@ def test_unknown_format_version(tiny_bundle: Path, copy_bundle) -> None:
     bundle = copy_bundle(tiny_bundle)
     edit_manifest(bundle, lambda m: m.update(bundle_format_version=7))
     assert one_line_error(bundle) == "unsupported bundle format version 7"
+    edit_manifest(bundle, lambda m: m.update(bundle_format_version=1))
+    assert "re-export" in one_line_error(bundle)
 
 
 def test_bad_json(tiny_bundle: Path, copy_bundle) -> None:
     bundle = copy_bundle(tiny_bundle)
-    (bundle / "manifest.json").write_text('{"bundle_format_version": 1,')
+    (bundle / "manifest.json").write_text('{"bundle_format_version": 2,')
     assert "not valid JSON" in one_line_error(bundle)
 
 
@@ -134,14 +154,26 @@ def test_unsafe_file_name(tiny_bundle: Path, copy_bundle) -> None:
     assert "invalid file name" in one_line_error(bundle)
 
 
-def test_other_graph_contract_is_refused(tiny_bundle: Path, copy_bundle) -> None:
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(graph_contract="kv-concat-v0"), "does not belong to profile"),
+        (lambda m: m.update(profile="int4"), "unknown bundle profile"),
+        (lambda m: m.update(positions="spiral"), "position layout 'spiral'"),
+        (lambda m: m["io"]["inputs"].pop(), "io names"),
+        (lambda m: m["model"].update(n_positions=1000), "not a square grid"),
+        (lambda m: m["model"].update(n_layer=0), "n_layer must be a positive"),
+    ],
+)
+def test_coding_fields_are_fingerprinted_then_checked(
+    edit: Callable[[dict], None], message: str, tiny_bundle: Path, copy_bundle
+) -> None:
+    """Editing a coding field breaks the fingerprint; re-signing it reaches its own check."""
     bundle = copy_bundle(tiny_bundle)
-    edit_manifest(bundle, lambda m: m.update(graph_contract="kv-concat-v0"))
-    assert one_line_error(bundle) == (
-        "bundle graph contract kv-concat-v0 is not supported; re-export with this version"
-    )
-    edit_manifest(bundle, lambda m: m.pop("graph_contract"))
-    assert "graph contract None is not supported" in one_line_error(bundle)
+    edit_manifest(bundle, edit)
+    assert "fingerprint mismatch" in one_line_error(bundle)
+    edit_manifest(bundle, lambda m: None, resign=True)
+    assert message in one_line_error(bundle)
 
 
 def test_other_cache_chunk_is_refused(tiny_bundle: Path, copy_bundle) -> None:
@@ -150,10 +182,33 @@ def test_other_cache_chunk_is_refused(tiny_bundle: Path, copy_bundle) -> None:
     assert "chunk 64" in one_line_error(bundle)
 
 
-def test_inconsistent_io_names(tiny_bundle: Path, copy_bundle) -> None:
+@pytest.mark.parametrize(
+    "model", [{"head_dim": 47}, {"n_head": 1, "head_dim": 32}, {"n_head": 4, "head_dim": 8}]
+)
+def test_manifest_shapes_are_checked_against_the_graph(
+    model: dict, tiny_bundle: Path, copy_bundle
+) -> None:
+    """Issue 12 finding 6: a re-signed manifest with other head sizes gets a BundleError
+    naming both, not an onnxruntime traceback (before: InvalidArgument from session.run)."""
     bundle = copy_bundle(tiny_bundle)
-    edit_manifest(bundle, lambda m: m["io"]["past"].pop())
-    assert "past" in one_line_error(bundle)
+    edit_manifest(bundle, lambda m: m["model"].update(model), resign=True)
+    loaded = load_bundle(bundle)
+    with pytest.raises(BundleError, match="the manifest says") as info:
+        ExactTokenModel(loaded, threads=1)
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_graph_with_rehashed_manifest(tiny_bundle: Path, copy_bundle) -> None:
+    """A model.onnx that onnxruntime cannot parse, hashes "fixed": one-line BundleError."""
+    bundle = copy_bundle(tiny_bundle)
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[10:60] = b"\xff" * 50
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    digest = file_sha256(bundle / "model.onnx")
+    edit_manifest(bundle, lambda m: m["files"]["model.onnx"].update(sha256=digest), resign=True)
+    with pytest.raises(BundleError, match=r"onnxruntime cannot load model\.onnx") as info:
+        ExactTokenModel(load_bundle(bundle), threads=1)
+    assert "\n" not in str(info.value)
 
 
 def test_hashes_are_cached(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +218,7 @@ def test_hashes_are_cached(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -
         raise AssertionError("a bundle file was hashed twice")
 
     monkeypatch.setattr(bundle_mod.hashlib, "sha256", no_rehash)
-    monkeypatch.setattr(bundle_mod, "compute_fingerprint", lambda hashes: bytes(8))
+    monkeypatch.setattr(bundle_mod, "compute_fingerprint", lambda hashes, fields: bytes(8))
     with pytest.raises(BundleError, match="fingerprint"):  # reached without re-hashing files
         load_bundle(tiny_bundle)
 
