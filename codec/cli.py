@@ -184,8 +184,8 @@ def compress_summary(target: str, summary: CompressSummary, side: int) -> str:
     """The one summary line: bits/token is always file bytes x 8 / tokens."""
     return (
         f"{target}: {_plural(summary.images, 'image')} coded as {side}x{side} palette "
-        f"{'thumbnail' if summary.images == 1 else 'thumbnails'}, {summary.tokens} tokens, "
-        f"{summary.stream_bytes} bytes: "
+        f"{'thumbnail' if summary.images == 1 else 'thumbnails'}, "
+        f"{_plural(summary.tokens, 'token')}, {summary.stream_bytes} bytes: "
         f"{summary.bits_per_token:.3f} bits/token (file), ratio {summary.ratio:.2f}:1 to "
         f"24-bit RGB of the thumbnail; payload {summary.payload_bits_per_token:.3f}, "
         f"model ideal {summary.ideal_bits_per_token:.3f} bits/token"

@@ -99,8 +99,9 @@ def find_bundle(
 ) -> Bundle:
     """The verified bundle whose fingerprint is `fingerprint`.
 
-    `model` (a directory or a loaded Bundle) is tried first. Raises
-    ModelNotFoundError when no candidate matches, or the BundleError of a
+    `model` (a directory or a loaded Bundle) is tried first; a directory that does
+    not exist is a BundleError, not skipped. Raises ModelNotFoundError when no
+    candidate matches, or the BundleError of a
     candidate whose manifest matched but whose files failed verification (when
     no other candidate matched).
     """
@@ -109,6 +110,8 @@ def find_bundle(
         if model.fingerprint.hex() == wanted:
             return model
         model = model.path
+    elif model is not None and not Path(model).is_dir():
+        raise BundleError(f"no model bundle at {model} (directory not found)")
     broken: BundleError | None = None
     seen: set[str] = set()
     for directory in candidates(model):

@@ -53,6 +53,7 @@ def test_missing_model_names_the_fingerprint_and_every_place(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv(search.ENV_VAR, f"{tmp_path / 'one'}{os.pathsep}{tmp_path / 'two'}")
+    (tmp_path / "given").mkdir()
     with pytest.raises(codec.ModelNotFoundError) as info:
         search.find_bundle(UNKNOWN, model=tmp_path / "given")
     message = str(info.value)
@@ -128,3 +129,10 @@ def test_cli_finds_the_model_or_says_where_it_looked(tiny_bundle: Path, tmp_path
     found = run("decompress", stream, "-o", "x.png", **{search.ENV_VAR: str(tiny_bundle.parent)})
     assert found.returncode == 0, found.stderr.decode()
     assert (tmp_path / "x.png").is_file()
+
+
+def test_a_given_directory_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    """A mistyped --model is reported, not silently replaced by the default bundle."""
+    default = load_bundle(None)
+    with pytest.raises(codec.BundleError, match="no model bundle at"):
+        search.find_bundle(default.fingerprint, model=tmp_path / "typo")
