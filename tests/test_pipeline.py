@@ -17,10 +17,17 @@ from codec import api
 from codec.bundle import Bundle, load_bundle
 from codec.images import LoadedImage, load_image
 from codec.palette import tokens_to_image
-from codec.pipeline import _recorded_batches
+from codec.pipeline import DecodeLimits, decode
 from format.container import pack_stream, unpack_stream
-from format.errors import CodecError, InvalidFieldError, ModelMismatchError, TokenChecksumError
-from format.records import Record, RecordHeader
+from format.errors import (
+    CodecError,
+    DecodeLimitError,
+    InvalidFieldError,
+    ModelMismatchError,
+    PayloadError,
+    TokenChecksumError,
+)
+from format.records import CODING_FLOAT32, Record, RecordHeader
 
 PHOTOS = 102
 SIZES = (8, 24, 32)
@@ -113,14 +120,38 @@ def test_corrupted_payload_is_never_a_wrong_image(coded, bundle: Bundle) -> None
             bad = dataclasses.replace(record, payload=bytes(corrupted))
             api.decompress(pack_stream([bad]), bundle, threads=1)
         outcomes.append(type(info.value))
-    assert TokenChecksumError in outcomes
+    # A changed payload decodes to tokens whose canonical payload differs: caught as such.
+    assert set(outcomes) <= {PayloadError, TokenChecksumError} and outcomes
 
 
-def test_token_checksum_message(coded, bundle: Bundle) -> None:
+def test_token_check_message_does_not_guess(coded, bundle: Bundle) -> None:
     record = unpack_stream(coded[8][0])[0]
-    bad = dataclasses.replace(record, token_crc=record.token_crc ^ 1)
-    with pytest.raises(TokenChecksumError, match="do not match the encoder's"):
+    bad = dataclasses.replace(record, token_check=record.token_check ^ 1)
+    with pytest.raises(TokenChecksumError, match="fail the record's token check") as info:
         api.decompress(pack_stream([bad]), bundle, threads=1)
+    assert "CPU" not in str(info.value)
+
+
+def test_payloads_are_canonical(coded, bundle: Bundle) -> None:
+    """Issue 12 finding 8: one byte string per token sequence. Bytes appended to a payload
+    (which may decode to the same tokens) are refused, as is a trailing zero byte."""
+    record = unpack_stream(coded[8][0])[0]
+    for tail in (b"\x01", b"\x80", b"\xff\x01"):
+        longer = dataclasses.replace(record, payload=record.payload + tail)
+        with pytest.raises(PayloadError, match="canonical"):
+            api.decompress(pack_stream([longer]), bundle, threads=1)
+    with pytest.raises(PayloadError):
+        dataclasses.replace(record, payload=record.payload + b"\x00")
+
+
+def test_decode_limits(coded, bundle: Bundle) -> None:
+    """Issue 12 finding 7: a server bounds the work a stream may ask for, before model time."""
+    records = unpack_stream(coded[8][0])[:5]
+    with pytest.raises(DecodeLimitError, match="more than 4 images"):
+        list(decode(records, bundle, limits=DecodeLimits(max_images=4)))
+    with pytest.raises(DecodeLimitError, match="more than 256 tokens"):
+        list(decode(iter(records), bundle, limits=DecodeLimits(max_tokens=256)))
+    assert len(list(decode(records, bundle, limits=DecodeLimits(max_images=5)))) == 5
 
 
 def test_summary_progress_and_ideal_bits(bundle: Bundle, photos: list[LoadedImage]) -> None:
@@ -151,46 +182,37 @@ def test_inputs_of_every_kind_code_alike(bundle: Bundle, photo_paths: list[Path]
     assert len(streams) == 1
 
 
-def test_int8_bundle_codes_one_image_per_batch(int8_bundle: Path, photos) -> None:
-    bundle = load_bundle(int8_bundle)
-    assert not bundle.batch_invariant
+def test_float_profile_round_trip(float_bundle: Path, photos) -> None:
+    """The float32 profile (kept for contrast) still codes; its records say so, and an
+    exact bundle refuses them by coding as well as by fingerprint."""
+    bundle = load_bundle(float_bundle)
+    assert not bundle.exact and bundle.position_layout == "raster"
     stream = api.compress(photos[:3], bundle, size=8, threads=1)
     records = unpack_stream(stream)
-    assert [(r.header.batch_size, r.header.batch_index) for r in records] == [(1, 0)] * 3
+    assert {r.header.coding for r in records} == {CODING_FLOAT32}
     decoded = api.decompress(stream, bundle, threads=2)
     expected = api.tokenize(photos[:3], bundle, 8)
     assert all(np.array_equal(d.tokens, e.tokens) for d, e in zip(decoded, expected, strict=True))
 
 
-def _record(batch_size: int, batch_index: int, side: int = 2) -> Record:
-    header = RecordHeader(
-        fingerprint=bytes(8),
-        width=1,
-        height=1,
-        mode="RGB",
-        side=side,
-        token_count=side * side,
-        freq_bits=20,
-        batch_size=batch_size,
-        batch_index=batch_index,
+def test_coding_must_match_the_bundle(coded, bundle: Bundle) -> None:
+    record = unpack_stream(coded[8][0])[0]
+    forged = dataclasses.replace(
+        record, header=dataclasses.replace(record.header, coding=CODING_FLOAT32)
     )
-    return Record(header, b"", 0, 0)
+    with pytest.raises(ModelMismatchError, match="coding 1"):
+        api.decompress(pack_stream([forged]), bundle)
 
 
-def test_recorded_batches_are_reproduced() -> None:
-    records = [_record(2, 0), _record(2, 1), _record(1, 0), _record(3, 0), _record(3, 1)]
-    groups = list(_recorded_batches(records[:3]))
-    assert [indices for indices, _ in groups] == [[0, 1], [2]]
-    with pytest.raises(InvalidFieldError, match="ends inside"):
-        list(_recorded_batches(records))
-    with pytest.raises(InvalidFieldError, match="first rows are missing"):
-        list(_recorded_batches(records[1:]))
-    with pytest.raises(InvalidFieldError, match="breaks the batch"):
-        list(_recorded_batches([_record(2, 0), _record(2, 1, side=3)]))
+def _record(side: int = 2) -> Record:
+    header = RecordHeader(
+        fingerprint=bytes(8), width=1, height=1, mode="RGB", side=side, token_count=side * side
+    )
+    return Record(header, b"", 0)
 
 
 def test_record_longer_than_the_model(bundle: Bundle) -> None:
-    record = _record(1, 0, side=40)
+    record = _record(side=40)
     record = dataclasses.replace(
         record, header=dataclasses.replace(record.header, fingerprint=bundle.fingerprint)
     )
