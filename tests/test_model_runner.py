@@ -1,4 +1,6 @@
-"""TokenModel: matches the PyTorch model, and is bit-reproducible the ways the codec relies on."""
+"""TokenModel (float32 profile): matches PyTorch, and is reproducible on this machine.
+
+The exact profile's runner is tested in tests/test_exact_model.py."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def run_steps(model: TokenModel, sequences: np.ndarray) -> np.ndarray:
 
 
 def test_probs_match_torch_softmax(
-    tiny_bundle: Path, tiny_checkpoint_dir: Path, photo_sequences: np.ndarray
+    float_bundle: Path, tiny_checkpoint_dir: Path, photo_sequences: np.ndarray
 ) -> None:
     torch = pytest.importorskip("torch")
     from transformers import ImageGPTForCausalImageModeling
@@ -50,37 +52,39 @@ def test_probs_match_torch_softmax(
     with torch.no_grad():
         logits = hf(input_ids=torch.from_numpy(photo_sequences), use_cache=False).logits
         expected = torch.softmax(logits, dim=-1).numpy()
-    got = run_steps(TokenModel(load_bundle(tiny_bundle), threads=1), photo_sequences)
+    got = run_steps(TokenModel(load_bundle(float_bundle), threads=1), photo_sequences)
     assert np.abs(got - expected).max() <= 1e-5
     assert expected.max() > 0.5  # the tiny model is confident somewhere, so this is a real check
 
 
-def test_thread_count_does_not_change_probs(tiny_bundle: Path, photo_sequences: np.ndarray) -> None:
-    bundle = load_bundle(tiny_bundle)
+def test_thread_count_does_not_change_probs(
+    float_bundle: Path, photo_sequences: np.ndarray
+) -> None:
+    bundle = load_bundle(float_bundle)
     one = run_steps(TokenModel(bundle, threads=1), photo_sequences)
     two = run_steps(TokenModel(bundle, threads=2), photo_sequences)
     assert np.array_equal(one, two)
 
 
 def test_batch_neighbours_do_not_change_probs(
-    tiny_bundle: Path, photo_sequences: np.ndarray
+    float_bundle: Path, photo_sequences: np.ndarray
 ) -> None:
-    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    model = TokenModel(load_bundle(float_bundle), threads=1)
     batched = run_steps(model, photo_sequences)
     for row in range(photo_sequences.shape[0]):
         alone = run_steps(model, photo_sequences[row : row + 1])
         assert np.array_equal(alone[0], batched[row])
 
 
-def test_fresh_sessions_reproduce(tiny_bundle: Path, photo_sequences: np.ndarray) -> None:
-    first = run_steps(TokenModel(load_bundle(tiny_bundle)), photo_sequences[:2])
-    second = run_steps(TokenModel(load_bundle(tiny_bundle)), photo_sequences[:2])
+def test_fresh_sessions_reproduce(float_bundle: Path, photo_sequences: np.ndarray) -> None:
+    first = run_steps(TokenModel(load_bundle(float_bundle)), photo_sequences[:2])
+    second = run_steps(TokenModel(load_bundle(float_bundle)), photo_sequences[:2])
     assert np.array_equal(first, second)
 
 
-def test_states_are_immutable(tiny_bundle: Path) -> None:
+def test_states_are_immutable(float_bundle: Path) -> None:
     """A decoder may step from the same state twice (e.g. after a retry); both must agree."""
-    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    model = TokenModel(load_bundle(float_bundle), threads=1)
     _, state = model.step(np.array([SOS, SOS]), model.start(2))
     a, after_a = model.step(np.array([5, 9]), state)
     b, after_b = model.step(np.array([5, 9]), state)
@@ -88,11 +92,11 @@ def test_states_are_immutable(tiny_bundle: Path) -> None:
 
 
 def test_branches_from_one_state_do_not_interfere(
-    tiny_bundle: Path, photo_sequences: np.ndarray
+    float_bundle: Path, photo_sequences: np.ndarray
 ) -> None:
     """Copy-on-write: a second branch from an old state leaves the first branch's cache intact,
     also when the branch point lies just before a chunk boundary (the cache grows there)."""
-    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    model = TokenModel(load_bundle(float_bundle), threads=1)
     rows = photo_sequences[:2]
     reference = run_steps(model, rows)
     for fork_at in (3, KV_CHUNK, KV_CHUNK + 1):
@@ -111,7 +115,7 @@ def test_branches_from_one_state_do_not_interfere(
         assert np.array_equal(again, reference[:, fork_at])
 
 
-def test_cache_capacity_depends_on_length_only(tiny_bundle: Path) -> None:
+def test_cache_capacity_depends_on_length_only(float_bundle: Path) -> None:
     assert [cache_capacity(n) for n in (0, 1, 64, 65, 128, 129, 1024)] == [
         64,
         64,
@@ -121,7 +125,7 @@ def test_cache_capacity_depends_on_length_only(tiny_bundle: Path) -> None:
         192,
         1024,
     ]
-    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    model = TokenModel(load_bundle(float_bundle), threads=1)
     for batch in (1, 3):
         state = model.start(batch)
         for t in range(KV_CHUNK + 2):
@@ -129,9 +133,9 @@ def test_cache_capacity_depends_on_length_only(tiny_bundle: Path) -> None:
             _, state = model.step(np.full(batch, SOS if t == 0 else 7), state)
 
 
-def test_multi_token_run_matches_steps(tiny_bundle: Path, photo_sequences: np.ndarray) -> None:
+def test_multi_token_run_matches_steps(float_bundle: Path, photo_sequences: np.ndarray) -> None:
     """The graph also takes seq > 1 tokens at once (last bits may differ from stepping)."""
-    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+    model = TokenModel(load_bundle(float_bundle), threads=1)
     rows = photo_sequences[:2, :70]
     stepped = run_steps(model, rows)
     state = model.start(2)
@@ -141,18 +145,8 @@ def test_multi_token_run_matches_steps(tiny_bundle: Path, photo_sequences: np.nd
     assert np.abs(np.concatenate([first, rest], axis=1) - stepped).max() <= 1e-5
 
 
-def test_int8_bundle_runs_and_is_thread_invariant(
-    int8_bundle: Path, photo_sequences: np.ndarray
-) -> None:
-    bundle = load_bundle(int8_bundle)
-    assert bundle.batch_invariant is False
-    one = run_steps(TokenModel(bundle, threads=1), photo_sequences[:1, :32])
-    two = run_steps(TokenModel(bundle, threads=2), photo_sequences[:1, :32])
-    assert np.array_equal(one, two)
-
-
-def test_step_rejects_bad_tokens(tiny_bundle: Path) -> None:
-    model = TokenModel(load_bundle(tiny_bundle), threads=1)
+def test_step_rejects_bad_tokens(float_bundle: Path) -> None:
+    model = TokenModel(load_bundle(float_bundle), threads=1)
     state = model.start(2)
     for bad in (np.array([SOS]), np.array([SOS, 513]), np.array([-1, 0]), np.array([0.0, 1.0])):
         with pytest.raises(ValueError):
@@ -165,8 +159,8 @@ def test_step_rejects_bad_tokens(tiny_bundle: Path) -> None:
         make_session_options(0)
 
 
-def test_positions_run_out(tiny_bundle: Path) -> None:
-    bundle = load_bundle(tiny_bundle)
+def test_positions_run_out(float_bundle: Path) -> None:
+    bundle = load_bundle(float_bundle)
     model = TokenModel(bundle, threads=1)
     state = model.start(1)
     tokens = np.array([SOS])
