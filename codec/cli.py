@@ -666,12 +666,19 @@ def _record_info(index: int, record: Any) -> dict[str, Any]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="512x3 colour clusters (.npy or .json) when SOURCE does not carry them.",
 )
-@click.option("--quantize", type=click.Choice(["int8"]), help="Also quantize the weights.")
+@click.option(
+    "--profile",
+    type=click.Choice(["exact", "float"]),
+    default="exact",
+    show_default=True,
+    help="exact: the integer graph, the same bits on every machine; float: the float32 "
+    "graph (parity and measurement only; its files decode only where they were written).",
+)
 @click.option("-f", "--force", is_flag=True, help="Replace an existing bundle.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @reports_errors
 def export_command(
-    source: str, out_dir: Path, palette: Path | None, quantize: str | None, force: bool, quiet: bool
+    source: str, out_dir: Path, palette: Path | None, profile: str, force: bool, quiet: bool
 ) -> None:
     """Export an ImageGPT checkpoint (hub id or directory) to a model bundle."""
     try:
@@ -682,7 +689,7 @@ def export_command(
         raise Failure(f"cannot load the exporter: {exc}") from exc
     if not quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    manifest = export_bundle(source, out_dir, palette=palette, quantize=quantize, force=force)
+    manifest = export_bundle(source, out_dir, palette=palette, profile=profile, force=force)
     if not quiet:
         click.echo(f"{out_dir}: bundle fingerprint {manifest.get('fingerprint')}", err=True)
 
