@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         iter_decompress,
         resolve_bundle,
     )
+    from codec.pipeline import DecodeLimits
     from codec.search import ModelNotFoundError, find_bundle
 
 _LAZY = {
@@ -56,6 +57,7 @@ _LAZY = {
     "iter_decode": "codec.api",
     "iter_decompress": "codec.api",
     "resolve_bundle": "codec.api",
+    "DecodeLimits": "codec.pipeline",
     "ModelNotFoundError": "codec.search",
     "find_bundle": "codec.search",
 }
@@ -79,6 +81,7 @@ def __dir__() -> list[str]:
 __all__ = [
     *_errors.__all__,
     "CompressSummary",
+    "DecodeLimits",
     "DecodedImage",
     "ModelNotFoundError",
     "__version__",

@@ -41,9 +41,9 @@ from codec.bundle import Bundle, load_bundle
 from codec.files import regular_file_size
 from codec.images import ImageSource, LoadedImage, load_image
 from codec.palette import image_to_tokens, tokens_to_image
-from codec.pipeline import Progress, TokenImage, check_side, decode, encode
+from codec.pipeline import DecodeLimits, Progress, TokenImage, check_side, decode, encode
 from codec.search import find_bundle
-from format import Record, StreamWriter, iter_records
+from format import DecodeLimitError, Record, StreamWriter, iter_records
 
 ModelSpec = str | os.PathLike[str] | Bundle | None
 ImageInput = ImageSource | LoadedImage
@@ -247,20 +247,32 @@ def decompress(
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    limits: DecodeLimits | None = None,
 ) -> list[DecodedImage]:
     """Every image of a stream, in order; the whole stream is validated before decoding.
 
     `data`: a path (str or os.PathLike), the stream's bytes, or a binary file
     object open on it. `model`: a bundle directory or Bundle tried before the
-    search path (see `codec.search`). Returns a list of DecodedImage (empty for
-    a valid stream whose records are all of kinds this version skips). Raises
-    FormatError subclasses for a damaged stream, ModelNotFoundError when the
-    stream's model is not found, TokenChecksumError, OSError for an unreadable
-    path, and TypeError for any other kind of `data`.
+    search path (see `codec.search`). `limits` (codec.DecodeLimits: images and
+    tokens per stream) bounds the work an untrusted stream may ask for; the
+    defaults are far above any honest file. Returns a list of DecodedImage
+    (empty for a valid stream whose records are all of kinds this version
+    skips). Raises FormatError subclasses for a damaged stream,
+    ModelNotFoundError when the stream's model is not found, DecodeLimitError,
+    TokenChecksumError, OSError for an unreadable path, and TypeError for any
+    other kind of `data`.
     """
+    max_images = (limits or DecodeLimits()).max_images
+    records = []
     with open_records(data) as reader:
-        records = list(reader)
-    return decode_records(records, model=model, threads=threads, progress=progress)
+        for record in reader:
+            records.append(record)
+            if len(records) > max_images:  # before holding the whole stream in memory
+                raise DecodeLimitError(
+                    f"the stream holds more than {max_images} images (the decoder's limit; "
+                    "raise DecodeLimits.max_images to decode it)"
+                )
+    return decode_records(records, model=model, threads=threads, progress=progress, limits=limits)
 
 
 def decode_records(
@@ -268,12 +280,14 @@ def decode_records(
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    limits: DecodeLimits | None = None,
 ) -> list[DecodedImage]:
     """Decode records already read from a stream (e.g. after showing `info`).
 
     Returns a list of DecodedImage; raises as `decompress`.
     """
-    return list(iter_decode(records, model=model, threads=threads, progress=progress))
+    decoded = iter_decode(records, model=model, threads=threads, progress=progress, limits=limits)
+    return list(decoded)
 
 
 def iter_decode(
@@ -281,6 +295,7 @@ def iter_decode(
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    limits: DecodeLimits | None = None,
 ) -> Iterator[DecodedImage]:
     """Decode records as they arrive. The model is found by the first record's fingerprint.
 
@@ -300,7 +315,7 @@ def iter_decode(
             return
         rest = itertools.chain([first], iterator)
     bundle = find_bundle(first.header.fingerprint, model)
-    for item in decode(rest, bundle, threads=threads, progress=progress):
+    for item in decode(rest, bundle, threads=threads, progress=progress, limits=limits):
         yield _to_decoded(item, bundle)
 
 
@@ -309,6 +324,7 @@ def iter_decompress(
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    limits: DecodeLimits | None = None,
 ) -> Iterator[DecodedImage]:
     """Images as their records arrive (pipes), a window of records at a time.
 
@@ -318,7 +334,9 @@ def iter_decompress(
     consume the iterator to the end before trusting it.
     """
     with open_records(data) as records:
-        yield from iter_decode(records, model=model, threads=threads, progress=progress)
+        yield from iter_decode(
+            records, model=model, threads=threads, progress=progress, limits=limits
+        )
 
 
 @contextlib.contextmanager

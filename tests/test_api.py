@@ -188,3 +188,13 @@ def test_import_codec_does_not_load_onnxruntime() -> None:
         [sys.executable, "-c", code], capture_output=True, cwd=REPO, check=True, timeout=120
     )
     assert result.stdout.strip() == b"False"
+
+
+def test_decode_limits_are_the_callers() -> None:
+    data = codec.compress([SAMPLE] * 3, size=1)
+    assert len(codec.decompress(data, limits=codec.DecodeLimits(max_images=3))) == 3
+    for call in (codec.decompress, lambda d, **k: list(codec.iter_decompress(d, **k))):
+        with pytest.raises(codec.DecodeLimitError):
+            call(data, limits=codec.DecodeLimits(max_images=2))
+        with pytest.raises(codec.DecodeLimitError):
+            call(data, limits=codec.DecodeLimits(max_tokens=2))
