@@ -605,7 +605,7 @@ def _info_text(label: str, version: int | None, rows: Iterator[dict], reader: An
             f"{row['side']}x{row['side']} palette thumbnail, {row['tokens']} tokens, "
             f"{row['payload_bytes']} payload bytes "
             f"({row['payload_bits_per_token']:.3f} payload bits/token), "
-            f"model {row['fingerprint']}"
+            f"model {row['fingerprint']}" + (f" ({row['coding']} coding)" if row["coding"] else "")
         )
     if not images:
         click.echo(f"{label}: IGP stream, format version {version}")
@@ -642,6 +642,18 @@ def _info_json(label: str, version: int | None, rows: Iterator[dict], reader: An
     out.flush()
 
 
+def _coding_name(head: Any) -> str | None:
+    """ "exact" (the same bits on every machine) or "float32" (machine-bound), if recorded."""
+    import format
+
+    coding = getattr(head, "coding", None)
+    names = {
+        getattr(format, "CODING_EXACT", None): "exact",
+        getattr(format, "CODING_FLOAT32", None): "float32",
+    }
+    return None if coding is None else names.get(coding, str(coding))
+
+
 def _record_info(index: int, record: Any) -> dict[str, Any]:
     head = record.header
     return {
@@ -655,6 +667,7 @@ def _record_info(index: int, record: Any) -> dict[str, Any]:
         "payload_bytes": len(record.payload),
         "payload_bits_per_token": 8 * len(record.payload) / head.token_count,
         "fingerprint": head.fingerprint.hex(),
+        "coding": _coding_name(head),
     }
 
 
