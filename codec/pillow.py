@@ -16,7 +16,8 @@ photo is not in the file (its size and mode are in `im.info`). Opening reads
 and checks the whole stream (frame count, CRCs) but runs no model; the first
 `load()` decodes every frame at once (the model runs them in batches). The
 model is found by the fingerprint the stream names (`codec.search`); set
-`codec.pillow.MODEL` to a bundle directory to try it first. Save options:
+`codec.pillow.MODEL` to a bundle directory to try it first, `codec.pillow.LIMITS`
+(codec.DecodeLimits) to bound what an untrusted file may ask for. Save options:
 `size` (side N, 1..32, default 32), `model` (bundle directory, default
 `codec.pillow.MODEL` or the shipped bundle) and `threads`.
 
@@ -33,7 +34,8 @@ from PIL import Image, ImageFile, ImageSequence
 
 import format as _format
 from codec.api import DEFAULT_SIZE, DecodedImage, compress_to, decode_records
-from format import EmptyStreamError, iter_records
+from codec.pipeline import DecodeLimits
+from format import DecodeLimitError, EmptyStreamError, iter_records
 
 FORMAT = "IGPT"
 EXTENSION = ".igpt"
@@ -44,6 +46,8 @@ MODEL: str | os.PathLike[str] | None = None
 """A bundle directory tried before the search path when decoding, and used when saving."""
 THREADS: int | None = None
 """onnxruntime intra-op threads for decoding and saving (None: onnxruntime's default)."""
+LIMITS: DecodeLimits | None = None
+"""Images and tokens a stream may hold (None: the decoder's defaults); checked on open."""
 
 
 def _accept(prefix: bytes) -> bool:
@@ -59,7 +63,14 @@ class IgptImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         assert self.fp is not None
-        records = list(iter_records(self.fp))
+        max_images = (LIMITS or DecodeLimits()).max_images
+        records = []
+        for record in iter_records(self.fp):
+            records.append(record)
+            if len(records) > max_images:
+                raise DecodeLimitError(
+                    f"the stream holds more than {max_images} images (codec.pillow.LIMITS)"
+                )
         if not records:
             raise EmptyStreamError("the stream holds no image this version can decode")
         self._records = records
@@ -91,7 +102,9 @@ class IgptImageFile(ImageFile.ImageFile):
 
     def load(self) -> Any:
         if self._decoded is None:
-            self._decoded = decode_records(self._records, model=MODEL, threads=THREADS)
+            self._decoded = decode_records(
+                self._records, model=MODEL, threads=THREADS, limits=LIMITS
+            )
         if self._im is None or self._loaded_frame != self._frame:
             self.im = self._decoded[self._frame].image.copy().im
             self._loaded_frame = self._frame

@@ -133,3 +133,13 @@ def test_round_trip_without_torch(tmp_path: Path) -> None:
     assert b"ROUND TRIP OK" in result.stdout
     with Image.open(tmp_path / "x.igpt") as image:
         assert np.array_equal(np.asarray(image), expected_thumbnail(SAMPLE, 6))
+
+
+def test_limits_apply_on_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = codec.compress([SAMPLE] * 3, size=1)
+    monkeypatch.setattr(codec.pillow, "LIMITS", codec.DecodeLimits(max_images=2))
+    with pytest.raises(codec.DecodeLimitError):
+        Image.open(io.BytesIO(data))
+    monkeypatch.setattr(codec.pillow, "LIMITS", codec.DecodeLimits(max_tokens=2))
+    with Image.open(io.BytesIO(data)) as image, pytest.raises(codec.DecodeLimitError):
+        image.load()
