@@ -127,6 +127,14 @@ def _resolve_float_bundle(path: Path, palette: Path | None) -> ResolvedSource:
         raise ExportError(f"cannot find the output projection in {path / 'model.onnx'}")
     state["lm_head.weight"] = heads[0].T
     lean = IGPT(shape)
+    missing = sorted(set(lean.state_dict()) - set(state))
+    if missing:
+        # The tracer stores identical tensors once (e.g. all-zero biases of an untrained
+        # model), so such a graph no longer names every parameter.
+        raise ExportError(
+            f"{path / 'model.onnx'} does not name {missing[0]} (and {len(missing) - 1} more): "
+            "not a complete float bundle of this project"
+        )
     for i, block in enumerate(lean.transformer.h):
         divisor = block.attn.divisor
         for suffix in ("weight", "bias"):

@@ -34,41 +34,39 @@ def assert_one_line(exc: pytest.ExceptionInfo, *fragments: str) -> None:
 
 def test_tiny_export_manifest(tiny_bundle: Path, tiny_checkpoint_dir: Path) -> None:
     m = manifest_of(tiny_bundle)
-    assert m["bundle_format_version"] == 1
+    assert m["bundle_format_version"] == 2
+    assert m["profile"] == "exact-int-v1" and m["graph_contract"] == "exact-int-v1"
+    assert m["positions"] == "grid" and m["batch_invariant"] is True
     assert m["parity"]["max_abs_logit_diff"] <= 1e-4
-    assert m["parity"]["max_abs_prob_diff"] <= 1e-5
     assert m["parity"]["positions"] >= 256 and m["parity"]["sequences"] >= 2
     assert m["parity"]["enforced"] is True
-    assert m["quantization"] == "none" and m["batch_invariant"] is True
-    assert m["opset"] == 17 and m["exporter"] == "torch.onnx legacy (dynamo=False)"
+    assert m["opset"] == 17 and m["exporter"].startswith("export.exact_graph")
     assert {"torch", "transformers", "onnx", "onnxruntime", "numpy"} <= set(m["versions"])
     model = m["model"]
     assert (model["n_embd"], model["n_layer"], model["n_head"]) == (32, 2, 2)
     assert model["head_dim"] == 16 and model["n_positions"] == 1024 and model["vocab_size"] == 513
-    assert m["graph_contract"] == "kv-prealloc-chunk64-v1"
     assert m["io"]["inputs"] == [
         "input_ids",
+        "position_ids",
         "past_length",
         "past.0.key",
         "past.0.value",
         "past.1.key",
         "past.1.value",
     ]
-    assert m["io"]["outputs"] == [
-        "logits",
-        "probs",
-        "new.0.key",
-        "new.0.value",
-        "new.1.key",
-        "new.1.value",
-    ]
-    assert m["io"]["new"] == m["io"]["outputs"][2:] and m["io"]["past"] == m["io"]["inputs"][2:]
+    assert m["io"]["outputs"] == ["freqs", "new.0.key", "new.0.value", "new.1.key", "new.1.value"]
     layout = m["io"]["cache_layout"]
     assert layout["chunk"] == 64
     assert layout["key"] == ["batch", "heads", "head_dim", "capacity"]
     assert layout["value"] == ["batch", "heads", "capacity", "head_dim"]
     assert set(m["files"]) == {"model.onnx", "palette.npy"}
     assert len(m["fingerprint"]) == 16
+    exact = m["exact"]
+    cost = exact["cost"]
+    assert cost["check_tokens"] > 0 and cost["float_bits_per_token"] > 0
+    assert abs(cost["relative_cost_percent"]) < 5  # a random tiny model; the default: 0.08
+    assert exact["self_check"]["whole_equals_stepwise"] is True
+    assert exact["self_check"]["batch_equals_alone"] is True
     source = m["source"]
     assert source["kind"] == "local" and source["path"] == str(tiny_checkpoint_dir.resolve())
     assert set(source["weights_sha256"]) == {"model.safetensors"}
@@ -76,41 +74,65 @@ def test_tiny_export_manifest(tiny_bundle: Path, tiny_checkpoint_dir: Path) -> N
     assert palette.dtype == np.float32 and np.array_equal(palette, np.load(CLUSTERS_NPY))
 
 
-def test_onnx_graph_io_contract(tiny_bundle: Path) -> None:
+def test_exact_graph_uses_only_exact_ops(tiny_bundle: Path) -> None:
+    """DESIGN.md rule 3: no op whose result is implementation-defined on floats."""
     import onnx
 
     graph = onnx.load(str(tiny_bundle / "model.onnx")).graph
+    ops = {node.op_type for node in graph.node}
+    forbidden = {"Exp", "Tanh", "Erf", "Sqrt", "Pow", "Softmax", "LayerNormalization", "Log"}
+    forbidden |= {"Sigmoid", "ReduceMean", "DynamicQuantizeLinear", "MatMulInteger", "Reciprocal"}
+    assert not ops & forbidden
+    assert {"MatMul", "Gather", "Round", "ReduceSumSquare", "Div"} <= ops
 
     def dims(value) -> list:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
     inputs = {v.name: v for v in graph.input}
     outputs = {v.name: v for v in graph.output}
-    assert dims(inputs["input_ids"]) == ["batch", "seq"]
-    assert inputs["input_ids"].type.tensor_type.elem_type == onnx.TensorProto.INT64
-    assert dims(inputs["past_length"]) == []
-    assert inputs["past_length"].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert dims(inputs["position_ids"]) == ["batch", "seq"]
     assert dims(inputs["past.1.key"]) == ["batch", 2, 16, "capacity"]
-    assert dims(inputs["past.1.value"]) == ["batch", 2, "capacity", 16]
-    assert dims(outputs["probs"]) == ["batch", "seq", 512]
-    assert dims(outputs["logits"]) == ["batch", "seq", 512]
-    assert dims(outputs["new.0.key"]) == ["batch", 2, 16, "seq"]
-    assert dims(outputs["new.0.value"]) == ["batch", 2, "seq", 16]
-    assert len(graph.input) == 6 and len(graph.output) == 6
+    assert dims(outputs["freqs"]) == ["batch", "seq", 512]
+    assert outputs["freqs"].type.tensor_type.elem_type == onnx.TensorProto.INT32
     # The cache is only read (attention MatMuls; Shape for its capacity), never concatenated.
     readers = {n.op_type for n in graph.node for i in n.input if i.startswith("past.")}
     assert readers == {"MatMul", "Shape"}
 
 
-def test_int8_export_records_parity_and_is_smaller(int8_bundle: Path, tiny_bundle: Path) -> None:
-    m = manifest_of(int8_bundle)
-    assert m["quantization"] == "int8-dynamic" and m["batch_invariant"] is False
-    assert m["parity"]["enforced"] is False and m["parity"]["max_abs_logit_diff"] > 1e-4
-    assert m["parity"]["fp32"]["max_abs_logit_diff"] <= 1e-4
-    assert (
-        m["files"]["model.onnx"]["bytes"] < manifest_of(tiny_bundle)["files"]["model.onnx"]["bytes"]
+def test_float_profile_manifest_and_graph(float_bundle: Path) -> None:
+    import onnx
+
+    m = manifest_of(float_bundle)
+    assert m["profile"] == "float32" and m["graph_contract"] == "kv-prealloc-chunk64-v1"
+    assert m["positions"] == "raster" and m["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert m["parity"]["max_abs_prob_diff"] <= 1e-5
+    graph = onnx.load(str(float_bundle / "model.onnx")).graph
+    readers = {n.op_type for n in graph.node for i in n.input if i.startswith("past.")}
+    assert readers == {"MatMul", "Shape"}
+    assert m["fingerprint"] != manifest_of(float_bundle.parent / "tiny")["fingerprint"]
+
+
+def test_float_bundle_as_a_source(tmp_path: Path) -> None:
+    """The default model's float parent converts to an exact bundle (how the shipped one
+    was made): the weights read back from ONNX must reproduce transformers' logits."""
+    parent = Path(__file__).parent / "data" / "default-float"
+    m = export_bundle(
+        str(parent), tmp_path / "converted", calibration_images=4, parity_tokens=FAST_PARITY
     )
-    assert m["fingerprint"] != manifest_of(tiny_bundle)["fingerprint"]
+    assert m["source"]["kind"] == "float-bundle" and m["profile"] == "exact-int-v1"
+    assert m["parity"]["max_abs_logit_diff"] <= 1e-4
+    with pytest.raises(ExportError) as exc:
+        export_bundle(str(tmp_path / "converted"), tmp_path / "again")
+    assert_one_line(exc, "only float32 ones convert")
+
+
+def test_float_bundle_with_shared_initializers_is_refused(
+    float_bundle: Path, tmp_path: Path
+) -> None:
+    """An untrained model's identical zero biases are stored once: a clear refusal."""
+    with pytest.raises(ExportError) as exc:
+        export_bundle(str(float_bundle), tmp_path / "out")
+    assert_one_line(exc, "does not name")
 
 
 def test_missing_directory(tmp_path: Path) -> None:
@@ -216,21 +238,29 @@ def test_parity_failure_writes_nothing(tiny_checkpoint_dir: Path, tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_quantization(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+def test_unknown_profile(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError) as exc:
-        export_bundle(str(tiny_checkpoint_dir), tmp_path / "out", quantize="int4")
+        export_bundle(str(tiny_checkpoint_dir), tmp_path / "out", profile="int4")
     assert_one_line(exc, "int4")
 
 
 @pytest.mark.slow
-def test_igpt_s_shaped_export(tmp_path: Path) -> None:
-    """iGPT-S shape (512 wide, 24 layers, 8 heads), random weights: ~1-2 min, ~2 GB RAM."""
+@pytest.mark.parametrize("profile", ["exact", "float"])
+def test_igpt_s_shaped_export(profile: str, tmp_path: Path) -> None:
+    """iGPT-S shape (512 wide, 24 layers, 8 heads), random weights: a few minutes, ~3 GB RAM.
+
+    The exact graph splits the 2048-wide MLP projection into float32 MatMuls of at most
+    1039 inputs (each sum exact), so iGPT-S needs no float64 MatMul.
+    """
     from export.make_random_checkpoint import write_random_checkpoint
 
     ckpt = write_random_checkpoint(
         tmp_path / "ckpt", n_embd=512, n_layer=24, n_head=8, n_positions=1024, lm_head_scale=10.0
     )
-    m = export_bundle(str(ckpt), tmp_path / "bundle")
+    m = export_bundle(str(ckpt), tmp_path / "bundle", profile=profile, calibration_images=16)
     assert m["parity"]["max_abs_logit_diff"] <= 1e-4
-    assert m["batch_invariant"] is True
-    assert m["files"]["model.onnx"]["bytes"] > 250 * 2**20
+    if profile == "exact":
+        assert m["exact"]["self_check"]["whole_equals_stepwise"] is True
+        assert m["files"]["model.onnx"]["bytes"] > 70 * 2**20  # int8 values in float32
+    else:
+        assert m["files"]["model.onnx"]["bytes"] > 250 * 2**20
