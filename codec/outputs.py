@@ -135,16 +135,17 @@ class OutputSet:
             raise RuntimeError("output set already committed or aborted")
         target = Path(target)
         self.check(target, create_dirs=create_dirs)
-        try:
-            self._make_dirs(target.parent)
-            fd, temp = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name[:_NAME_LIMIT]}.", suffix=".partial"
-            )
-        except OSError as exc:
-            raise _named(exc, target) from None
-        pending = _Pending(target, Path(temp), target.exists())
-        self._pending.append(pending)
-        self._targets.add(str(target.absolute()))
+        existed = target.exists()
+        with _signals_blocked():  # a file or directory made here is always recorded for abort()
+            try:
+                self._make_dirs(target.parent)
+                fd, temp = tempfile.mkstemp(
+                    dir=target.parent, prefix=f".{target.name[:_NAME_LIMIT]}.", suffix=".partial"
+                )
+            except OSError as exc:
+                raise _named(exc, target) from None
+            self._pending.append(_Pending(target, Path(temp), existed))
+            self._targets.add(str(target.absolute()))
         try:
             with os.fdopen(fd, "wb") as handle:
                 yield handle

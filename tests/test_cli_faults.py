@@ -300,3 +300,28 @@ def test_two_thousand_images_to_a_directory_under_ulimit_256(work: Path) -> None
     assert result.returncode == 0, result.stderr.decode()
     names = {p.name for p in (work / "out").iterdir()}
     assert names == {f"many_{i:03d}.png" for i in range(2000)}
+
+
+# --- the output set itself -----------------------------------------------------------------
+
+
+def test_output_set_is_all_or_nothing(tmp_path: Path) -> None:
+    from codec.outputs import OutputError, OutputSet
+
+    outputs = OutputSet()
+    outputs.add(tmp_path / "new" / "a.png", b"a", create_dirs=True)
+    outputs.add(tmp_path / "new" / "b.png", b"b", create_dirs=True)
+    (tmp_path / "new" / "b.png").mkdir()  # appears while the command works
+    with pytest.raises(OutputError, match="is a directory"):
+        outputs.commit()
+    assert listing(tmp_path) == {"new", "new/b.png"}  # only what was not ours
+    done = OutputSet()
+    with done:
+        done.add(tmp_path / "c.png", b"c")
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".c.png")]
+    assert (tmp_path / "c.png").read_bytes() == b"c"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    with pytest.raises(OutputError, match="twice"):
+        again = OutputSet(force=True)
+        again.add(tmp_path / "d.png", b"d")
+        again.add(tmp_path / "d.png", b"d")
