@@ -1,17 +1,34 @@
 """Training and validation token sets for the default model, made with the codec's own tokenizer.
 
-Why precompute: tokenizing a crop (resize + nearest of 512 clusters) costs
+Why precompute: tokenizing a view (resize + nearest of 512 clusters) costs
 milliseconds, as much as a training step's worth of CPU for a small model, so
-crops are tokenized once into a uint16 pool on disk and training only indexes it.
+views are tokenized once into uint16 arrays on disk and training only indexes them.
 
-Validation holds out whole source images (BSDS500 val/ and the last five
-Wikipedia photos, about 19% of the sources), never crops of training images.
+Images of every side the CLI offers (8..32) are in the pool, one array per side
+(`train_<side>`, shape (n, side²)); the trainer batches one side at a time. Each
+view is made the way the codec makes a thumbnail (`codec.images.load_image`,
+then `codec.palette.image_to_tokens`: a bilinear squash of the whole picture to
+side x side), from the whole photo, a near-whole crop or a smaller crop.
+
+Held out, whole source images, never a crop of a training image
+(`export/data/heldout.json`, written by `python export/train_data.py heldout`):
+- "standard": BSDS500 val/ and Wikipedia photos 045-049 (105 photos), as for
+  the first shipped model;
+- "unlike": photos unlike the training photos, chosen before training: the most
+  colourful 10% of the remaining sources by Hasler and Süsstrunk's M3
+  colourfulness of their 32x32 squash (54 photos, 42 of them from CQ100, which
+  keeps 54 of CQ100's 96 colourful close-ups for training).
+
+Commands:
+    python export/train_data.py heldout            # (re)write export/data/heldout.json
+    python export/train_data.py pool --out runs/pool_v2.npz
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import os
 import sys
@@ -23,11 +40,40 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.palette import image_to_tokens
+from codec.images import load_image
+from codec.palette import image_to_tokens, resize_rgb
 
 PALETTE_PATH = Path(__file__).parent / "data" / "imagegpt_clusters.npy"
+HELDOUT_PATH = Path(__file__).parent / "data" / "heldout.json"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 SIDE = 32
+SIDES = tuple(range(8, 33))
+EVAL_SIDES = (8, 16, 24, 28, 32)
+
+# Share of training *tokens* per side; every other side of 8..32 shares OTHER_SHARE equally.
+# 32 (the codec's default) dominates; 24 and 16 (the CLI's common alternatives) follow.
+TOKEN_SHARE = {32: 0.40, 28: 0.08, 24: 0.14, 16: 0.12, 8: 0.03}
+OTHER_SHARE = 0.23
+
+# View kinds: the whole photo squashed (what the codec does with a photo), a near-whole
+# crop (80-100% of each dimension: a jittered version of the same), or a crop of 1-100%.
+P_WHOLE, P_NEAR_WHOLE = 0.25, 0.15
+
+UNLIKE_TOP_FRACTION = 0.10
+
+
+def token_shares() -> dict[int, float]:
+    others = [s for s in SIDES if s not in TOKEN_SHARE]
+    shares = {s: OTHER_SHARE / len(others) for s in others} | dict(TOKEN_SHARE)
+    total = sum(shares.values())
+    return {s: shares[s] / total for s in SIDES}
+
+
+def view_side_probs() -> dict[int, float]:
+    """Per-view side probabilities that give the token shares (a view of side s has s² tokens)."""
+    raw = {s: share / s**2 for s, share in token_shares().items()}
+    total = sum(raw.values())
+    return {s: v / total for s, v in raw.items()}
 
 
 def default_data_root() -> Path:
@@ -38,36 +84,108 @@ def default_data_root() -> Path:
 
 
 def is_validation(relative: str) -> bool:
-    """Whole source images held out: BSDS500 val/ and Wikipedia photos 045-049."""
+    """The standard held-out sources: BSDS500 val/ and Wikipedia photos 045-049."""
     parts = Path(relative).parts
     if parts[0] == "bsds500" and len(parts) > 1 and parts[1] == "val":
         return True
     return parts[0] == "wikipedia-photos" and Path(relative).stem >= "045"
 
 
-def list_sources(root: Path) -> tuple[list[Path], list[Path]]:
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    train, val = [], []
-    for path in files:
-        (val if is_validation(str(path.relative_to(root))) else train).append(path)
-    return train, val
+def all_sources(root: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
 
 
-def random_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Whole image (squashed, as the codec sees photos) a quarter of the time, else a crop.
+def colourfulness_m3(rgb: np.ndarray) -> float:
+    """Hasler and Süsstrunk (2003) M3: sqrt(s_rg² + s_yb²) + 0.3 sqrt(m_rg² + m_yb²).
+
+    rg = R - G, yb = (R + G) / 2 - B on 0..255 values; s = standard deviation, m = mean.
+    """
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(
+        math.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    )
+
+
+def make_heldout(root: Path) -> dict:
+    """The held-out lists, from a definition fixed before training (see module docstring)."""
+    sources = all_sources(root)
+    standard = [s for s in sources if is_validation(s)]
+    candidates = [s for s in sources if not is_validation(s)]
+    m3 = {}
+    for rel in candidates:
+        m3[rel] = round(colourfulness_m3(resize_rgb(load_image(root / rel).rgb, SIDE)), 3)
+    ranked = sorted(candidates, key=lambda s: (-m3[s], s))
+    n_top = math.ceil(UNLIKE_TOP_FRACTION * len(candidates))
+    top = ranked[:n_top]
+    unlike = sorted(top)
+    return {
+        "definition": {
+            "standard": "bsds500/val/* and wikipedia-photos/045-049 (as for the first model)",
+            "unlike": (
+                "among the other sources: the ceil(10%) with the highest Hasler-Susstrunk M3 "
+                "colourfulness (sqrt(std_rg^2+std_yb^2) + 0.3 sqrt(mean_rg^2+mean_yb^2), "
+                "rg=R-G, yb=(R+G)/2-B, on 0..255) of the photo squashed to 32x32 by the "
+                "codec's bilinear resize"
+            ),
+            "unlike_never_trained": (
+                "the unlike photos from cq100, which no model of this project was trained "
+                "on (the shipped model of Dec 2026 saw bsds500 train/test and "
+                "wikipedia-photos 001-044)"
+            ),
+            "m3_threshold": m3[top[-1]],
+            "fixed_before_training": True,
+        },
+        "standard": standard,
+        "unlike": unlike,
+        "unlike_by_m3": top,
+        # Warm-started models saw bsds500 train/test and wikipedia-photos 001-044; cq100 is new.
+        "unlike_never_trained": [s for s in unlike if s.startswith("cq100/")],
+        "m3": m3,
+    }
+
+
+def load_heldout(path: Path = HELDOUT_PATH) -> dict:
+    return json.loads(path.read_text())
+
+
+def split_sources(root: Path, heldout: dict) -> tuple[list[str], list[str], list[str]]:
+    """(train, standard held-out, unlike held-out) relative paths; refuses unknown drift."""
+    sources = all_sources(root)
+    standard = [s for s in sources if s in set(heldout["standard"])]
+    unlike = [s for s in sources if s in set(heldout["unlike"])]
+    held = set(standard) | set(unlike)
+    train = [s for s in sources if s not in held and s in heldout["m3"]]
+    unknown = [s for s in sources if s not in held and s not in heldout["m3"]]
+    if unknown:
+        print(f"warning: {len(unknown)} sources not in heldout.json are left out", flush=True)
+    return train, standard, unlike
+
+
+def random_crop(image: Image.Image, rng: np.random.Generator, kind: str = "crop") -> Image.Image:
+    """A view of the photo: 'whole', 'near' (80-100% of each dimension) or 'crop'.
 
     Crop area is log-uniform between 1% and 100% of the image, aspect ratio
     log-uniform in [1/2, 2]: thumbnails of whole photos and of details both occur
     in real use, and squashing non-square regions is what the codec does.
+    Horizontal flip half the time.
     """
     width, height = image.size
-    if rng.random() < 0.25:
+    if kind == "whole":
         box = (0, 0, width, height)
     else:
-        area = width * height * math.exp(rng.uniform(math.log(0.01), 0.0))
-        aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
-        crop_w = round(min(width, max(SIDE, math.sqrt(area * aspect))))
-        crop_h = round(min(height, max(SIDE, math.sqrt(area / aspect))))
+        if kind == "near":
+            crop_w = max(1, round(width * rng.uniform(0.8, 1.0)))
+            crop_h = max(1, round(height * rng.uniform(0.8, 1.0)))
+        else:
+            area = width * height * math.exp(rng.uniform(math.log(0.01), 0.0))
+            aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+            crop_w = round(min(width, max(min(SIDE, width), math.sqrt(area * aspect))))
+            crop_h = round(min(height, max(min(SIDE, height), math.sqrt(area / aspect))))
         left = int(rng.integers(0, width - crop_w + 1))
         top = int(rng.integers(0, height - crop_h + 1))
         box = (left, top, left + crop_w, top + crop_h)
@@ -77,69 +195,124 @@ def random_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return crop
 
 
-def _seed_for(path: Path, seed: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{path.name}:{path.parent.name}".encode()).digest()
+def _seed_for(relative: str, seed: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{relative}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
-def crops_of(args: tuple[Path, int, int, np.ndarray]) -> np.ndarray:
-    path, count, seed, palette = args
-    rng = np.random.default_rng(_seed_for(path, seed))
-    with Image.open(path) as im:
-        image = im.convert("RGB")
-    out = np.empty((count, SIDE * SIDE), dtype=np.uint16)
-    for i in range(count):
-        out[i] = image_to_tokens(random_crop(image, rng), palette, SIDE)
+def views_of(args: tuple[Path, str, int, int, np.ndarray]) -> dict[int, list[np.ndarray]]:
+    """`count` seeded views of one source, grouped by side."""
+    root, relative, count, seed, palette = args
+    rng = np.random.default_rng(_seed_for(relative, seed))
+    image = load_image(root / relative).rgb
+    probs = view_side_probs()
+    sides = rng.choice(list(probs), size=count, p=list(probs.values()))
+    out: dict[int, list[np.ndarray]] = {}
+    for side in sides:
+        u = rng.random()
+        kind = "whole" if u < P_WHOLE else "near" if u < P_WHOLE + P_NEAR_WHOLE else "crop"
+        view = random_crop(image, rng, kind)
+        out.setdefault(int(side), []).append(image_to_tokens(view, palette, int(side)))
     return out
 
 
-def whole_thumbnail(args: tuple[Path, np.ndarray]) -> np.ndarray:
-    path, palette = args
-    with Image.open(path) as im:
-        return image_to_tokens(im.convert("RGB"), palette, SIDE)
+def whole_thumbnails(args: tuple[Path, str, np.ndarray]) -> dict[int, np.ndarray]:
+    """The photo squashed to each evaluation side: exactly what the codec codes."""
+    root, relative, palette = args
+    image = load_image(root / relative).rgb
+    return {side: image_to_tokens(image, palette, side) for side in EVAL_SIDES}
 
 
-def build(root: Path, out: Path, crops_per_image: int, val_crops: int, seed: int, workers: int):
+def pool_spec(views_per_source: int, seed: int, heldout: dict) -> dict:
+    digest = hashlib.sha256(json.dumps(heldout, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "version": 2,
+        "views_per_source": views_per_source,
+        "seed": seed,
+        "token_share": {str(k): round(v, 5) for k, v in token_shares().items()},
+        "p_whole": P_WHOLE,
+        "p_near_whole": P_NEAR_WHOLE,
+        "heldout_sha": digest,
+    }
+
+
+def build(root: Path, out: Path, views_per_source: int, val_crops: int, seed: int, workers: int):
     palette = np.load(PALETTE_PATH)
-    train, val = list_sources(root)
-    print(f"sources: {len(train)} train, {len(val)} validation", flush=True)
+    heldout = load_heldout()
+    train, standard, unlike = split_sources(root, heldout)
+    print(
+        f"sources: {len(train)} train, {len(standard)} standard held out, "
+        f"{len(unlike)} unlike held out",
+        flush=True,
+    )
+    arrays: dict[str, np.ndarray] = {}
     with ProcessPoolExecutor(workers) as pool:
-        train_tokens = np.concatenate(
-            list(pool.map(crops_of, [(p, crops_per_image, seed, palette) for p in train]))
-        )
-        val_whole = np.stack(list(pool.map(whole_thumbnail, [(p, palette) for p in val])))
-        val_crop = np.concatenate(
-            list(pool.map(crops_of, [(p, val_crops, seed + 1, palette) for p in val]))
-        )
-    order = np.random.default_rng(seed).permutation(len(train_tokens))
+        per_side: dict[int, list[np.ndarray]] = {s: [] for s in SIDES}
+        jobs = [(root, rel, views_per_source, seed, palette) for rel in train]
+        for i, views in enumerate(pool.map(views_of, jobs, chunksize=4)):
+            for side, toks in views.items():
+                per_side[side].extend(toks)
+            if (i + 1) % 50 == 0:
+                print(f"  {i + 1}/{len(train)} sources", flush=True)
+        order_rng = np.random.default_rng(seed)
+        for side, toks in per_side.items():
+            stack = np.stack(toks).astype(np.uint16) if toks else np.zeros((0, side * side))
+            arrays[f"train_{side}"] = stack[order_rng.permutation(len(stack))].astype(np.uint16)
+        for name, rels in (("heldout", standard), ("unlike", unlike)):
+            thumbs = list(pool.map(whole_thumbnails, [(root, r, palette) for r in rels]))
+            for side in EVAL_SIDES:
+                arrays[f"{name}_{side}"] = np.stack([t[side] for t in thumbs])
+        fresh = [i for i, rel in enumerate(unlike) if rel in set(heldout["unlike_never_trained"])]
+        for side in EVAL_SIDES:
+            arrays[f"unlikefresh_{side}"] = arrays[f"unlike_{side}"][fresh]
+        crops = []
+        for rel in standard:
+            rng = np.random.default_rng(_seed_for(rel, seed + 1))
+            image = load_image(root / rel).rgb
+            for _ in range(val_crops):
+                crops.append(image_to_tokens(random_crop(image, rng), palette, SIDE))
+        arrays["heldout_crops_32"] = np.stack(crops)
+    spec = pool_spec(views_per_source, seed, heldout)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     np.savez(
         tmp,
-        train=train_tokens[order],
-        val_whole=val_whole,
-        val_crops=val_crop,
-        train_sources=np.array([str(p.relative_to(root)) for p in train]),
-        val_sources=np.array([str(p.relative_to(root)) for p in val]),
+        spec=np.array(json.dumps(spec)),
+        train_sources=np.array(train),
+        standard_sources=np.array(standard),
+        unlike_sources=np.array(unlike),
+        **arrays,
     )
     os.replace(tmp, out)
+    n_tokens = sum(arrays[f"train_{s}"].size for s in SIDES)
     print(
-        f"wrote {out}: train {train_tokens.shape}, val whole {val_whole.shape}, "
-        f"val crops {val_crop.shape}",
-        flush=True,
+        f"wrote {out}: {n_tokens / 1e6:.1f}M training tokens, spec {json.dumps(spec)}", flush=True
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=default_data_root())
-    parser.add_argument("--out", type=Path, default=Path("runs/token_pool.npz"))
-    parser.add_argument("--crops-per-image", type=int, default=100)
-    parser.add_argument("--val-crops", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--workers", type=int, default=2)
+    sub = parser.add_subparsers(dest="command", required=True)
+    held = sub.add_parser("heldout", help="write export/data/heldout.json")
+    held.add_argument("--data", type=Path, default=default_data_root())
+    held.add_argument("--out", type=Path, default=HELDOUT_PATH)
+    pool = sub.add_parser("pool", help="build the tokenized training and validation pool")
+    pool.add_argument("--data", type=Path, default=default_data_root())
+    pool.add_argument("--out", type=Path, default=Path("runs/pool_v2.npz"))
+    pool.add_argument("--views-per-source", type=int, default=128)
+    pool.add_argument("--val-crops", type=int, default=4)
+    pool.add_argument("--seed", type=int, default=1234)
+    pool.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    build(args.data, args.out, args.crops_per_image, args.val_crops, args.seed, args.workers)
+    if args.command == "heldout":
+        result = make_heldout(args.data)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(
+            f"wrote {args.out}: {len(result['standard'])} standard, {len(result['unlike'])} "
+            f"unlike (M3 >= {result['definition']['m3_threshold']})"
+        )
+    else:
+        build(args.data, args.out, args.views_per_source, args.val_crops, args.seed, args.workers)
 
 
 if __name__ == "__main__":
