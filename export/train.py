@@ -23,6 +23,7 @@ Modes (the first argument; default `train`):
     hf       write a transformers checkpoint directory (EMA weights) to `--hf-dir`
     report   bits/token of `--onnx` and/or `--checkpoint-file` models on the pool's held-out sets,
              at sides 8, 16, 24, 28, 32, grid and raster positions
+    plot     train and validation curves of a history JSON as a PNG (needs matplotlib)
 
 Resume the committed checkpoint in the background (one command):
     nohup nice -n 19 python export/train.py --out runs/default \\
@@ -630,10 +631,33 @@ def report(args: argparse.Namespace) -> None:
     print(text)
 
 
+def plot(args: argparse.Namespace) -> None:
+    """Train and validation curves of a history JSON (`publish` writes one) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(args.history.read_text())["history"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    train_rows = [r for r in data["train"] if r.get("train_bpt_32") is not None]
+    left.plot([r["step"] for r in data["train"]], [r["train_bpt"] for r in data["train"]], lw=0.6)
+    left.plot([r["step"] for r in train_rows], [r["train_bpt_32"] for r in train_rows], lw=0.6)
+    left.legend(["train, all sides", "train, side 32"])
+    left.set(xlabel="step", ylabel="bits/token", title="training (mean per log interval)")
+    for key in sorted(data["eval"][-1]["ema"]):
+        right.plot([r["step"] for r in data["eval"]], [r["ema"].get(key) for r in data["eval"]])
+        right.annotate(key, (data["eval"][-1]["step"], data["eval"][-1]["ema"][key]), fontsize=7)
+    right.set(xlabel="step", ylabel="bits/token", title="validation (EMA weights, grid positions)")
+    fig.tight_layout()
+    fig.savefig(args.plot_out, dpi=90)
+    print(f"wrote {args.plot_out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "mode", nargs="?", default="train", choices=["train", "publish", "hf", "report"]
+        "mode", nargs="?", default="train", choices=["train", "publish", "hf", "report", "plot"]
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--init-onnx", type=Path, help="warm start from a bundle's model.onnx")
@@ -659,8 +683,13 @@ def main() -> None:
     parser.add_argument("--onnx", type=Path, help="report: a bundle's model.onnx to evaluate")
     parser.add_argument("--onnx-only", action="store_true", help="report: skip the checkpoint")
     parser.add_argument("--report-out", type=Path)
+    parser.add_argument(
+        "--history", type=Path, default=CHECKPOINT_FILE.with_name("default_model_history.json")
+    )
+    parser.add_argument("--plot-out", type=Path, default=Path("runs/default_history.png"))
     args = parser.parse_args()
-    {"train": train, "publish": publish, "hf": write_hf, "report": report}[args.mode](args)
+    modes = {"train": train, "publish": publish, "hf": write_hf, "report": report, "plot": plot}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":
