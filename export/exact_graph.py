@@ -176,8 +176,13 @@ def build_graph(plan: ExactPlan, path: Path) -> None:
         table = g.const(f"{t}.exp", layer.exp_table, np.float32)
         last = g.const(f"{t}.exp_last", float(len(layer.exp_table) - 1), np.float32)
         weights = []
+        if layer.exp_shift:
+            scale = g.const(f"{t}.exp_bin", 2.0**-layer.exp_shift, np.float32)
         for s in (s_past, s_new):
-            gap = g.op("Min", [g.op("Sub", [top, s]), last])
+            gap = g.op("Sub", [top, s])
+            if layer.exp_shift:
+                gap = g.op("Floor", [g.op("Mul", [gap, scale])])
+            gap = g.op("Min", [gap, last])
             weights.append(g.op("Gather", [table, g.op("Cast", [gap], to=TensorProto.INT32)]))
         total = g.op(
             "Add",

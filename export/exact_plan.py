@@ -48,6 +48,8 @@ FREQ_ONE = 2**20
 """Frequency of the most likely symbol; totals stay below 512 * 2^20 = 2^29 < 2^32."""
 FREQ_TABLE = 1024
 """Logit gaps beyond 1023/64 nats (2^-23) all get frequency 1."""
+EXP_TABLE_MAX = 1 << 14
+"""Longest attention exp table; a finer score grid is read in bins of 2^shift gap units."""
 GELU_STEPS = 2048
 """Table entries each side of zero for quick_gelu's input grid."""
 BIG = 2.0**23
@@ -94,8 +96,9 @@ class Norm:
 class Layer:
     norm1: Norm
     qkv: Linear
-    exp_table: np.ndarray  # [L] integers indexed by the integer score gap, last entry 0
-    nats_per_step: float  # what one unit of score gap is worth
+    exp_table: np.ndarray  # [L] integers indexed by floor(score gap / 2^exp_shift), last 0
+    nats_per_step: float  # what one table step (2^exp_shift units of score gap) is worth
+    exp_shift: int
     proj: Linear
     norm2: Norm
     fc: Linear
@@ -252,11 +255,17 @@ def build_plan(w: FloatWeights, stats: dict[str, list[float]], clip: float = 1.0
         qkv_b = np.concatenate([blk["c_attn_b"][:e] / w.divisors[i], blk["c_attn_b"][e:]])
         out_scales = np.repeat([s_q, s_k, s_v], e)
         qkv = _linear(qkv_w, qkv_b, s_n1, out_scales)
-        # The score gap to the row maximum indexes the table directly (no rounding step):
-        # one unit of gap is s_q * s_k nats; past ln(2 * EXP_ONE) nats the weight rounds to 0.
-        nats = s_q * s_k
-        length = math.ceil(math.log(2 * EXP_ONE) / nats) + 2
-        exp_table = np.round(EXP_ONE * np.exp(-np.arange(length) * nats))
+        # The score gap to the row maximum indexes the table (one unit of gap is s_q * s_k
+        # nats); past ln(2 * EXP_ONE) nats the weight rounds to 0. Where that would take
+        # more than EXP_TABLE_MAX entries, the gap is read in bins of 2^shift units (exact:
+        # floor of a float32 integer times a power of two), each at its middle.
+        unit = s_q * s_k
+        reach = math.log(2 * EXP_ONE) / unit
+        shift = max(0, math.ceil(math.log2(reach / (EXP_TABLE_MAX - 2))))
+        nats = unit * 2.0**shift
+        length = math.ceil(reach / 2.0**shift) + 2
+        middle = np.arange(length) * 2.0**shift + (2.0**shift - 1) / 2
+        exp_table = np.round(EXP_ONE * np.exp(-middle * unit))
         exp_table[-1] = 0
         s_n2 = _grid(peak[f"n2.{i}"] * clip)
         z_max = peak[f"z{i}"] * clip
@@ -273,6 +282,7 @@ def build_plan(w: FloatWeights, stats: dict[str, list[float]], clip: float = 1.0
                 qkv=qkv,
                 exp_table=exp_table,
                 nats_per_step=nats,
+                exp_shift=shift,
                 proj=None,
                 norm2=Norm(np.zeros(0), np.zeros(1), s_n2),
                 fc=fc,

@@ -1,0 +1,116 @@
+"""Write the golden streams once: python tests/golden/make_golden.py (refuses to overwrite).
+
+Golden files are the format's promise made concrete: streams written by one version,
+committed with the tokens they hold, and decoded by every later test run
+(tests/test_golden.py). Never regenerate an existing file to make a test pass: a change
+that cannot decode them breaks files that users already have.
+
+Two models: `model/`, a frozen tiny exact bundle (random ImageGPT, 32 wide, 2 layers) that
+exists only for these files and never changes, and the shipped default bundle of the day
+(its fingerprint is in expected.json). When the shipped default is replaced, copy the old
+bundle into models/<fingerprint>/ first, so its golden files keep decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codec import api  # noqa: E402
+from codec.bundle import load_bundle  # noqa: E402
+from format.container import pack_stream, unpack_stream  # noqa: E402
+
+SAMPLE = ROOT / "samples" / "bsds500_val_101085.jpg"
+PARITY = sorted((ROOT / "export" / "data" / "parity").glob("*.png"))
+
+
+def images() -> dict[str, Image.Image]:
+    with Image.open(SAMPLE) as sample:
+        photo = sample.convert("RGB")
+    with Image.open(PARITY[0]) as other:
+        second = other.convert("RGB")
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    return {
+        "photo": photo,
+        "grey": photo.convert("L"),
+        "alpha": rgba,
+        "palette": second.quantize(64),
+        "second": second,
+    }
+
+
+def frozen_model() -> Path:
+    target = HERE / "model"
+    if not target.exists():
+        from export.make_random_checkpoint import write_random_checkpoint
+        from export.onnx_export import export_bundle
+
+        ckpt = write_random_checkpoint(
+            Path("/tmp/golden-ckpt"),
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=1024,
+            seed=2026,
+            lm_head_scale=20.0,
+        )
+        export_bundle(str(ckpt), target, calibration_images=16)
+    return target
+
+
+def main() -> None:
+    pics = images()
+    tiny = load_bundle(frozen_model())
+    default = load_bundle(None)
+    plan = {
+        "default_one_32.igpt": (default, [("photo", 32)]),
+        "default_mixed.igpt": (
+            default,
+            [("grey", 8), ("alpha", 16), ("palette", 32), ("photo", 1)],
+        ),
+        "tiny_one_24.igpt": (tiny, [("second", 24)]),
+        "tiny_many.igpt": (tiny, [("photo", 4), ("second", 16), ("grey", 16), ("alpha", 31)]),
+    }
+    expected_path = HERE / "expected.json"
+    expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
+    for name, (bundle, items) in plan.items():
+        if (HERE / name).exists() or name in expected:
+            print(f"{name} exists: left as it is")
+            continue
+        records = []
+        for key, size in items:
+            records += unpack_stream(api.compress([pics[key]], bundle, size=size))
+        stream = pack_stream(records)
+        decoded = api.decompress(stream, bundle)
+        for (key, size), image in zip(items, decoded, strict=True):
+            tokens = api.tokenize([pics[key]], bundle, size)[0].tokens
+            assert np.array_equal(image.tokens, tokens), name
+        (HERE / name).write_bytes(stream)
+        expected[name] = {
+            "fingerprint": bundle.fingerprint.hex(),
+            "bytes": len(stream),
+            "records": [
+                {
+                    "side": image.side,
+                    "size": list(image.original_size),
+                    "mode": image.original_mode,
+                    "tokens": image.tokens.astype(int).tolist(),
+                }
+                for image in decoded
+            ],
+        }
+        print(f"wrote {name}: {len(stream)} bytes, {len(decoded)} records")
+    expected_path.write_text(json.dumps(expected, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

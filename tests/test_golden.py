@@ -1,0 +1,86 @@
+"""Golden files: streams written once (tests/golden/make_golden.py) and decoded forever.
+
+They hold the format's promise: a change to the container, the coder, the exact graph
+or the runner that stops them decoding to the committed tokens breaks files users have.
+They also pin the encoder: the format is canonical and the exact profile deterministic,
+so the same tokens must encode to the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codec import api
+from codec.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
+from codec.pipeline import TokenImage, encode
+from format.container import pack_stream, unpack_stream
+
+GOLDEN = Path(__file__).parent / "golden"
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
+
+
+def bundles() -> dict[str, Bundle]:
+    """Every bundle a golden file may need, by fingerprint."""
+    dirs = [DEFAULT_BUNDLE_DIR, GOLDEN / "model", *sorted((GOLDEN / "models").glob("*"))]
+    found = {}
+    for path in dirs:
+        if (path / "manifest.json").is_file():
+            bundle = load_bundle(path)
+            found[bundle.fingerprint.hex()] = bundle
+    return found
+
+
+BUNDLES = bundles()
+
+
+def test_every_golden_file_is_listed() -> None:
+    files = sorted(p.name for p in GOLDEN.glob("*.igpt"))
+    assert files == sorted(EXPECTED) and len(files) >= 4
+    assert {EXPECTED[name]["fingerprint"] for name in files} <= set(BUNDLES)
+    sides = {r["side"] for entry in EXPECTED.values() for r in entry["records"]}
+    assert {1, 8, 16, 24, 32} <= sides  # several sizes, one and many records per stream
+    assert {len(entry["records"]) for entry in EXPECTED.values()} >= {1, 4}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize(("threads", "max_batch"), [(1, 16), (2, 1)])
+def test_golden_file_decodes_to_its_tokens(name: str, threads: int, max_batch: int) -> None:
+    entry = EXPECTED[name]
+    data = (GOLDEN / name).read_bytes()
+    assert len(data) == entry["bytes"]
+    bundle = BUNDLES[entry["fingerprint"]]
+    records = unpack_stream(data)
+    from codec.pipeline import decode
+
+    decoded = list(decode(records, bundle, threads=threads, max_batch=max_batch))
+    assert len(decoded) == len(entry["records"])
+    for got, want in zip(decoded, entry["records"], strict=True):
+        assert got.side == want["side"]
+        assert [got.width, got.height] == want["size"] and got.mode == want["mode"]
+        assert np.array_equal(got.tokens, np.array(want["tokens"]))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_same_tokens_encode_to_the_same_bytes(name: str) -> None:
+    entry = EXPECTED[name]
+    bundle = BUNDLES[entry["fingerprint"]]
+    images = [
+        TokenImage(np.array(r["tokens"], np.uint16), r["side"], *r["size"], r["mode"])
+        for r in entry["records"]
+    ]
+    records = [encoded.record for encoded in encode(images, bundle, threads=1)]
+    assert pack_stream(records) == (GOLDEN / name).read_bytes()
+
+
+def test_golden_files_through_the_public_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model named: the stream's fingerprint finds the frozen bundle on the search path."""
+    monkeypatch.setenv("IGPT_CODEC_MODELS", str(GOLDEN))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(GOLDEN / "no-cache-here"))
+    for name in ("tiny_many.igpt", "default_one_32.igpt"):
+        decoded = api.decompress(GOLDEN / name)
+        for got, want in zip(decoded, EXPECTED[name]["records"], strict=True):
+            assert np.array_equal(got.tokens, np.array(want["tokens"]))
