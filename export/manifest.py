@@ -66,8 +66,13 @@ def build_manifest(
     parity: dict[str, Any],
     timing: dict[str, float],
     extra: dict[str, Any] | None = None,
+    positions: str = GRID,
 ) -> dict[str, Any]:
-    """The manifest for the files already written into bundle_dir."""
+    """The manifest for the files already written into bundle_dir.
+
+    `positions` is the exact graph's position layout (codec/positions.py); the float graph
+    computes raster positions itself.
+    """
     table = file_table(bundle_dir, files)
     exact = profile == PROFILE_EXACT
     manifest: dict[str, Any] = {
@@ -81,7 +86,7 @@ def build_manifest(
         ),
         "profile": profile,
         "graph_contract": PROFILE_CONTRACTS[profile],
-        "positions": GRID if exact else RASTER,
+        "positions": positions if exact else RASTER,
         "source": source,
         "model": {
             "model_type": "imagegpt",

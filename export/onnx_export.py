@@ -20,6 +20,7 @@ import numpy as np
 
 from codec.bundle import MANIFEST_FILE, MODEL_FILE, PALETTE_FILE, PROFILE_EXACT, PROFILE_FLOAT
 from codec.model import GRAPH_OPTIMIZATION, exact_io_names
+from codec.positions import GRID, LAYOUTS
 from export.errors import ExportError, one_line
 from export.exact_export import build_exact, float_forward, float_weights
 from export.exact_graph import OPSET as EXACT_OPSET
@@ -53,6 +54,7 @@ def export_bundle(
     parity_images: Sequence[Path] | None = None,
     force: bool = False,
     calibration_images: int | None = None,
+    positions: str = GRID,
 ) -> dict[str, Any]:
     """Export SOURCE to a bundle directory and return its manifest.
 
@@ -60,7 +62,11 @@ def export_bundle(
     every machine; "float" the float32 step graph (parity and measurement only: its files
     decode only where they were written). Either way the float model must match
     transformers within parity_tol (max |logit difference|) or nothing is written.
+    `positions` (exact only): "grid" gives token (row, col) of any N x N image the
+    position row * 32 + col the model knows; "raster" feeds 0..N²-1 (codec/positions.py).
     """
+    if positions not in LAYOUTS:
+        raise ExportError(f"unknown position layout {positions!r} (choose from {LAYOUTS})")
     if profile not in PROFILES:
         raise ExportError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
     out_dir = Path(out_dir).expanduser().resolve()
@@ -120,6 +126,7 @@ def export_bundle(
             parity=parity,
             timing={k: round(v, 3) for k, v in timing.items()},
             extra=extra | {"runtime": RUNTIME_NOTES},
+            positions=positions,
         )
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _install(tmp, out_dir, force)
