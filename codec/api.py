@@ -73,6 +73,8 @@ class DecodedImage:
     tokens: np.ndarray
     original_size: tuple[int, int]
     original_mode: str
+    name: str | None = None
+    """The original file name, when the stream stored it (compress with names=True)."""
 
     @property
     def side(self) -> int:
@@ -142,15 +144,20 @@ def as_image_list(images: Images) -> list[ImageInput]:
     )
 
 
-def tokenize(images: Images, bundle: Bundle, size: int) -> list[TokenImage]:
+def tokenize(images: Images, bundle: Bundle, size: int, names: bool = False) -> list[TokenImage]:
     """Open and tokenize every input before any model time is spent, so a bad file fails
-    fast; each full-size picture is dropped as soon as its tokens exist."""
+    fast; each full-size picture is dropped as soon as its tokens exist.
+
+    names=True keeps the base file name of each path input (never its directories) for
+    the stream to store; other inputs have none.
+    """
     check_side(size, bundle)
     result = []
     for item in as_image_list(images):
         loaded = item if isinstance(item, LoadedImage) else load_image(item)
         tokens = image_to_tokens(loaded.rgb, bundle.palette, size)
-        result.append(TokenImage(tokens, size, loaded.width, loaded.height, loaded.mode))
+        name = Path(item).name if names and isinstance(item, str | os.PathLike) else None
+        result.append(TokenImage(tokens, size, loaded.width, loaded.height, loaded.mode, name))
     return result
 
 
@@ -161,6 +168,7 @@ def compress_to(
     size: int = DEFAULT_SIZE,
     threads: int | None = None,
     progress: Progress | None = None,
+    names: bool = False,
 ) -> CompressSummary:
     """Write one stream with a record per image to `fileobj`, record by record.
 
@@ -170,7 +178,7 @@ def compress_to(
     marker is not written, so what was written reads as truncated.
     """
     bundle = resolve_bundle(model)
-    token_images = _tokenize_all(images, bundle, size)
+    token_images = _tokenize_all(images, bundle, size, names)
     counting = _CountingWriter(fileobj)
     payload_bytes = 0
     ideal_bits = 0.0
@@ -194,6 +202,7 @@ def compress_each(
     size: int = DEFAULT_SIZE,
     threads: int | None = None,
     progress: Progress | None = None,
+    names: bool = False,
 ) -> Iterator[tuple[bytes, CompressSummary]]:
     """One complete single-image stream per input, in input order, with its summary.
 
@@ -202,7 +211,7 @@ def compress_each(
     Raises as `compress_to`.
     """
     bundle = resolve_bundle(model)
-    token_images = _tokenize_all(images, bundle, size)
+    token_images = _tokenize_all(images, bundle, size, names)
     for item, encoded in zip(
         token_images,
         encode(token_images, bundle, threads=threads, progress=progress),
@@ -229,16 +238,19 @@ def compress(
     model: ModelSpec = None,
     size: int = DEFAULT_SIZE,
     threads: int | None = None,
+    names: bool = False,
 ) -> bytes:
     """One IGP stream holding a record per image, in order, as bytes.
 
     `images`: a path, the bytes of an image file, a binary file object, a PIL
     image, a uint8 numpy array (H x W, H x W x 3 or H x W x 4), or an iterable of
     any of these. `size` is the side N of the coded N x N thumbnail (1..32).
+    `names=True` stores the base file name of each path input (ancillary records,
+    about 6 bytes plus the name each; `DecodedImage.name` gives it back).
     Raises InputImageError, BundleError, ValueError (see `compress_to`).
     """
     buffer = io.BytesIO()
-    compress_to(buffer, images, model=model, size=size, threads=threads)
+    compress_to(buffer, images, model=model, size=size, threads=threads, names=names)
     return buffer.getvalue()
 
 
@@ -361,16 +373,18 @@ def open_records(data: StreamSource) -> Iterator[Iterator[Record]]:
         )
 
 
-def _tokenize_all(images: Images, bundle: Bundle, size: int) -> list[TokenImage]:
+def _tokenize_all(
+    images: Images, bundle: Bundle, size: int, names: bool = False
+) -> list[TokenImage]:
     items = as_image_list(images)
     if not items:
         raise ValueError("no images to compress")
-    return tokenize(items, bundle, size)
+    return tokenize(items, bundle, size, names)
 
 
 def _stream_writer(fileobj: BinaryIO, bundle: Bundle) -> StreamWriter:
     """The one place a stream writer is made (the container's header may name the model)."""
-    del bundle  # format v1 keeps the fingerprint in each record
+    del bundle  # the writer takes the fingerprint from the first record
     return StreamWriter(fileobj)
 
 
@@ -380,6 +394,7 @@ def _to_decoded(item: TokenImage, bundle: Bundle) -> DecodedImage:
         tokens=item.tokens,
         original_size=(item.width, item.height),
         original_mode=item.mode,
+        name=item.name,
     )
 
 

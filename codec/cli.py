@@ -330,6 +330,11 @@ def _stdout_binary(force: bool) -> BinaryIO:
     show_default=True,
     help="Side N of the coded N x N palette thumbnail.",
 )
+@click.option(
+    "--names",
+    is_flag=True,
+    help="Store each input's file name (no directories); decompress names outputs after it.",
+)
 @run_options
 @reports_errors
 def compress(
@@ -337,6 +342,7 @@ def compress(
     output: str | None,
     to_stdout: bool,
     size: int,
+    names: bool,
     model_dir: str | None,
     force: bool,
     quiet: bool,
@@ -382,7 +388,13 @@ def compress(
         for item in inputs
     ]
     bar = ProgressBar.for_stderr("compressing", quiet)
-    kwargs = {"model": model_dir, "size": size, "threads": threads, "progress": bar}
+    kwargs = {
+        "model": model_dir,
+        "size": size,
+        "threads": threads,
+        "progress": bar,
+        "names": names,
+    }
     lines = []
     try:
         with outputs:
@@ -439,12 +451,27 @@ class _Targets:
                 self._pattern = (path, f"{stem}_{{:03d}}.png")
                 self.create_dirs = several
         self.several = several
+        self._used: set[Path] = set()
 
     def __getitem__(self, index: int) -> Path:
         if not self.several:
             return self._single
         base, pattern = self._pattern
         return base / pattern.format(index)
+
+    def named(self, index: int, name: str | None) -> Path:
+        """Image `index` of several, after its stored file name where it has one."""
+        if not self.several or name is None:
+            return self[index]
+        base = self._pattern[0]
+        stem = Path(name).stem or "image"
+        target = base / f"{stem}.png"
+        suffix = 1
+        while target in self._used:
+            target = base / f"{stem}_{suffix}.png"
+            suffix += 1
+        self._used.add(target)
+        return target
 
 
 def _stem(input_name: str) -> str:
@@ -535,7 +562,8 @@ def decompress(
                         stdout.write(picture)
                         stdout.flush()
                     else:
-                        outputs.add(targets[index], picture, create_dirs=targets.create_dirs)
+                        target = targets.named(index, item.name)
+                        outputs.add(target, picture, create_dirs=targets.create_dirs)
     finally:
         bar.close()
     if not quiet:

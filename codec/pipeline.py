@@ -81,6 +81,8 @@ class TokenImage:
     width: int
     height: int
     mode: str
+    name: str | None = None
+    """The original file name, stored only when asked (compress --names)."""
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,8 @@ def _encode_exact(
     ideal = _code_row(encoder, cumulative(freqs[0]), tokens)
     counter.advance(tokens.size)
     payload, _ = encoder.finish()
-    return EncodedImage(Record(_header(bundle, image), payload, token_check(tokens)), ideal)
+    record = Record(_header(bundle, image), payload, token_check(tokens), image.name)
+    return EncodedImage(record, ideal)
 
 
 def _encode_float(
@@ -340,7 +343,7 @@ def _encode_float(
         encoder = RangeEncoder()
         ideal = _code_row(encoder, cum, row_tokens)
         payload, _ = encoder.finish()
-        record = Record(_header(bundle, member), payload, token_check(row_tokens))
+        record = Record(_header(bundle, member), payload, token_check(row_tokens), member.name)
         encoded.append(EncodedImage(record, ideal))
     return encoded
 
@@ -387,5 +390,6 @@ def _decode_batch(
                 "record is damaged, or the model computes other numbers than the encoder's"
             )
         h = record.header
-        decoded.append(TokenImage(row_tokens.astype(np.uint16), h.side, h.width, h.height, h.mode))
+        tokens_u16 = row_tokens.astype(np.uint16)
+        decoded.append(TokenImage(tokens_u16, h.side, h.width, h.height, h.mode, record.name))
     return decoded

@@ -9,6 +9,7 @@ length: it runs to the end of the stream, whose last 4 bytes are its CRC.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import zlib
@@ -31,6 +32,7 @@ from format.errors import (
 from format.records import (
     FINGERPRINT_LEN,
     KIND_MASK,
+    KIND_NAME,
     KNOWN_KINDS,
     MAX_KIND,
     MAX_PAYLOAD,
@@ -39,7 +41,9 @@ from format.records import (
     TOKEN_CHECK_LEN,
     Record,
     RecordHeader,
+    check_name,
     check_payload,
+    parse_name,
 )
 from format.source import ByteSource
 from format.varint import encode_varint
@@ -131,9 +135,13 @@ class StreamWriter:
         self._file.write(out + frame + _U32.pack(self._chain))
 
     def write_record(self, record: Record) -> None:
+        """Write a record; a stored name goes first, as an ancillary name record."""
         if not isinstance(record, Record):
             raise TypeError(f"expected a Record, got {type(record).__name__}")
-        self._hold(record.header.head_bits, _frame_body(record), record.header.fingerprint)
+        fingerprint = record.header.fingerprint
+        if record.name is not None:
+            self._hold(KIND_NAME | RECORD_ANCILLARY, check_name(record.name), fingerprint)
+        self._hold(record.header.head_bits, _frame_body(record), fingerprint)
 
     def write_raw_record(self, head: int, body: bytes, fingerprint: bytes) -> None:
         """Frame an opaque record, e.g. a kind this library does not know (tools, tests).
@@ -152,6 +160,8 @@ class StreamWriter:
             return
         if self._held is None:
             raise ValueError("a stream needs at least one record")
+        if self._held[0] & KIND_MASK == KIND_NAME:
+            raise ValueError("a name record must be followed by its image record")
         self._release(final=True)
         self._closed = True
         flush = getattr(self._file, "flush", None)
@@ -239,6 +249,10 @@ def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[Record
         raise InvalidFieldError(f"record at offset {start}: its length is not minimally encoded")
     if not known:
         return None, final
+    if kind == KIND_NAME:
+        if final:
+            raise InvalidFieldError(f"name record at offset {start} ends the stream")
+        return parse_name(body), final
     header, pos = RecordHeader.from_bytes(head, fingerprint, body)
     if len(body) < pos + TOKEN_CHECK_LEN:
         raise InvalidFieldError(f"record at offset {start} ends inside its token check")
@@ -258,6 +272,7 @@ def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Re
     src = ByteSource(fileobj, length)
     header = _read_file_header(src)
     count = 0
+    name: str | None = None
     while True:
         head = src.read_upto(1)
         if not head:
@@ -268,8 +283,16 @@ def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Re
             )
         record, final = _read_record(src, head[0], header.fingerprint)
         count += 1
+        if isinstance(record, str):
+            if name is not None:
+                raise InvalidFieldError(f"record {count - 1}: two name records in a row")
+            name = record
+            continue
         if record is not None:
-            yield record
+            yield record if name is None else dataclasses.replace(record, name=name)
+        elif name is not None:
+            raise InvalidFieldError(f"record {count - 1}: a name record names a skipped record")
+        name = None
         if final:
             return
 

@@ -14,7 +14,10 @@ from format.varint import decode_varint, encode_varint
 
 KIND_THUMBNAIL = 1
 """A whole image, resized to side x side and coded as side^2 palette tokens."""
-KNOWN_KINDS = frozenset({KIND_THUMBNAIL})
+KIND_NAME = 2
+"""Ancillary: the file name of the image record that follows (UTF-8, no directories)."""
+KNOWN_KINDS = frozenset({KIND_THUMBNAIL, KIND_NAME})
+MAX_NAME_LEN = 255
 MAX_KIND = 15
 
 RECORD_FINAL = 0x80
@@ -79,7 +82,7 @@ class RecordHeader:
 
     def __post_init__(self) -> None:
         _require(
-            self.kind in KNOWN_KINDS, f"record kind {self.kind!r} is not one this writer knows"
+            self.kind == KIND_THUMBNAIL, f"record kind {self.kind!r} is not one this writer knows"
         )
         _require(
             _is_int(self.flags) and not self.flags & ~KNOWN_RECORD_FLAGS,
@@ -173,6 +176,30 @@ class RecordHeader:
         return header, pos
 
 
+def check_name(name: str) -> bytes:
+    """A stored name is a base name: 1..255 UTF-8 bytes, no separator, NUL or dot name."""
+    _require(isinstance(name, str), f"a name must be a string, got {type(name).__name__}")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidFieldError(f"name {name!r} is not valid UTF-8 text") from exc
+    _require(1 <= len(raw) <= MAX_NAME_LEN, f"a name takes 1..{MAX_NAME_LEN} bytes, not {len(raw)}")
+    _require(
+        not any(ch in name for ch in "/\\\0") and name not in (".", ".."),
+        f"name {name!r} is not a plain file name (no directories are stored)",
+    )
+    return raw
+
+
+def parse_name(body: bytes) -> str:
+    try:
+        name = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidFieldError("a name record is not UTF-8") from exc
+    check_name(name)
+    return name
+
+
 def check_payload(payload: bytes) -> None:
     """A payload ends in a nonzero byte or is empty (the coder's minimal flush)."""
     if payload and payload[-1] == 0:
@@ -186,8 +213,12 @@ class Record:
     header: RecordHeader
     payload: bytes
     token_check: int
+    name: str | None = None
+    """The original file name, when the writer stored it (a name record precedes it)."""
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name)
         _require(isinstance(self.header, RecordHeader), "header must be a RecordHeader")
         _require(isinstance(self.payload, bytes), "payload must be bytes")
         if len(self.payload) > MAX_PAYLOAD:

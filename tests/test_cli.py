@@ -434,3 +434,32 @@ def test_info_into_a_closed_pipe_is_quiet(photo_dir: Path) -> None:
     stderr = reader.stderr.read()
     assert first.startswith(b"big.igpt: ")
     assert status == 0 and stderr == b"", stderr
+
+
+def test_names_are_stored_only_when_asked(work: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    """--names stores base names (never directories); several images decode after them,
+    duplicates numbered; without it the stream holds no name and outputs are numbered."""
+    sub = tmp_path / "deep" / "dir"
+    sub.mkdir(parents=True)
+    a = Path(shutil.copy(photo(work, "a"), sub / "holiday.jpg"))
+    b = Path(shutil.copy(photo(work, "b"), tmp_path / "holiday.png"))
+    stream = tmp_path / "named.igpt"
+    args = ("--model", tiny_bundle, "--size", "4")
+    made = run_cli("compress", a, b, a, "-o", stream, "--names", *args, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr.decode()
+    data = stream.read_bytes()
+    assert b"holiday.jpg" in data and b"deep" not in data
+    assert [r.name for r in unpack_stream(data)] == ["holiday.jpg", "holiday.png", "holiday.jpg"]
+    out = run_cli("decompress", stream, "-o", "out/", "--model", tiny_bundle, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr.decode()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "holiday.png",
+        "holiday_1.png",
+        "holiday_2.png",
+    ]
+    plain = tmp_path / "plain.igpt"
+    assert run_cli("compress", a, b, "-o", plain, *args, cwd=tmp_path).returncode == 0
+    assert b"holiday" not in plain.read_bytes()
+    assert len(data) > len(plain.read_bytes())
+    (decoded,) = api.decompress(api.compress(a, tiny_bundle, size=4, names=True), tiny_bundle)
+    assert decoded.name == "holiday.jpg"

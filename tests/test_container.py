@@ -486,3 +486,39 @@ def test_token_check() -> None:
         token_check(np.zeros((2, 2), np.uint16))
     with pytest.raises(ValueError):
         token_check(np.array([70000]))
+
+
+# --- stored names ------------------------------------------------------------------------
+
+
+def test_names_round_trip_as_ancillary_records() -> None:
+    named = Record(HEADER, RECORD.payload, RECORD.token_check, name="holiday photo é.jpg")
+    data = pack_stream([named, RECORD, named])
+    assert unpack_stream(data) == [named, RECORD, named]
+    assert list(iter_records(Pipe(data))) == [named, RECORD, named]
+    plain = pack_stream([RECORD])
+    alone = pack_stream([named])
+    name_bytes = len("holiday photo é.jpg".encode())
+    assert len(alone) - len(plain) == 1 + 1 + name_bytes + 4  # head, R, name, CRC
+    assert alone[12] == 0x02 | RECORD_ANCILLARY
+
+
+@pytest.mark.parametrize("name", ["", "a/b.jpg", "..", ".", "x\0y", "\\evil", "n" * 256])
+def test_names_are_plain_file_names(name: str) -> None:
+    with pytest.raises(InvalidFieldError):
+        Record(HEADER, b"", 0, name=name)
+
+
+def test_name_record_must_name_the_next_image() -> None:
+    rest = RECORD.header.to_bytes() + b"\xef\xbe" + RECORD.payload
+    name = 0x02 | RECORD_ANCILLARY
+    with pytest.raises(InvalidFieldError, match="ends the stream"):
+        unpack_stream(build_stream([(0x01, rest), (name, b"last.jpg")]))
+    with pytest.raises(InvalidFieldError, match="two name records"):
+        unpack_stream(build_stream([(name, b"a.jpg"), (name, b"b.jpg"), (0x01, rest)]))
+    with pytest.raises(InvalidFieldError, match="skipped record"):
+        unpack_stream(build_stream([(name, b"a.jpg"), (0x0C | RECORD_ANCILLARY, b"?"), (1, rest)]))
+    with pytest.raises(InvalidFieldError, match="not a plain file name"):
+        unpack_stream(build_stream([(name, b"dir/a.jpg"), (0x01, rest)]))
+    with pytest.raises(InvalidFieldError, match="UTF-8"):
+        unpack_stream(build_stream([(name, b"\xff\xfe"), (0x01, rest)]))
