@@ -1085,6 +1085,9 @@ class Report:
     by_family: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     by_generator: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     errors: Counter[str] = field(default_factory=Counter)
+    errors_by_generator: dict[str, Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
     model_cases: int = 0
     unexpected: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
@@ -1100,6 +1103,7 @@ class Report:
         self.by_generator[f"{case.family}.{case.generator}"][outcome] += 1
         if result.get("error"):
             self.errors[result["error"]] += 1
+            self.errors_by_generator[f"{case.family}.{case.generator}"][result["error"]] += 1
         if result.get("model"):
             self.model_cases += 1
         layer = "model" if result.get("model") else "container"
@@ -1145,6 +1149,9 @@ class Report:
             "by_family": {k: dict(v) for k, v in sorted(self.by_family.items())},
             "by_generator": {k: dict(v) for k, v in sorted(self.by_generator.items())},
             "errors": dict(self.errors.most_common()),
+            "errors_by_generator": {
+                k: dict(v.most_common()) for k, v in sorted(self.errors_by_generator.items())
+            },
             "model_cases": self.model_cases,
             "forged_valid_payload_rate": (
                 payload["forged_valid"] / payload_cases if payload_cases else 0.0
