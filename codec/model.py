@@ -10,6 +10,7 @@ Run-time module: numpy and onnxruntime only.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,34 +113,56 @@ def open_session(
     threads: int | None,
     names: tuple[list[str], list[str]],
     heads: tuple[int, int],
+    sha256: str | None = None,
 ) -> ort.InferenceSession:
     """An onnxruntime session for a bundle graph, checked against what the manifest says.
 
-    Every way onnxruntime can refuse the file becomes a one-line BundleError, and the
-    graph's own cache shapes must carry the manifest's head count and head size, so an
-    edited manifest cannot reach onnxruntime as a shape error in the middle of a run.
+    With `sha256` (a loaded bundle's), the graph is read once, its hash compared and
+    the session built from those very bytes, so a file replaced after load_bundle
+    verified it cannot slip in. Every way onnxruntime can refuse the file becomes a
+    one-line BundleError, and the graph's own cache shapes must carry the manifest's
+    head count and head size, so an edited manifest cannot reach onnxruntime as a
+    shape error in the middle of a run. Sessions are cached per (graph, threads).
     """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise BundleError(f"{path.name} changed since its bundle was verified (sha256 mismatch)")
+    key = (digest, threads, tuple(names[0]), tuple(names[1]), heads)
+    cached = _SESSIONS.get(key)
+    if cached is not None:
+        return cached
     try:
         session = ort.InferenceSession(
-            str(path),
-            sess_options=make_session_options(threads),
-            providers=["CPUExecutionProvider"],
+            data, sess_options=make_session_options(threads), providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own pybind exception types
-        raise BundleError(f"onnxruntime cannot load {Path(path).name}: {_first_line(exc)}") from exc
+        raise BundleError(f"onnxruntime cannot load {path.name}: {_first_line(exc)}") from exc
     inputs, outputs = names
     graph_inputs = session.get_inputs()
     if [i.name for i in graph_inputs] != inputs or [o.name for o in session.get_outputs()] != (
         outputs
     ):
-        raise BundleError(f"{Path(path).name} does not have the inputs/outputs its manifest lists")
+        raise BundleError(f"{path.name} does not have the inputs/outputs its manifest lists")
     for node in graph_inputs:
         if node.name.endswith(".key") and list(node.shape[1:3]) != list(heads):
             raise BundleError(
-                f"{Path(path).name} has {node.shape[1]} heads of size {node.shape[2]}, "
+                f"{path.name} has {node.shape[1]} heads of size {node.shape[2]}, "
                 f"the manifest says {heads[0]} of size {heads[1]}"
             )
+    while len(_SESSIONS) >= _SESSION_CACHE:
+        _SESSIONS.pop(next(iter(_SESSIONS)))
+    _SESSIONS[key] = session
     return session
+
+
+_SESSION_CACHE = 2
+"""Sessions kept for reuse (one decode call after another skips the graph load)."""
+_SESSIONS: dict[tuple, ort.InferenceSession] = {}
 
 
 def run_session(session: ort.InferenceSession, fetch: list[str], feeds: dict) -> list:
@@ -249,7 +272,8 @@ class TokenModel:
         self, path: Path, n_layer: int, n_head: int, head_dim: int, threads: int | None
     ) -> None:
         inputs, outputs = graph_io_names(n_layer)
-        self.session = open_session(path, threads, (inputs, outputs), (n_head, head_dim))
+        sha256 = self.bundle.manifest["files"]["model.onnx"]["sha256"] if self.bundle else None
+        self.session = open_session(path, threads, (inputs, outputs), (n_head, head_dim), sha256)
         self._past_names = inputs[2:]
         self._new_names = outputs[2:]
         self.n_layer = n_layer
@@ -348,7 +372,13 @@ class ExactTokenModel:
         self.n_positions = bundle.n_positions
         self._heads = (bundle.n_head, bundle.head_dim)
         inputs, outputs = exact_io_names(bundle.n_layer)
-        self.session = open_session(bundle.model_path, threads, (inputs, outputs), self._heads)
+        self.session = open_session(
+            bundle.model_path,
+            threads,
+            (inputs, outputs),
+            self._heads,
+            sha256=bundle.manifest["files"]["model.onnx"]["sha256"],
+        )
         self._past_names = inputs[3:]
         self._new_names = outputs[1:]
 

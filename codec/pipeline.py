@@ -320,7 +320,8 @@ def _encode_exact(
     ideal = _code_row(encoder, cumulative(freqs[0]), tokens)
     counter.advance(tokens.size)
     payload, _ = encoder.finish()
-    record = Record(_header(bundle, image), payload, token_check(tokens), image.name)
+    header = _header(bundle, image)
+    record = Record(header, payload, token_check(tokens, header), image.name)
     return EncodedImage(record, ideal)
 
 
@@ -343,7 +344,8 @@ def _encode_float(
         encoder = RangeEncoder()
         ideal = _code_row(encoder, cum, row_tokens)
         payload, _ = encoder.finish()
-        record = Record(_header(bundle, member), payload, token_check(row_tokens), member.name)
+        header = _header(bundle, member)
+        record = Record(header, payload, token_check(row_tokens, header), member.name)
         encoded.append(EncodedImage(record, ideal))
     return encoded
 
@@ -384,7 +386,7 @@ def _decode_batch(
                 f"record {index}: the payload is not the encoder's canonical output for the "
                 "tokens it decodes to (bytes changed or appended)"
             )
-        if token_check(row_tokens) != record.token_check:
+        if token_check(row_tokens, record.header) != record.token_check:
             raise TokenChecksumError(
                 f"record {index}: the decoded tokens fail the record's token check: the "
                 "record is damaged, or the model computes other numbers than the encoder's"

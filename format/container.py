@@ -67,14 +67,24 @@ class FileHeader:
     fingerprint: bytes
 
 
-def token_check(tokens: np.ndarray) -> int:
-    """Low 16 bits of the CRC-32 of the tokens as uint16 little-endian bytes, coding order."""
+def token_check(tokens: np.ndarray, header: RecordHeader | None = None) -> int:
+    """Low 16 bits of the CRC-32 of what the record claims: its head bits, model fingerprint
+    and header body (geometry, mode, original size), then the tokens as uint16 LE.
+
+    Covering the header means a record whose size or mode was changed (and its frame CRC
+    recomputed) fails the check after decoding, like changed tokens do. `header` None
+    checks the tokens alone (tools).
+    """
     arr = np.asarray(tokens)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"tokens must be a 1-D integer array, got {arr.dtype} {arr.shape}")
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 0xFFFF):
         raise ValueError("tokens must fit in uint16")
-    return zlib.crc32(arr.astype("<u2").tobytes()) & 0xFFFF
+    crc = 0
+    if header is not None:
+        claimed = bytes([header.head_bits]) + header.fingerprint + header.to_bytes()
+        crc = zlib.crc32(claimed)
+    return zlib.crc32(arr.astype("<u2").tobytes(), crc) & 0xFFFF
 
 
 def _frame_body(record: Record) -> bytes:

@@ -227,3 +227,15 @@ def test_runtime_modules_do_not_import_torch() -> None:
     code = "import sys, codec.bundle, codec.model; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_graph_replaced_after_loading_is_refused(
+    tiny_bundle: Path, other_bundle: Path, copy_bundle
+) -> None:
+    """The session is built from the bytes whose hash matches the manifest: a model.onnx
+    swapped after load_bundle verified the bundle is refused, not silently used."""
+    bundle_dir = copy_bundle(tiny_bundle)
+    loaded = load_bundle(bundle_dir)
+    (bundle_dir / "model.onnx").write_bytes((other_bundle / "model.onnx").read_bytes())
+    with pytest.raises(BundleError, match="changed since its bundle was verified"):
+        ExactTokenModel(loaded, threads=1)

@@ -482,6 +482,11 @@ def test_token_check() -> None:
     tokens = np.array([0, 1, 511, 300], dtype=np.uint16)
     expected = zlib.crc32(struct.pack("<4H", 0, 1, 511, 300)) & 0xFFFF
     assert token_check(tokens) == token_check(tokens.astype(np.int64)) == expected
+    claimed = bytes([HEADER.head_bits]) + HEADER.fingerprint + HEADER.to_bytes()
+    covered = zlib.crc32(struct.pack("<4H", 0, 1, 511, 300), zlib.crc32(claimed)) & 0xFFFF
+    assert token_check(tokens, HEADER) == covered
+    wider = RecordHeader(FP, width=641, height=480, mode="RGB", side=32, token_count=1024)
+    assert token_check(tokens, wider) != covered
     with pytest.raises(ValueError):
         token_check(np.zeros((2, 2), np.uint16))
     with pytest.raises(ValueError):

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
+import codec.model as codec_model
 from codec.bundle import KV_CHUNK, load_bundle
 from codec.model import SOS, TokenModel, cache_capacity, make_session_options
 from codec.palette import image_to_tokens
@@ -77,9 +78,12 @@ def test_batch_neighbours_do_not_change_probs(
 
 
 def test_fresh_sessions_reproduce(float_bundle: Path, photo_sequences: np.ndarray) -> None:
-    first = run_steps(TokenModel(load_bundle(float_bundle)), photo_sequences[:2])
-    second = run_steps(TokenModel(load_bundle(float_bundle)), photo_sequences[:2])
-    assert np.array_equal(first, second)
+    first_model = TokenModel(load_bundle(float_bundle))
+    first = run_steps(first_model, photo_sequences[:2])
+    codec_model._SESSIONS.clear()  # a new session, not the cached one
+    second_model = TokenModel(load_bundle(float_bundle))
+    assert second_model.session is not first_model.session
+    assert np.array_equal(first, run_steps(second_model, photo_sequences[:2]))
 
 
 def test_states_are_immutable(float_bundle: Path) -> None:

@@ -229,3 +229,13 @@ def test_size_out_of_range(size: int, bundle: Bundle, photos) -> None:
 def test_nothing_to_compress(bundle: Bundle) -> None:
     with pytest.raises(ValueError, match="no images"):
         api.compress([], bundle)
+
+
+@pytest.mark.parametrize("field", [{"width": 9999}, {"height": 1}, {"mode": "CMYK"}])
+def test_forged_geometry_fails_the_token_check(field: dict, coded, bundle: Bundle) -> None:
+    """Issue 12 finding 8: size and mode are inside the token check, so a record whose
+    header was changed and its frame CRC recomputed is refused, not decoded."""
+    record = unpack_stream(coded[8][0])[0]
+    forged = dataclasses.replace(record, header=dataclasses.replace(record.header, **field))
+    with pytest.raises(TokenChecksumError):
+        api.decompress(pack_stream([forged]), bundle, threads=1)
