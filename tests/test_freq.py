@@ -15,7 +15,6 @@ from hypothesis.extra import numpy as hnp
 from codec.coder import MAX_TOTAL
 from codec.freq import FREQ_BITS, MAX_FREQ_BITS, cumulative, quantize_probs
 from format.errors import CodecError, FrequencyError
-from codec.coder import MAX_TOTAL
 
 F32 = np.float32
 TINY = np.finfo(F32).smallest_subnormal
