@@ -1,4 +1,4 @@
-"""python -m bench: compression, speed, bounds and coder benchmarks of the codec.
+"""python -m bench: compression, speed, bounds, profile, size and coder benchmarks.
 
 Writes results.json, results.md and chart.png under --out. See docs/benchmarks.md
 for what each number means. A full run takes several minutes on two cores; --quick
@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(needs torch). Default: auto, or none with --quick",
     )
     parser.add_argument(
+        "--float-model",
+        metavar="DIR|auto|none",
+        default="auto",
+        help="float bundle for the exact-vs-float comparison; auto exports the default "
+        "model's float parent into --out (needs torch). Default: auto",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "out": args.out,
         "threads": args.threads,
+        "float_model": args.float_model,
     }
     if args.limit is not None:
         overrides["limit"] = args.limit

@@ -7,17 +7,24 @@ child process with the BLAS thread count fixed; a cell run with T threads is
 held to the best rate seen with at most T.
 Each sampled step (stepbench) is then set beside:
 
-- bytes / bandwidth, where bytes = the weights read once per step (fp32: 4 bytes,
-  int8: 1 byte per matmul weight) plus the KV cache traffic: attention reads the
-  runner's preallocated cache in place (B*L) and the step writes the new position
-  (B*1), at 2 * n_layer * n_embd * 4 bytes per position (codec/model.py);
+- bytes / bandwidth, where bytes = the weights read once per step (4 bytes per
+  matmul weight for both profiles: the exact graph stores int8 weights on disk but
+  onnxruntime folds their Cast at load, so it multiplies int8-valued float32
+  operands) plus the KV cache traffic: attention reads the runner's preallocated
+  cache in place (B*L) and the step writes the new position (B*1), at
+  2 * n_layer * n_embd * 4 bytes per position (codec/model.py);
 - FLOPs / matmul throughput, where FLOPs = 2 per multiply-add of the four weight
   matmuls per layer, the two attention products over L+1 keys and the 512-way head.
 
 The larger of the two is a lower bound on the step; the measured model time over
 it says how far the runtime is from the hardware. Layer norms, softmax, GELU,
 the embedding gather and Python overhead are left out (small, and not bounded by
-either figure), so the bound is optimistic.
+either figure), so the bound is optimistic; for exact bundles more so, since
+their norms, softmax and GELU are integer rescaling and table lookups (many
+small elementwise kernels: bench.profiles counts them by op type).
+
+Exact bundles' encoder makes one whole-sequence call per image; `whole_sequence_rows`
+bounds it the same way (weights read once, all positions' FLOPs).
 """
 
 from __future__ import annotations
@@ -110,15 +117,11 @@ def weight_count(shape: dict[str, Any]) -> int:
     return shape["n_layer"] * (3 * d * d + d * d + 2 * d * inner) + d * PALETTE_SIZE
 
 
-def bytes_per_weight(quantization: str) -> int:
-    return FLOAT32_BYTES if quantization == "none" else 1
-
-
 def step_costs(shape: dict[str, Any], batch: int, past: int) -> dict[str, float]:
     """Bytes moved and FLOPs of one step at batch B after `past` positions."""
     d, layers = shape["n_embd"], shape["n_layer"]
     inner = shape.get("n_inner") or 4 * d
-    weight_bytes = weight_count(shape) * bytes_per_weight(shape["quantization"])
+    weight_bytes = weight_count(shape) * FLOAT32_BYTES
     kv_position = 2 * layers * d * FLOAT32_BYTES
     kv_bytes = batch * kv_position * (past + 1)
     per_row = layers * (2 * d * (4 * d + 2 * inner) + 4 * (past + 1) * d) + 2 * d * PALETTE_SIZE
@@ -155,6 +158,39 @@ def bound_rows(
                 "bound_by": "memory" if memory_ms >= compute_ms else "compute",
                 "measured_model_ms": cell["model_ms"],
                 "measured_over_bound": cell["model_ms"] / bound if bound else None,
+            }
+        )
+    return rows
+
+
+def whole_sequence_rows(
+    steps: dict[str, Any], bandwidth_gb_s: float, rates: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The exact encoder's one call per image beside its bound: weights read once, the
+    cache written once, the FLOPs of every position (attention over 1..N keys)."""
+    shape = steps["bundle"]
+    n = steps["positions"]
+    rows = []
+    for threads, whole in steps.get("whole_sequence", {}).items():
+        flops = sum(step_costs(shape, 1, past)["flops"] for past in range(n))
+        kv = step_costs(shape, 1, n - 1)["kv_bytes"]
+        weight_bytes = weight_count(shape) * FLOAT32_BYTES
+        memory_ms = 1e3 * (weight_bytes + kv) / (bandwidth_gb_s * 1e9)
+        compute_ms = 1e3 * flops / (best_rate(rates, int(threads)) * 1e9)
+        bound = max(memory_ms, compute_ms)
+        rows.append(
+            {
+                "threads": int(threads),
+                "positions": n,
+                "weight_bytes": float(weight_bytes),
+                "kv_bytes": float(kv),
+                "flops": float(flops),
+                "memory_bound_ms": memory_ms,
+                "compute_bound_ms": compute_ms,
+                "bound_ms": bound,
+                "bound_by": "memory" if memory_ms >= compute_ms else "compute",
+                "measured_model_ms": whole["model_ms"],
+                "measured_over_bound": whole["model_ms"] / bound if bound else None,
             }
         )
     return rows

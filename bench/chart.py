@@ -1,8 +1,10 @@
-"""chart.png: the three pictures worth a glance, drawn from results.json.
+"""chart.png: the pictures worth a glance, drawn from results.json.
 
-Left, mean bits per token by format; middle, encode tokens/s against batch for
-each bundle and thread count (sampled-step estimates); right, ours against the
-best classical codec per image, so a mean cannot hide where the model loses.
+Mean bits per token by format; encode and decode tokens/s against batch for each
+bundle and thread count (sampled-step estimates; an exact bundle's encode is its
+whole-sequence call per image, flat in the batch); ours against the best classical
+codec per image, so a mean cannot hide where the model loses; and, when the run has
+the size table, bits per token (file) against --size, ours beside brotli.
 """
 
 from __future__ import annotations
@@ -70,11 +72,32 @@ def _per_image_panel(ax: Any, compression: dict[str, Any]) -> None:
     ax.set_title("Per image (below the line: ours wins)")
 
 
+def _sizes_panel(ax: Any, sizes: dict[str, Any]) -> None:
+    xs = sizes["sizes"]
+    rows = [sizes["per_size"][str(x)] for x in xs]
+    ax.plot(xs, [r["bits_per_token"] for r in rows], marker="o", color="tab:red", label="ours")
+    if all("brotli_bits_per_token" in r for r in rows):
+        brotli = [r["brotli_bits_per_token"] for r in rows]
+        ax.plot(xs, brotli, marker="s", color="tab:gray", label="brotli -q 11")
+    ax.set_xticks(xs)
+    ax.set_xlabel("--size N (N x N tokens)")
+    ax.set_ylabel("bits per token (one image per file)")
+    m = sizes["monotone"]
+    ax.set_title(f"Sizes, {sizes['images']} images ({m['violations']} monotonicity violations)")
+    ax.legend(fontsize=7)
+
+
 def write_chart(results: dict[str, Any], path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    panels = 4 if "sizes" in results else 3
+    ratios = [1.3, 1, 1, 1][:panels]
+    fig, axes = plt.subplots(
+        1, panels, figsize=(5.7 * panels, 5.5), gridspec_kw={"width_ratios": ratios}
+    )
     _formats_panel(axes[0], results["compression"])
     _speed_panel(axes[1], results["speed"])
     _per_image_panel(axes[2], results["compression"])
+    if panels == 4:
+        _sizes_panel(axes[3], results["sizes"])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

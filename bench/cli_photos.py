@@ -3,8 +3,9 @@
 Each photo is compressed and decompressed by a fresh `python cli.py` process
 (default model, default settings), several rounds; the output is the median
 seconds per photo for each command, and the bits per token of each file as
-`cli.py info --json` reports it. Decoded tokens are compared with a direct
-tokenization, so a lossy round trip would show.
+`cli.py info --json` reports it (file bytes x 8 / tokens; also the payload alone).
+Decoded tokens are compared with a direct tokenization, so a lossy round trip
+would show.
 
     python -m bench.cli_photos --limit 20 --rounds 3 --json cli_photos.json
 """
@@ -63,8 +64,9 @@ def measure(photos: list[Path], rounds: int) -> dict:
                 {
                     "photo": photo.name,
                     "file_bytes": coded.stat().st_size,
-                    "bits_per_token": coded.stat().st_size * 8 / 1024,
-                    "payload_bits_per_token": info["records"][0]["bits_per_token"],
+                    "bits_per_token": info["bits_per_token"],
+                    "payload_bits_per_token": info["records"][0]["payload_bits_per_token"],
+                    "coding": info["records"][0]["coding"],
                     "compress_s": statistics.median(comp),
                     "decompress_s": statistics.median(dec),
                     "lossless": bool(np.array_equal(expected, got)),

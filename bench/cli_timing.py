@@ -65,8 +65,10 @@ class PeakWatcher(threading.Thread):
         return self.peak
 
 
-def run_child(args: list[str]) -> tuple[float, int, int, str]:
-    """(wall seconds, exit status, peak RSS in bytes, stderr tail) of one subprocess."""
+def run_child(args: list[str]) -> tuple[float, int, int, str, float]:
+    """(wall seconds, exit status, peak RSS in bytes, stderr tail, CPU seconds) of one
+    subprocess; CPU = the child's user + system time, what it cost apart from waiting
+    for the CPU on a shared machine."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         child = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
@@ -86,7 +88,7 @@ def run_child(args: list[str]) -> tuple[float, int, int, str]:
         tail = err.read()[-2000:].decode(errors="replace")
     if not peak:  # no /proc: fall back to the kernel's figure, inflated as described above
         peak = usage.ru_maxrss * 1024
-    return seconds, child.returncode, peak, tail
+    return seconds, child.returncode, peak, tail, usage.ru_utime + usage.ru_stime
 
 
 def time_cli(image: Path, model: Path, size: int, runs: int) -> dict[str, Any]:
@@ -107,15 +109,17 @@ def time_cli(image: Path, model: Path, size: int, runs: int) -> dict[str, Any]:
             ],
         }
         for name, args in commands.items():
-            times, peaks = [], []
+            times, peaks, cpu = [], [], []
             for _ in range(max(1, runs)):
-                seconds, status, peak, tail = run_child(args)
+                seconds, status, peak, tail, cpu_seconds = run_child(args)
                 if status != 0:
                     raise RuntimeError(f"cli.py {name} exited with {status}: {tail.strip()}")
                 times.append(seconds)
                 peaks.append(peak)
+                cpu.append(cpu_seconds)
             result[name] = {
                 "median_seconds": median(times),
+                "median_cpu_seconds": median(cpu),
                 "seconds": times,
                 "peak_rss_bytes": max(peaks),
             }

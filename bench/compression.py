@@ -24,8 +24,8 @@ LABELS = {
     "ours_alone": "ours, one image per stream",
     "ours_record": "ours, one more record in a shared stream",
     "ours_payload": "ours, range-coder payload only",
-    "model_ideal": "model ideal, sum of -log2 p",
-    "table_ideal": "model ideal under the integer frequency tables",
+    "model_ideal": "model ideal (float: sum of -log2 p; exact: the table ideal)",
+    "table_ideal": "ideal under the coder's integer frequency tables",
     "png_rgb": "PNG (RGB, optimize)",
     "png_indexed": "PNG (indexed when <= 256 colours, optimize)",
     "png_tokens16": "PNG (token values as 16-bit grey, optimize)",
@@ -92,6 +92,7 @@ def summarize(
         if key in packings:
             formats[key]["packing"] = packings[key]["packing"]
     return {
+        "profile": ours.shared_stream.get("profile"),
         "images": len(rows),
         "tokens": total_tokens,
         "formats": formats,

@@ -28,9 +28,28 @@ class StepPlan:
     warmup: int = 1
     fixed_past: tuple[int, ...] | None = None
     """Explicit past lengths instead of `past_samples` evenly spaced ones (quick iGPT-S probe)."""
+    whole_runs: int = 3
+    """Exact bundles: timed whole-sequence encoder calls (one image each) per thread count."""
 
     def steps_for(self, batch: int) -> int:
         return self.steps.get(batch, min(self.steps.values()))
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """The exact-vs-float comparison (bench.profiles): image side, rounds, batches, CLI runs."""
+
+    side: int = 32
+    rounds: int = 5
+    batches: tuple[int, ...] = (1, 16)
+    cli_runs: int = 3
+    profile_steps: int = 32
+    """Decoder steps per onnxruntime profiler trace."""
+    threads: int = 1
+
+
+SIZE_TABLE = (8, 16, 24, 28, 32)
+"""Issue 10's --size table."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,11 @@ class BenchConfig:
     bandwidth_mib: int
     matmul_n: int
     probe_repeats: int
+    float_model: str = "auto"
+    """Float bundle for the profile comparison: DIR, auto (the default model's float
+    parent, exported into --out; needs torch) or none."""
+    profile_plan: ProfilePlan = ProfilePlan()
+    size_table: tuple[int, ...] = SIZE_TABLE
 
     def with_(self, **changes: Any) -> BenchConfig:
         return replace(self, **changes)
@@ -87,7 +111,11 @@ def full(**overrides: Any) -> BenchConfig:
         # ~29 / 95 / 390 ms per step at batch 1 / 8 / 32 (FINDINGS.md): fewer steps at
         # larger batches keep the iGPT-S grid near two minutes on two cores.
         igpt_s_steps=StepPlan(
-            batches=(1, 8, 32), threads=(1, 2), past_samples=5, steps={1: 24, 8: 8, 32: 4}
+            batches=(1, 8, 32),
+            threads=(1, 2),
+            past_samples=5,
+            steps={1: 24, 8: 8, 32: 4},
+            whole_runs=1,
         ),
         cli_runs=3,
         coder_symbols=100_000,
@@ -109,12 +137,18 @@ def quick(**overrides: Any) -> BenchConfig:
             batches=(1, 8, 32), threads=(1, 2), past_samples=3, steps={1: 8, 8: 8, 32: 4}
         ),
         igpt_s_steps=StepPlan(
-            batches=(1,), threads=(1,), past_samples=1, steps={1: 6}, fixed_past=(512,)
+            batches=(1,),
+            threads=(1,),
+            past_samples=1,
+            steps={1: 6},
+            fixed_past=(512,),
+            whole_runs=1,
         ),
         cli_runs=1,
         coder_symbols=20_000,
         coder_runs=1,
         bandwidth_mib=64,
         probe_repeats=3,
+        profile_plan=ProfilePlan(rounds=1, cli_runs=1, profile_steps=8),
     )
     return base.with_(**overrides)

@@ -5,7 +5,9 @@ ImageGPT and the speed reference the default model is judged against. Random
 weights run exactly as fast as trained ones, so `auto` exports a random-weights
 checkpoint of that shape through the project's own export path (needs torch and
 transformers) and caches the bundle under the output directory; later runs
-reuse it after the usual sha256 verification.
+reuse it after the usual sha256 verification. The export uses the profile the
+codec ships (exact: integer graph, calibrated on 16 photos; calibration changes
+the tables, not the speed); a given DIR may be either profile.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ CACHE_NAME = "igpt_s_bundle"
 EXPORT_PARITY_TOKENS = 64
 """Parity positions checked at export; 64 instead of 256 saves ~30 s and still catches a
 broken graph (the fp32 check is enforced all the same)."""
+EXPORT_PROFILE = "exact"
+EXPORT_CALIBRATION_IMAGES = 16
+"""As the export's own iGPT-S test: enough for a working integer plan; speed is the same."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,8 @@ class Resolved:
     exported: bool = False
 
 
-def export_igpt_s(target: Path, seed: int = 0) -> None:
-    """A random-weights iGPT-S checkpoint exported to `target` (fp32)."""
+def export_igpt_s(target: Path, seed: int = 0, profile: str = EXPORT_PROFILE) -> None:
+    """A random-weights iGPT-S checkpoint exported to `target` (exact profile by default)."""
     from transformers.utils import logging as hf_logging
 
     from export.make_random_checkpoint import write_random_checkpoint
@@ -43,8 +48,17 @@ def export_igpt_s(target: Path, seed: int = 0) -> None:
 
     hf_logging.disable_progress_bar()  # keep the benchmark's stderr to its own lines
     with tempfile.TemporaryDirectory(prefix="igpt_s_ckpt_", dir=target.parent) as tmp:
-        checkpoint = write_random_checkpoint(Path(tmp), **IGPT_S_SHAPE, seed=seed)
-        export_bundle(str(checkpoint), target, parity_tokens=EXPORT_PARITY_TOKENS, force=True)
+        checkpoint = write_random_checkpoint(
+            Path(tmp), **IGPT_S_SHAPE, seed=seed, lm_head_scale=10.0
+        )
+        export_bundle(
+            str(checkpoint),
+            target,
+            profile=profile,
+            parity_tokens=EXPORT_PARITY_TOKENS,
+            calibration_images=EXPORT_CALIBRATION_IMAGES if profile == "exact" else None,
+            force=True,
+        )
 
 
 def resolve_igpt_s(spec: str, out_dir: Path) -> Resolved:

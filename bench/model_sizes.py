@@ -1,9 +1,10 @@
 """Decode speed of several bundles side by side: the model-size choice in numbers.
 
-Each bundle runs whole 32x32 images (1024 steps) through `TokenModel` at each
-batch size; the bundles take turns, round after round, so load on a shared
-machine falls on all of them alike. Prints and optionally writes JSON with the
-median tokens/s per bundle and batch.
+Each bundle runs whole 32x32 images (1024 decoder steps with the KV cache) through
+its profile's runner (`ExactTokenModel` for exact bundles, `TokenModel` for float
+ones; bench.runners) at each batch size, model steps only; the bundles take turns,
+round after round, so load on a shared machine falls on all of them alike. Prints and
+optionally writes JSON with the median tokens/s per bundle and batch.
 
     python -m bench.model_sizes runs/sizes/tiny runs/sizes/small runs/sizes/medium --json sizes.json
 """
@@ -18,24 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.runners import StepRunner
 from codec.bundle import load_bundle
-from codec.model import TokenModel
 
 
-def image_seconds(model: TokenModel, batch: int, steps: int, seed: int) -> float:
+def image_seconds(model: StepRunner, batch: int, steps: int, seed: int) -> float:
     """Wall time for `steps` decoding steps of `batch` sequences fed random tokens."""
     rng = np.random.default_rng(seed)
     state = model.start(batch)
     tokens = np.full(batch, 512, dtype=np.int64)
     start = time.perf_counter()
-    for _ in range(steps):
-        _, state = model.step(tokens, state)
+    for position in range(steps):
+        _, state = model.model_step(tokens, state, position)
         tokens = rng.integers(0, 512, size=batch, dtype=np.int64)
     return time.perf_counter() - start
 
 
 def compare(bundles: list[Path], batches: list[int], rounds: int, threads: int) -> dict:
-    models = {str(p): TokenModel(load_bundle(p), threads=threads) for p in bundles}
+    models = {str(p): StepRunner(load_bundle(p), threads=threads) for p in bundles}
     steps = {str(p): load_bundle(p).n_positions for p in bundles}
     times: dict[str, dict[int, list[float]]] = {k: {b: [] for b in batches} for k in models}
     for r in range(rounds):
@@ -46,6 +47,7 @@ def compare(bundles: list[Path], batches: list[int], rounds: int, threads: int) 
     for name, per_batch in times.items():
         manifest = load_bundle(name).manifest
         entry = {
+            "profile": manifest["profile"],
             "model": manifest["model"],
             "model_onnx_bytes": manifest["files"]["model.onnx"]["bytes"],
             "tokens_per_s": {},

@@ -4,11 +4,11 @@ Each image is compressed alone (a whole stream: file header, one record, end
 marker), and all of them once more into a single stream, which is then decoded
 and checked token for token. The shared stream gives the marginal cost of one
 more image (its record alone); the single-image streams give what a user pays
-for one file. With a batch-invariant bundle both must carry byte-identical
-payloads, which is checked too: a difference would mean batching changed the
-model's floats on this machine. A last model pass (bench.ideal) splits the
-payload's distance from the model's ideal into frequency quantization and
-range coding.
+for one file. An exact bundle must give byte-identical payloads alone and in
+the stream (its tables do not depend on batching); a float bundle is checked too,
+where a difference means batching changed the model's floats on this machine. A
+last model pass (bench.ideal) splits the payload's distance from the model's ideal
+into frequency quantization (float bundles only) and range coding.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bench.ideal import ideal_bits
 from bench.timing import timed
 from codec import api
 from codec.bundle import Bundle
+from codec.pipeline import MAX_BATCH
 from format.container import pack_stream, unpack_stream
 from format.records import Record
 
@@ -61,7 +62,6 @@ def compress_alone(
         "tokens": summary.tokens,
         "alone_stream_bytes": summary.stream_bytes,
         "payload_bytes": summary.payload_bytes,
-        "padding_bits": record.padding_bits,
         "ideal_bits": summary.ideal_bits,
         "alone_encode_seconds": seconds,
     }
@@ -107,7 +107,9 @@ def shared_stream(
         "stream_bytes": len(stream),
         "payload_bytes": summary.payload_bytes,
         "ideal_bits": summary.ideal_bits,
-        "batch_size": max(r.header.batch_size for r in records),
+        "profile": bundle.profile,
+        "encode_batch": 1 if bundle.exact else min(MAX_BATCH, len(records)),
+        "decode_batch": min(MAX_BATCH, len(records)),
         "threads": threads,
         "encode_seconds": encode_seconds,
         "decode_seconds": decode_seconds,
@@ -124,9 +126,8 @@ def run_ours(
     """Alone streams, the shared stream (timed, decoded, verified), then the ideal pass."""
     rows, alone_records = compress_each(thumbnails, bundle, size, threads, log)
     shared, records = shared_stream(thumbnails, bundle, size, threads)
-    freq_bits = records[0].header.freq_bits
     ideals, shared["ideal_pass_seconds"] = timed(
-        lambda: ideal_bits([t.tokens for t in thumbnails], bundle, threads, freq_bits)
+        lambda: ideal_bits([t.tokens for t in thumbnails], bundle, threads)
     )
     notes = [] if shared["decoded_losslessly"] else ["the shared stream did NOT decode losslessly"]
     same_payloads = 0
@@ -137,10 +138,14 @@ def run_ours(
         row["float_ideal_bits_rerun"] = ideal.float_bits
         same_payloads += alone.payload == record.payload
     shared["payloads_identical_alone_vs_shared"] = same_payloads
-    if bundle.batch_invariant and same_payloads != len(rows):
+    if same_payloads != len(rows):
+        why = (
+            "an exact bundle's tables must not depend on batching"
+            if bundle.exact
+            else ("the float profile's batched floats differ on this machine")
+        )
         notes.append(
-            f"only {same_payloads} of {len(rows)} payloads are identical alone and batched, "
-            "although the bundle says it is batch-invariant"
+            f"only {same_payloads} of {len(rows)} payloads are identical alone and batched ({why})"
         )
     drift = max(abs(r["float_ideal_bits_rerun"] - r["ideal_bits"]) for r in rows)
     if drift > 1e-6 * max(r["ideal_bits"] for r in rows):

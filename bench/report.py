@@ -86,7 +86,7 @@ def header_section(r: dict[str, Any]) -> str:
         f"constriction {v['constriction']}.",
         f"- Model: `{model['path']}` (fingerprint {model['fingerprint']}, "
         f"{model['n_layer']} layers x {model['n_embd']} wide, {model['n_head']} heads, "
-        f"quantization {model['quantization']}).",
+        f"profile {model['profile']}, positions {model['position_layout']}).",
         f"- Images: {images['count']} from {images['source']}, coded at "
         f"{images['size']}x{images['size']} ({images['tokens_per_image']} tokens each).",
         f"- Mode: {'quick' if r['config']['quick'] else 'full'}.",
@@ -110,7 +110,12 @@ def compression_section(c: dict[str, Any]) -> str:
         f"{c['images']} images, {c['tokens']} tokens. Bits per token include every file header; "
         "general-purpose compressors use the byte layout (in brackets) with the smallest total.\n",
         table(("format", "bits/token", "mean bytes/image", "x ours (file)"), rows),
-        "Where our bits go (bits per token; quantization can be negative, see docs):\n",
+        (
+            "Where our bits go (bits per token). Exact profile: the graph outputs the integer "
+            "tables, so the model ideal IS the table ideal and there is no quantization step.\n"
+            if c.get("profile") == "exact-int-v1"
+            else "Where our bits go (bits per token; quantization can be negative, see docs):\n"
+        ),
         table(
             (
                 "model ideal",
@@ -136,7 +141,8 @@ def compression_section(c: dict[str, Any]) -> str:
             ],
         ),
         f"Shared stream: {s['images']} images in {s['stream_bytes']} bytes, "
-        f"batch {s['batch_size']}, decoded losslessly: {s['decoded_losslessly']}; "
+        f"encoder batch {s['encode_batch']}, decoder batch {s['decode_batch']}, "
+        f"decoded losslessly: {s['decoded_losslessly']}; "
         f"payloads identical alone vs batched: "
         f"{s['payloads_identical_alone_vs_shared']} of {s['images']}.\n",
     ]
@@ -159,7 +165,12 @@ def _estimate_rows(steps: dict[str, Any]) -> list[tuple[object, ...]]:
             e["decode_tokens_per_s"],
             e["model_tokens_per_s"],
             e["encode_seconds_per_batch"] / e["batch"],
-            "whole image" if e["whole_image_estimate"] else f"past {e['past_lengths'][0]} only",
+            ("whole image" if e["whole_image_estimate"] else f"past {e['past_lengths'][0]} only")
+            + (
+                "; encode: one call per image"
+                if e.get("encode_from", "").startswith("whole")
+                else ""
+            ),
         )
         for e in steps["estimates"]
     ]
@@ -219,23 +230,46 @@ def speed_section(r: dict[str, Any]) -> str:
         )
         out.append(
             f"### Sampled steps: {name} ({b['n_layer']} x {b['n_embd']}, "
-            f"{b['quantization']}, `{b['path']}`)\n\n"
+            f"profile {b['profile']}, `{b['path']}`)\n\n"
             f"Per cell: {per_batch} after {plan['warmup']} warm-up, at past lengths "
             f"{steps['past_lengths']}; tokens/s integrate the medians over {steps['positions']} "
             f"positions. Session creation: {sessions}.\n"
         )
         out.append(table(header, _estimate_rows(steps)))
+        whole = steps.get("whole_sequence") or {}
+        if whole:
+            out.append(
+                "Encoder, one whole-sequence call per image (exact profile), median of "
+                f"{next(iter(whole.values()))['runs']} image(s):\n"
+            )
+            out.append(
+                table(
+                    ("threads", "model ms", "tables ms", "coder ms", "encode ms", "tokens/s"),
+                    [
+                        (
+                            t,
+                            w["model_ms"],
+                            w["tables_ms"],
+                            w["coder_ms"],
+                            w["encode_ms"],
+                            w["tokens_per_s"],
+                        )
+                        for t, w in whole.items()
+                    ],
+                )
+            )
         for note in steps["notes"]:
             out.append(f"- {note}\n")
     cli = sp["cli"]
     out.append("### Command line (whole process, one image)\n")
     out.append(
         table(
-            ("command", "median s", "runs", "tokens/s", "peak RSS"),
+            ("command", "median s", "median CPU s", "runs", "tokens/s", "peak RSS"),
             [
                 (
                     CLI_LABELS[name],
                     cli[name]["median_seconds"],
+                    cli[name].get("median_cpu_seconds"),
                     cli["runs"],
                     cli[name].get("tokens_per_s"),
                     _mib(cli[name]["peak_rss_bytes"]),
@@ -298,7 +332,183 @@ def bounds_section(b: dict[str, Any]) -> str:
                 ],
             )
         )
+    for name, rows in b.get("whole_sequence", {}).items():
+        out.append(f"### {name}: encoder's whole-sequence call (one image)\n")
+        out.append(
+            table(
+                ("threads", "MFLOP", "memory ms", "compute ms", "measured ms", "measured / bound"),
+                [
+                    (
+                        row["threads"],
+                        row["flops"] / 1e6,
+                        row["memory_bound_ms"],
+                        row["compute_bound_ms"],
+                        row["measured_model_ms"],
+                        row["measured_over_bound"],
+                    )
+                    for row in rows
+                ],
+            )
+        )
     return "\n".join(out)
+
+
+def _ops(case: dict[str, Any], count: int = 5) -> str:
+    return ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in case["op_types"][:count])
+
+
+def _goal(met: bool, text: str) -> str:
+    return f"{text}: {'met' if met else 'NOT met'}"
+
+
+def profiles_section(p: dict[str, Any]) -> str:
+    if "skipped" in p:
+        return f"## Profiles: exact vs float\n\nSkipped: {p['skipped']}\n"
+    cli = p["cli"]
+    side = f"{p['side']}x{p['side']}"
+    rows: list[tuple[object, ...]] = []
+    for key, label in (("encode_model", "encoder model time"), ("encode_image", "whole encoder")):
+        m = p[key]
+        rows.append(
+            (
+                f"{label}, one {side} image (ms)",
+                1e3 * m["exact"]["median_s"],
+                1e3 * m["float"]["median_s"],
+                f"float/exact {m['float_over_exact']:.2f}x",
+                1e3 * m["exact"]["cpu_median_s"],
+                1e3 * m["float"]["cpu_median_s"],
+                f"{m['cpu_float_over_exact']:.2f}x",
+                (
+                    f"{_goal(m['goal_met'], '>= 3x')} (CPU: {_goal(m['goal_met_cpu'], '>= 3x')})"
+                    if "goal_met" in m
+                    else None
+                ),
+            )
+        )
+    for batch, row in p["decode"].items():
+        ex, fl = row["exact"], row["float"]
+        rows.append(
+            (
+                f"decode tokens/s, batch {batch} (model share)",
+                f"{ex['median_tokens_per_s']:,.0f} ({100 * ex['model_share']:.0f}%)",
+                f"{fl['median_tokens_per_s']:,.0f} ({100 * fl['model_share']:.0f}%)",
+                f"exact/float {row['exact_over_float']:.2f}",
+                f"{ex['cpu_tokens_per_s']:,.0f}",
+                f"{fl['cpu_tokens_per_s']:,.0f}",
+                f"{row['cpu_exact_over_float']:.2f}",
+                (
+                    f">= {row['goal_tokens_per_s']:,.0f}: {'met' if row['goal_met'] else 'NOT met'}"
+                    f" (CPU: {'met' if row['goal_met_cpu'] else 'NOT met'})"
+                    if "goal_met" in row
+                    else None
+                ),
+            )
+        )
+    for command in ("compress", "decompress"):
+        c = cli[command]
+        rows.append(
+            (
+                f"cli.py {command}, whole process (s)",
+                c["exact"]["median_s"],
+                c["float"]["median_s"],
+                f"float/exact {c['float_over_exact']:.2f}x",
+                c["exact"]["cpu_median_s"],
+                c["float"]["cpu_median_s"],
+                f"{c['cpu_float_over_exact']:.2f}x",
+                None,
+            )
+        )
+    out = [
+        "## Profiles: exact vs float (issue 9)\n",
+        f"One process, {p['threads']} thread, {p['rounds']} interleaved round(s) (medians); "
+        f"exact `{p['bundles']['exact']['path']}`, float `{p['bundles']['float']['path']}`. "
+        "Wall time carries the other processes' load; CPU time is the process's own "
+        "(user + system), closer to what a quiet machine gives.\n",
+        table(
+            (
+                "measure",
+                "exact (wall)",
+                "float (wall)",
+                "ratio (wall)",
+                "exact (CPU)",
+                "float (CPU)",
+                "ratio (CPU)",
+                "goal",
+            ),
+            rows,
+        ),
+        f"Imports alone: {cli['imports_median_s']:.2f} s wall, "
+        f"{cli['imports_cpu_median_s']:.2f} s CPU; file bytes "
+        + ", ".join(f"{k} {v}" for k, v in cli["file_bytes"].items())
+        + ".\n",
+        "onnxruntime profiler, time by op type (share of kernel time; kernels' share of "
+        "the run, the rest is per-node dispatch):\n",
+        table(
+            ("profile", "case", "nodes/run", "kernels / run", "top op types"),
+            [
+                (
+                    name,
+                    case,
+                    t["nodes"] // max(1, _runs(case, p)),
+                    t["kernel_share_of_run"],
+                    _ops(t),
+                )
+                for name, cases in p["op_profiles"].items()
+                for case, t in cases.items()
+            ],
+        ),
+    ]
+    return "\n".join(out)
+
+
+def _runs(case: str, p: dict[str, Any]) -> int:
+    return 1 if case.startswith("encode") else p.get("profile_steps", 1)
+
+
+def sizes_section(z: dict[str, Any]) -> str:
+    ref = str(z["reference_size"])
+    rows = []
+    for size in map(str, z["sizes"]):
+        row = z["per_size"][size]
+        ratio = z["ratios_to_reference"].get(size, {})
+        rows.append(
+            (
+                size,
+                row["mean_bytes_per_image"],
+                row["bits_per_token"],
+                ratio.get("ours", 1.0 if size == ref else None),
+                (
+                    f"<= {ratio['goal']}: {'met' if ratio['goal_met'] else 'NOT met'}"
+                    if "goal" in ratio
+                    else None
+                ),
+                row.get("brotli_bits_per_token"),
+                ratio.get("brotli", 1.0 if size == ref else None),
+            )
+        )
+    m = z["monotone"]
+    return "\n".join(
+        [
+            "## Sizes (issue 10)\n",
+            f"{z['images']} images, one image per file (headers included), model "
+            f"{z['model']['fingerprint']} (positions {z['position_layout']}).\n",
+            table(
+                (
+                    "--size",
+                    "bytes/image",
+                    "bits/token",
+                    f"x bits/token at {ref}",
+                    "goal",
+                    "brotli bits/token",
+                    f"brotli x at {ref}",
+                ),
+                rows,
+            ),
+            f"Bytes monotone in size: {m['violations']} violation(s) in "
+            f"{m['adjacent_pairs_checked']} adjacent pairs; {m['photos_with_a_violation']} "
+            "photo(s) with one.\n",
+        ]
+    )
 
 
 def coder_section(c: dict[str, Any]) -> str:
@@ -356,6 +566,8 @@ def markdown(results: dict[str, Any]) -> str:
         compression_section(results["compression"]),
         speed_section(results),
         bounds_section(results["bounds"]),
+        profiles_section(results["profiles"]) if "profiles" in results else "",
+        sizes_section(results["sizes"]) if "sizes" in results else "",
         coder_section(results["coder"]),
         notes_section(results),
         per_image_section(results["compression"]),

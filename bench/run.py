@@ -15,7 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.bounds import bound_rows, measure_bandwidth, measure_matmul_threads
+from bench.bounds import (
+    bound_rows,
+    measure_bandwidth,
+    measure_matmul_threads,
+    whole_sequence_rows,
+)
 from bench.classical import find_competitors, measure
 from bench.cli_timing import time_cli
 from bench.coder_compare import compare_coders
@@ -25,11 +30,14 @@ from bench.data import Thumbnail, load_thumbnails, select_images
 from bench.igpt_s import resolve_igpt_s
 from bench.machine import describe_machine, load_average
 from bench.ours import OursResult, run_ours
+from bench.profiles import compare as compare_profiles
+from bench.profiles import resolve_float
+from bench.sizes import measure_sizes
 from bench.stepbench import bundle_summary, run_steps
 from bench.timing import SectionClock, median
 from codec.bundle import Bundle, load_bundle
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CHART_PNG = "chart.png"
@@ -72,7 +80,8 @@ def end_to_end(ours: OursResult, threads: int) -> dict[str, Any]:
             "what": "api.compress_to per image: tokenize, session creation, all steps, container",
         },
         "shared_stream": {
-            "batch": shared["batch_size"],
+            "batch": shared["decode_batch"],
+            "encode_batch": shared["encode_batch"],
             "threads": threads,
             "images": shared["images"],
             "encode_tokens_per_s": shared["encode_tokens_per_s"],
@@ -142,7 +151,50 @@ def bounds_section(sampled: dict[str, dict[str, Any]], config: BenchConfig) -> d
     rows = {
         name: bound_rows(steps, bandwidth["gb_per_s"], matmul) for name, steps in sampled.items()
     }
-    return {"memory_bandwidth": bandwidth, "matmul": matmul, "steps": rows}
+    whole = {
+        name: whole_sequence_rows(steps, bandwidth["gb_per_s"], matmul)
+        for name, steps in sampled.items()
+        if steps.get("whole_sequence")
+    }
+    return {
+        "memory_bandwidth": bandwidth,
+        "matmul": matmul,
+        "steps": rows,
+        "whole_sequence": whole,
+    }
+
+
+def profiles_section(
+    bundle: Bundle, thumbnails: list[Thumbnail], config: BenchConfig, log: Log
+) -> dict[str, Any]:
+    """Issue 9's exact-vs-float comparison (bench.profiles), or why it was skipped."""
+    if not bundle.exact:
+        return {"skipped": "the bundle under test is not exact; nothing to compare it with"}
+    resolved = resolve_float(config.float_model, bundle, config.out)
+    if resolved.bundle is None:
+        return {"skipped": resolved.note}
+    log(f"profiles: exact {bundle.path} vs float {resolved.bundle.path}")
+    result = compare_profiles(
+        bundle, resolved.bundle, [t.path for t in thumbnails], config.profile_plan, log=log
+    )
+    result["float_exported_by_this_run"] = resolved.exported
+    return result
+
+
+def sizes_section(
+    bundle: Bundle, thumbnails: list[Thumbnail], config: BenchConfig, log: Log
+) -> dict[str, Any]:
+    """Issue 10's size table (bench.sizes) on the run's images."""
+    sizes = tuple(s for s in config.size_table if s * s <= bundle.n_positions)
+    log(f"sizes: {', '.join(map(str, sizes))}")
+    return measure_sizes(
+        [t.name for t in thumbnails],
+        [t.loaded for t in thumbnails],
+        bundle,
+        sizes,
+        threads=config.threads,
+        log=log,
+    )
 
 
 def run(config: BenchConfig, log: Log = stderr_log) -> dict[str, Any]:
@@ -185,6 +237,14 @@ def run(config: BenchConfig, log: Log = stderr_log) -> dict[str, Any]:
     log("bounds: memory bandwidth and matmul throughput")
     results["bounds"] = bounds_section(sampled, config)
     clock.lap("bounds", start)
+
+    start = time.perf_counter()
+    results["profiles"] = profiles_section(bundle, thumbnails, config, log)
+    clock.lap("profiles", start)
+
+    start = time.perf_counter()
+    results["sizes"] = sizes_section(bundle, thumbnails, config, log)
+    clock.lap("sizes", start)
 
     start = time.perf_counter()
     log("coder: ours and constriction")

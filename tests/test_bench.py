@@ -1,6 +1,11 @@
-"""The benchmark's quick path end to end on the tiny bundle: every section runs, the
+"""The benchmark's quick path end to end on the tiny bundles: every section runs, the
 results have their keys, and the numbers obey the few laws they must (the coder cannot
-beat its own tables, raw is 9 bits, the shared stream decodes).
+beat its own tables, raw is 9 bits, the shared stream decodes, an exact bundle's model
+ideal is its table ideal, payloads do not depend on batching).
+
+The tiny exact bundle is the bundle under test, with the tiny float bundle of the same
+checkpoint as the other side of the profile comparison; a second, smaller run puts the
+float bundle under test, so both profiles go through every section.
 
 The float-model ideal is not checked against the payload: with random weights the
 model is confidently wrong, and the frequency floor codes such tokens in fewer bits
@@ -11,6 +16,7 @@ Packages of the `bench` extra are optional here; what they provide is checked wh
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -20,10 +26,13 @@ from PIL import Image
 
 from bench import config as presets
 from bench.classical import PACKINGS, pack_bits9, pack_planes
+from bench.config import ProfilePlan
 from bench.data import validation_images
 from bench.run import CHART_PNG, RESULTS_JSON, RESULTS_MD, run
 
 SIDE = 8
+SIZE_TABLE = (4, 6, 8)
+PROFILE_PLAN = ProfilePlan(side=SIDE, rounds=1, batches=(1, 4), cli_runs=1, profile_steps=2)
 SLACK_BITS = 16
 """The range coder's flush may land a few bits either side of the table ideal."""
 
@@ -40,17 +49,16 @@ def _photos(directory: Path, count: int) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module")
-def results(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("bench")
+def _run(root: Path, images: int, **overrides: object) -> dict:
+    settings: dict[str, object] = {
+        "coder_symbols": 4000,
+        "bandwidth_mib": 16,
+        "profile_plan": PROFILE_PLAN,
+        "size_table": SIZE_TABLE,
+        **overrides,
+    }
     config = presets.quick(
-        images=_photos(root / "images", 3),
-        model=tiny_bundle,
-        out=root / "out",
-        size=SIDE,
-        igpt_s=str(tiny_bundle),  # any bundle exercises the iGPT-S probe path
-        coder_symbols=4000,
-        bandwidth_mib=16,
+        images=_photos(root / "images", images), out=root / "out", size=SIDE, **settings
     )
     run(config, log=lambda message: None)
     for name in (RESULTS_JSON, RESULTS_MD):
@@ -60,9 +68,47 @@ def results(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return json.loads((config.out / RESULTS_JSON).read_text())
 
 
+@pytest.fixture(scope="module")
+def results(
+    tiny_bundle: Path, float_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    """The exact bundle under test, the float bundle of the same weights to compare with."""
+    return _run(
+        tmp_path_factory.mktemp("bench"),
+        3,
+        model=tiny_bundle,
+        igpt_s=str(tiny_bundle),  # any bundle exercises the iGPT-S probe path
+        float_model=str(float_bundle),
+    )
+
+
+@pytest.fixture(scope="module")
+def float_results(float_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The float bundle under test (no iGPT-S, no comparison)."""
+    return _run(
+        tmp_path_factory.mktemp("bench_float"),
+        2,
+        model=float_bundle,
+        igpt_s="none",
+        size_table=(SIDE,),
+    )
+
+
 def test_sections_present(results: dict) -> None:
-    for key in ("machine", "config", "model", "images", "compression", "speed", "bounds", "coder"):
+    for key in (
+        "machine",
+        "config",
+        "model",
+        "images",
+        "compression",
+        "speed",
+        "bounds",
+        "profiles",
+        "sizes",
+        "coder",
+    ):
         assert key in results, key
+    assert results["model"]["profile"] == "exact-int-v1"
     assert results["images"]["count"] == 3
     assert results["machine"]["cpu_model"]
     assert results["machine"]["versions"]["onnxruntime"]
@@ -87,6 +133,10 @@ def test_compression_numbers_are_sane(results: dict) -> None:
     assert shared["decoded_losslessly"]
     assert shared["payloads_identical_alone_vs_shared"] == 3
     assert c["ours"]["coder_overhead_pct"] < 1.0
+    # Exact profile: the graph's output is the table, so there is no quantization step.
+    for row in c["per_image"]:
+        assert row["ours"]["table_ideal_bits"] == pytest.approx(row["ours"]["ideal_bits"])
+    assert c["ours"]["quantization_bits_per_token"] == pytest.approx(0.0, abs=1e-9)
     for name in ("brotli", "zstd", "lzma"):  # brotli and zstd only with the bench extra
         if name in formats:
             assert formats[name]["packing"] in PACKINGS
@@ -96,8 +146,15 @@ def test_speed_and_bounds(results: dict) -> None:
     speed = results["speed"]
     default = speed["sampled"]["default"]
     assert default["past_lengths"][-1] == SIDE * SIDE - 1
+    assert default["profile"] == "exact"
     for row in default["estimates"]:
         assert row["encode_tokens_per_s"] > 0 and row["decode_tokens_per_s"] > 0
+        assert row["encode_from"] == "whole-sequence call per image"
+    for cell in default["cells"]:  # the exact encoder does not step
+        assert cell["encode_ms"] is None and cell["decode_ms"] >= cell["model_ms"] > 0
+    for whole in default["whole_sequence"].values():
+        assert whole["positions"] == SIDE * SIDE and whole["encode_ms"] >= whole["model_ms"] > 0
+    assert sorted(default["whole_sequence"]) == ["1", "2"]
     probe = speed["sampled"]["igpt_s"]["estimates"]
     assert [(r["batch"], r["threads"]) for r in probe] == [(1, 1)]
     assert speed["end_to_end"]["alone_encode"]["median_tokens_per_s"] > 0
@@ -108,6 +165,69 @@ def test_speed_and_bounds(results: dict) -> None:
     assert bounds["memory_bandwidth"]["gb_per_s"] > 0
     assert all(r["gflop_per_s"] > 0 for r in bounds["matmul"].values())
     assert all(r["bound_ms"] > 0 for r in bounds["steps"]["default"])
+    assert all(r["bound_ms"] > 0 for r in bounds["whole_sequence"]["default"])
+
+
+def test_profile_comparison(results: dict) -> None:
+    p = results["profiles"]
+    assert "skipped" not in p, p.get("skipped")
+    assert p["side"] == SIDE and p["threads"] == 1
+    assert p["bundles"]["exact"]["exact"] and not p["bundles"]["float"]["exact"]
+    for key in ("encode_model", "encode_image"):
+        assert p[key]["exact"]["median_s"] > 0 and p[key]["float"]["median_s"] > 0
+        assert p[key]["float_over_exact"] > 0
+    assert sorted(p["decode"], key=int) == ["1", "4"]
+    for row in p["decode"].values():  # each decode was checked token for token
+        for name in ("exact", "float"):
+            assert row[name]["median_tokens_per_s"] > 0
+            assert row[name]["model_share"] > 0
+    for command in ("compress", "decompress"):
+        assert p["cli"][command]["exact"]["median_s"] > p["cli"]["imports_median_s"] * 0.5
+    cases = p["op_profiles"]
+    decode_cases = {"decode_step_batch1", "decode_step_batch4"}
+    assert set(cases["exact"]) == {"encode_whole_sequence", *decode_cases}
+    assert set(cases["float"]) == decode_cases
+    for profile in cases.values():
+        for case in profile.values():
+            assert case["nodes"] > 0 and case["op_types"][0]["us"] > 0
+            assert "MatMul" in {o["op"] for o in case["op_types"]}
+
+
+def test_size_table(results: dict) -> None:
+    z = results["sizes"]
+    assert z["sizes"] == list(SIZE_TABLE) and z["reference_size"] == SIZE_TABLE[-1]
+    for size in SIZE_TABLE:
+        row = z["per_size"][str(size)]
+        assert row["bits_per_token"] == pytest.approx(8 * row["total_bytes"] / (3 * size * size))
+        assert row["bits_per_token"] > row["ideal_bits_per_token"] > 0
+    assert set(z["ratios_to_reference"]) == {str(s) for s in SIZE_TABLE[:-1]}
+    m = z["monotone"]
+    assert m["adjacent_pairs_checked"] == 3 * (len(SIZE_TABLE) - 1)
+    counted = sum(len(r["violations"]) for r in z["per_image"])
+    assert m["violations"] == counted <= m["adjacent_pairs_checked"]
+    for r in z["per_image"]:
+        sizes = [r["bytes"][str(s)] for s in SIZE_TABLE]
+        pairs = sum(a > b for a, b in itertools.pairwise(sizes))
+        assert pairs == len(r["violations"])
+    assert z["notes"] == []
+
+
+def test_float_bundle_under_test(float_results: dict) -> None:
+    """The float profile through every section: stepped encode, quantization, no comparison."""
+    assert float_results["model"]["profile"] == "float32"
+    c = float_results["compression"]
+    assert c["shared_stream"]["decoded_losslessly"]
+    for row in c["per_image"]:
+        ours = row["ours"]
+        assert ours["table_ideal_bits"] <= 8 * ours["payload_bytes"] + SLACK_BITS
+    default = float_results["speed"]["sampled"]["default"]
+    assert default["profile"] == "float" and default["whole_sequence"] == {}
+    for row in default["estimates"]:
+        assert row["encode_from"] == "sampled steps" and row["encode_tokens_per_s"] > 0
+    for cell in default["cells"]:
+        assert cell["encode_ms"] >= cell["model_ms"] > 0
+    assert "skipped" in float_results["profiles"]
+    assert float_results["sizes"]["per_size"][str(SIDE)]["bits_per_token"] > 0
 
 
 def test_coder_comparison(results: dict) -> None:
