@@ -94,6 +94,7 @@ ANCILLARY = 0x40
 CODING_SHIFT = 4
 KIND_MASK = 0x0F
 KIND_THUMBNAIL = 1
+KIND_NAME = 2
 MODE_SPELLED = 3
 SHORT_MODES = ("RGB", "L", "RGBA")
 MAX_FRAME = (1 << 20) + 64
@@ -218,8 +219,9 @@ def build_stream(
 
 # --- the corpus ---------------------------------------------------------------------------
 
-Output = tuple[tuple[bytes, int, tuple[int, int], str], ...]
-"""What a decode returns, compared between cases: per image tokens, side, size, mode."""
+Output = tuple[tuple[bytes, int, tuple[int, int], str, str | None], ...]
+"""What a decode returns, compared between cases: per image tokens, side, size, mode and
+stored name."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,8 @@ def _corpus_streams(bundle: Any) -> dict[str, bytes]:
 
     import codec
 
+    tmp = tempfile.mkdtemp(prefix="igpt-fuzz-corpus-")
+
     rng = np.random.default_rng(CORPUS_SEED)
 
     def pixels(*shape: int) -> np.ndarray:
@@ -255,6 +259,13 @@ def _corpus_streams(bundle: Any) -> dict[str, bytes]:
         "rgb8": compress(pixels(30, 40, 3), 8),
         "long2": compress(pixels(1, 20000, 3), 2),
     }
+    named = [os.path.join(tmp, "photo ü.png"), os.path.join(tmp, "b.png")]
+    for path, shape in zip(named, ((8, 8, 3), (5, 9, 3)), strict=True):
+        Image.fromarray(pixels(*shape), "RGB").save(path)
+    streams["named"] = codec.compress(named, model=bundle, size=2, threads=1, names=True)
+    for path in named:
+        os.remove(path)
+    os.rmdir(tmp)
     header, _, _ = parse_stream(streams["rgb1"])
     mixed = [parse_stream(streams[name])[1][0] for name in ("rgb1", "l2", "rgba3", "la4")]
     streams["mixed"] = build_stream(header, mixed)
@@ -295,6 +306,8 @@ CLEAN = frozenset({"clean_error"})
 CLEAN_OR_FORGED = frozenset({"clean_error", "forged_valid"})
 FORGED = frozenset({"forged_valid"})
 IDENTICAL = frozenset({"identical"})
+ANY_VALID = frozenset({"clean_error", "forged_valid", "identical"})
+CLEAN_OR_SAME = frozenset({"clean_error", "identical"})
 
 
 def _other_byte(rng: random.Random, old: int) -> int:
@@ -441,22 +454,26 @@ def _e_coding(rng: random.Random, header: bytes, frames: list[Frame], ctx: Conte
 
 def _e_kind(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
     """Kind 0, an unknown must-understand kind, or an unknown kind marked ANCILLARY
-    (skipped by design: the stream decodes without that image)."""
+    (skipped by design: the stream decodes without that image). Kind 2 is the name
+    record: a thumbnail body read as a name is refused, or names the next image."""
     i = rng.choice(_thumb_indices(frames))
     frames = list(frames)
     variant = rng.randrange(3)
     kind = 0 if variant == 0 else rng.randint(2, 15)
     flags = ANCILLARY if variant == 2 else frames[i].head & ANCILLARY
     frames[i] = replace(frames[i], head=frames[i].head & 0x30 | flags | kind)
+    if kind == KIND_NAME or (variant == 2 and _named(frames)):  # a name for a skipped image
+        return Forgery(header, frames, CLEAN_OR_FORGED)
     return Forgery(header, frames, FORGED if variant == 2 else CLEAN)
 
 
 def _e_ancillary(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
-    """ANCILLARY on a kind this reader knows: read as usual, so the output is the same."""
+    """ANCILLARY on a thumbnail: its head bits are in the token check, so the check fails
+    (or, one time in 65,536, passes: the same output, a known kind is read either way)."""
     i = rng.choice(_thumb_indices(frames))
     frames = list(frames)
     frames[i] = replace(frames[i], head=frames[i].head | ANCILLARY)
-    return Forgery(header, frames, IDENTICAL)
+    return Forgery(header, frames, CLEAN_OR_SAME)
 
 
 def _e_final(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
@@ -521,7 +538,7 @@ def _e_side(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context
 def _e_mode(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
     """Another short mode code, a spelled-out mode (valid or not), or a bad mode length."""
     variant = rng.randrange(4)
-    expect = [FORGED]
+    expect = [CLEAN_OR_FORGED]  # the mode is in the token check: forged only by a collision
 
     def change(thumb: Thumb) -> None:
         if variant == 0:  # another short code
@@ -538,7 +555,7 @@ def _e_mode(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context
                 name = b"X" + name[:15]
             thumb.first = thumb.first & 0x3F | MODE_SPELLED << 6
             thumb.mode = bytes([len(name)]) + name
-            expect[0] = CLEAN if name.decode() in SHORT_MODES else FORGED
+            expect[0] = CLEAN if name.decode() in SHORT_MODES else CLEAN_OR_FORGED
         elif variant == 2:  # a name with a byte outside printable ASCII
             name = bytearray(b"LA")
             name[rng.randrange(2)] = rng.choice((0x00, 0x20, 0x7F, 0x80, 0xFF))
@@ -556,11 +573,11 @@ def _e_mode(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context
 
 
 def _e_dimension(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
-    """Width or height: another valid value (outside every check: a forged-but-valid
-    stream), zero, over 65535, not minimal, or overlong."""
+    """Width or height: another valid value (caught by the token check, which covers the
+    record's claims, but for a 16-bit collision), zero, over 65535, not minimal, overlong."""
     name = rng.choice(("width", "height"))
     variant = rng.choice(("value", "value", "zero", "over", "nonminimal", "overlong"))
-    expect = FORGED if variant == "value" else CLEAN
+    expect = CLEAN_OR_FORGED if variant == "value" else CLEAN
 
     def change(thumb: Thumb) -> None:
         old, _ = read_varint(getattr(thumb, name), 0)
@@ -620,8 +637,8 @@ def _e_payload(rng: random.Random, header: bytes, frames: list[Frame], ctx: Cont
 
 
 def _e_transplant(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
-    """Another record's payload of the same side: with its own token check it is that
-    image under this header (forged but valid); with this record's check it must fail."""
+    """Another record's payload of the same side, with or without its token check: the
+    check covers tokens and claims (size, mode), so both fail but for a collision."""
     with_check = rng.random() < 0.5
 
     def change(thumb: Thumb) -> bool:
@@ -637,7 +654,7 @@ def _e_transplant(rng: random.Random, header: bytes, frames: list[Frame], ctx: C
     frames, changed = _edit_thumb(rng, header, frames, change)
     if not changed:
         return _e_payload(rng, header, frames, ctx)
-    return Forgery(header, frames, FORGED if with_check else CLEAN_OR_FORGED)
+    return Forgery(header, frames, CLEAN_OR_FORGED)
 
 
 def _e_records(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
@@ -658,9 +675,11 @@ def _e_records(rng: random.Random, header: bytes, frames: list[Frame], ctx: Cont
             del frames[rng.choice(thumbs)]
         else:
             del frames[rng.choice([i for i in range(len(frames)) if i not in thumbs])]
-    # Moving or repeating only records that are skipped changes nothing decoded.
-    same = _meaning(frames) == _meaning(original)
-    return Forgery(header, frames, IDENTICAL if same else FORGED)
+    # Moving or repeating only records that are skipped changes nothing decoded; moving a
+    # name record away from its image may be refused.
+    if _meaning(frames) == _meaning(original):
+        return Forgery(header, frames, IDENTICAL)
+    return Forgery(header, frames, CLEAN_OR_FORGED if _named(original) else FORGED)
 
 
 def _e_insert_record(
@@ -673,7 +692,37 @@ def _e_insert_record(
     head = kind | (ANCILLARY if variant == 2 else 0) | rng.randrange(4) << CODING_SHIFT
     frames = list(frames)
     frames.insert(rng.randrange(len(frames) + 1), Frame(head, rng.randbytes(rng.randint(0, 32))))
-    return Forgery(header, frames, IDENTICAL if variant == 2 else CLEAN)
+    if kind == KIND_NAME:  # random bytes as a name: refused, or a name for the next image
+        return Forgery(header, frames, CLEAN_OR_FORGED)
+    if variant == 2:  # skipped; refused between a name record and its image
+        return Forgery(header, frames, CLEAN_OR_SAME if _named(frames) else IDENTICAL)
+    return Forgery(header, frames, CLEAN)
+
+
+def _e_name(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
+    """A stored name replaced: another valid name (nothing covers it: forged but valid),
+    a directory, NUL, a dot name, bad UTF-8, empty or over 255 bytes (refused)."""
+    frames = list(frames)
+    i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK == KIND_NAME])
+    body = rng.choice(
+        (
+            b"other.png",
+            bytes(rng.randint(0x21, 0x7E) for _ in range(rng.randint(1, 20))),
+            b"dir/x.png",
+            b"a\\b",
+            b"x\x00y",
+            b".",
+            b"..",
+            b"\xff\xfe",
+            rng.randbytes(rng.randint(1, 8)),
+            b"",
+            b"n" * 256,
+        )
+    )
+    if body == frames[i].body:
+        body = b"renamed"
+    frames[i] = replace(frames[i], body=body)
+    return Forgery(header, frames, CLEAN_OR_FORGED)
 
 
 def _e_limits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
@@ -705,44 +754,50 @@ def _e_body_bits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Co
 
 
 def _e_head_byte(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
-    """Any other head byte: the same output only if what is decoded is unchanged (the
-    ANCILLARY bit of a known kind, another unknown skippable kind)."""
+    """Any other head byte: the same output only if the decoded records are unchanged
+    (another unknown skippable kind); a thumbnail's head is in its token check; the
+    skipped record's text read as a name record names the next image."""
     original = frames
     frames = list(frames)
     i = rng.randrange(len(frames))
     frames[i] = replace(frames[i], head=_other_byte(rng, frames[i].head) & ~FINAL)
     if _meaning(frames) == _meaning(original):
-        return Forgery(header, frames, frozenset({"identical", "clean_error"}))
-    return Forgery(header, frames, CLEAN_OR_FORGED)
+        return Forgery(header, frames, CLEAN_OR_SAME)
+    return Forgery(header, frames, ANY_VALID)
+
+
+def _named(frames: list[Frame]) -> bool:
+    return any(f.head & KIND_MASK == KIND_NAME for f in frames)
 
 
 def _meaning(frames: list[Frame]) -> list[tuple[int, bytes]]:
-    """The records a reader decodes, ANCILLARY aside (a known kind is read either way)."""
-    return [(f.head & ~ANCILLARY, f.body) for f in frames if f.head & KIND_MASK == KIND_THUMBNAIL]
+    """The records a reader decodes (thumbnails and names), in order."""
+    return [(f.head, f.body) for f in frames if f.head & KIND_MASK in (KIND_THUMBNAIL, KIND_NAME)]
 
 
-EDITS: dict[str, tuple[Callable[..., Forgery], float, bool]] = {
-    # name: (edit, weight, needs several frames)
-    "fingerprint": (_e_fingerprint, 1.0, False),
-    "version": (_e_version, 0.5, False),
-    "magic": (_e_magic, 0.3, False),
-    "coding": (_e_coding, 1.0, False),
-    "kind": (_e_kind, 1.0, False),
-    "ancillary": (_e_ancillary, 0.7, False),
-    "final": (_e_final, 0.7, False),
-    "length": (_e_length, 1.0, True),
-    "side": (_e_side, 2.0, False),
-    "mode": (_e_mode, 1.0, False),
-    "dimension": (_e_dimension, 1.5, False),
-    "token_check": (_e_token_check, 1.0, False),
-    "payload": (_e_payload, 3.0, False),
-    "transplant": (_e_transplant, 1.0, False),
-    "records": (_e_records, 1.0, False),
-    "insert_record": (_e_insert_record, 1.0, False),
-    "limits": (_e_limits, 0.7, False),
-    "many": (_e_many, 0.05, False),
-    "body_bits": (_e_body_bits, 1.5, False),
-    "head_byte": (_e_head_byte, 0.7, False),
+EDITS: dict[str, tuple[Callable[..., Forgery], float, str]] = {
+    # name: (edit, weight, the bases it needs: "" any, "several" frames, "named" a name)
+    "fingerprint": (_e_fingerprint, 1.0, ""),
+    "version": (_e_version, 0.5, ""),
+    "magic": (_e_magic, 0.3, ""),
+    "coding": (_e_coding, 1.0, ""),
+    "kind": (_e_kind, 1.0, ""),
+    "ancillary": (_e_ancillary, 0.7, ""),
+    "final": (_e_final, 0.7, ""),
+    "length": (_e_length, 1.0, "several"),
+    "side": (_e_side, 2.0, ""),
+    "mode": (_e_mode, 1.0, ""),
+    "dimension": (_e_dimension, 1.5, ""),
+    "token_check": (_e_token_check, 1.0, ""),
+    "payload": (_e_payload, 3.0, ""),
+    "transplant": (_e_transplant, 1.0, ""),
+    "records": (_e_records, 1.0, ""),
+    "insert_record": (_e_insert_record, 1.0, ""),
+    "name": (_e_name, 0.7, "named"),
+    "limits": (_e_limits, 0.7, ""),
+    "many": (_e_many, 0.05, ""),
+    "body_bits": (_e_body_bits, 1.5, ""),
+    "head_byte": (_e_head_byte, 0.7, ""),
 }
 RECRC_ONLY = {"limits", "many"}
 
@@ -759,6 +814,7 @@ class Context:
         self.by_name = {base.name: base for base in self.bases}
         self.streams = {base.data for base in self.bases}
         self.multi = [base for base in self.bases if len(base.layout[1]) > 1]
+        self.named = [base for base in self.bases if _named(base.layout[1])]
         self.thumbs = [
             Thumb.parse(frame.body)
             for base in self.bases
@@ -783,8 +839,8 @@ def make_case(ctx: Context, seed: int, index: int, weights: dict[str, float]) ->
         return Case(index, family, name, base.name, data, CLEAN, reader, api, None, chunks)
     names = [n for n in EDITS if family == "recrc" or n not in RECRC_ONLY]
     name = rng.choices(names, weights=[EDITS[n][1] for n in names])[0]
-    edit, _, several = EDITS[name]
-    base = rng.choice(ctx.multi if several else ctx.bases)
+    edit, _, needs = EDITS[name]
+    base = rng.choice({"": ctx.bases, "several": ctx.multi, "named": ctx.named}[needs])
     header, frames, crcs = base.layout
     forgery = edit(rng, header, frames, ctx)
     stale = crcs if family == "field" else None
@@ -842,18 +898,30 @@ def decode_full(case: Case, records: list[Any], bundle: Any) -> Output:
         images, max_tokens = case.limits or (IMAGE_BUDGET, TOKEN_BUDGET)
         limits = DecodeLimits(max_images=images, max_tokens=max_tokens)
         items = decode(records, bundle, threads=1, limits=limits)
-        return tuple(_signature(i.tokens, i.side, (i.width, i.height), i.mode) for i in items)
+        return tuple(
+            _signature(i.tokens, i.side, (i.width, i.height), i.mode, getattr(i, "name", None))
+            for i in items
+        )
     if case.api == "decompress":
         decoded = codec.decompress(case.data, model=bundle, threads=1)
     elif case.api == "decompress_pipe":
         decoded = codec.decompress(ShortReads(case.data, case.chunks), model=bundle, threads=1)
     else:
         decoded = list(codec.iter_decompress(case.data, model=bundle, threads=1))
-    return tuple(_signature(d.tokens, d.side, d.original_size, d.original_mode) for d in decoded)
+    return tuple(
+        _signature(d.tokens, d.side, d.original_size, d.original_mode, getattr(d, "name", None))
+        for d in decoded
+    )
 
 
-def _signature(tokens: Any, side: int, size: tuple[int, int], mode: str) -> Any:
-    return (np.asarray(tokens, dtype=np.uint16).tobytes(), int(side), tuple(size), str(mode))
+def _signature(tokens: Any, side: int, size: tuple[int, int], mode: str, name: Any) -> Any:
+    return (
+        np.asarray(tokens, dtype=np.uint16).tobytes(),
+        int(side),
+        tuple(size),
+        str(mode),
+        name,
+    )
 
 
 class Hang(BaseException):
@@ -910,7 +978,7 @@ def build_context(bundle_dir: str | None = None) -> Context:
     for name, data in _corpus_streams(bundle).items():
         decoded = codec.decompress(data, model=bundle, threads=1)
         output = tuple(
-            _signature(d.tokens, d.side, d.original_size, d.original_mode) for d in decoded
+            _signature(d.tokens, d.side, d.original_size, d.original_mode, d.name) for d in decoded
         )
         bases.append(Base(name, data, output))
     ctx = Context(bases, bundle)
