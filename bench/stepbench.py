@@ -63,6 +63,10 @@ class Cell:
     decode_coder_ms: float
     encode_ms: float | None
     decode_ms: float
+    model_cpu_ms: float
+    """The model step in this process's CPU time: without the time other processes took
+    from it on a shared machine (one intra-op thread runs on the calling thread)."""
+    decode_cpu_ms: float
 
 
 def past_lengths(plan: StepPlan, positions: int) -> list[int]:
@@ -97,29 +101,38 @@ def time_cell(
     encoders = [RangeEncoder() for _ in range(batch)]
     decoders = [RangeDecoder(rng.bytes(GARBAGE_PAYLOAD_BYTES)) for _ in range(batch)]
     where = past if position is None else position
-    model_t, table_t, enc_t, dec_t = [], [], [], []
+    model_t, table_t, enc_t, dec_t, model_c, dec_c = [], [], [], [], [], []
     for i in range(warmup + steps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         output, after = runner.model_step(tokens[i], state, where)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         # Rewind instead of stepping on: the next step rewrites the same cache position in
         # place. Stepping `state` again as it is would be a copy-on-write fork (a full cache
         # copy the codec never makes), and stepping `after` would move the past length.
         del after
         state.cache.length = past
+        c1b = time.process_time()
+        t1b = time.perf_counter()
         cum = runner.tables(output)
         t2 = time.perf_counter()
+        c2 = time.process_time()
         for encoder, table, symbol in zip(encoders, cum, tokens[i].tolist(), strict=True):
             encoder.encode_symbol(table, symbol)
+        c3 = time.process_time()
         t3 = time.perf_counter()
         for decoder, table in zip(decoders, cum, strict=True):
             decoder.decode_symbol(table)
         t4 = time.perf_counter()
+        c4 = time.process_time()
         if i >= warmup:
             model_t.append(t1 - t0)
-            table_t.append(t2 - t1)
+            table_t.append(t2 - t1b)
             enc_t.append(t3 - t2)
             dec_t.append(t4 - t3)
+            model_c.append(c1 - c0)
+            dec_c.append((c1 - c0) + (c2 - c1b) + (c4 - c3))
     ms = 1000.0
     stepped = zip(model_t, table_t, enc_t, strict=True)
     return Cell(
@@ -133,6 +146,8 @@ def time_cell(
         decode_coder_ms=ms * median(dec_t),
         encode_ms=None if runner.exact else ms * median([a + b + c for a, b, c in stepped]),
         decode_ms=ms * median([a + b + c for a, b, c in zip(model_t, table_t, dec_t, strict=True)]),
+        model_cpu_ms=ms * median(model_c),
+        decode_cpu_ms=ms * median(dec_c),
     )
 
 
@@ -147,6 +162,8 @@ class WholeSequence:
     tables_ms: float
     coder_ms: float
     encode_ms: float
+    model_cpu_ms: float
+    encode_cpu_ms: float
 
     @property
     def tokens_per_s(self) -> float:
@@ -158,12 +175,14 @@ def time_whole_sequence(
 ) -> WholeSequence:
     """Whole images through the exact encoder's one call, as `codec.pipeline` codes them."""
     rng = np.random.default_rng(seed + 2)
-    model_t, table_t, coder_t = [], [], []
+    model_t, table_t, coder_t, model_c, encode_c = [], [], [], [], []
     for i in range(warmup + runs):
         tokens = random_tokens(rng, side * side)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         freqs = runner.whole_sequence(tokens, side)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         cum = runner.tables(freqs)
         t2 = time.perf_counter()
         encoder = RangeEncoder()
@@ -171,10 +190,13 @@ def time_whole_sequence(
             encoder.encode_symbol(table, symbol)
         encoder.finish()
         t3 = time.perf_counter()
+        c3 = time.process_time()
         if i >= warmup:
             model_t.append(t1 - t0)
             table_t.append(t2 - t1)
             coder_t.append(t3 - t2)
+            model_c.append(c1 - c0)
+            encode_c.append(c3 - c0)
     ms = 1000.0
     return WholeSequence(
         threads=threads,
@@ -185,6 +207,8 @@ def time_whole_sequence(
         coder_ms=ms * median(coder_t),
         encode_ms=ms
         * median([a + b + c for a, b, c in zip(model_t, table_t, coder_t, strict=True)]),
+        model_cpu_ms=ms * median(model_c),
+        encode_cpu_ms=ms * median(encode_c),
     )
 
 
@@ -215,7 +239,7 @@ def estimates(
             "past_lengths": [c.past for c in group],
             "whole_image_estimate": len(group) > 1,
         }
-        for field in ("decode_ms", "model_ms"):
+        for field in ("decode_ms", "model_ms", "decode_cpu_ms", "model_cpu_ms"):
             seconds = image_seconds(group, field, positions)
             name = field.removesuffix("_ms")
             row[f"{name}_seconds_per_batch"] = seconds
@@ -315,7 +339,12 @@ def run_steps(
         "session_create_seconds": {t: median(v) for t, v in session_seconds.items()},
         "cells": [cell.__dict__ for cell in cells],
         "whole_sequence": {
-            str(t): {**w.__dict__, "tokens_per_s": w.tokens_per_s} for t, w in whole.items()
+            str(t): {
+                **w.__dict__,
+                "tokens_per_s": w.tokens_per_s,
+                "cpu_tokens_per_s": w.positions / (w.encode_cpu_ms / 1000.0),
+            }
+            for t, w in whole.items()
         },
         "estimates": estimates(cells, positions, whole if bundle.exact else None),
         "notes": notes,
