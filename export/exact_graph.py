@@ -150,6 +150,7 @@ def build_graph(plan: ExactPlan, path: Path) -> None:
         "Greater", [g.op("Unsqueeze", [new_pos, "c.i0"]), g.op("Unsqueeze", [new_pos, "c.axis1"])]
     )
     mask_new = g.op("Where", [later, f_big, f_zero])
+    split_sizes = g.op("Concat", [capacity, seq], axis=0)
 
     for i, layer in enumerate(plan.layers):
         t = f"h{i}"
@@ -166,32 +167,19 @@ def build_graph(plan: ExactPlan, path: Path) -> None:
         past_k, past_v = inputs[3 + 2 * i], inputs[4 + 2 * i]
         s_past = g.op("Add", [g.op("MatMul", [q, past_k]), mask_past])
         s_new = g.op("Add", [g.op("MatMul", [q, k]), mask_new])
-        top = g.op(
-            "Max",
-            [
-                g.op("ReduceMax", [s_past], axes=[-1], keepdims=1),
-                g.op("ReduceMax", [s_new], axes=[-1], keepdims=1),
-            ],
-        )
-        table = g.const(f"{t}.exp", layer.exp_table, np.float32)
-        last = g.const(f"{t}.exp_last", float(len(layer.exp_table) - 1), np.float32)
-        weights = []
+        # One row of scores per query over cache and new tokens: the concatenation copies
+        # scores, never the cache.
+        scores = g.op("Concat", [s_past, s_new], axis=-1)
+        gap = g.op("Sub", [g.op("ReduceMax", [scores], axes=[-1], keepdims=1), scores])
         if layer.exp_shift:
             scale = g.const(f"{t}.exp_bin", 2.0**-layer.exp_shift, np.float32)
-        for s in (s_past, s_new):
-            gap = g.op("Sub", [top, s])
-            if layer.exp_shift:
-                gap = g.op("Floor", [g.op("Mul", [gap, scale])])
-            gap = g.op("Min", [gap, last])
-            weights.append(g.op("Gather", [table, g.op("Cast", [gap], to=TensorProto.INT32)]))
-        total = g.op(
-            "Add",
-            [
-                g.op("ReduceSum", [weights[0], "c.axis_last"], keepdims=1),
-                g.op("ReduceSum", [weights[1], "c.axis_last"], keepdims=1),
-            ],
-        )
-        num = g.op("Add", [g.op("MatMul", [weights[0], past_v]), g.op("MatMul", [weights[1], v])])
+            gap = g.op("Floor", [g.op("Mul", [gap, scale])])
+        last = g.const(f"{t}.exp_last", float(len(layer.exp_table) - 1), np.float32)
+        index = g.op("Cast", [g.op("Min", [gap, last])], to=TensorProto.INT32)
+        weights = g.op("Gather", [g.const(f"{t}.exp", layer.exp_table, np.float32), index])
+        w_past, w_new = g.ops("Split", [weights, split_sizes], 2, axis=-1)
+        num = g.op("Add", [g.op("MatMul", [w_past, past_v]), g.op("MatMul", [w_new, v])])
+        total = g.op("ReduceSum", [weights, "c.axis_last"], keepdims=1)
         # round(num / total) in float64: an exact quotient is at least 1/(2 total) > 2^-18
         # from a rounding boundary, far beyond float64's division error (< 2^-45 here).
         y = g.op(

@@ -235,11 +235,20 @@ def _grid(absmax: float) -> float:
     return max(absmax, 1e-8) / INT8
 
 
-def build_plan(w: FloatWeights, stats: dict[str, list[float]], clip: float = 1.0) -> ExactPlan:
+ACTIVATION_CLIP = 0.8
+"""Each int8 activation grid spans this share of its calibrated maximum: the rarest outliers
+saturate, everything else gets a finer grid. Chosen on the calibration-disjoint check photos
+(default model: 1.0 +0.079%, 0.9 +0.096%, 0.8 +0.048%, 0.7 +0.11%); the held-out photos
+agree (1.0 +0.136%, 0.8 +0.115%)."""
+
+
+def build_plan(
+    w: FloatWeights, stats: dict[str, list[float]], clip: float = ACTIVATION_CLIP
+) -> ExactPlan:
     """Integer parameters from float weights and calibration ranges (max over the batches).
 
-    clip < 1 shrinks every activation range (clipping the rarest outliers); 1.0 clips none
-    of the calibration data.
+    `clip` scales every activation range (ACTIVATION_CLIP); 1.0 clips none of the
+    calibration data.
     """
     peak = {k: max(v) for k, v in stats.items() if not k.endswith(".min")}
     low = {k: min(v) for k, v in stats.items() if k.endswith(".min")}

@@ -9,6 +9,7 @@ so the same tokens must encode to the same bytes.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def test_same_tokens_encode_to_the_same_bytes(name: str) -> None:
 
 def test_golden_files_through_the_public_api(monkeypatch: pytest.MonkeyPatch) -> None:
     """No model named: the stream's fingerprint finds the frozen bundle on the search path."""
-    monkeypatch.setenv("IGPT_CODEC_MODELS", str(GOLDEN))
+    monkeypatch.setenv("IGPT_CODEC_MODELS", os.pathsep.join([str(GOLDEN), str(GOLDEN / "models")]))
     monkeypatch.setenv("XDG_CACHE_HOME", str(GOLDEN / "no-cache-here"))
     for name in ("tiny_many.igpt", "default_one_32.igpt"):
         decoded = api.decompress(GOLDEN / name)
