@@ -156,7 +156,7 @@ def build_exact(
     report = {
         "profile_detail": {
             "weights": "int8, symmetric, per output channel (norm gains folded in)",
-            "activations": "int8, per tensor, grids from the calibration maxima",
+            "activations": "int8, per tensor, grids at ACTIVATION_CLIP of the calibration maxima",
             "residual": f"integers in units of 2^-{plan.residual_bits} (static bound < 2^20)",
             "norm": "sum of squares against geometric thresholds (64 per octave) -> scale table",
             "attention": "integer score gap -> exp table (max 128), round(E.V / sum E)",
