@@ -4,8 +4,8 @@
 # release in their own virtual environments, under qemu-x86_64 -cpu Nehalem and under
 # aarch64 emulation, and compare every decoded token with the encoder's.
 #
-#   bash scripts/portability.sh                          # everything (~45 min on 2 busy cores)
-#   bash scripts/portability.sh --emulated-limit 32      # emulated columns: 32 files each
+#   bash scripts/portability.sh --emulated-limit 16      # emulated columns: 16 files each (~35 min)
+#   bash scripts/portability.sh                          # all 105 files everywhere (~2 h on 2 cores)
 #   bash scripts/portability.sh --columns native-1t-b16,ort-1.20 --reuse-streams
 #
 # Arguments go to `python -m bench.portability`. Sets up, once, what it needs:
