@@ -214,6 +214,21 @@ class _Cache:
     def capacity(self) -> int:
         return self.keys[0].shape[3]
 
+    def for_writing(self, past: int) -> _Cache:
+        """This cache if its newest state is `past` long, else a copy (copy on write)."""
+        return self if self.length == past else self.resized(past, past)
+
+    def appended(self, news: Sequence[ort.OrtValue], past: int) -> _Cache:
+        """The cache with the graph's new keys and values (k0, v0, k1, ...) after `past`;
+        grown into a fresh buffer when they pass its capacity."""
+        length = past + news[0].shape()[-1]
+        cache = self if cache_capacity(length) == self.capacity else self.resized(length, past)
+        for i in range(len(cache.keys)):
+            cache.keys[i][..., past:length] = news[2 * i].numpy()
+            cache.values[i][:, :, past:length] = news[2 * i + 1].numpy()
+        cache.length = length
+        return cache
+
     def resized(self, length: int, keep: int) -> _Cache:
         """A cache of capacity cache_capacity(length) holding this one's first `keep` positions."""
         batch, heads, head_dim, _ = self.keys[0].shape
@@ -224,6 +239,20 @@ class _Cache:
             dst[:, :, :keep] = src[:, :, :keep]
         out.length = keep
         return out
+
+
+def _checked_ids(ids: np.ndarray, state: KVState, n_positions: int) -> np.ndarray:
+    """Token ids [batch, seq >= 1] in 0..SOS that still fit the model's positions."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.shape[0] != state.batch or ids.shape[1] < 1:
+        raise ValueError(f"ids must be [{state.batch}, seq >= 1], got {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"tokens must be integers, got {ids.dtype}")
+    if int(ids.min()) < 0 or int(ids.max()) > SOS:
+        raise ValueError("tokens must lie in [0, 512] (512 = SOS)")
+    if state.length + ids.shape[1] > n_positions:
+        raise ValueError(f"the model has only {n_positions} positions")
+    return ids
 
 
 @dataclass(frozen=True)
@@ -317,19 +346,9 @@ class TokenModel:
 
         The codec steps one token at a time (step); seq > 1 gives other floats in the last bits.
         """
-        ids = np.asarray(ids)
-        if ids.ndim != 2 or ids.shape[0] != state.batch or ids.shape[1] < 1:
-            raise ValueError(f"ids must be [{state.batch}, seq >= 1], got {ids.shape}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"tokens must be integers, got {ids.dtype}")
-        if int(ids.min()) < 0 or int(ids.max()) > SOS:
-            raise ValueError("tokens must lie in [0, 512] (512 = SOS)")
+        ids = _checked_ids(ids, state, self.n_positions)
         past, seq = state.length, ids.shape[1]
-        if past + seq > self.n_positions:
-            raise ValueError(f"the model has only {self.n_positions} positions")
-        cache = state.cache
-        if cache.length != past:  # an older state: copy on write
-            cache = cache.resized(past, past)
+        cache = state.cache.for_writing(past)
         feeds = {
             INPUT_IDS: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(ids, np.int64)),
             PAST_LENGTH: ort.OrtValue.ortvalue_from_numpy(np.array(past, np.int64)),
@@ -337,15 +356,7 @@ class TokenModel:
         feeds.update(zip(self._past_names, cache.feeds, strict=True))
         fetch = [LOGITS_OUTPUT, PROBS_OUTPUT] if logits else [PROBS_OUTPUT]
         outputs = run_session(self.session, [*fetch, *self._new_names], feeds)
-        length = past + seq
-        if cache_capacity(length) != cache.capacity:
-            cache = cache.resized(length, past)
-        new = outputs[len(fetch) :]
-        for i in range(self.n_layer):
-            cache.keys[i][..., past:length] = new[2 * i].numpy()
-            cache.values[i][:, :, past:length] = new[2 * i + 1].numpy()
-        cache.length = length
-        after = KVState(cache, state.batch, length)
+        after = KVState(cache.appended(outputs[len(fetch) :], past), state.batch, past + seq)
         # OrtValue.numpy() is a view of onnxruntime's buffer; copy so callers own their arrays.
         shape = (state.batch, seq, VOCAB)
         fetched = [
@@ -397,22 +408,14 @@ class ExactTokenModel:
         keep_cache=False skips storing the new keys and values (the encoder's single
         whole-sequence call needs no cache afterwards); the returned state is then the input.
         """
-        ids = np.asarray(ids)
+        ids = _checked_ids(ids, state, self.n_positions)
         positions = np.asarray(positions)
-        if ids.ndim != 2 or ids.shape[0] != state.batch or ids.shape[1] < 1:
-            raise ValueError(f"ids must be [{state.batch}, seq >= 1], got {ids.shape}")
-        if positions.shape != ids.shape:
-            raise ValueError(f"positions must have the shape of ids {ids.shape}")
-        if int(ids.min()) < 0 or int(ids.max()) > SOS:
-            raise ValueError("tokens must lie in [0, 512] (512 = SOS)")
+        if positions.shape != ids.shape or not np.issubdtype(positions.dtype, np.integer):
+            raise ValueError(f"positions must be integers shaped like ids {ids.shape}")
         if int(positions.min()) < 0 or int(positions.max()) >= self.n_positions:
             raise ValueError(f"positions must lie in [0, {self.n_positions})")
         past, seq = state.length, ids.shape[1]
-        if past + seq > self.n_positions:
-            raise ValueError(f"the model has only {self.n_positions} positions")
-        cache = state.cache
-        if cache.length != past:  # an older state: copy on write
-            cache = cache.resized(past, past)
+        cache = state.cache.for_writing(past)
         feeds = {
             INPUT_IDS: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(ids, np.int64)),
             POSITION_IDS: ort.OrtValue.ortvalue_from_numpy(
@@ -425,12 +428,4 @@ class ExactTokenModel:
         freqs = outputs[0].numpy().astype(np.int64)
         if not keep_cache:
             return freqs, state
-        length = past + seq
-        if cache_capacity(length) != cache.capacity:
-            cache = cache.resized(length, past)
-        new = outputs[1:]
-        for i in range(self.n_layer):
-            cache.keys[i][..., past:length] = new[2 * i].numpy()
-            cache.values[i][:, :, past:length] = new[2 * i + 1].numpy()
-        cache.length = length
-        return freqs, KVState(cache, state.batch, length)
+        return freqs, KVState(cache.appended(outputs[1:], past), state.batch, past + seq)
