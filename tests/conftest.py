@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +120,24 @@ def copy_bundle(tmp_path: Path) -> Callable[[Path], Path]:
         return Path(shutil.copytree(bundle, tmp_path / f"{bundle.name}_copy"))
 
     return copy
+
+
+PHOTO_STEPS = 150
+"""Positions of the photo_sequences rows: crosses two cache growths (64 -> 128 -> 192)."""
+
+
+@pytest.fixture(scope="session")
+def photo_sequences() -> np.ndarray:
+    """int64 [4, PHOTO_STEPS]: SOS + tokens of real photos (confident predictions), 4 rows."""
+    from PIL import Image
+
+    from codec.model import SOS
+    from codec.palette import image_to_tokens
+
+    palette = np.load(CLUSTERS_NPY)
+    rows = []
+    for path in sorted((REPO_ROOT / "export" / "data" / "parity").glob("*.png")):
+        with Image.open(path) as image:
+            tokens = image_to_tokens(image.convert("RGB"), palette, 32).astype(np.int64)
+        rows += [tokens[: PHOTO_STEPS - 1], tokens[600 : 600 + PHOTO_STEPS - 1]]
+    return np.array([[SOS, *row] for row in rows[:4]], dtype=np.int64)

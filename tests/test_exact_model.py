@@ -14,27 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import REPO_ROOT
-from PIL import Image
+from conftest import PHOTO_STEPS as STEPS
 
 from codec.bundle import load_bundle
 from codec.model import SOS, ExactTokenModel, TokenModel, make_session_options
-from codec.palette import image_to_tokens
 from codec.positions import GRID, positions
-
-STEPS = 150  # crosses two cache growths (64 -> 128 -> 192 positions)
-
-
-@pytest.fixture(scope="module")
-def sequences() -> np.ndarray:
-    """int64 [4, STEPS]: SOS + tokens of real photos, 4 distinct rows."""
-    palette = np.load(REPO_ROOT / "export" / "data" / "imagegpt_clusters.npy")
-    rows = []
-    for path in sorted((REPO_ROOT / "export" / "data" / "parity").glob("*.png")):
-        with Image.open(path) as image:
-            tokens = image_to_tokens(image.convert("RGB"), palette, 32).astype(np.int64)
-        rows += [tokens[: STEPS - 1], tokens[600 : 600 + STEPS - 1]]
-    return np.array([[SOS, *row] for row in rows[:4]], dtype=np.int64)
 
 
 def grid(batch: int, steps: int = STEPS) -> np.ndarray:
@@ -57,8 +41,8 @@ def whole(model: ExactTokenModel, ids: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_bundle: Path, sequences: np.ndarray) -> np.ndarray:
-    return whole(ExactTokenModel(load_bundle(tiny_bundle), threads=1), sequences)
+def reference(tiny_bundle: Path, photo_sequences: np.ndarray) -> np.ndarray:
+    return whole(ExactTokenModel(load_bundle(tiny_bundle), threads=1), photo_sequences)
 
 
 def test_tables_are_codable(reference: np.ndarray) -> None:
@@ -68,26 +52,26 @@ def test_tables_are_codable(reference: np.ndarray) -> None:
 
 
 def test_whole_sequence_equals_token_by_token(
-    tiny_bundle: Path, sequences: np.ndarray, reference: np.ndarray
+    tiny_bundle: Path, photo_sequences: np.ndarray, reference: np.ndarray
 ) -> None:
-    stepped = stepwise(ExactTokenModel(load_bundle(tiny_bundle), threads=1), sequences)
+    stepped = stepwise(ExactTokenModel(load_bundle(tiny_bundle), threads=1), photo_sequences)
     assert np.array_equal(stepped, reference)
 
 
 def test_batch_rows_threads_and_sessions(
-    tiny_bundle: Path, sequences: np.ndarray, reference: np.ndarray
+    tiny_bundle: Path, photo_sequences: np.ndarray, reference: np.ndarray
 ) -> None:
     bundle = load_bundle(tiny_bundle)
     two_threads = ExactTokenModel(bundle, threads=2)
-    for row in range(len(sequences)):
-        assert np.array_equal(whole(two_threads, sequences[row : row + 1])[0], reference[row])
+    for row in range(len(photo_sequences)):
+        assert np.array_equal(whole(two_threads, photo_sequences[row : row + 1])[0], reference[row])
     assert np.array_equal(
-        whole(ExactTokenModel(bundle, threads=1), sequences[::-1]), reference[::-1]
+        whole(ExactTokenModel(bundle, threads=1), photo_sequences[::-1]), reference[::-1]
     )
 
 
 def test_graph_optimisation_level_does_not_matter(
-    tiny_bundle: Path, sequences: np.ndarray, reference: np.ndarray
+    tiny_bundle: Path, photo_sequences: np.ndarray, reference: np.ndarray
 ) -> None:
     """Fusions of the highest level change float results; on integers they cannot."""
     bundle = load_bundle(tiny_bundle)
@@ -97,16 +81,16 @@ def test_graph_optimisation_level_does_not_matter(
     model.session = ort.InferenceSession(
         str(bundle.model_path), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    assert np.array_equal(whole(model, sequences), reference)
+    assert np.array_equal(whole(model, photo_sequences), reference)
 
 
 def test_close_to_the_float_model(
-    tiny_bundle: Path, float_bundle: Path, sequences: np.ndarray, reference: np.ndarray
+    tiny_bundle: Path, float_bundle: Path, photo_sequences: np.ndarray, reference: np.ndarray
 ) -> None:
     """Same weights: the integer model costs at most a few percent more bits on photos."""
     float_model = TokenModel(load_bundle(float_bundle), threads=1)
-    probs, _ = float_model.run(sequences[:, :-1], float_model.start(4))
-    targets = sequences[:, 1:]
+    probs, _ = float_model.run(photo_sequences[:, :-1], float_model.start(4))
+    targets = photo_sequences[:, 1:]
     float_bits = -np.log2(np.take_along_axis(probs, targets[..., None], -1)).sum()
     table = reference[:, :-1].astype(np.float64)
     chosen = np.take_along_axis(table, targets[..., None], -1)[..., 0]
@@ -114,9 +98,9 @@ def test_close_to_the_float_model(
     assert float_bits > 0 and abs(exact_bits / float_bits - 1) < 0.05
 
 
-def test_positions_are_an_input(tiny_bundle: Path, sequences: np.ndarray) -> None:
+def test_positions_are_an_input(tiny_bundle: Path, photo_sequences: np.ndarray) -> None:
     model = ExactTokenModel(load_bundle(tiny_bundle), threads=1)
-    ids = sequences[:1, :40]
+    ids = photo_sequences[:1, :40]
     side8 = positions(8, GRID)[None, :40]  # rows of 8 at 0..7, 32..39, 64..71, ...
     on_grid, _ = model.run(ids, side8, model.start(1))
     in_raster, _ = model.run(ids, np.arange(40)[None, :], model.start(1))

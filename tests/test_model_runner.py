@@ -8,27 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from PIL import Image
 
 import codec.model as codec_model
 from codec.bundle import KV_CHUNK, load_bundle
 from codec.model import SOS, TokenModel, cache_capacity, make_session_options
-from codec.palette import image_to_tokens
-
-STEPS = 150  # crosses two cache growths (64 -> 128 -> 192 positions)
-
-
-@pytest.fixture(scope="module")
-def photo_sequences() -> np.ndarray:
-    """int64 [4, STEPS]: SOS + tokens of real photos (confident predictions), 4 distinct rows."""
-    palette = np.load(REPO_ROOT / "export" / "data" / "imagegpt_clusters.npy")
-    rows = []
-    for path in sorted((REPO_ROOT / "export" / "data" / "parity").glob("*.png")):
-        with Image.open(path) as image:
-            tokens = image_to_tokens(image.convert("RGB"), palette, 32).astype(np.int64)
-        rows += [tokens[: STEPS - 1], tokens[600 : 600 + STEPS - 1]]
-    return np.array([[SOS, *row] for row in rows[:4]], dtype=np.int64)
 
 
 def run_steps(model: TokenModel, sequences: np.ndarray) -> np.ndarray:
