@@ -221,10 +221,12 @@ def test_unwritable_target_names_the_target(work: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signal_during_compress_leaves_nothing(signum: int, work: Path) -> None:
     """Before: SIGTERM killed the process and left a hidden .partial file (4 of 4 runs)."""
-    for i in range(24):
-        os.link(work / "p.jpg", work / f"c{i:02d}.jpg")
+    # 160 inputs: the exact encoder codes a thumbnail in ~0.15 s, so 24 (the first
+    # version) could finish before the signal arrived on a quiet machine.
+    for i in range(160):
+        os.link(work / "p.jpg", work / f"c{i:03d}.jpg")
     before = listing(work)
-    inputs = [f"c{i:02d}.jpg" for i in range(24)]
+    inputs = [f"c{i:03d}.jpg" for i in range(160)]
     process = subprocess.Popen(
         [sys.executable, str(CLI), "compress", *inputs, "-o", "all.igpt", "--threads", "1"],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
