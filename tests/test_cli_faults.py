@@ -227,9 +227,12 @@ def test_signal_during_compress_leaves_nothing(signum: int, work: Path) -> None:
         os.link(work / "p.jpg", work / f"c{i:03d}.jpg")
     before = listing(work)
     inputs = [f"c{i:03d}.jpg" for i in range(160)]
+    # The CLI respects an ignored SIGHUP (nohup); a test run under nohup must not pass
+    # that on, so the child starts with the signal's default disposition.
     process = subprocess.Popen(
         [sys.executable, str(CLI), "compress", *inputs, "-o", "all.igpt", "--threads", "1"],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not any(p.name.endswith(".partial") for p in work.iterdir()):
