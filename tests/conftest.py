@@ -141,3 +141,26 @@ def photo_sequences() -> np.ndarray:
             tokens = image_to_tokens(image.convert("RGB"), palette, 32).astype(np.int64)
         rows += [tokens[: PHOTO_STEPS - 1], tokens[600 : 600 + PHOTO_STEPS - 1]]
     return np.array([[SOS, *row] for row in rows[:4]], dtype=np.int64)
+
+
+def zero_image_stream() -> bytes:
+    """A spec-valid stream whose only record is an unknown, skippable (ancillary) kind."""
+    import io
+
+    from format import StreamWriter
+    from format.records import RECORD_ANCILLARY
+
+    buffer = io.BytesIO()
+    with StreamWriter(buffer) as writer:
+        writer.write_raw_record(RECORD_ANCILLARY | 9, b"a future record kind", bytes(8))
+    return buffer.getvalue()
+
+
+def leb128(value: int) -> bytes:
+    """Per format/SPEC.md, written independently of format.varint: 7 bits a byte, low first."""
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

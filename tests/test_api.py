@@ -5,7 +5,6 @@ Runs on the shipped default bundle at small sizes, so no torch is needed.
 
 from __future__ import annotations
 
-import inspect
 import io
 import subprocess
 import sys
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import zero_image_stream
 from PIL import Image
 
 import codec
 from codec import api
 from codec.bundle import load_bundle
-from format import StreamWriter
-from format.records import RECORD_ANCILLARY
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "bsds500_val_101085.jpg"
@@ -37,17 +35,6 @@ def tokens_of(image, bundle, size: int = SIZE) -> np.ndarray:
 
 def decoded_tokens(data) -> list[np.ndarray]:
     return [item.tokens for item in codec.decompress(data)]
-
-
-def zero_image_stream() -> bytes:
-    """A spec-valid stream whose only record is an unknown, skippable (ancillary) kind."""
-    buffer = io.BytesIO()
-    with StreamWriter(buffer) as writer:
-        if "fingerprint" in inspect.signature(writer.write_raw_record).parameters:  # format 2
-            writer.write_raw_record(RECORD_ANCILLARY | 9, b"a future record kind", bytes(8))
-        else:  # format 1
-            writer.write_raw_record(200, RECORD_ANCILLARY, b"a future record kind")
-    return buffer.getvalue()
 
 
 # --- issue 11, bug 2: one image of any kind, or a list of them --------------------------

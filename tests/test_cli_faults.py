@@ -11,7 +11,6 @@ at tiny sizes, so no torch is needed.
 from __future__ import annotations
 
 import errno
-import inspect
 import io
 import os
 import resource
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import zero_image_stream
 
 import cli
 from codec import api
 from format import StreamWriter, unpack_stream
-from format.records import RECORD_ANCILLARY
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "cli.py"
@@ -55,17 +54,6 @@ def one_error_line(stderr: str | bytes, status: int, expected_status: int = 1) -
 
 def listing(directory: Path) -> set[str]:
     return {str(p.relative_to(directory)) for p in directory.rglob("*")}
-
-
-def zero_image_stream() -> bytes:
-    """A spec-valid stream whose only record is an unknown, skippable (ancillary) kind."""
-    buffer = io.BytesIO()
-    with StreamWriter(buffer) as writer:
-        if "fingerprint" in inspect.signature(writer.write_raw_record).parameters:  # format 2
-            writer.write_raw_record(RECORD_ANCILLARY | 9, b"a future record kind", bytes(8))
-        else:  # format 1
-            writer.write_raw_record(200, RECORD_ANCILLARY, b"a future record kind")
-    return buffer.getvalue()
 
 
 def many_images(count: int, side: int = 1) -> bytes:

@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import leb128
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,16 +77,6 @@ class Endless:
     def read(self, n: int) -> bytes:
         out, self._prefix = self._prefix[:n], self._prefix[n:]
         return out + b"\x07" * (n - len(out))
-
-
-def leb128(value: int) -> bytes:
-    """Per SPEC, written independently of format.varint."""
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def file_header(version: int = 2, fingerprint: bytes = FP) -> bytes:

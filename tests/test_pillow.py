@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import io
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import zero_image_stream
 from PIL import Image, ImageSequence
 
 import codec
@@ -17,8 +17,6 @@ import codec.pillow
 from codec import api
 from codec.bundle import load_bundle
 from codec.palette import tokens_to_image
-from format import StreamWriter
-from format.records import RECORD_ANCILLARY
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "bsds500_val_101085.jpg"
@@ -87,14 +85,8 @@ def test_damaged_and_empty_streams_raise_codec_errors(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0x10
     with pytest.raises(codec.FormatError):
         Image.open(io.BytesIO(bytes(data)))
-    buffer = io.BytesIO()
-    with StreamWriter(buffer) as writer:
-        if "fingerprint" in inspect.signature(writer.write_raw_record).parameters:  # format 2
-            writer.write_raw_record(RECORD_ANCILLARY | 9, b"future", bytes(8))
-        else:  # format 1
-            writer.write_raw_record(200, RECORD_ANCILLARY, b"future")
     with pytest.raises(codec.EmptyStreamError):
-        Image.open(io.BytesIO(buffer.getvalue()))
+        Image.open(io.BytesIO(zero_image_stream()))
 
 
 RUNTIME_ONLY = f"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from conftest import leb128
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,17 +14,6 @@ from format.container import MAX_FRAME
 from format.records import MAX_PAYLOAD
 from format.source import ByteSource
 from format.varint import decode_varint, encode_varint, varint_size
-
-
-def leb128(value: int) -> bytes:
-    """Per SPEC, written independently of format.varint: 7 bits a byte, low group first."""
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
 
 LIMITS = [0xFFFF, MAX_FRAME, MAX_PAYLOAD, 0xFFFE, 16384, 2**32 - 1, 0, 1, 127, 128]
 
