@@ -9,7 +9,7 @@ python3 -m venv "$VENV"
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet torch==2.13.0
-python -m pip install --quiet -e ".[export,test,bench]"
+python -m pip install --quiet -e ".[export,test,bench,scale]"
 ruff check .
 ruff format --check .
 set +e
