@@ -39,11 +39,22 @@ from PIL import Image
 
 from codec.bundle import Bundle, load_bundle
 from codec.files import regular_file_size
+from codec.fullres import FullImage
 from codec.images import ImageSource, LoadedImage, load_image
-from codec.palette import image_to_tokens, tokens_to_image
-from codec.pipeline import DecodeLimits, Progress, TokenImage, check_side, decode, encode
+from codec.palette import grid_to_rgb, image_to_tokens, pixels_to_tokens, tokens_to_image
+from codec.pipeline import (
+    AnyImage,
+    AnyRecord,
+    DecodeLimits,
+    Progress,
+    TokenImage,
+    check_side,
+    decode,
+    encode,
+    token_count,
+)
 from codec.search import find_bundle
-from format import DecodeLimitError, Record, StreamWriter, iter_records
+from format import DecodeLimitError, StreamWriter, iter_records
 
 ModelSpec = str | os.PathLike[str] | Bundle | None
 ImageInput = ImageSource | LoadedImage
@@ -75,6 +86,9 @@ class DecodedImage:
     original_mode: str
     name: str | None = None
     """The original file name, when the stream stored it (compress with names=True)."""
+    full: bool = False
+    """A full-resolution record: `image` is the palette image at the photo's own size and
+    `tokens` its [height, width] palette indices."""
 
     @property
     def side(self) -> int:
@@ -83,8 +97,11 @@ class DecodedImage:
     def to_original_size(self) -> Image.Image:
         """The coded thumbnail scaled (bilinear, RGB) to the original's width and height.
 
-        An approximation for viewing: only the thumbnail is lossless.
+        An approximation for viewing: only the thumbnail is lossless. A full-resolution
+        record is already at the original size and is returned as it is.
         """
+        if self.full:
+            return self.image
         return self.image.resize(self.original_size, resample=Image.Resampling.BILINEAR)
 
 
@@ -144,19 +161,34 @@ def as_image_list(images: Images) -> list[ImageInput]:
     )
 
 
-def tokenize(images: Images, bundle: Bundle, size: int, names: bool = False) -> list[TokenImage]:
+def tokenize(
+    images: Images, bundle: Bundle, size: int, names: bool = False, full: bool = False
+) -> list[AnyImage]:
     """Open and tokenize every input before any model time is spent, so a bad file fails
     fast; each full-size picture is dropped as soon as its tokens exist.
 
     names=True keeps the base file name of each path input (never its directories) for
-    the stream to store; other inputs have none.
+    the stream to store; other inputs have none. full=True maps every pixel of the photo
+    at its own size to the palette (a FullImage) instead of a size x size thumbnail.
     """
-    check_side(size, bundle)
-    result = []
+    if full:
+        if not bundle.exact:
+            raise ValueError(
+                "full-resolution coding needs an exact bundle (profile exact-int-v1); "
+                f"{bundle.fingerprint.hex()} is {bundle.profile}"
+            )
+    else:
+        check_side(size, bundle)
+    result: list[AnyImage] = []
     for item in as_image_list(images):
         loaded = item if isinstance(item, LoadedImage) else load_image(item)
-        tokens = image_to_tokens(loaded.rgb, bundle.palette, size)
         name = Path(item).name if names and isinstance(item, str | os.PathLike) else None
+        if full:
+            rgb = np.asarray(loaded.rgb, dtype=np.uint8)
+            tokens = pixels_to_tokens(rgb, bundle.palette).reshape(rgb.shape[:2])
+            result.append(FullImage(tokens, loaded.mode, name))
+            continue
+        tokens = image_to_tokens(loaded.rgb, bundle.palette, size)
         result.append(TokenImage(tokens, size, loaded.width, loaded.height, loaded.mode, name))
     return result
 
@@ -169,27 +201,29 @@ def compress_to(
     threads: int | None = None,
     progress: Progress | None = None,
     names: bool = False,
+    full: bool = False,
 ) -> CompressSummary:
     """Write one stream with a record per image to `fileobj`, record by record.
 
     `images`: one image or an iterable of them (see `ImageInput`). Returns the
     sizes and costs. Raises InputImageError, BundleError, ValueError (no images,
     size outside 1..32 or beyond the model's positions). On failure the end
-    marker is not written, so what was written reads as truncated.
+    marker is not written, so what was written reads as truncated. full=True codes
+    each photo's palette image at its own size (see `compress`).
     """
     bundle = resolve_bundle(model)
-    token_images = _tokenize_all(images, bundle, size, names)
+    token_images = _tokenize_all(images, bundle, size, names, full)
     counting = _CountingWriter(fileobj)
     payload_bytes = 0
     ideal_bits = 0.0
     with _stream_writer(counting, bundle) as writer:
         for encoded in encode(token_images, bundle, threads=threads, progress=progress):
             writer.write_record(encoded.record)
-            payload_bytes += len(encoded.record.payload)
+            payload_bytes += encoded.payload_bytes
             ideal_bits += encoded.ideal_bits
     return CompressSummary(
         images=len(token_images),
-        tokens=sum(item.side**2 for item in token_images),
+        tokens=sum(token_count(item) for item in token_images),
         stream_bytes=counting.written,
         payload_bytes=payload_bytes,
         ideal_bits=ideal_bits,
@@ -203,6 +237,7 @@ def compress_each(
     threads: int | None = None,
     progress: Progress | None = None,
     names: bool = False,
+    full: bool = False,
 ) -> Iterator[tuple[bytes, CompressSummary]]:
     """One complete single-image stream per input, in input order, with its summary.
 
@@ -211,7 +246,7 @@ def compress_each(
     Raises as `compress_to`.
     """
     bundle = resolve_bundle(model)
-    token_images = _tokenize_all(images, bundle, size, names)
+    token_images = _tokenize_all(images, bundle, size, names, full)
     for item, encoded in zip(
         token_images,
         encode(token_images, bundle, threads=threads, progress=progress),
@@ -225,9 +260,9 @@ def compress_each(
             data,
             CompressSummary(
                 images=1,
-                tokens=item.side**2,
+                tokens=token_count(item),
                 stream_bytes=len(data),
-                payload_bytes=len(encoded.record.payload),
+                payload_bytes=encoded.payload_bytes,
                 ideal_bits=encoded.ideal_bits,
             ),
         )
@@ -239,6 +274,7 @@ def compress(
     size: int = DEFAULT_SIZE,
     threads: int | None = None,
     names: bool = False,
+    full: bool = False,
 ) -> bytes:
     """One IGP stream holding a record per image, in order, as bytes.
 
@@ -247,10 +283,13 @@ def compress(
     any of these. `size` is the side N of the coded N x N thumbnail (1..32).
     `names=True` stores the base file name of each path input (ancillary records,
     about 6 bytes plus the name each; `DecodedImage.name` gives it back).
+    `full=True` codes the photo's palette image at its own size instead (every pixel
+    mapped to the 512 colours; `size` is ignored): lossless at full resolution, about a
+    minute per megapixel each way on one core (docs/full-resolution.md).
     Raises InputImageError, BundleError, ValueError (see `compress_to`).
     """
     buffer = io.BytesIO()
-    compress_to(buffer, images, model=model, size=size, threads=threads, names=names)
+    compress_to(buffer, images, model=model, size=size, threads=threads, names=names, full=full)
     return buffer.getvalue()
 
 
@@ -288,7 +327,7 @@ def decompress(
 
 
 def decode_records(
-    records: Iterable[Record],
+    records: Iterable[AnyRecord],
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
@@ -303,7 +342,7 @@ def decode_records(
 
 
 def iter_decode(
-    records: Iterable[Record],
+    records: Iterable[AnyRecord],
     model: ModelSpec = None,
     threads: int | None = None,
     progress: Progress | None = None,
@@ -319,7 +358,7 @@ def iter_decode(
         if not records:
             return
         first = records[0]
-        rest: Iterable[Record] = records
+        rest: Iterable[AnyRecord] = records
     else:
         iterator = iter(records)
         first = next(iterator, None)
@@ -352,7 +391,7 @@ def iter_decompress(
 
 
 @contextlib.contextmanager
-def open_records(data: StreamSource) -> Iterator[Iterator[Record]]:
+def open_records(data: StreamSource) -> Iterator[Iterator[AnyRecord]]:
     """The records of a stream given as a path, bytes or binary file object, read lazily.
 
     A path is opened here and closed on exit; a regular file's size bounds every
@@ -374,12 +413,12 @@ def open_records(data: StreamSource) -> Iterator[Iterator[Record]]:
 
 
 def _tokenize_all(
-    images: Images, bundle: Bundle, size: int, names: bool = False
-) -> list[TokenImage]:
+    images: Images, bundle: Bundle, size: int, names: bool = False, full: bool = False
+) -> list[AnyImage]:
     items = as_image_list(images)
     if not items:
         raise ValueError("no images to compress")
-    return tokenize(items, bundle, size, names)
+    return tokenize(items, bundle, size, names, full)
 
 
 def _stream_writer(fileobj: BinaryIO, bundle: Bundle) -> StreamWriter:
@@ -388,7 +427,16 @@ def _stream_writer(fileobj: BinaryIO, bundle: Bundle) -> StreamWriter:
     return StreamWriter(fileobj)
 
 
-def _to_decoded(item: TokenImage, bundle: Bundle) -> DecodedImage:
+def _to_decoded(item: AnyImage, bundle: Bundle) -> DecodedImage:
+    if isinstance(item, FullImage):
+        return DecodedImage(
+            image=Image.fromarray(grid_to_rgb(item.tokens, bundle.palette)),
+            tokens=item.tokens,
+            original_size=(item.width, item.height),
+            original_mode=item.mode,
+            name=item.name,
+            full=True,
+        )
     return DecodedImage(
         image=tokens_to_image(item.tokens, bundle.palette, item.side),
         tokens=item.tokens,

@@ -36,6 +36,9 @@ import click
 from codec.outputs import OutputError, OutputSet, is_dir_spelling
 from format.errors import CodecError
 
+DEFAULT_SIZE = 32
+"""codec.api.DEFAULT_SIZE, repeated so that the CLI starts without importing onnxruntime."""
+
 if TYPE_CHECKING:
     from codec.api import CompressSummary, DecodedImage
 
@@ -180,8 +183,17 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("s" if count != 1 else "")
 
 
-def compress_summary(target: str, summary: CompressSummary, side: int) -> str:
-    """The one summary line: bits/token is always file bytes x 8 / tokens."""
+def compress_summary(target: str, summary: CompressSummary, side: int | None) -> str:
+    """The one summary line: bits/token is always file bytes x 8 / tokens; side None
+    for full-resolution images (a token is a pixel)."""
+    if side is None:
+        return (
+            f"{target}: {_plural(summary.images, 'image')} coded at full resolution, "
+            f"{_plural(summary.tokens, 'pixel')}, {summary.stream_bytes} bytes: "
+            f"{summary.bits_per_token:.3f} bits/pixel (file), ratio {summary.ratio:.2f}:1 to "
+            f"24-bit RGB of the palette image; payload {summary.payload_bits_per_token:.3f}, "
+            f"model ideal {summary.ideal_bits_per_token:.3f} bits/pixel"
+        )
     return (
         f"{target}: {_plural(summary.images, 'image')} coded as {side}x{side} palette "
         f"{'thumbnail' if summary.images == 1 else 'thumbnails'}, "
@@ -326,9 +338,14 @@ def _stdout_binary(force: bool) -> BinaryIO:
 @click.option(
     "--size",
     type=click.IntRange(1, 32),
-    default=32,
-    show_default=True,
-    help="Side N of the coded N x N palette thumbnail.",
+    default=None,
+    help=f"Side N of the coded N x N palette thumbnail.  [default: {DEFAULT_SIZE}]",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Code each photo at its own size (every pixel in the 512-colour palette) instead "
+    "of a thumbnail: lossless at full resolution, about a minute per megapixel each way.",
 )
 @click.option(
     "--names",
@@ -341,7 +358,8 @@ def compress(
     inputs: tuple[str, ...],
     output: str | None,
     to_stdout: bool,
-    size: int,
+    size: int | None,
+    full: bool,
     names: bool,
     model_dir: str | None,
     force: bool,
@@ -352,9 +370,16 @@ def compress(
 
     Each image is resized to an N x N palette thumbnail (--size, ImageGPT's 512
     colours), which is what is stored, losslessly; the original photo is not
-    kept. Without -o each INPUT gets its own INPUT.igpt beside it (inputs are
-    never removed); -o OUT or -c puts every image into one stream.
+    kept. --full keeps the photo's own size instead: every pixel is mapped to the
+    palette and that image is stored losslessly. Without -o each INPUT gets its own
+    INPUT.igpt beside it (inputs are never removed); -o OUT or -c puts every image
+    into one stream.
     """
+    if full and size is not None:
+        raise click.UsageError("--full codes the photo at its own size: drop --size")
+    if size is None:
+        size = DEFAULT_SIZE
+    summary_side = None if full else size
     if inputs.count(STDIO) > 1:
         raise click.UsageError("'-' (stdin) may be given only once")
     if to_stdout:
@@ -394,6 +419,7 @@ def compress(
         "threads": threads,
         "progress": bar,
         "names": names,
+        "full": full,
     }
     lines = []
     try:
@@ -402,17 +428,17 @@ def compress(
                 coded = api.compress_each(images, **kwargs)
                 for target, (data, summary) in zip(targets, coded, strict=True):
                     outputs.add(target, data)
-                    lines.append(compress_summary(str(target), summary, size))
+                    lines.append(compress_summary(str(target), summary, summary_side))
             elif output == STDIO:
                 buffer = io.BytesIO()  # whole stream first: a failure writes nothing
                 summary = api.compress_to(buffer, images, **kwargs)
                 stdout.write(buffer.getvalue())
                 stdout.flush()
-                lines.append(compress_summary("<stdout>", summary, size))
+                lines.append(compress_summary("<stdout>", summary, summary_side))
             else:
                 with outputs.open(targets[0]) as handle:
                     summary = api.compress_to(handle, images, **kwargs)
-                lines.append(compress_summary(output, summary, size))
+                lines.append(compress_summary(output, summary, summary_side))
     except ValueError as exc:  # a size the model has no positions for
         raise Failure(str(exc)) from exc
     finally:
@@ -528,6 +554,7 @@ def decompress(
     bar = ProgressBar.for_stderr("decompressing", quiet)
     count = 0
     side = 0
+    full = False
     try:
         with _NamedErrors(label), _open_input(input_name) as handle:
             records = iter_records(handle, length=regular_file_size(handle))
@@ -556,6 +583,7 @@ def decompress(
                 for index, item in enumerate(decoded):
                     picture = _picture(item, original_size)
                     side = item.side
+                    full = full or item.full
                     count += 1
                     if targets is None:
                         assert stdout is not None
@@ -568,12 +596,13 @@ def decompress(
         bar.close()
     if not quiet:
         where = "<stdout>" if to_pipe else _describe(outputs.targets)
-        click.echo(
-            f"{label}: {_plural(count, 'image')} ({side}x{side} palette "
-            f"{'thumbnail' if count == 1 else 'thumbnails'}"
-            f"{', upscaled to the original size' if original_size else ''}) -> {where}",
-            err=True,
+        what = (
+            "full-resolution palette " + ("image" if count == 1 else "images")
+            if full
+            else f"{side}x{side} palette {'thumbnail' if count == 1 else 'thumbnails'}"
+            + (", upscaled to the original size" if original_size else "")
         )
+        click.echo(f"{label}: {_plural(count, 'image')} ({what}) -> {where}", err=True)
 
 
 def _picture(item: DecodedImage, original_size: bool) -> bytes:
@@ -628,9 +657,14 @@ def _info_text(label: str, version: int | None, rows: Iterator[dict], reader: An
             click.echo(f"{label}: IGP stream, format version {version}")
         images += 1
         tokens += row["tokens"]
+        coded = (
+            "full-resolution palette image"
+            if row["kind"] == "full"
+            else f"{row['side']}x{row['side']} palette thumbnail"
+        )
         click.echo(
             f"  #{row['index']}: {row['width']}x{row['height']} {row['mode']} -> "
-            f"{row['side']}x{row['side']} palette thumbnail, {row['tokens']} tokens, "
+            f"{coded}, {row['tokens']} tokens, "
             f"{row['payload_bytes']} payload bytes "
             f"({row['payload_bits_per_token']:.3f} payload bits/token), "
             f"model {row['fingerprint']}" + (f" ({row['coding']} coding)" if row["coding"] else "")
@@ -684,6 +718,24 @@ def _coding_name(head: Any) -> str | None:
 
 def _record_info(index: int, record: Any) -> dict[str, Any]:
     head = record.header
+    segments = getattr(record, "segments", None)
+    if segments is not None:  # a full-resolution image (kinds 3 and 4)
+        payload = sum(len(segment.payload) for segment in segments)
+        return {
+            "index": index,
+            "kind": "full",
+            "width": head.width,
+            "height": head.height,
+            "mode": head.mode,
+            "side": None,
+            "tokens": head.token_count,
+            "segments": len(segments),
+            "context_rows": head.context_rows,
+            "payload_bytes": payload,
+            "payload_bits_per_token": 8 * payload / head.token_count,
+            "fingerprint": head.fingerprint.hex(),
+            "coding": _coding_name(head),
+        }
     return {
         "index": index,
         "kind": "thumbnail",

@@ -68,10 +68,18 @@ def tokens_to_rgb(tokens: np.ndarray, palette: np.ndarray, size: int) -> np.ndar
     tokens = np.asarray(tokens)
     if tokens.shape != (size * size,):
         raise ValueError(f"expected {size * size} tokens, got shape {tokens.shape}")
+    return grid_to_rgb(tokens.reshape(size, size), palette)
+
+
+def grid_to_rgb(tokens: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Palette tokens [H, W] -> uint8 [H, W, 3], the colours of `tokens_to_rgb`."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"expected [height, width] tokens, got shape {tokens.shape}")
     if tokens.size and int(tokens.max()) >= PALETTE_SIZE:
         raise ValueError("token outside the 512-colour palette")
     colours = np.rint(127.5 * (np.asarray(palette, dtype=np.float32)[tokens] + 1))
-    return np.clip(colours, 0, 255).astype(np.uint8).reshape(size, size, 3)
+    return np.clip(colours, 0, 255).astype(np.uint8)
 
 
 def tokens_to_image(tokens: np.ndarray, palette: np.ndarray, size: int) -> Image.Image:

@@ -29,6 +29,7 @@ import numpy as np
 
 from codec.coder import RangeDecoder, RangeEncoder
 from codec.freq import FREQ_BITS, cumulative, quantize_probs
+from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
 from codec.model import SOS, ExactTokenModel, TokenModel
 from codec.palette import MAX_SIDE, PALETTE_SIZE
 from codec.positions import positions
@@ -40,7 +41,7 @@ from format.errors import (
     PayloadError,
     TokenChecksumError,
 )
-from format.records import CODING_EXACT, CODING_FLOAT32, Record, RecordHeader
+from format.records import CODING_EXACT, CODING_FLOAT32, FullImageRecord, Record, RecordHeader
 
 if TYPE_CHECKING:
     from codec.bundle import Bundle
@@ -85,12 +86,27 @@ class TokenImage:
     """The original file name, stored only when asked (compress --names)."""
 
 
+AnyImage = TokenImage | FullImage
+"""A thumbnail (side x side tokens) or a full-resolution palette image."""
+AnyRecord = Record | FullImageRecord
+
+
 @dataclass(frozen=True)
 class EncodedImage:
     """A coded record and the model's ideal cost of its tokens, in bits (reporting only)."""
 
-    record: Record
+    record: AnyRecord
     ideal_bits: float
+
+    @property
+    def payload_bytes(self) -> int:
+        if isinstance(self.record, FullImageRecord):
+            return sum(len(segment.payload) for segment in self.record.segments)
+        return len(self.record.payload)
+
+
+def token_count(image: AnyImage) -> int:
+    return int(image.tokens.size)
 
 
 def coding_of(bundle: Bundle) -> int:
@@ -121,7 +137,7 @@ def plan_batches(keys: Sequence[Hashable], max_batch: int) -> list[list[int]]:
 
 
 def encode(
-    images: Sequence[TokenImage],
+    images: Sequence[AnyImage],
     bundle: Bundle,
     *,
     threads: int | None = None,
@@ -132,13 +148,20 @@ def encode(
 
     Exact bundles code every image from one whole-sequence call (its tables equal the
     decoder's token-by-token ones bit for bit); float bundles step token by token.
+    Full-resolution images (FullImage) need an exact bundle; each is coded window by
+    window (codec.fullres).
     """
     for image in images:
         _check_tokens(image, bundle)
-    counter = _Counter(sum(image.side**2 for image in images), progress)
+    counter = _Counter(sum(token_count(image) for image in images), progress)
     if bundle.exact:
         model = ExactTokenModel(bundle, threads=threads)
-        return (_encode_exact(model, bundle, image, counter) for image in images)
+        return (
+            _encode_full(model, bundle, image, counter)
+            if isinstance(image, FullImage)
+            else _encode_exact(model, bundle, image, counter)
+            for image in images
+        )
     float_model = TokenModel(bundle, threads=threads)
 
     def run() -> Iterator[tuple[int, EncodedImage]]:
@@ -150,7 +173,7 @@ def encode(
 
 
 def decode(
-    records: Iterable[Record],
+    records: Iterable[AnyRecord],
     bundle: Bundle,
     *,
     threads: int | None = None,
@@ -187,6 +210,10 @@ def decode(
             if not models:
                 kind = ExactTokenModel if bundle.exact else TokenModel
                 models.append(kind(bundle, threads=threads))
+            if isinstance(batch[0], FullImageRecord):
+                image = _decode_full(models[0], indices[0], batch[0], counter)
+                yield indices[0], image
+                continue
             decoded = _decode_batch(models[0], bundle, indices, batch, counter)
             yield from zip(indices, decoded, strict=True)
 
@@ -215,7 +242,10 @@ class _Counter:
         self._progress = progress
 
     def advance(self, n: int) -> None:
-        self.done += n
+        self.advance_to(self.done + n)
+
+    def advance_to(self, done: int) -> None:
+        self.done = done
         if self._progress is not None:
             self._progress(self.done, self.total)
 
@@ -229,7 +259,7 @@ class _Budget:
         self.images = 0
         self.tokens = 0
 
-    def charge(self, record: Record, index: int) -> None:
+    def charge(self, record: AnyRecord, index: int) -> None:
         if self.charged:
             return
         self.images += 1
@@ -246,7 +276,19 @@ class _Budget:
             )
 
 
-def _check_tokens(image: TokenImage, bundle: Bundle) -> None:
+def _check_tokens(image: AnyImage, bundle: Bundle) -> None:
+    if isinstance(image, FullImage):
+        if not bundle.exact:
+            raise ValueError(
+                f"full-resolution coding needs an exact bundle; {bundle.fingerprint.hex()} is "
+                f"{bundle.profile}"
+            )
+        tokens = image.tokens
+        if tokens.ndim != 2 or not tokens.size or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"expected [height, width] integer tokens, got {tokens.shape}")
+        if not 0 <= int(tokens.min()) <= int(tokens.max()) < PALETTE_SIZE:
+            raise ValueError(f"tokens must be 0..{PALETTE_SIZE - 1}")
+        return
     check_side(image.side, bundle)
     tokens = image.tokens
     if tokens.shape != (image.side**2,) or not np.issubdtype(tokens.dtype, np.integer):
@@ -257,7 +299,7 @@ def _check_tokens(image: TokenImage, bundle: Bundle) -> None:
         raise ValueError(f"tokens must be 0..{PALETTE_SIZE - 1}")
 
 
-def _check_record(record: Record, index: int, bundle: Bundle) -> None:
+def _check_record(record: AnyRecord, index: int, bundle: Bundle) -> None:
     head = record.header
     if head.fingerprint != bundle.fingerprint:
         raise ModelMismatchError(
@@ -269,6 +311,13 @@ def _check_record(record: Record, index: int, bundle: Bundle) -> None:
             f"record {index} says coding {head.coding}, but bundle "
             f"{bundle.fingerprint.hex()} is {bundle.profile}"
         )
+    if isinstance(record, FullImageRecord):
+        if head.grid != grid_of(bundle.n_positions):
+            raise InvalidFieldError(
+                f"record {index} was cut into {head.grid}-wide windows; the model's are "
+                f"{grid_of(bundle.n_positions)}"
+            )
+        return
     if head.side > MAX_SIDE or head.token_count > bundle.n_positions:
         raise InvalidFieldError(
             f"record {index} has side {head.side}; the model has only "
@@ -277,13 +326,18 @@ def _check_record(record: Record, index: int, bundle: Bundle) -> None:
 
 
 def _window_batches(
-    records: Iterable[Record], max_batch: int, window: int
-) -> Iterator[tuple[list[int], list[Record]]]:
-    """Batches of same-side records, never spanning a window of the stream."""
+    records: Iterable[AnyRecord], max_batch: int, window: int
+) -> Iterator[tuple[list[int], list[AnyRecord]]]:
+    """Batches of same-side thumbnails, never spanning a window of the stream; a
+    full-resolution image is a batch of its own (its windows are its batch)."""
     iterator = iter(records)
     start = 0
     while chunk := list(islice(iterator, window)):
-        for batch in plan_batches([record.header.side for record in chunk], max_batch):
+        keys = [
+            ("full", i) if isinstance(record, FullImageRecord) else record.header.side
+            for i, record in enumerate(chunk)
+        ]
+        for batch in plan_batches(keys, max_batch):
             yield [start + i for i in batch], [chunk[i] for i in batch]
         start += len(chunk)
 
@@ -323,6 +377,26 @@ def _encode_exact(
     header = _header(bundle, image)
     record = Record(header, payload, token_check(tokens, header), image.name)
     return EncodedImage(record, ideal)
+
+
+def _encode_full(
+    model: ExactTokenModel, bundle: Bundle, image: FullImage, counter: _Counter
+) -> EncodedImage:
+    header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_EXACT)
+    start = counter.done
+    record, ideal = encode_full(
+        model, image, header, progress=lambda done, _total: counter.advance_to(start + done)
+    )
+    return EncodedImage(record, ideal)
+
+
+def _decode_full(
+    model: ExactTokenModel, index: int, record: FullImageRecord, counter: _Counter
+) -> FullImage:
+    start = counter.done
+    return decode_full(
+        model, record, index, progress=lambda done, _total: counter.advance_to(start + done)
+    )
 
 
 def _encode_float(

@@ -30,23 +30,33 @@ from format.errors import (
     UnsupportedVersionError,
 )
 from format.records import (
+    CODING_MASK,
+    CODING_SHIFT,
     FINGERPRINT_LEN,
+    KIND_FULL_IMAGE,
     KIND_MASK,
     KIND_NAME,
+    KIND_SEGMENT,
     KNOWN_KINDS,
     MAX_KIND,
     MAX_PAYLOAD,
     RECORD_ANCILLARY,
     RECORD_FINAL,
     TOKEN_CHECK_LEN,
+    FullImageHeader,
+    FullImageRecord,
     Record,
     RecordHeader,
+    Segment,
     check_name,
     check_payload,
     parse_name,
 )
 from format.source import ByteSource
 from format.varint import encode_varint
+
+AnyRecord = Record | FullImageRecord
+"""What a stream holds: thumbnails (kind 1) and full-resolution images (kinds 3 + 4)."""
 
 MAGIC = b"\x89IG"
 """A high-bit byte (7-bit channels break it) and the name."""
@@ -85,6 +95,22 @@ def token_check(tokens: np.ndarray, header: RecordHeader | None = None) -> int:
         claimed = bytes([header.head_bits]) + header.fingerprint + header.to_bytes()
         crc = zlib.crc32(claimed)
     return zlib.crc32(arr.astype("<u2").tobytes(), crc) & 0xFFFF
+
+
+def segment_check(tokens: np.ndarray, header: FullImageHeader, index: int) -> int:
+    """The token check of segment `index` of a full-resolution image: low 16 bits of the
+    CRC-32 of the segment's head bits, the fingerprint, the image header body and the
+    segment index (varint), then the segment's tokens in coding order as uint16 LE."""
+    arr = np.asarray(tokens)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"tokens must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+    claimed = (
+        bytes([header.segment_head_bits])
+        + header.fingerprint
+        + header.to_bytes()
+        + encode_varint(index)
+    )
+    return zlib.crc32(arr.astype("<u2").tobytes(), zlib.crc32(claimed)) & 0xFFFF
 
 
 def _frame_body(record: Record) -> bytes:
@@ -144,14 +170,21 @@ class StreamWriter:
         self._chain = zlib.crc32(frame, self._chain)
         self._file.write(out + frame + _U32.pack(self._chain))
 
-    def write_record(self, record: Record) -> None:
-        """Write a record; a stored name goes first, as an ancillary name record."""
-        if not isinstance(record, Record):
+    def write_record(self, record: AnyRecord) -> None:
+        """Write a record; a stored name goes first, as an ancillary name record. A
+        full-resolution image is its header record followed by its segment records."""
+        if not isinstance(record, Record | FullImageRecord):
             raise TypeError(f"expected a Record, got {type(record).__name__}")
         fingerprint = record.header.fingerprint
         if record.name is not None:
             self._hold(KIND_NAME | RECORD_ANCILLARY, check_name(record.name), fingerprint)
-        self._hold(record.header.head_bits, _frame_body(record), fingerprint)
+        if isinstance(record, Record):
+            self._hold(record.header.head_bits, _frame_body(record), fingerprint)
+            return
+        self._hold(record.header.head_bits, record.header.to_bytes(), fingerprint)
+        for segment in record.segments:
+            body = _U16.pack(segment.token_check) + segment.payload
+            self._hold(record.header.segment_head_bits, body, fingerprint)
 
     def write_raw_record(self, head: int, body: bytes, fingerprint: bytes) -> None:
         """Frame an opaque record, e.g. a kind this library does not know (tools, tests).
@@ -214,7 +247,10 @@ def read_file_header(fileobj: BinaryIO) -> FileHeader:
     return _read_file_header(ByteSource(fileobj))
 
 
-def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[Record | None, bool]:
+_Parsed = Record | FullImageHeader | Segment | str | None
+
+
+def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[_Parsed, bool]:
     """One framed record after its head byte: (the record, or None if it is skippable and
     unknown; whether it is the final one)."""
     start = src.offset - 1
@@ -263,6 +299,17 @@ def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[Record
         if final:
             raise InvalidFieldError(f"name record at offset {start} ends the stream")
         return parse_name(body), final
+    if kind == KIND_FULL_IMAGE:
+        return FullImageHeader.from_bytes(head, fingerprint, body), final
+    if kind == KIND_SEGMENT:
+        if head & RECORD_ANCILLARY:
+            raise InvalidFieldError(f"record at offset {start}: a segment cannot be ancillary")
+        if len(body) < TOKEN_CHECK_LEN:
+            raise InvalidFieldError(f"record at offset {start} ends inside its token check")
+        (check,) = _U16.unpack_from(body, 0)
+        segment_payload = body[TOKEN_CHECK_LEN:]
+        check_payload(segment_payload)
+        return Segment(segment_payload, check), final
     header, pos = RecordHeader.from_bytes(head, fingerprint, body)
     if len(body) < pos + TOKEN_CHECK_LEN:
         raise InvalidFieldError(f"record at offset {start} ends inside its token check")
@@ -272,12 +319,14 @@ def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[Record
     return Record(header, payload, check), final
 
 
-def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Record]:
+def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[AnyRecord]:
     """Yield the records of a stream, front to back, using only `fileobj.read(n)`.
 
     `length`, when the caller knows the stream's size, lets length fields be checked
-    against the bytes that remain. Unknown ancillary records are skipped. Every defect
-    raises a FormatError subclass; the last record is checked before it is yielded.
+    against the bytes that remain. Unknown ancillary records are skipped. A
+    full-resolution image is yielded once all its segment records are read, as one
+    FullImageRecord. Every defect raises a FormatError subclass; the last record is
+    checked before it is yielded.
     """
     src = ByteSource(fileobj, length)
     header = _read_file_header(src)
@@ -293,6 +342,14 @@ def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Re
             )
         record, final = _read_record(src, head[0], header.fingerprint)
         count += 1
+        if isinstance(record, Segment):
+            raise InvalidFieldError(
+                f"record {count - 1}: a segment record without its full-image header"
+            )
+        if isinstance(record, FullImageHeader):
+            if final:
+                raise InvalidFieldError(f"record {count - 1}: a full-image header ends the stream")
+            record, final, count = _read_segments(src, record, header.fingerprint, count)
         if isinstance(record, str):
             if name is not None:
                 raise InvalidFieldError(f"record {count - 1}: two name records in a row")
@@ -307,7 +364,41 @@ def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[Re
             return
 
 
-def pack_stream(records: list[Record]) -> bytes:
+def _read_segments(
+    src: ByteSource, image: FullImageHeader, fingerprint: bytes, count: int
+) -> tuple[FullImageRecord, bool, int]:
+    """The segment records of a full-resolution image: exactly as many as its tiling has."""
+    expected = image.tiling.record_count
+    segments: list[Segment] = []
+    final = False
+    while len(segments) < expected:
+        if final:
+            raise InvalidFieldError(
+                f"record {count - 1}: the stream ends inside a full-resolution image "
+                f"({len(segments)} of its {expected} segments)"
+            )
+        head = src.read_upto(1)
+        if not head:
+            raise MissingEndMarkerError(
+                f"truncated stream: ends inside a full-resolution image after {count} records"
+            )
+        if head[0] & KIND_MASK != KIND_SEGMENT:
+            raise InvalidFieldError(
+                f"record {count}: kind {head[0] & KIND_MASK} where segment {len(segments)} of "
+                f"{expected} of a full-resolution image belongs"
+            )
+        segment, final = _read_record(src, head[0], fingerprint)
+        count += 1
+        if (head[0] & CODING_MASK) >> CODING_SHIFT != image.coding:
+            raise InvalidFieldError(
+                f"record {count - 1}: a segment's coding differs from its image's"
+            )
+        assert isinstance(segment, Segment)
+        segments.append(segment)
+    return FullImageRecord(image, tuple(segments)), final, count
+
+
+def pack_stream(records: list[AnyRecord]) -> bytes:
     """A complete stream holding `records` (at least one)."""
     buf = io.BytesIO()
     writer = StreamWriter(buf)
@@ -317,7 +408,7 @@ def pack_stream(records: list[Record]) -> bytes:
     return buf.getvalue()
 
 
-def unpack_stream(data: bytes) -> list[Record]:
+def unpack_stream(data: bytes) -> list[AnyRecord]:
     """Every record of a complete in-memory stream, after all stream-level checks."""
     data = bytes(data)
     return list(iter_records(io.BytesIO(data), length=len(data)))

@@ -10,13 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from format.errors import InvalidFieldError, LengthOutOfRangeError, PayloadError
+from format.tiling import MAX_CONTEXT_ROWS, Tiling
 from format.varint import decode_varint, encode_varint
 
 KIND_THUMBNAIL = 1
 """A whole image, resized to side x side and coded as side^2 palette tokens."""
 KIND_NAME = 2
 """Ancillary: the file name of the image record that follows (UTF-8, no directories)."""
-KNOWN_KINDS = frozenset({KIND_THUMBNAIL, KIND_NAME})
+KIND_FULL_IMAGE = 3
+"""A full-resolution image's header: size, mode and window layout; its segments follow."""
+KIND_SEGMENT = 4
+"""One segment of the full-resolution image before it: token check and payload."""
+KNOWN_KINDS = frozenset({KIND_THUMBNAIL, KIND_NAME, KIND_FULL_IMAGE, KIND_SEGMENT})
 MAX_NAME_LEN = 255
 MAX_KIND = 15
 
@@ -229,4 +234,183 @@ class Record:
         _require(
             _is_int(self.token_check) and 0 <= self.token_check <= 0xFFFF,
             f"token check must be a u16, got {self.token_check!r}",
+        )
+
+
+MAX_GRID = 255
+MAX_SEGMENT_WINDOWS = 255
+
+
+def _mode_bytes(mode: str, low_bits: int) -> list[bytes]:
+    """The first header byte (mode code in bits 6-7) and, for other modes, the spelled mode."""
+    code = MODE_CODES.get(mode, MODE_SPELLED)
+    parts = [bytes([low_bits | code << 6])]
+    if code == MODE_SPELLED:
+        raw = mode.encode("ascii")
+        parts.append(bytes([len(raw)]) + raw)
+    return parts
+
+
+def _parse_mode(body: bytes, pos: int) -> tuple[int, str, int]:
+    """(low six bits of the first byte, mode, position after the mode) at body[pos:]."""
+    _require(pos < len(body), "record ends inside its header")
+    first = body[pos]
+    pos += 1
+    code = first >> 6
+    if code != MODE_SPELLED:
+        return first & 0x3F, _MODES_BY_CODE[code], pos
+    _require(pos < len(body), "record ends inside its mode length")
+    size = body[pos]
+    mode_bytes = body[pos + 1 : pos + 1 + size]
+    _require(
+        1 <= size <= MAX_MODE_LEN and len(mode_bytes) == size,
+        f"mode of {size} bytes does not fit the record",
+    )
+    _require(
+        all(0x21 <= b <= 0x7E for b in mode_bytes), f"mode {mode_bytes!r} is not printable ASCII"
+    )
+    mode = mode_bytes.decode("ascii")
+    _require(mode not in MODE_CODES, f"mode {mode} must use its short code")
+    return first & 0x3F, mode, pos + 1 + size
+
+
+@dataclass(frozen=True)
+class FullImageHeader:
+    """A full-resolution palette image: its size and mode, and how it is cut into windows.
+
+    width x height are the image's own (every pixel is a token); `grid` is the model's
+    window side (its positions are grid x grid), `context_rows` the rows above each band
+    fed but not coded, `segment_windows` the windows per segment record (format.tiling).
+    """
+
+    fingerprint: bytes
+    width: int
+    height: int
+    mode: str
+    grid: int
+    context_rows: int
+    segment_windows: int
+    coding: int = CODING_EXACT
+    kind: int = KIND_FULL_IMAGE
+    flags: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.kind == KIND_FULL_IMAGE, f"record kind {self.kind!r} is not a full image")
+        _require(self.flags == 0, f"unknown record flags {self.flags!r}")
+        _require(self.coding in KNOWN_CODINGS, f"unknown coding {self.coding!r}")
+        _require(
+            isinstance(self.fingerprint, bytes) and len(self.fingerprint) == FINGERPRINT_LEN,
+            f"fingerprint must be {FINGERPRINT_LEN} bytes, got {self.fingerprint!r}",
+        )
+        for name, top in (
+            ("width", MAX_DIMENSION),
+            ("height", MAX_DIMENSION),
+            ("grid", MAX_GRID),
+            ("segment_windows", MAX_SEGMENT_WINDOWS),
+        ):
+            value = getattr(self, name)
+            _require(
+                _is_int(value) and 1 <= value <= top, f"{name} must be 1..{top}, got {value!r}"
+            )
+        _require(
+            isinstance(self.mode, str)
+            and 1 <= len(self.mode) <= MAX_MODE_LEN
+            and all("!" <= ch <= "~" for ch in self.mode),
+            f"mode must be 1..{MAX_MODE_LEN} printable ASCII characters, got {self.mode!r}",
+        )
+        _require(
+            _is_int(self.context_rows)
+            and 0 <= self.context_rows <= MAX_CONTEXT_ROWS
+            and self.context_rows < self.grid,
+            f"context rows must be 0..{MAX_CONTEXT_ROWS} and below the grid {self.grid}, "
+            f"got {self.context_rows!r}",
+        )
+
+    @property
+    def head_bits(self) -> int:
+        return self.kind | self.coding << CODING_SHIFT
+
+    @property
+    def segment_head_bits(self) -> int:
+        """The head bits of this image's segment records (kind 4, same coding)."""
+        return KIND_SEGMENT | self.coding << CODING_SHIFT
+
+    @property
+    def tiling(self) -> Tiling:
+        return Tiling(self.width, self.height, self.grid, self.context_rows, self.segment_windows)
+
+    @property
+    def token_count(self) -> int:
+        return self.width * self.height
+
+    def to_bytes(self) -> bytes:
+        """context rows and mode code, [mode], width, height, grid, segment windows."""
+        parts = _mode_bytes(self.mode, self.context_rows)
+        parts += [encode_varint(self.width), encode_varint(self.height)]
+        parts.append(bytes([self.grid, self.segment_windows]))
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, head: int, fingerprint: bytes, body: bytes) -> FullImageHeader:
+        """Parse a whole kind-3 body (nothing may follow the header)."""
+        coding = (head & CODING_MASK) >> CODING_SHIFT
+        _require(coding in KNOWN_CODINGS, f"record coding {coding} is not one this reader knows")
+        _require(not head & RECORD_ANCILLARY, "a full-image record cannot be ancillary")
+        context_rows, mode, pos = _parse_mode(body, 0)
+        width, pos = decode_varint(body, pos, MAX_DIMENSION, "width")
+        height, pos = decode_varint(body, pos, MAX_DIMENSION, "height")
+        _require(len(body) == pos + 2, "a full-image header has the wrong length")
+        return cls(
+            fingerprint=fingerprint,
+            width=width,
+            height=height,
+            mode=mode,
+            grid=body[pos],
+            context_rows=context_rows,
+            segment_windows=body[pos + 1],
+            coding=coding,
+        )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment record of a full-resolution image: its tokens' check and payload."""
+
+    payload: bytes
+    token_check: int
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.payload, bytes), "payload must be bytes")
+        if len(self.payload) > MAX_PAYLOAD:
+            raise LengthOutOfRangeError(
+                f"payload of {len(self.payload)} bytes exceeds the limit {MAX_PAYLOAD}"
+            )
+        check_payload(self.payload)
+        _require(
+            _is_int(self.token_check) and 0 <= self.token_check <= 0xFFFF,
+            f"token check must be a u16, got {self.token_check!r}",
+        )
+
+
+@dataclass(frozen=True)
+class FullImageRecord:
+    """A coded full-resolution image: its header and every segment, in coding order."""
+
+    header: FullImageHeader
+    segments: tuple[Segment, ...]
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name)
+        _require(isinstance(self.header, FullImageHeader), "header must be a FullImageHeader")
+        _require(
+            isinstance(self.segments, tuple) and all(isinstance(s, Segment) for s in self.segments),
+            "segments must be a tuple of Segment",
+        )
+        expected = self.header.tiling.record_count
+        _require(
+            len(self.segments) == expected,
+            f"a {self.header.width}x{self.header.height} image has {expected} segments, "
+            f"not {len(self.segments)}",
         )

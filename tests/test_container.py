@@ -45,12 +45,21 @@ from format.records import (
     MAX_PAYLOAD,
     MAX_SIDE,
     RECORD_ANCILLARY,
+    FullImageHeader,
+    FullImageRecord,
+    Segment,
 )
 
 FP = b"\x01\x02\x03\x04\x05\x06\x07\x08"
 HEADER = RecordHeader(fingerprint=FP, width=640, height=480, mode="RGB", side=32, token_count=1024)
 RECORD = Record(HEADER, b"\x9a\x31\x40", token_check=0xBEEF)
 FINAL = 0x80
+FULL_HEADER = FullImageHeader(
+    fingerprint=FP, width=40, height=40, mode="RGB", grid=32, context_rows=8, segment_windows=1
+)
+FULL_RECORD = FullImageRecord(
+    FULL_HEADER, tuple(Segment(bytes([7, i + 1]), 0x1234 + i) for i in range(4))
+)
 
 
 class Pipe:
@@ -257,7 +266,7 @@ def sample_streams() -> list[bytes]:
     )
     buf = io.BytesIO()
     with StreamWriter(buf) as writer:
-        writer.write_raw_record(0x0C | RECORD_ANCILLARY, b"opaque", FP)
+        writer.write_raw_record(0x0A | RECORD_ANCILLARY, b"opaque", FP)
         writer.write_record(RECORD)
     return [
         pack_stream([RECORD]),
@@ -265,6 +274,8 @@ def sample_streams() -> list[bytes]:
         pack_stream([RECORD, RECORD, RECORD]),
         buf.getvalue(),
         pack_stream([wide, wide]),
+        pack_stream([FULL_RECORD, RECORD]),
+        pack_stream([RECORD, FULL_RECORD]),
     ]
 
 

@@ -1,0 +1,244 @@
+"""Full-resolution palette images <-> records (kinds 3 and 4), window by window.
+
+The photo keeps its own size: every pixel becomes a palette token, and the image is
+cut into the model's grid x grid windows (format.tiling). Each band of windows sees
+`context_rows` already coded rows above it, fed to the model but not coded, so a
+band's first coded row is predicted from the real pixels above it. All windows of a
+segment are independent of each other, so
+
+- the encoder runs each window in one whole-sequence call (exact profile: the tables
+  equal the decoder's step-by-step ones bit for bit), several windows per call;
+- the decoder steps every window of a segment together, one cell at a time, with the
+  KV cache: the segment is its batch. The known rows above are fed in one call first.
+
+Only exact bundles code full-resolution images: their tables are the same on every
+machine, and a whole-sequence encoder is what makes a photo's million tokens
+affordable to encode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from codec.coder import RangeDecoder, RangeEncoder
+from codec.freq import cumulative
+from codec.model import SOS, ExactTokenModel
+from codec.palette import PALETTE_SIZE
+from format.container import segment_check
+from format.errors import PayloadError, TokenChecksumError
+from format.records import FullImageHeader, FullImageRecord, Segment
+from format.tiling import Band, Tiling
+
+CONTEXT_ROWS = 8
+"""Rows above each band fed but not coded. Chosen by measurement (docs/full-resolution.md):
+more context codes the band's first rows better but feeds more cells per coded pixel."""
+
+SEGMENT_WINDOWS = 32
+"""Windows per segment record, the decoder's batch: 32 windows of 32 columns cover a
+1024-pixel-wide band in one record."""
+
+ENCODE_CALL_WINDOWS = 8
+"""Windows per encoder call: bounds the tables held at once (8 x 1024 x 512 int64)."""
+
+Progress = Callable[[int, int], None]
+"""progress(pixels_done, pixels_total)."""
+
+
+@dataclass(frozen=True)
+class FullImage:
+    """A palette image at its own size, with what the container records about it."""
+
+    tokens: np.ndarray
+    """uint16 [height, width] palette indices."""
+    mode: str
+    name: str | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.tokens.shape[1])
+
+
+def grid_of(n_positions: int) -> int:
+    """The window side of a model with n_positions = grid^2 positions."""
+    grid = math.isqrt(n_positions)
+    if grid * grid != n_positions:
+        raise ValueError(f"the model's {n_positions} positions are not a square grid")
+    return grid
+
+
+def make_header(
+    image: FullImage,
+    fingerprint: bytes,
+    grid: int,
+    coding: int,
+    context_rows: int = CONTEXT_ROWS,
+    segment_windows: int = SEGMENT_WINDOWS,
+) -> FullImageHeader:
+    return FullImageHeader(
+        fingerprint=fingerprint,
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        grid=grid,
+        context_rows=min(context_rows, grid - 1),
+        segment_windows=segment_windows,
+        coding=coding,
+    )
+
+
+def _segment_windows(
+    tiling: Tiling, image: np.ndarray, band: Band, columns: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells [windows, rows * window_width] and their coded mask, for one segment."""
+    cells = np.stack([tiling.window_tokens(image, band, c).reshape(-1) for c in columns])
+    mask = np.stack([tiling.coded_mask(band, c).reshape(-1) for c in columns])
+    return cells.astype(np.int64), mask
+
+
+def _coding_order(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(window, cell) of every coded token, cell-major: the order both sides code in."""
+    cell_idx, window_idx = np.nonzero(mask.T)
+    return window_idx, cell_idx
+
+
+def encode_full(
+    model: ExactTokenModel,
+    image: FullImage,
+    header: FullImageHeader,
+    progress: Progress | None = None,
+) -> tuple[FullImageRecord, float]:
+    """Code a full-resolution image; returns the record and the model's ideal bits."""
+    tiling = header.tiling
+    positions = tiling.cell_positions()
+    tokens = image.tokens
+    segments: list[Segment] = []
+    ideal = 0.0
+    done = 0
+    for band in tiling.bands():
+        cells_per_window = band.rows * tiling.window_width
+        pos = positions[:cells_per_window]
+        for columns in tiling.segments():
+            cells, mask = _segment_windows(tiling, tokens, band, columns)
+            cum = np.zeros((len(columns), cells_per_window, PALETTE_SIZE + 1), np.int64)
+            for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
+                chunk = cells[start : start + ENCODE_CALL_WINDOWS]
+                ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
+                freqs, _ = model.run(
+                    ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False
+                )
+                cum[start : start + len(chunk)] = cumulative(freqs)
+            windows, cell_idx = _coding_order(mask)
+            symbols = cells[windows, cell_idx]
+            tables = cum[windows, cell_idx]
+            encoder = RangeEncoder()
+            for table, symbol in zip(tables, symbols.tolist(), strict=True):
+                encoder.encode_symbol(table, symbol)
+            rows = np.arange(len(symbols))
+            share = (tables[rows, symbols + 1] - tables[rows, symbols]) / tables[:, -1]
+            ideal += float(-np.log2(share).sum())
+            payload, _ = encoder.finish()
+            check = segment_check(symbols, header, len(segments))
+            segments.append(Segment(payload, check))
+            done += len(symbols)
+            if progress is not None:
+                progress(done, header.token_count)
+    return FullImageRecord(header, tuple(segments), image.name), ideal
+
+
+def decode_full(
+    model: ExactTokenModel,
+    record: FullImageRecord,
+    index: int,
+    progress: Progress | None = None,
+) -> FullImage:
+    """Decode a full-resolution image band by band; every segment is one batch.
+
+    The decoder re-encodes what it decodes (the payload must be the encoder's canonical
+    output) and checks each segment's token check, as for thumbnails.
+    """
+    header = record.header
+    tiling = header.tiling
+    positions = tiling.cell_positions()
+    image = np.zeros((header.height, header.width), dtype=np.uint16)
+    segments = iter(record.segments)
+    number = 0
+    done = 0
+    for band in tiling.bands():
+        for columns in tiling.segments():
+            segment = next(segments)
+            try:
+                symbols = _decode_segment(model, tiling, image, band, columns, positions, segment)
+            except PayloadError as exc:
+                raise PayloadError(f"record {index}, segment {number}: {exc}") from None
+            if segment_check(symbols, header, number) != segment.token_check:
+                raise TokenChecksumError(
+                    f"record {index}, segment {number}: the decoded tokens fail the token "
+                    "check: the record is damaged, or the model computes other numbers than "
+                    "the encoder's"
+                )
+            number += 1
+            done += len(symbols)
+            if progress is not None:
+                progress(done, header.token_count)
+    return FullImage(image, header.mode, record.name)
+
+
+def _decode_segment(
+    model: ExactTokenModel,
+    tiling: Tiling,
+    image: np.ndarray,
+    band: Band,
+    columns: list[int],
+    positions: np.ndarray,
+    segment: Segment,
+) -> np.ndarray:
+    """Decode one segment into `image` (its rows above are already there); returns the
+    decoded tokens in coding order."""
+    width = tiling.window_width
+    n_cells = band.rows * width
+    batch = len(columns)
+    cells, mask = _segment_windows(tiling, image, band, columns)
+    real = [min(width, tiling.width - tiling.columns[c]) for c in columns]
+    decoder = RangeDecoder(segment.payload)
+    shadow = RangeEncoder()
+    first = band.known * width
+    # The known rows (and SOS) in one call: its last table is the first coded cell's.
+    ids = np.concatenate([np.full((batch, 1), SOS), cells[:, :first]], axis=1)
+    pos = np.broadcast_to(positions[: first + 1], ids.shape)
+    freqs, state = model.run(ids, pos, model.start(batch))
+    for cell in range(first, n_cells):
+        cum = cumulative(freqs[:, -1])
+        col = cell % width
+        for w in range(batch):
+            if col < real[w]:
+                symbol = decoder.decode_symbol(cum[w])
+                shadow.encode_symbol(cum[w], symbol)
+                cells[w, cell] = symbol
+            else:  # padding: the row's last real token again
+                cells[w, cell] = cells[w, cell - col + real[w] - 1]
+        if cell + 1 < n_cells:
+            freqs, state = model.run(
+                cells[:, cell : cell + 1],
+                np.full((batch, 1), positions[cell + 1]),
+                state,
+            )
+    if shadow.finish()[0] != segment.payload:
+        raise PayloadError(
+            "a segment's payload is not the encoder's canonical output for the tokens it "
+            "decodes to (bytes changed or appended)"
+        )
+    coded_rows = slice(band.top + band.known, band.top + band.rows)
+    for w, c in enumerate(columns):
+        x0 = tiling.columns[c]
+        block = cells[w].reshape(band.rows, width)[band.known :, : real[w]]
+        image[coded_rows, x0 : x0 + real[w]] = block
+    order = _coding_order(mask)
+    return cells[order]

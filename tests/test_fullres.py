@@ -1,0 +1,357 @@
+"""Full-resolution images (record kinds 3 and 4): the window layout, the container rules
+and lossless round trips of real photos at their own size through the shipped model."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+from conftest import shared_data_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import codec
+from codec import api
+from codec.bundle import load_bundle
+from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
+from codec.model import ExactTokenModel
+from codec.pipeline import DecodeLimits
+from format import (
+    DecodeLimitError,
+    FormatError,
+    InvalidFieldError,
+    MissingEndMarkerError,
+    PayloadError,
+    Record,
+    RecordHeader,
+    StreamWriter,
+    TokenChecksumError,
+    iter_records,
+    pack_stream,
+    unpack_stream,
+)
+from format.container import segment_check
+from format.records import (
+    CODING_EXACT,
+    CODING_FLOAT32,
+    KIND_SEGMENT,
+    RECORD_ANCILLARY,
+    FullImageHeader,
+    FullImageRecord,
+    Segment,
+)
+from format.tiling import MAX_CONTEXT_ROWS, Tiling
+
+FP = bytes(range(8))
+PHOTO = "bsds500/val/101085.jpg"
+
+
+# --- the layout ----------------------------------------------------------------------------
+
+
+@st.composite
+def tilings(draw: st.DrawFn) -> Tiling:
+    grid = draw(st.integers(2, 32))
+    return Tiling(
+        width=draw(st.integers(1, 150)),
+        height=draw(st.integers(1, 150)),
+        grid=grid,
+        context_rows=draw(st.integers(0, min(MAX_CONTEXT_ROWS, grid - 1))),
+        segment_windows=draw(st.integers(1, 6)),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(tiling=tilings())
+def test_coded_cells_cover_every_pixel_once_after_their_context(tiling: Tiling) -> None:
+    """Every pixel is coded exactly once, and every context cell was coded by an earlier band."""
+    coded_by = np.full((tiling.height, tiling.width), -1)
+    positions = tiling.cell_positions()
+    assert positions.max() < tiling.grid**2
+    bands = tiling.bands()
+    for number, band in enumerate(bands):
+        assert band.rows == tiling.window_height and 0 <= band.known < band.rows
+        assert band.top + band.rows <= tiling.height
+        if number:
+            assert band.known >= tiling.context_rows or band.top == 0
+        for column in range(len(tiling.columns)):
+            mask = tiling.coded_mask(band, column)
+            x0 = tiling.columns[column]
+            real = min(tiling.window_width, tiling.width - x0)
+            block = coded_by[band.top : band.top + band.rows, x0 : x0 + real]
+            assert (block[: band.known] >= 0).all() and (block[: band.known] < number).all()
+            assert (block[band.known :] == -1).all()
+            block[band.known :] = number
+            assert mask[:, :real].sum() == block[band.known :].size
+            assert not mask[:, real:].any()
+    assert (coded_by >= 0).all()
+    segments = tiling.segments()
+    assert sorted(c for s in segments for c in s) == list(range(len(tiling.columns)))
+    assert all(len(s) <= tiling.segment_windows for s in segments)
+    assert tiling.record_count == len(bands) * len(segments)
+
+
+def test_window_padding_repeats_the_rows_last_token() -> None:
+    tiling = Tiling(width=40, height=3, grid=32, context_rows=0, segment_windows=4)
+    image = np.arange(120, dtype=np.uint16).reshape(3, 40)
+    cells = tiling.window_tokens(image, tiling.bands()[0], 1)
+    assert cells.shape == (3, 32)
+    assert (cells[:, :8] == image[:, 32:]).all()
+    assert (cells[:, 8:] == image[:, -1:]).all()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"grid": 0},
+        {"grid": 256},
+        {"context_rows": 32},
+        {"context_rows": MAX_CONTEXT_ROWS + 1},
+        {"segment_windows": 0},
+        {"width": 0},
+        {"height": 65536},
+        {"mode": ""},
+        {"coding": 3},
+        {"flags": RECORD_ANCILLARY},
+    ],
+)
+def test_header_validation(changes: dict) -> None:
+    fields = dict(fingerprint=FP, width=50, height=40, mode="RGB", grid=32, context_rows=8)
+    fields["segment_windows"] = 4
+    with pytest.raises(InvalidFieldError):
+        FullImageHeader(**{**fields, **changes})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    width=st.integers(1, 65535),
+    height=st.integers(1, 65535),
+    mode=st.sampled_from(["RGB", "L", "RGBA", "CMYK", "I;16"]),
+    context=st.integers(0, MAX_CONTEXT_ROWS),
+    segment=st.integers(1, 255),
+    coding=st.sampled_from([CODING_EXACT, CODING_FLOAT32]),
+)
+def test_header_bytes_round_trip(width, height, mode, context, segment, coding) -> None:
+    header = FullImageHeader(FP, width, height, mode, 32, context, segment, coding)
+    assert FullImageHeader.from_bytes(header.head_bits, FP, header.to_bytes()) == header
+    with pytest.raises(InvalidFieldError):  # nothing may follow the header
+        FullImageHeader.from_bytes(header.head_bits, FP, header.to_bytes() + b"\x00")
+
+
+# --- the container -------------------------------------------------------------------------
+
+
+def full_record(width: int = 40, height: int = 40, segment_windows: int = 1) -> FullImageRecord:
+    header = FullImageHeader(FP, width, height, "RGB", 32, 8, segment_windows)
+    count = header.tiling.record_count
+    return FullImageRecord(header, tuple(Segment(bytes([i + 1]), i) for i in range(count)))
+
+
+THUMB = Record(RecordHeader(FP, 64, 48, "RGB", 4, 16), b"\x11", 0x4242)
+
+
+def test_full_records_round_trip_among_thumbnails_and_names() -> None:
+    full = dataclasses.replace(full_record(70, 50, 2), name="big.png")
+    records = [THUMB, full, THUMB, full_record(3, 2), full_record(33, 65, 1)]
+    data = pack_stream(records)
+    assert unpack_stream(data) == records
+    assert [type(r) for r in iter_records(io.BytesIO(data))] == [type(r) for r in records]
+
+
+def test_segment_count_is_enforced() -> None:
+    record = full_record()
+    with pytest.raises(InvalidFieldError, match="segments"):
+        FullImageRecord(record.header, record.segments[:-1])
+
+
+def raw_stream(frames: list[tuple[int, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    writer = StreamWriter(buffer)
+    for head, body in frames:
+        writer.write_raw_record(head, body, FP)
+    writer.close()
+    return buffer.getvalue()
+
+
+HEAD = full_record().header
+HEAD_FRAME = (HEAD.head_bits, HEAD.to_bytes())
+SEG = (KIND_SEGMENT, b"\x00\x00\x01")
+
+
+@pytest.mark.parametrize(
+    ("frames", "error", "match"),
+    [
+        ([SEG], InvalidFieldError, "without its full-image header"),
+        ([(HEAD.head_bits, HEAD.to_bytes())], InvalidFieldError, "header ends the stream"),
+        ([(HEAD.head_bits, HEAD.to_bytes()), SEG], InvalidFieldError, "ends inside"),
+        (
+            [(HEAD.head_bits, HEAD.to_bytes()), SEG, (1, THUMB.header.to_bytes() + b"\0\0\1")],
+            InvalidFieldError,
+            "where segment 1",
+        ),
+        ([HEAD_FRAME, (KIND_SEGMENT | 0x40, b"\0\0\1")], InvalidFieldError, "ancillary"),
+        ([HEAD_FRAME, (KIND_SEGMENT | 0x10, b"\0\0\1")], InvalidFieldError, "coding differs"),
+        ([HEAD_FRAME, (KIND_SEGMENT, b"\0")], InvalidFieldError, "token check"),
+        ([HEAD_FRAME, (KIND_SEGMENT, b"\0\0\1\0")], PayloadError, "zero byte"),
+        ([(HEAD.head_bits, HEAD.to_bytes()[:-1]), SEG, SEG, SEG, SEG], InvalidFieldError, "length"),
+    ],
+)
+def test_malformed_full_images_are_refused(frames, error, match) -> None:
+    data = raw_stream(frames)
+    for read in (unpack_stream, lambda d: list(iter_records(io.BytesIO(d)))):
+        with pytest.raises(error, match=match) as info:
+            read(data)
+        assert "\n" not in str(info.value)
+
+
+def test_a_cut_full_image_is_truncated() -> None:
+    data = pack_stream([full_record()])
+    for cut in range(1, len(data)):
+        with pytest.raises(FormatError):
+            unpack_stream(data[:cut])
+    buffer = io.BytesIO()
+    with pytest.raises(RuntimeError), StreamWriter(buffer) as writer:
+        writer.write_record(full_record())
+        raise RuntimeError("the encoder failed")
+    with pytest.raises(MissingEndMarkerError):
+        unpack_stream(buffer.getvalue())
+
+
+def test_segment_check_covers_the_claims() -> None:
+    tokens = np.arange(50)
+    header = full_record().header
+    base = segment_check(tokens, header, 0)
+    assert segment_check(tokens, header, 1) != base
+    assert segment_check(tokens, dataclasses.replace(header, width=41), 0) != base
+    assert segment_check(tokens[::-1].copy(), header, 0) != base
+
+
+# --- coding real photos ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(None)
+
+
+@pytest.fixture(scope="module")
+def model(bundle):
+    return ExactTokenModel(bundle, threads=1)
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    path = shared_data_dir() / "train" / PHOTO
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def independent_tokens(rgb: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest palette colour by direct squared distance in float64 (not the tokenizer's
+    expanded form), and a mask of pixels whose two nearest colours are near-tied."""
+    x = rgb.reshape(-1, 3).astype(np.float64) / 127.5 - 1
+    d = ((x[:, None, :] - palette.astype(np.float64)[None]) ** 2).sum(axis=2)
+    order = np.argsort(d, axis=1)[:, :2]
+    best, second = np.take_along_axis(d, order, axis=1).T
+    return order[:, 0].reshape(rgb.shape[:2]), (second - best < 1e-6).reshape(rgb.shape[:2])
+
+
+@pytest.mark.parametrize(
+    "box", [(0, 0, 90, 70), (200, 150, 233, 181), (5, 5, 8, 10), (9, 9, 10, 10)]
+)
+def test_photo_round_trip_at_its_own_size(box, photo, bundle) -> None:
+    crop = photo.crop(box)
+    data = codec.compress(crop, full=True)
+    (decoded,) = codec.decompress(data)
+    assert decoded.full and decoded.image.size == crop.size
+    assert decoded.original_size == crop.size and decoded.to_original_size() is decoded.image
+    expected, ties = independent_tokens(np.asarray(crop), bundle.palette)
+    assert decoded.tokens.shape == (crop.height, crop.width)
+    assert np.array_equal(decoded.tokens[~ties], expected[~ties])
+    # Decoded colours are the palette colours of those tokens (what the PNG holds).
+    rgb = np.asarray(decoded.image)
+    colours = np.rint(127.5 * (bundle.palette[decoded.tokens] + 1)).astype(np.uint8)
+    assert np.array_equal(rgb, colours)
+
+
+def test_encoder_and_decoder_agree_with_other_layouts(photo, bundle, model) -> None:
+    """Context rows and segment widths are the writer's choice; the reader follows the header."""
+    tokens = api.tokenize([photo.crop((0, 0, 45, 40))], bundle, 0, full=True)[0].tokens
+    image = FullImage(tokens, "RGB")
+    sizes = set()
+    for context, windows in [(0, 1), (16, 2), (8, 32)]:
+        header = make_header(image, bundle.fingerprint, 32, CODING_EXACT, context, windows)
+        record, ideal = encode_full(model, image, header)
+        (back,) = unpack_stream(pack_stream([record]))
+        assert np.array_equal(decode_full(model, back, 0).tokens, tokens)
+        payload = sum(len(s.payload) for s in record.segments)
+        assert 8 * payload >= ideal and 8 * payload <= ideal + 16 * len(record.segments)
+        sizes.add(payload)
+    assert len(sizes) > 1  # the layouts really differ
+
+
+@pytest.fixture(scope="module")
+def coded(photo, bundle, model):
+    tokens = api.tokenize([photo.crop((100, 100, 150, 140))], bundle, 0, full=True)[0].tokens
+    image = FullImage(tokens, "RGB")
+    header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_EXACT)
+    record, _ = encode_full(model, image, header)
+    return tokens, record
+
+
+def test_damaged_payloads_never_give_a_wrong_image(coded, model) -> None:
+    _, record = coded
+    for index in range(len(record.segments)):
+        segment = record.segments[index]
+        last = len(segment.payload) - 1
+        for position in (0, last // 2, last):
+            payload = bytearray(segment.payload)
+            payload[position] ^= 0x21
+            if not payload[-1]:
+                continue
+            damaged = list(record.segments)
+            damaged[index] = Segment(bytes(payload), segment.token_check)
+            with pytest.raises((PayloadError, TokenChecksumError)):
+                decode_full(model, dataclasses.replace(record, segments=tuple(damaged)), 0)
+
+
+def test_forged_checks_and_geometry_fail(coded, model) -> None:
+    _, record = coded
+    first = record.segments[0]
+    forged = (Segment(first.payload, first.token_check ^ 1), *record.segments[1:])
+    with pytest.raises(TokenChecksumError, match="segment 0"):
+        decode_full(model, dataclasses.replace(record, segments=forged), 0)
+    mode = dataclasses.replace(record.header, mode="L")
+    with pytest.raises(TokenChecksumError):
+        decode_full(model, dataclasses.replace(record, header=mode), 0)
+
+
+def test_decoder_checks_grid_limits_and_model(coded, bundle) -> None:
+    _, record = coded
+    data = pack_stream([record])
+    other = dataclasses.replace(record.header, grid=16)
+    with pytest.raises(InvalidFieldError, match="16-wide windows"):
+        api.decode_records([FullImageRecord(other, (Segment(b"", 0),) * other.tiling.record_count)])
+    with pytest.raises(DecodeLimitError):
+        codec.decompress(data, limits=DecodeLimits(max_tokens=record.header.token_count - 1))
+    assert len(codec.decompress(data, limits=DecodeLimits(max_tokens=record.header.token_count)))
+
+
+def test_full_needs_an_exact_bundle(float_bundle, photo) -> None:
+    with pytest.raises(ValueError, match="exact bundle"):
+        codec.compress(photo.crop((0, 0, 8, 8)), model=float_bundle, full=True)
+
+
+def test_mixed_stream_of_thumbnails_and_full_images(photo) -> None:
+    crops = [photo.crop((0, 0, 40, 30)), photo.crop((50, 50, 60, 90))]
+    thumbs = codec.compress(crops, size=8)
+    full = codec.compress(crops, full=True)
+    records = unpack_stream(thumbs)[:1] + unpack_stream(full) + unpack_stream(thumbs)[1:]
+    decoded = api.decode_records(records)
+    assert [d.full for d in decoded] == [False, True, True, False]
+    assert [d.image.size for d in decoded] == [(8, 8), (40, 30), (10, 40), (8, 8)]
