@@ -31,10 +31,12 @@ import contextlib
 import inspect
 import io
 import json
+import logging
 import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +66,6 @@ OUTPUTS = ("png", "npy")
 DEFAULT_SHARD_IMAGES = 256
 """Images per shard: ~0.4 MB at 32x32 and ~70 s of one core, so a retried shard costs
 little and a million images make ~4,000 files."""
-DEFAULT_RETRIES = 3
-"""Actor restarts and task retries Ray may spend: a crash-looping actor fails the job."""
 ENTRY_FIELDS = tuple(IndexEntry.__dataclass_fields__)
 _INT_FIELDS = frozenset({"record", "offset", "length", "prev_crc", "side", "width", "height"})
 
@@ -282,13 +282,20 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
         kwargs: dict[str, Any] = {"include_dashboard": False}
         if quiet:
             kwargs.update(log_to_driver=False, logging_level="ERROR")
-        if address:
-            if num_cpus is not None:
-                raise DatasetError("--num-cpus starts a local Ray; it cannot go with --address")
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=num_cpus, **kwargs)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError from Ray
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise DatasetError(f"cannot start {where}: {_first_line(exc)}") from exc
         started = True
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [logger.level for logger in loggers]
+    if quiet:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     bars = context.enable_progress_bars
     context.enable_progress_bars = not quiet
@@ -296,8 +303,15 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
         yield ray
     finally:
         context.enable_progress_bars = bars
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         if started:
             ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _ray_failure(exc: BaseException) -> DatasetError:
@@ -362,6 +376,34 @@ def _remote_args(function: Any, num_cpus: float) -> dict[str, Any]:
     return {"ray_remote_args": {"num_cpus": num_cpus}}
 
 
+def _retry_args(retries: int | None) -> dict[str, Any]:
+    """Actor restarts and task retries. None keeps Ray Data's own default for actor pools
+    (unlimited restarts and retries: a killed actor is replaced and its batch given
+    again); a number bounds both, so a crash-looping actor fails the job. Ray 2.60
+    deprecates passing them as bare keywords, hence the filter."""
+    if retries is None:
+        return {}
+    if retries < 0:
+        raise DatasetError(f"retries must be >= 0, got {retries}")
+    return {"max_restarts": retries, "max_task_retries": retries}
+
+
+def _actor_map(dataset: Any, worker: type, actors: int, retries: int | None, **kwargs: Any) -> Any:
+    """`map_batches` over a fixed pool of `actors` actors, 1 CPU each, numpy batches."""
+    import ray.data
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return dataset.map_batches(
+            worker,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=1,
+            **kwargs,
+            **_retry_args(retries),
+        )
+
+
 def compress_dataset(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -376,7 +418,7 @@ def compress_dataset(
     num_cpus: int | None = None,
     id_column: str | None = None,
     bytes_column: str = "image",
-    retries: int = DEFAULT_RETRIES,
+    retries: int | None = None,
     force: bool = False,
     quiet: bool = False,
 ) -> CompressReport:
@@ -387,9 +429,9 @@ def compress_dataset(
     the id column as text, image file bytes in `bytes_column`). `on_error`: "skip"
     reports each unreadable input with its key (CompressReport.skipped, dataset.json)
     and goes on; "fail" stops the job at the first one, naming it, and writes nothing.
-    `address`: an existing Ray cluster; otherwise a local Ray with `num_cpus` CPUs
-    (default: `actors`) is started and stopped here, unless this process already runs
-    Ray. Raises DatasetError (and CodecError subclasses such as BundleError).
+    `retries`: see `_retry_args`. `address`: an existing Ray cluster; otherwise a local
+    Ray with `num_cpus` CPUs (default: `actors`) is started and stopped here, unless this
+    process already runs Ray. Raises DatasetError (and CodecError subclasses such as BundleError).
     """
     if on_error not in ON_ERROR:
         raise DatasetError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
@@ -428,8 +470,11 @@ def compress_dataset(
                 **_remote_args(read, 0),
             )
             key_column, data_column = id_column, bytes_column
-        coded = dataset.map_batches(
+        coded = _actor_map(
+            dataset,
             CompressWorker,
+            actors,
+            retries,
             fn_constructor_kwargs={
                 "staging": str(staging),
                 "model": model_arg,
@@ -440,11 +485,6 @@ def compress_dataset(
                 "data_column": data_column,
             },
             batch_size=shard_images,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=1,
-            max_restarts=retries,
-            max_task_retries=retries,
         )
         entries, skipped = _collect(coded, on_error)
         report = _finish_compress(staging, target, entries, skipped, size, bundle.fingerprint)
@@ -555,7 +595,7 @@ def decompress_dataset(
     model: str | os.PathLike[str] | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
-    retries: int = DEFAULT_RETRIES,
+    retries: int | None = None,
     force: bool = False,
     quiet: bool = False,
 ) -> DecompressReport:
@@ -592,8 +632,11 @@ def decompress_dataset(
     target = Path(out_dir).absolute()
     start = time.perf_counter()
     with _Staging(target, force) as staging, ray_session(address, num_cpus or actors, quiet) as ray:
-        decoded = ray.data.from_items(rows).map_batches(
+        decoded = _actor_map(
+            ray.data.from_items(rows),
             DecompressWorker,
+            actors,
+            retries,
             fn_constructor_kwargs={
                 "source": str(source),
                 "staging": str(staging),
@@ -602,11 +645,6 @@ def decompress_dataset(
                 "output": output,
             },
             batch_size=1,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=1,
-            max_restarts=retries,
-            max_task_retries=retries,
         )
         done: dict[str, int] = {}
         try:

@@ -1,0 +1,315 @@
+"""`igpt-codec dataset ...`: image collections as sharded datasets (docs/scale.md).
+
+    dataset compress SRC OUT_DIR      Ray Data: a directory tree (or Parquet) -> shards + index
+    dataset decompress DIR OUT_DIR    Ray Data: every image back, as PNG or tokens (.npy)
+    dataset get DIR KEY [-o FILE]     one image by key: reads only its record, no Ray
+
+Ray is imported only inside `compress` and `decompress` (the `scale` extra), so the
+codec's own commands, and `dataset get`, run without it; onnxruntime is imported only
+when a model runs; torch never. Errors are one line and a non-zero exit, as in
+`codec.cli` (whose error handling these commands share); a failed job leaves no output
+directory (everything is written to a hidden staging directory renamed at the end).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from format.errors import CodecError
+
+
+class DatasetUsageError(CodecError):
+    """A problem the dataset commands find themselves (exit 1)."""
+
+
+def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """codec.cli's error handling (one line, exit 1; signals 128+N), looked up when the
+    command runs: codec.cli imports this module to register the group, so importing it
+    back at load time would be circular."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from codec.cli import reports_errors
+
+        reports_errors(command)(*args, **kwargs)
+
+    return wrapper
+
+
+def _cluster_options(command: Callable) -> Callable:
+    """Where Ray runs and how many actors code: shared by compress and decompress."""
+    for option in reversed(
+        [
+            click.option(
+                "--address",
+                metavar="ADDR",
+                help="An existing Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001'). "
+                "Default: start a local Ray on this machine and stop it at the end.",
+            ),
+            click.option(
+                "--actors",
+                type=click.IntRange(min=1),
+                default=2,
+                show_default=True,
+                help="Actors in the pool; each holds one onnxruntime session and 1 CPU.",
+            ),
+            click.option(
+                "--num-cpus",
+                type=click.IntRange(min=1),
+                help="CPUs of the local Ray (default: --actors). Ignored with --address.",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(min=1),
+                default=1,
+                show_default=True,
+                help="onnxruntime intra-op threads per actor.",
+            ),
+            click.option(
+                "--model",
+                "model_dir",
+                metavar="DIR",
+                help="Model bundle directory (on every node); default: the shipped model.",
+            ),
+            click.option(
+                "--retries",
+                type=click.IntRange(min=0),
+                help="Bound actor restarts and task retries (default: Ray Data's, unlimited).",
+            ),
+            click.option(
+                "-f", "--force", is_flag=True, help="Replace an existing, non-empty OUT_DIR."
+            ),
+            click.option("-q", "--quiet", is_flag=True, help="No Ray progress, no summary."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _scale(name: str) -> Any:
+    """A function of the `scale` package, which a plain install lacks (one-line error)."""
+    try:
+        import scale.runner
+    except ImportError as exc:
+        raise DatasetUsageError(
+            f"dataset commands need the scale extra (pip install 'igpt-codec[scale]'): {exc}"
+        ) from exc
+    return getattr(scale.runner, name)
+
+
+@click.group("dataset", context_settings={"help_option_names": ["-h", "--help"]})
+def dataset() -> None:
+    """Image collections as sharded streams plus an index, on Ray Data.
+
+    compress/decompress need the scale extra (pip install 'igpt-codec[scale]'); get
+    needs only the codec.
+    """
+
+
+@dataset.command("compress")
+@click.argument("source")
+@click.argument("out_dir")
+@click.option(
+    "--size",
+    type=click.IntRange(1, 32),
+    default=32,
+    show_default=True,
+    help="Side N of the coded N x N palette thumbnail.",
+)
+@click.option(
+    "--shard-images",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Images per shard (one batch of one actor).",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["skip", "fail"]),
+    default="skip",
+    show_default=True,
+    help="An unreadable image: skip it (reported with its key) or fail the job.",
+)
+@click.option(
+    "--id-column",
+    metavar="NAME",
+    help="SOURCE is a Parquet file or directory: the column holding each image's key.",
+)
+@click.option(
+    "--bytes-column",
+    metavar="NAME",
+    default="image",
+    show_default=True,
+    help="With --id-column: the column holding the encoded image file bytes.",
+)
+@_cluster_options
+@_reports_errors
+def compress_command(
+    source: str,
+    out_dir: str,
+    size: int,
+    shard_images: int,
+    on_error: str,
+    id_column: str | None,
+    bytes_column: str,
+    address: str | None,
+    actors: int,
+    num_cpus: int | None,
+    threads: int,
+    model_dir: str | None,
+    retries: int | None,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Compress every image under SOURCE into OUT_DIR: shards/*.igpt, index.jsonl,
+    index.parquet and dataset.json.
+
+    SOURCE is a directory (key = path relative to it) or, with --id-column, a Parquet
+    table. Each image is stored as its N x N palette thumbnail, losslessly.
+    """
+    compress_dataset = _scale("compress_dataset")
+
+    report = compress_dataset(
+        source,
+        out_dir,
+        size=size,
+        shard_images=shard_images,
+        actors=actors,
+        threads=threads,
+        model=model_dir,
+        on_error=on_error,
+        address=address,
+        num_cpus=num_cpus,
+        id_column=id_column,
+        bytes_column=bytes_column,
+        retries=retries,
+        force=force,
+        quiet=quiet,
+    )
+    for key, reason in report.skipped:
+        click.echo(f"skipped {key}: {reason}", err=True)
+    if not quiet:
+        click.echo(
+            f"{out_dir}: {report.images} images in {report.shards} shards, "
+            f"{report.tokens} tokens, {report.stream_bytes} bytes "
+            f"({report.bits_per_token:.3f} bits/token), {len(report.skipped)} skipped, "
+            f"{report.seconds:.1f} s ({report.images / report.seconds:.1f} images/s)",
+            err=True,
+        )
+
+
+@dataset.command("decompress")
+@click.argument("source")
+@click.argument("out_dir")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["png", "npy"]),
+    default="png",
+    show_default=True,
+    help="png: the thumbnail image; npy: its tokens (uint16, side x side).",
+)
+@_cluster_options
+@_reports_errors
+def decompress_command(
+    source: str,
+    out_dir: str,
+    output: str,
+    address: str | None,
+    actors: int,
+    num_cpus: int | None,
+    threads: int,
+    model_dir: str | None,
+    retries: int | None,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Decode every image of the dataset SOURCE into OUT_DIR, one file per key (its
+    directories kept, its suffix replaced by .png or .npy)."""
+    decompress_dataset = _scale("decompress_dataset")
+
+    report = decompress_dataset(
+        source,
+        out_dir,
+        output=output,
+        actors=actors,
+        threads=threads,
+        model=model_dir,
+        address=address,
+        num_cpus=num_cpus,
+        retries=retries,
+        force=force,
+        quiet=quiet,
+    )
+    if not quiet:
+        click.echo(
+            f"{out_dir}: {report.images} images from {report.shards} shards, "
+            f"{report.tokens} tokens, {report.seconds:.1f} s "
+            f"({report.images / report.seconds:.1f} images/s)",
+            err=True,
+        )
+
+
+@dataset.command("get")
+@click.argument("source")
+@click.argument("key")
+@click.option(
+    "-o",
+    "--output",
+    help="The PNG to write ('-' for stdout). Default: the key's base name as .png.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    metavar="DIR",
+    help="Model bundle directory tried first (then the search path, by fingerprint).",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+@click.option("--original-size", is_flag=True, help="Upscale to the original's size.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing file.")
+@_reports_errors
+def get_command(
+    source: str,
+    key: str,
+    output: str | None,
+    model_dir: str | None,
+    threads: int | None,
+    original_size: bool,
+    force: bool,
+) -> None:
+    """Decode the image stored under KEY in the dataset SOURCE.
+
+    Reads the index, then only that record's bytes from its shard (checked alone with
+    the chained CRC the index stores); no Ray.
+    """
+    import io
+
+    from codec.outputs import OutputSet
+    from codec.shards import decode_entry, find_entry
+
+    entry = find_entry(source, key)
+    if output is None:
+        output = Path(key.replace("\\", "/")).with_suffix(".png").name
+    target = None if output == "-" else Path(output)
+    outputs = OutputSet(force=force)
+    if target is not None:
+        outputs.check(target)
+    image = decode_entry(source, entry, model=model_dir, threads=threads)
+    picture = image.to_original_size() if original_size else image.image
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    if target is None:
+        stream = sys.stdout.buffer
+        if stream.isatty() and not force:
+            raise DatasetUsageError("refusing to write binary data to a terminal (use -f)")
+        stream.write(buffer.getvalue())
+        stream.flush()
+        return
+    with outputs:
+        outputs.add(target, buffer.getvalue())
