@@ -100,8 +100,7 @@ def png_indexed(tokens: np.ndarray, rgb: np.ndarray) -> tuple[bytes, bool]:
 
 def png_tokens16(tokens: np.ndarray, rgb: np.ndarray) -> tuple[bytes, bool]:
     """The token values themselves as a 16-bit greyscale PNG (9 significant bits)."""
-    side = rgb.shape[0]
-    grey = Image.fromarray(tokens.reshape(side, side).astype(np.uint16))
+    grey = Image.fromarray(tokens.reshape(rgb.shape[:2]).astype(np.uint16))
     data = _save(grey, "PNG", optimize=True)
     with Image.open(io.BytesIO(data)) as decoded:
         same = np.array_equal(np.asarray(decoded).astype(np.int64).reshape(-1), tokens)

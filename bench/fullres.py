@@ -1,15 +1,23 @@
-"""Full-resolution palette images of the held-out photos (shared by the study and the bench)."""
+"""The full-resolution section: our --full files against classical lossless codecs on the
+same palette images (every pixel of the photo mapped to the 512 colours), with seconds per
+megapixel and peak memory.
+
+    python -m bench.fullres --limit 8 --out docs/bench-results/fullres.json --peak
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from codec.bundle import Bundle
 from codec.images import load_image
-from codec.palette import pixels_to_tokens
+from codec.palette import grid_to_rgb, pixels_to_tokens
 
 HELDOUT = Path(__file__).resolve().parents[1] / "export" / "data" / "heldout.json"
 SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
@@ -39,3 +47,165 @@ def heldout_palette_images(
         (str(path.relative_to(SHARED_TRAIN)), palette_image(path, bundle))
         for path in heldout_paths(split, limit)
     ]
+
+
+def classical_sizes(tokens: np.ndarray, palette: np.ndarray) -> dict[str, int]:
+    """File bytes of every classical codec on one palette image (decoded back and compared)."""
+    from bench.classical import PACKINGS, find_competitors
+
+    competitors = find_competitors()
+    flat = tokens.reshape(-1).astype(np.int64)
+    rgb = grid_to_rgb(tokens, palette)
+    sizes: dict[str, int] = {}
+    for name, image_codec in competitors.image_codecs.items():
+        data, exact = image_codec(flat, rgb)
+        if not exact:
+            raise RuntimeError(f"{name} did not decode to the same pixels")
+        sizes[name] = len(data)
+    for name, compress in competitors.compressors.items():
+        for packing, pack in PACKINGS.items():
+            sizes[f"{name}/{packing}"] = len(compress(pack(flat)))
+    return sizes
+
+
+def code_photo(path: Path, bundle: Bundle, threads: tuple[int, ...]) -> dict[str, Any]:
+    """Our file bytes, round trip and seconds per megapixel (each thread count) for one photo."""
+    import codec
+
+    loaded = load_image(path)
+    row: dict[str, Any] = {"photo": str(path.relative_to(SHARED_TRAIN))}
+    tokens = palette_image(path, bundle)
+    row["width"], row["height"] = int(tokens.shape[1]), int(tokens.shape[0])
+    megapixels = tokens.size / 1e6
+    for count in threads:
+        start = time.perf_counter()
+        data = codec.compress(loaded, model=bundle, full=True, threads=count)
+        encode_s = time.perf_counter() - start
+        start = time.perf_counter()
+        (decoded,) = codec.decompress(data, model=bundle, threads=count)
+        decode_s = time.perf_counter() - start
+        if not np.array_equal(decoded.tokens, tokens):
+            raise RuntimeError(f"{path}: the round trip changed the palette image")
+        row["ours_bytes"] = len(data)
+        row[f"encode_s_per_mp_{count}t"] = encode_s / megapixels
+        row[f"decode_s_per_mp_{count}t"] = decode_s / megapixels
+    row["classical"] = classical_sizes(tokens, bundle.palette)
+    best = min(row["classical"], key=row["classical"].get)
+    row["best_classical"] = best
+    row["best_classical_bytes"] = row["classical"][best]
+    row["pixels"] = int(tokens.size)
+    row["ours_bits_per_pixel"] = 8 * row["ours_bytes"] / tokens.size
+    row["best_classical_bits_per_pixel"] = 8 * row["best_classical_bytes"] / tokens.size
+    row["saving_vs_best"] = 1 - row["ours_bytes"] / row["best_classical_bytes"]
+    return row
+
+
+def peak_rss_decoding(path: Path, bundle_dir: Path, workdir: Path) -> dict[str, Any]:
+    """Peak resident memory of the CLI compressing and decompressing one photo (child rusage)."""
+    import subprocess
+    import sys
+
+    cli = Path(__file__).resolve().parents[1] / "cli.py"
+    stream = workdir / "peak.igpt"
+    out: dict[str, Any] = {"photo": str(path.relative_to(SHARED_TRAIN))}
+    for step, args in (
+        ("compress", ["compress", "--full", "-q", "-f", "-o", str(stream), str(path)]),
+        ("decompress", ["decompress", "-q", "-f", "-o", str(workdir / "peak.png"), str(stream)]),
+    ):
+        command = [sys.executable, "-c", _PEAK_CHILD, str(cli), *args, "--model", str(bundle_dir)]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        out[f"{step}_peak_rss_mb"] = int(result.stdout.strip()) / 1024
+    return out
+
+
+_PEAK_CHILD = """
+import resource, runpy, sys
+cli = sys.argv[1]
+sys.argv = [cli, *sys.argv[2:]]
+try:
+    runpy.run_path(cli, run_name="__main__")
+except SystemExit as exit:
+    if exit.code:
+        raise
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ours = sum(r["ours_bytes"] for r in rows)
+    pixels = sum(r["pixels"] for r in rows)
+    names = rows[0]["classical"].keys()
+    totals = {name: sum(r["classical"][name] for r in rows) for name in names}
+    best_total = min(totals, key=totals.get)
+    summary: dict[str, Any] = {
+        "photos": len(rows),
+        "pixels": pixels,
+        "ours_bits_per_pixel": 8 * ours / pixels,
+        "classical_bits_per_pixel": {n: 8 * b / pixels for n, b in sorted(totals.items())},
+        "best_classical_in_total": best_total,
+        "saving_vs_best_in_total": 1 - ours / totals[best_total],
+        "saving_vs_best_per_photo_min": min(r["saving_vs_best"] for r in rows),
+        "photos_at_least_15pct_below_best": sum(r["saving_vs_best"] >= 0.15 for r in rows),
+    }
+    for key in rows[0]:
+        if key.startswith(("encode_s_per_mp", "decode_s_per_mp")):
+            summary[f"median_{key}"] = float(np.median([r[key] for r in rows]))
+    return summary
+
+
+def measure_fullres(
+    bundle: Bundle,
+    paths: list[Path],
+    threads: tuple[int, ...] = (1, 2),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    rows = []
+    for path in paths:
+        row = code_photo(path, bundle, threads)
+        log(
+            f"full-res {row['photo']}: {row['width']}x{row['height']} ours "
+            f"{row['ours_bits_per_pixel']:.3f} bpp, best classical {row['best_classical']} "
+            f"{row['best_classical_bits_per_pixel']:.3f} ({100 * row['saving_vs_best']:.1f}% less)"
+        )
+        rows.append(row)
+    return {
+        "model": bundle.fingerprint.hex(),
+        "threads": list(threads),
+        "rows": rows,
+        "summary": summarize(rows),
+    }
+
+
+def main() -> None:
+    import argparse
+    import tempfile
+
+    from codec.bundle import load_bundle
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fullres",
+        description="Full-resolution mode against classical lossless codecs on the held-out "
+        "photos' palette images: bits/pixel, seconds per megapixel, peak memory.",
+    )
+    parser.add_argument("--split", default="standard")
+    parser.add_argument("--limit", type=int, help="evenly spaced subset of the split")
+    parser.add_argument("--threads", default="1,2", help="thread counts to time (e.g. 1,2)")
+    parser.add_argument("--model", type=Path, help="bundle (default: the shipped one)")
+    parser.add_argument("--out", type=Path, default=Path("bench_out/fullres.json"))
+    parser.add_argument("--peak", action="store_true", help="also the CLI's peak memory")
+    args = parser.parse_args()
+    bundle = load_bundle(args.model)
+    threads = tuple(int(t) for t in args.threads.split(","))
+    paths = heldout_paths(args.split, args.limit)
+    result = measure_fullres(bundle, paths, threads)
+    if args.peak:
+        largest = max(paths, key=lambda p: p.stat().st_size)
+        with tempfile.TemporaryDirectory() as work:
+            result["peak_memory"] = peak_rss_decoding(largest, bundle.path, Path(work))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.fullres import heldout_palette_images
-from codec.bundle import load_bundle
+from codec.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from codec.model import SOS, ExactTokenModel
-from codec.bundle import DEFAULT_BUNDLE_DIR
 
 
 def window_bits(model: ExactTokenModel, windows: list[np.ndarray], masks: list[np.ndarray]):
@@ -98,7 +97,8 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"photos": [name for name, _ in images], "model": bundle.fingerprint.hex(), "rows": rows}
+    names = [name for name, _ in images]
+    result = {"photos": names, "model": bundle.fingerprint.hex(), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

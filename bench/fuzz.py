@@ -69,6 +69,8 @@ import numpy as np
 OUTCOMES = ("clean_error", "identical", "forged_valid", "other_exception", "hang", "memory")
 FAILURES = ("other_exception", "hang", "memory")
 FAMILIES = ("random", "field", "recrc")
+FULL_BASES = frozenset({"full", "fullmix"})
+"""Corpus streams holding full-resolution images (record kinds 3 and 4)."""
 DEFAULT_WEIGHTS = {"random": 0.5, "field": 0.2, "recrc": 0.3}
 
 CASE_TIMEOUT = 30.0
@@ -269,6 +271,13 @@ def _corpus_streams(bundle: Any) -> dict[str, bytes]:
     header, _, _ = parse_stream(streams["rgb1"])
     mixed = [parse_stream(streams[name])[1][0] for name in ("rgb1", "l2", "rgba3", "la4")]
     streams["mixed"] = build_stream(header, mixed)
+    full = codec.compress(
+        [pixels(10, 34, 3), Image.fromarray(pixels(40, 6), "L")], model=bundle, full=True, threads=1
+    )
+    streams["full"] = full
+    streams["fullmix"] = build_stream(
+        header, parse_stream(streams["l2"])[1][:1] + parse_stream(full)[1]
+    )
     skip = Frame(ANCILLARY | 7, b"a future record kind")
     streams["skip"] = build_stream(header, [skip, parse_stream(streams["rgb1"])[1][0]])
     return streams
@@ -464,6 +473,8 @@ def _e_kind(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context
     frames[i] = replace(frames[i], head=frames[i].head & 0x30 | flags | kind)
     if kind == KIND_NAME or (variant == 2 and _named(frames)):  # a name for a skipped image
         return Forgery(header, frames, CLEAN_OR_FORGED)
+    if kind in (3, 4):  # full-image kinds are known and never ANCILLARY: always refused
+        return Forgery(header, frames, CLEAN)
     return Forgery(header, frames, FORGED if variant == 2 else CLEAN)
 
 
@@ -694,6 +705,8 @@ def _e_insert_record(
     frames.insert(rng.randrange(len(frames) + 1), Frame(head, rng.randbytes(rng.randint(0, 32))))
     if kind == KIND_NAME:  # random bytes as a name: refused, or a name for the next image
         return Forgery(header, frames, CLEAN_OR_FORGED)
+    if kind in (3, 4):  # full-image kinds are known and never ANCILLARY: always refused
+        return Forgery(header, frames, CLEAN)
     if variant == 2:  # skipped; refused between a name record and its image
         return Forgery(header, frames, CLEAN_OR_SAME if _named(frames) else IDENTICAL)
     return Forgery(header, frames, CLEAN)
@@ -753,6 +766,19 @@ def _e_body_bits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Co
     return Forgery(header, frames, CLEAN_OR_FORGED)
 
 
+def _e_full_bits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
+    """Random bits in a full-resolution image's header or segment record, CRCs recomputed:
+    the segment count, the grid, the token checks (which cover the header) or the
+    canonical payload refuse every one."""
+    frames = list(frames)
+    i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK in (3, 4)])
+    body = bytearray(frames[i].body)
+    for _ in range(rng.randint(1, 3)):
+        body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+    frames[i] = replace(frames[i], body=bytes(body))
+    return Forgery(header, frames, CLEAN)
+
+
 def _e_head_byte(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
     """Any other head byte: the same output only if the decoded records are unchanged
     (another unknown skippable kind); a thumbnail's head is in its token check; the
@@ -798,6 +824,7 @@ EDITS: dict[str, tuple[Callable[..., Forgery], float, str]] = {
     "many": (_e_many, 0.05, ""),
     "body_bits": (_e_body_bits, 1.5, ""),
     "head_byte": (_e_head_byte, 0.7, ""),
+    "full_bits": (_e_full_bits, 1.5, "full"),
 }
 RECRC_ONLY = {"limits", "many"}
 
@@ -813,8 +840,12 @@ class Context:
     def __post_init__(self) -> None:
         self.by_name = {base.name: base for base in self.bases}
         self.streams = {base.data for base in self.bases}
-        self.multi = [base for base in self.bases if len(base.layout[1]) > 1]
-        self.named = [base for base in self.bases if _named(base.layout[1])]
+        # Field edits know thumbnail records; full-resolution streams get random damage and
+        # their own body edits ("full_bits").
+        self.full = [base for base in self.bases if base.name in FULL_BASES]
+        self.thumb_bases = [base for base in self.bases if base.name not in FULL_BASES]
+        self.multi = [base for base in self.thumb_bases if len(base.layout[1]) > 1]
+        self.named = [base for base in self.thumb_bases if _named(base.layout[1])]
         self.thumbs = [
             Thumb.parse(frame.body)
             for base in self.bases
@@ -840,7 +871,8 @@ def make_case(ctx: Context, seed: int, index: int, weights: dict[str, float]) ->
     names = [n for n in EDITS if family == "recrc" or n not in RECRC_ONLY]
     name = rng.choices(names, weights=[EDITS[n][1] for n in names])[0]
     edit, _, needs = EDITS[name]
-    base = rng.choice({"": ctx.bases, "several": ctx.multi, "named": ctx.named}[needs])
+    pools = {"": ctx.thumb_bases, "several": ctx.multi, "named": ctx.named, "full": ctx.full}
+    base = rng.choice(pools[needs])
     header, frames, crcs = base.layout
     forgery = edit(rng, header, frames, ctx)
     stale = crcs if family == "field" else None
@@ -899,7 +931,7 @@ def decode_full(case: Case, records: list[Any], bundle: Any) -> Output:
         limits = DecodeLimits(max_images=images, max_tokens=max_tokens)
         items = decode(records, bundle, threads=1, limits=limits)
         return tuple(
-            _signature(i.tokens, i.side, (i.width, i.height), i.mode, getattr(i, "name", None))
+            _signature(i.tokens, getattr(i, "side", 0), (i.width, i.height), i.mode, i.name)
             for i in items
         )
     if case.api == "decompress":

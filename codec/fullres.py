@@ -33,7 +33,7 @@ from format.errors import PayloadError, TokenChecksumError
 from format.records import FullImageHeader, FullImageRecord, Segment
 from format.tiling import Band, Tiling
 
-CONTEXT_ROWS = 8
+CONTEXT_ROWS = 4
 """Rows above each band fed but not coded. Chosen by measurement (docs/full-resolution.md):
 more context codes the band's first rows better but feeds more cells per coded pixel."""
 

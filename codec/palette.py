@@ -42,6 +42,11 @@ def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
+TOKENIZE_CHUNK = 1 << 14
+"""Pixels per distance matrix (16384 x 512 float64 = 64 MB): a full-resolution photo is
+tokenized in chunks, so memory does not grow with its size."""
+
+
 def pixels_to_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Nearest palette colour per pixel, raster order, as uint16.
 
@@ -50,12 +55,16 @@ def pixels_to_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
     as a^2 - 2ab + b^2, so near-ties break the same way.
     """
     pal64 = np.asarray(palette, dtype=np.float64)
-    x = (rgb.reshape(-1, 3).astype(np.float64) * (1 / 127.5)).astype(np.float32) - 1
-    a2 = np.sum(np.square(x), axis=1)
     b2 = np.sum(np.square(pal64.T), axis=0)
-    ab = np.matmul(x, pal64.T)
-    distance = a2[:, None] - 2 * ab + b2[None, :]
-    return np.argmin(distance, axis=1).astype(np.uint16)
+    flat = rgb.reshape(-1, 3)
+    out = np.empty(flat.shape[0], dtype=np.uint16)
+    for start in range(0, flat.shape[0], TOKENIZE_CHUNK):
+        chunk = flat[start : start + TOKENIZE_CHUNK]
+        x = (chunk.astype(np.float64) * (1 / 127.5)).astype(np.float32) - 1
+        a2 = np.sum(np.square(x), axis=1)
+        distance = a2[:, None] - 2 * np.matmul(x, pal64.T) + b2[None, :]
+        out[start : start + len(chunk)] = np.argmin(distance, axis=1)
+    return out
 
 
 def image_to_tokens(image: Image.Image, palette: np.ndarray, size: int) -> np.ndarray:
