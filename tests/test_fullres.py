@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +50,7 @@ from format.records import (
 from format.tiling import MAX_CONTEXT_ROWS, Tiling
 
 FP = bytes(range(8))
+CLI = Path(__file__).resolve().parents[1] / "cli.py"
 PHOTO = "bsds500/val/101085.jpg"
 
 
@@ -355,3 +360,49 @@ def test_mixed_stream_of_thumbnails_and_full_images(photo) -> None:
     decoded = api.decode_records(records)
     assert [d.full for d in decoded] == [False, True, True, False]
     assert [d.image.size for d in decoded] == [(8, 8), (40, 30), (10, 40), (8, 8)]
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def run_cli(*args: object, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(CLI), *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_cli_full_round_trip_info_and_errors(photo, bundle, tmp_path) -> None:
+    photo.crop((10, 20, 60, 57)).save(tmp_path / "p.png")
+    done = run_cli("compress", "--full", "p.png", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "coded at full resolution, 1850 pixels" in done.stderr
+    info = run_cli("info", "--json", "p.png.igpt", cwd=tmp_path)
+    (row,) = json.loads(info.stdout)["records"]
+    assert row["kind"] == "full" and (row["width"], row["height"]) == (50, 37)
+    assert row["segments"] == 2 and row["context_rows"] == 4
+    text = run_cli("info", "p.png.igpt", cwd=tmp_path)
+    assert "50x37 RGB -> full-resolution palette image, 1850 tokens" in text.stdout
+    back = run_cli("decompress", "p.png.igpt", "-o", "back.png", cwd=tmp_path)
+    assert back.returncode == 0 and "full-resolution palette image" in back.stderr
+    with Image.open(tmp_path / "back.png") as image:
+        decoded = np.asarray(image.convert("RGB"))
+    expected, ties = independent_tokens(np.asarray(Image.open(tmp_path / "p.png")), bundle.palette)
+    colours = np.rint(127.5 * (bundle.palette[expected] + 1)).astype(np.uint8)
+    assert np.array_equal(decoded[~ties], colours[~ties])
+
+    both = run_cli("compress", "--full", "--size", "8", "p.png", "-f", cwd=tmp_path)
+    assert both.returncode == 2 and "drop --size" in both.stderr
+    damaged = bytearray((tmp_path / "p.png.igpt").read_bytes())
+    damaged[30] ^= 0x40
+    (tmp_path / "bad.igpt").write_bytes(bytes(damaged))
+    bad = run_cli("decompress", "bad.igpt", "-o", "bad.png", cwd=tmp_path)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_cli_full_with_a_float_bundle_is_one_line(float_bundle, photo, tmp_path) -> None:
+    photo.crop((0, 0, 9, 9)).save(tmp_path / "p.png")
+    done = run_cli("compress", "--full", "p.png", "--model", float_bundle, cwd=tmp_path)
+    assert done.returncode == 1 and "needs an exact bundle" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.png.igpt").exists()

@@ -117,3 +117,15 @@ def test_runtime_modules_import_without_torch(module: str, tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr.decode()
     assert b"LEAKED=[]" in result.stderr
+
+
+def test_full_resolution_without_torch(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.effect_noise((37, 9), 40).convert("RGB").save(tmp_path / "noise.png")
+    status, stderr = run_blocked("compress", "--full", "noise.png", cwd=tmp_path)
+    assert status == 0, stderr
+    status, stderr = run_blocked("decompress", "noise.png.igpt", "-o", "back.png", cwd=tmp_path)
+    assert status == 0, stderr
+    with Image.open(tmp_path / "back.png") as back:
+        assert back.size == (37, 9)
