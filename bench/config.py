@@ -78,6 +78,11 @@ class BenchConfig:
     parent, exported into --out; needs torch) or none."""
     profile_plan: ProfilePlan = ProfilePlan()
     size_table: tuple[int, ...] = SIZE_TABLE
+    fullres_photos: int = 3
+    """Photos of the run coded at full resolution (each takes minutes on one core)."""
+    fullres_crop: tuple[int, int] | None = None
+    """Code only each photo's top-left crop of this size (the quick run)."""
+    fullres_threads: tuple[int, ...] = (1, 2)
 
     def with_(self, **changes: Any) -> BenchConfig:
         return replace(self, **changes)
@@ -133,6 +138,9 @@ def quick(**overrides: Any) -> BenchConfig:
         limit=QUICK_IMAGES,
         igpt_s="none",
         quick=True,
+        fullres_photos=1,
+        fullres_crop=(40, 36),
+        fullres_threads=(1,),
         default_steps=StepPlan(
             batches=(1, 8, 32), threads=(1, 2), past_samples=3, steps={1: 8, 8: 8, 32: 4}
         ),

@@ -525,6 +525,54 @@ def sizes_section(z: dict[str, Any]) -> str:
     )
 
 
+KINDS = ("encode", "decode")
+
+
+def fullres_section(f: dict[str, Any]) -> str:
+    if "skipped" in f:
+        return f"## Full resolution (issue 13)\n\nSkipped: {f['skipped']}.\n"
+    summary = f["summary"]
+    rows = [
+        (
+            r["photo"],
+            f"{r['width']}x{r['height']}",
+            r["ours_bits_per_pixel"],
+            r["best_classical"],
+            r["best_classical_bits_per_pixel"],
+            f"{100 * r['saving_vs_best']:.1f}%",
+            *(
+                r.get(f"{kind}_s_per_mp_{t}t")
+                for t in f["threads"]
+                for kind in ("encode", "decode")
+            ),
+        )
+        for r in f["rows"]
+    ]
+    timing = [f"{kind} s/MP {t} thr" for t in f["threads"] for kind in KINDS]
+    classical = ", ".join(
+        f"{name} {bpp:.3f}"
+        for name, bpp in summary["classical_bits_per_pixel"].items()
+        if "/" not in name or name.endswith("/u16le")
+    )
+    return "\n".join(
+        [
+            "## Full resolution (issue 13)\n",
+            f"{summary['photos']} photos coded at their own size (`compress --full`), file "
+            f"bytes with headers, against classical lossless codecs on the same palette "
+            f"images (decoded back and compared). Model {f['model']}.\n",
+            table(
+                ("photo", "size", "ours bpp", "best classical", "its bpp", "ours below", *timing),
+                rows,
+            ),
+            f"In total: ours {summary['ours_bits_per_pixel']:.3f} bits/pixel, best classical "
+            f"{summary['best_classical_in_total']} "
+            f"{summary['classical_bits_per_pixel'][summary['best_classical_in_total']]:.3f} "
+            f"({100 * summary['saving_vs_best_in_total']:.1f}% below; goal 15%). Others: "
+            f"{classical}.\n",
+        ]
+    )
+
+
 def coder_section(c: dict[str, Any]) -> str:
     ours = c["ours"]
     rows = [
@@ -582,6 +630,7 @@ def markdown(results: dict[str, Any]) -> str:
         bounds_section(results["bounds"]),
         profiles_section(results["profiles"]) if "profiles" in results else "",
         sizes_section(results["sizes"]) if "sizes" in results else "",
+        fullres_section(results["full_resolution"]) if "full_resolution" in results else "",
         coder_section(results["coder"]),
         notes_section(results),
         per_image_section(results["compression"]),

@@ -27,6 +27,7 @@ from bench.coder_compare import compare_coders
 from bench.compression import summarize
 from bench.config import BenchConfig
 from bench.data import Thumbnail, load_thumbnails, select_images
+from bench.fullres import measure_fullres
 from bench.igpt_s import resolve_igpt_s
 from bench.machine import describe_machine, load_average
 from bench.ours import OursResult, run_ours
@@ -197,6 +198,20 @@ def sizes_section(
     )
 
 
+def fullres_section(
+    bundle: Bundle, paths: list[Path], config: BenchConfig, log: Log
+) -> dict[str, Any]:
+    """Issue 13's full-resolution comparison (bench.fullres) on the run's first photos."""
+    if not bundle.exact or config.fullres_photos < 1:
+        return {"skipped": "needs an exact bundle" if not bundle.exact else "fullres_photos 0"}
+    chosen = paths[: config.fullres_photos]
+    log(
+        f"full resolution: {len(chosen)} photos"
+        + (f", crop {config.fullres_crop}" if config.fullres_crop else "")
+    )
+    return measure_fullres(bundle, chosen, config.fullres_threads, log, config.fullres_crop)
+
+
 def run(config: BenchConfig, log: Log = stderr_log) -> dict[str, Any]:
     """Run every section and write the three output files; returns the results."""
     clock = SectionClock()
@@ -245,6 +260,10 @@ def run(config: BenchConfig, log: Log = stderr_log) -> dict[str, Any]:
     start = time.perf_counter()
     results["sizes"] = sizes_section(bundle, thumbnails, config, log)
     clock.lap("sizes", start)
+
+    start = time.perf_counter()
+    results["full_resolution"] = fullres_section(bundle, paths, config, log)
+    clock.lap("full_resolution", start)
 
     start = time.perf_counter()
     log("coder: ours and constriction")

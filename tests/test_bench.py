@@ -105,6 +105,7 @@ def test_sections_present(results: dict) -> None:
         "bounds",
         "profiles",
         "sizes",
+        "full_resolution",
         "coder",
     ):
         assert key in results, key
@@ -233,6 +234,17 @@ def test_float_bundle_under_test(float_results: dict) -> None:
         assert cell["encode_ms"] >= cell["model_ms"] > 0
     assert "skipped" in float_results["profiles"]
     assert float_results["sizes"]["per_size"][str(SIDE)]["bits_per_token"] > 0
+
+
+def test_full_resolution_section(results: dict, tmp_path_factory) -> None:
+    section = results["full_resolution"]
+    (row,) = section["rows"]
+    assert (row["width"], row["height"]) == (40, 36) and row["crop"] == [40, 36]
+    assert row["ours_bytes"] > 20 and row["best_classical_bytes"] > 20
+    assert set(row["classical"]) >= {"png_rgb", "lzma/u16le"}
+    assert row["encode_s_per_mp_1t"] > 0 and row["decode_s_per_mp_1t"] > 0
+    summary = section["summary"]
+    assert summary["ours_bits_per_pixel"] == pytest.approx(8 * row["ours_bytes"] / 1440)
 
 
 def test_coder_comparison(results: dict) -> None:
