@@ -338,7 +338,7 @@ def decode_files(
         done = 0
         try:
             for item in decode(records[start:], bundle, threads=threads, max_batch=batch):
-                decoded[owners[start + done]].append(item.tokens.astype(np.int64))
+                decoded[owners[start + done]].append(item.tokens.astype(np.int64).reshape(-1))
                 decoded_tokens += item.tokens.size
                 done += 1
             start = len(records)

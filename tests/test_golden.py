@@ -17,6 +17,7 @@ import pytest
 
 from codec import api
 from codec.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
+from codec.fullres import FullImage
 from codec.pipeline import TokenImage, encode
 from format.container import pack_stream, unpack_stream
 
@@ -44,6 +45,8 @@ def test_every_golden_file_is_listed() -> None:
     assert {EXPECTED[name]["fingerprint"] for name in files} <= set(BUNDLES)
     sides = {r["side"] for entry in EXPECTED.values() for r in entry["records"]}
     assert {1, 8, 16, 24, 32} <= sides  # several sizes, one and many records per stream
+    full = [r for entry in EXPECTED.values() for r in entry["records"] if r.get("full")]
+    assert {tuple(r["size"]) for r in full} >= {(70, 67), (1030, 3), (33, 35)}
     assert {len(entry["records"]) for entry in EXPECTED.values()} >= {1, 4}
 
 
@@ -60,7 +63,8 @@ def test_golden_file_decodes_to_its_tokens(name: str, threads: int, max_batch: i
     decoded = list(decode(records, bundle, threads=threads, max_batch=max_batch))
     assert len(decoded) == len(entry["records"])
     for got, want in zip(decoded, entry["records"], strict=True):
-        assert got.side == want["side"]
+        assert isinstance(got, FullImage) == want.get("full", False)
+        assert getattr(got, "side", None) == want["side"]
         assert [got.width, got.height] == want["size"] and got.mode == want["mode"]
         assert np.array_equal(got.tokens, np.array(want["tokens"]))
 
@@ -70,7 +74,9 @@ def test_same_tokens_encode_to_the_same_bytes(name: str) -> None:
     entry = EXPECTED[name]
     bundle = BUNDLES[entry["fingerprint"]]
     images = [
-        TokenImage(np.array(r["tokens"], np.uint16), r["side"], *r["size"], r["mode"])
+        FullImage(np.array(r["tokens"], np.uint16), r["mode"])
+        if r.get("full")
+        else TokenImage(np.array(r["tokens"], np.uint16), r["side"], *r["size"], r["mode"])
         for r in entry["records"]
     ]
     records = [encoded.record for encoded in encode(images, bundle, threads=1)]
@@ -81,7 +87,7 @@ def test_golden_files_through_the_public_api(monkeypatch: pytest.MonkeyPatch) ->
     """No model named: the stream's fingerprint finds the frozen bundle on the search path."""
     monkeypatch.setenv("IGPT_CODEC_MODELS", os.pathsep.join([str(GOLDEN), str(GOLDEN / "models")]))
     monkeypatch.setenv("XDG_CACHE_HOME", str(GOLDEN / "no-cache-here"))
-    for name in ("tiny_many.igpt", "default_one_32.igpt"):
+    for name in ("tiny_many.igpt", "default_one_32.igpt", "tiny_full.igpt"):
         decoded = api.decompress(GOLDEN / name)
         for got, want in zip(decoded, EXPECTED[name]["records"], strict=True):
             assert np.array_equal(got.tokens, np.array(want["tokens"]))

@@ -57,7 +57,9 @@ def _golden_groups(root: Path) -> list[tuple[Path, Path, list[str]]]:
     by_bundle: dict[Path, dict[str, np.ndarray]] = {}
     for name, entry in json.loads(expected_path.read_text()).items():
         assert entry["fingerprint"] in bundles, f"{name}: no bundle {entry['fingerprint']}"
-        tokens = np.concatenate([np.asarray(r["tokens"], np.int64) for r in entry["records"]])
+        tokens = np.concatenate(
+            [np.asarray(r["tokens"], np.int64).reshape(-1) for r in entry["records"]]
+        )
         by_bundle.setdefault(bundles[entry["fingerprint"]], {})[name] = tokens
     assert by_bundle, "expected.json lists no golden file"
     groups = []

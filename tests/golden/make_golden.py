@@ -45,6 +45,7 @@ def images() -> dict[str, Image.Image]:
         "alpha": rgba,
         "palette": second.quantize(64),
         "second": second,
+        "wide": photo.resize((1100, 40)),
     }
 
 
@@ -79,6 +80,18 @@ def main() -> None:
         ),
         "tiny_one_24.igpt": (tiny, [("second", 24)]),
         "tiny_many.igpt": (tiny, [("photo", 4), ("second", 16), ("grey", 16), ("alpha", 31)]),
+        # Full resolution (kinds 3 and 4): context rows, padding, the last band moved up,
+        # two segments in one band (1030 columns = 33 windows), between thumbnails.
+        "tiny_full.igpt": (
+            tiny,
+            [
+                ("grey", 8),
+                ("photo", ("full", (100, 150, 170, 217))),
+                ("wide", ("full", (0, 0, 1030, 3))),
+                ("grey", ("full", (7, 9, 40, 44))),
+                ("second", 16),
+            ],
+        ),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
@@ -87,12 +100,19 @@ def main() -> None:
             print(f"{name} exists: left as it is")
             continue
         records = []
+        inputs = []
         for key, size in items:
-            records += unpack_stream(api.compress([pics[key]], bundle, size=size))
+            if isinstance(size, tuple):  # ("full", crop box)
+                crop = pics[key].crop(size[1])
+                inputs.append((crop, 0, True))
+                records += unpack_stream(api.compress([crop], bundle, full=True))
+            else:
+                inputs.append((pics[key], size, False))
+                records += unpack_stream(api.compress([pics[key]], bundle, size=size))
         stream = pack_stream(records)
         decoded = api.decompress(stream, bundle)
-        for (key, size), image in zip(items, decoded, strict=True):
-            tokens = api.tokenize([pics[key]], bundle, size)[0].tokens
+        for (picture, size, full), image in zip(inputs, decoded, strict=True):
+            tokens = api.tokenize([picture], bundle, size, full=full)[0].tokens
             assert np.array_equal(image.tokens, tokens), name
         (HERE / name).write_bytes(stream)
         expected[name] = {
@@ -100,7 +120,8 @@ def main() -> None:
             "bytes": len(stream),
             "records": [
                 {
-                    "side": image.side,
+                    "side": None if image.full else image.side,
+                    "full": image.full,
                     "size": list(image.original_size),
                     "mode": image.original_mode,
                     "tokens": image.tokens.astype(int).tolist(),
