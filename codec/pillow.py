@@ -18,8 +18,10 @@ and checks the whole stream (frame count, CRCs) but runs no model; the first
 model is found by the fingerprint the stream names (`codec.search`); set
 `codec.pillow.MODEL` to a bundle directory to try it first, `codec.pillow.LIMITS`
 (codec.DecodeLimits) to bound what an untrusted file may ask for. Save options:
-`size` (side N, 1..32, default 32), `model` (bundle directory, default
-`codec.pillow.MODEL` or the shipped bundle) and `threads`.
+`size` (side N, 1..32, default 32), `full` (True: the palette image at the
+picture's own size instead of a thumbnail; `im.info["full_resolution"]` says which
+a frame is), `model` (bundle directory, default `codec.pillow.MODEL` or the shipped
+bundle) and `threads`.
 
 Errors are the codec's own: a damaged stream raises its FormatError subclass
 from `Image.open`, a missing model `ModelNotFoundError` from `load()`.
@@ -84,7 +86,9 @@ class IgptImageFile(ImageFile.ImageFile):
 
     def _describe_frame(self) -> None:
         head = self._records[self._frame].header
-        self._size = (head.side, head.side)
+        full = getattr(head, "grid", None) is not None  # a full-resolution record (kind 3)
+        self._size = (head.width, head.height) if full else (head.side, head.side)
+        self.info["full_resolution"] = full
         self.info["original_size"] = (head.width, head.height)
         self.info["original_mode"] = head.mode
         self.info["fingerprint"] = head.fingerprint.hex()
@@ -117,6 +121,7 @@ def _options(im: Image.Image) -> dict[str, Any]:
         "model": info.get("model", MODEL),
         "size": int(info.get("size", DEFAULT_SIZE)),
         "threads": info.get("threads", THREADS),
+        "full": bool(info.get("full", False)),
     }
 
 

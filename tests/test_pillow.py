@@ -135,3 +135,18 @@ def test_limits_apply_on_open(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec.pillow, "LIMITS", codec.DecodeLimits(max_tokens=2))
     with Image.open(io.BytesIO(data)) as image, pytest.raises(codec.DecodeLimitError):
         image.load()
+
+
+def test_full_resolution_through_pillow(tmp_path) -> None:
+    from PIL import Image
+
+    import codec.pillow
+
+    picture = Image.effect_noise((37, 21), 30).convert("RGB")
+    picture.save(tmp_path / "n.igpt", full=True)
+    with Image.open(tmp_path / "n.igpt") as im:
+        assert im.size == (37, 21) and im.info["full_resolution"]
+        im.load()
+        decoded = im.convert("RGB")
+    (expected,) = codec.decompress(tmp_path / "n.igpt")
+    assert expected.full and decoded.tobytes() == expected.image.tobytes()
