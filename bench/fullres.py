@@ -69,17 +69,26 @@ def classical_sizes(tokens: np.ndarray, palette: np.ndarray) -> dict[str, int]:
 
 
 def code_photo(
-    path: Path, bundle: Bundle, threads: tuple[int, ...], crop: tuple[int, int] | None = None
+    path: Path,
+    bundle: Bundle,
+    threads: tuple[int, ...],
+    crop: tuple[int, int] | None = None,
+    resize: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Our file bytes, round trip and seconds per megapixel (each thread count) for one photo
-    (its top-left crop x crop pixels when given: the quick benchmark)."""
+    (its top-left crop when given: the quick benchmark; or resized, e.g. to a camera's
+    768 x 512, for the speed goal)."""
+    from PIL import Image
+
     import codec
 
     loaded = load_image(path)
     if crop is not None:
         loaded = load_image(loaded.rgb.crop((0, 0, *crop)))
+    if resize is not None:
+        loaded = load_image(loaded.rgb.resize(resize, Image.Resampling.LANCZOS))
     name = str(path.relative_to(SHARED_TRAIN)) if path.is_relative_to(SHARED_TRAIN) else path.name
-    row: dict[str, Any] = {"photo": name, "crop": crop}
+    row: dict[str, Any] = {"photo": name, "crop": crop, "resize": resize}
     rgb = np.asarray(loaded.rgb, dtype=np.uint8)
     tokens = pixels_to_tokens(rgb, bundle.palette).reshape(rgb.shape[:2])
     row["width"], row["height"] = int(tokens.shape[1]), int(tokens.shape[0])
@@ -166,10 +175,11 @@ def measure_fullres(
     threads: tuple[int, ...] = (1, 2),
     log: Callable[[str], None] = print,
     crop: tuple[int, int] | None = None,
+    resize: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     rows = []
     for path in paths:
-        row = code_photo(path, bundle, threads, crop)
+        row = code_photo(path, bundle, threads, crop, resize)
         log(
             f"full-res {row['photo']}: {row['width']}x{row['height']} ours "
             f"{row['ours_bits_per_pixel']:.3f} bpp, best classical {row['best_classical']} "
@@ -201,11 +211,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="bundle (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/fullres.json"))
     parser.add_argument("--peak", action="store_true", help="also the CLI's peak memory")
+    parser.add_argument("--resize", help="code each photo resized to WxH (e.g. 768x512)")
     args = parser.parse_args()
+    resize = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
     bundle = load_bundle(args.model)
     threads = tuple(int(t) for t in args.threads.split(","))
     paths = heldout_paths(args.split, args.limit)
-    result = measure_fullres(bundle, paths, threads)
+    result = measure_fullres(bundle, paths, threads, resize=resize)
     if args.peak:
         largest = max(paths, key=lambda p: p.stat().st_size)
         with tempfile.TemporaryDirectory() as work:
