@@ -5,7 +5,8 @@ Design, in the order a job runs:
 1. Inputs become rows of (key, bytes or path). A directory tree is listed on the driver
    (sorted, image suffixes only) and each worker reads its files itself, so a file that
    cannot be read is one reported key, not a failed read task; a Parquet table is read
-   by Ray Data (`read_parquet`, an id column and a bytes column).
+   by Ray Data (`read_parquet`, an id column and a bytes column), materialized before
+   the actor pool starts (its listing task needs a CPU the pool would otherwise hold).
 2. `map_batches` with a fixed actor pool (`ActorPoolStrategy(size=actors)`, 1 CPU
    each): every actor loads the bundle once and holds one onnxruntime session (1
    intra-op thread by default: Ray gives each actor one core). One batch of up to
@@ -464,11 +465,14 @@ def compress_dataset(
             key_column, data_column = "key", "path"
         else:
             read = ray.data.read_parquet
+            # Read whole before the pool starts: the read's file listing needs a CPU,
+            # and a fixed pool that holds every CPU would wait on it forever. The
+            # object store keeps (or spills to disk) the encoded images meanwhile.
             dataset = read(
                 str(source.absolute()),
                 columns=[id_column, bytes_column],
                 **_remote_args(read, 0),
-            )
+            ).materialize()
             key_column, data_column = id_column, bytes_column
         coded = _actor_map(
             dataset,
