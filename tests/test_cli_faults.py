@@ -318,3 +318,48 @@ def test_output_set_is_all_or_nothing(tmp_path: Path) -> None:
         again = OutputSet(force=True)
         again.add(tmp_path / "d.png", b"d")
         again.add(tmp_path / "d.png", b"d")
+
+
+# --- the same faults with full-resolution images (record kinds 3 and 4) ----------------------
+
+
+def test_full_resolution_faults_leave_nothing(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    Image.effect_noise((40, 30), 50).convert("RGB").save(work / "n.png")
+    Image.effect_noise((20, 9), 50).convert("RGB").save(work / "m.png")
+    data = api.compress([work / "n.png"], full=True)
+    monkeypatch.setattr(os, "fdopen", FullDisk(len(data) // 2))
+    before = listing(work)
+    status, stderr = invoke(["compress", "--full", "n.png", "-o", "n.igpt"], work)
+    assert "n.igpt: No space left" in one_error_line(stderr, status)
+    assert listing(work) == before
+    monkeypatch.undo()
+    (work / "two.igpt").write_bytes(api.compress([work / "n.png", work / "m.png"], full=True))
+    png = io.BytesIO()
+    api.decompress(data)[0].image.save(png, format="PNG")
+    monkeypatch.setattr(os, "fdopen", FullDisk(len(png.getvalue()) + 10))
+    before = listing(work)
+    status, stderr = invoke(["decompress", "two.igpt", "-o", "twodir/"], work)
+    assert "No space left on device" in one_error_line(stderr, status)
+    assert listing(work) == before
+
+
+def test_signal_during_full_resolution_compress_leaves_nothing(work: Path) -> None:
+    before = listing(work)
+    process = subprocess.Popen(
+        [sys.executable, str(CLI), "compress", "--full", "p.jpg", "-o", "p.igpt", "--threads", "1"],
+        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(p.name.endswith(".partial") for p in work.iterdir()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.5)  # into the model work: the whole photo takes tens of seconds
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    line = one_error_line(stderr, process.returncode, 128 + signal.SIGTERM)
+    assert "SIGTERM" in line or "interrupted" in line
+    assert listing(work) == before
