@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--actors", type=int, default=2)
-    parser.add_argument("--shard-images", type=int, default=64)
+    parser.add_argument("--shard-images", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("docs/bench-results/scale.json"))
     args = parser.parse_args(argv)
     load_before = load_average()

@@ -461,7 +461,12 @@ def compress_dataset(
     start = time.perf_counter()
     with _Staging(target, force) as staging, ray_session(address, num_cpus or actors, quiet) as ray:
         if id_column is None:
-            dataset = ray.data.from_items([{"key": key, "path": path} for key, path in items])
+            # Blocks of about one shard each: a batch never spans blocks, so smaller blocks
+            # would cut shards short.
+            dataset = ray.data.from_items(
+                [{"key": key, "path": path} for key, path in items],
+                override_num_blocks=max(1, -(-len(items) // shard_images)),
+            )
             key_column, data_column = "key", "path"
         else:
             read = ray.data.read_parquet
