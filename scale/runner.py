@@ -255,7 +255,13 @@ def list_images(root: Path) -> list[tuple[str, str]]:
     The key is the path relative to root with '/' separators, the same on every OS.
     """
     found = []
+    visited: set[tuple[int, int]] = set()
     for directory, subdirs, files in os.walk(root, followlinks=True):
+        status = os.stat(directory)
+        if (status.st_dev, status.st_ino) in visited:  # a symlinked directory cycle
+            subdirs[:] = []
+            continue
+        visited.add((status.st_dev, status.st_ino))
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in files:
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
@@ -316,19 +322,23 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _ray_failure(exc: BaseException) -> DatasetError:
-    """Ray's exception (a wrapped worker traceback) as one line: the innermost cause."""
+    """Ray's exception (a wrapped worker traceback) as one line: its innermost cause.
+
+    Ray wraps a worker's exception in RayTaskError / UserCodeException and chains the
+    original through `__cause__` (and `.cause`); a CodecError found there keeps its own
+    message, anything else gives its last line."""
     cause: BaseException = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    for attribute in ("cause",):
-        inner = getattr(exc, attribute, None)
-        if isinstance(inner, BaseException):
-            cause = inner
+    seen = set()
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        inner = cause.__cause__ or getattr(cause, "cause", None)
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
     if isinstance(cause, CodecError) and not isinstance(cause, DatasetError):
-        return DatasetError(str(cause))
-    text = str(cause).strip() or type(cause).__name__
-    lines = [line for line in text.splitlines() if line.strip()]
-    return DatasetError(f"the Ray job failed: {lines[-1][:300] if lines else text}")
+        return DatasetError(str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return DatasetError(f"the Ray job failed: {lines[-1][:300] if lines else type(cause).__name__}")
 
 
 class _Staging:
