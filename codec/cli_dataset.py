@@ -313,3 +313,16 @@ def get_command(
         return
     with outputs:
         outputs.add(target, buffer.getvalue())
+
+
+def main() -> None:
+    """`python -m codec.cli_dataset ...`: the group on its own, with the main CLI's signal
+    handling (SIGTERM/SIGHUP unwind like Ctrl-C, so staging directories are removed)."""
+    from codec.cli import install_signal_handlers
+
+    install_signal_handlers()
+    dataset(prog_name="python -m codec.cli_dataset")
+
+
+if __name__ == "__main__":
+    main()
