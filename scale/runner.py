@@ -652,7 +652,7 @@ def decompress_dataset(
     start = time.perf_counter()
     with _Staging(target, force) as staging, ray_session(address, num_cpus or actors, quiet) as ray:
         decoded = _actor_map(
-            ray.data.from_items(rows),
+            ray.data.from_items(rows, override_num_blocks=len(rows)),  # a block per shard
             DecompressWorker,
             actors,
             retries,
