@@ -109,7 +109,7 @@ def ray_side(work: Path, keys: list[str], size: int, actors: int, shard: int) ->
     from scale import compress_dataset, decompress_dataset
 
     start = time.perf_counter()
-    ray.init(num_cpus=actors, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=actors, include_dashboard=False, log_to_driver=False)
     ray_start_s = time.perf_counter() - start
     try:
         dataset = work / "dataset"

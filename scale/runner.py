@@ -293,7 +293,9 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=num_cpus, **kwargs)
+                # "local": always a new local instance, never one a stale
+                # /tmp/ray/ray_current_cluster (left by `ray start`) points at.
+                ray.init(address="local", num_cpus=num_cpus, **kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError from Ray
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise DatasetError(f"cannot start {where}: {_first_line(exc)}") from exc

@@ -58,7 +58,7 @@ def local_ray():
     """A local Ray with 2 CPUs, shared by this module's jobs (the runner uses it as is)."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
