@@ -309,7 +309,10 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
     bars = context.enable_progress_bars
     context.enable_progress_bars = not quiet
     try:
-        yield ray
+        with warnings.catch_warnings():
+            if quiet:  # Ray Data's advice (pool larger than its input, ...) is progress talk
+                warnings.filterwarnings("ignore", module=r"ray\..*")
+            yield ray
     finally:
         context.enable_progress_bars = bars
         for logger, level in zip(loggers, levels, strict=True):
