@@ -73,7 +73,7 @@ def parse_record_frame(
     `data`. Raises what the sequential reader raises (ChecksumError for a CRC mismatch,
     which is also what a wrong `prev_crc`, offset or shard gives; TruncatedError,
     LengthOutOfRangeError, InvalidFieldError, PayloadError), and InvalidFieldError for a
-    frame that is not an image record (a name record, or a kind this reader skips).
+    frame that is not a kind-1 thumbnail record (a name record, any other kind).
     """
     data = bytes(data)
     if not isinstance(prev_crc, int) or not 0 <= prev_crc <= 0xFFFFFFFF:
@@ -95,7 +95,8 @@ def parse_record_frame(
         )
     if not isinstance(record, Record):
         raise InvalidFieldError(
-            f"record at offset {offset} is of kind {head & KIND_MASK}, which this reader skips"
+            f"record at offset {offset} is of kind {head & KIND_MASK}, not a thumbnail "
+            "(random access reads kind-1 records)"
         )
     return record, final
 
@@ -114,7 +115,7 @@ class RecordSpan:
     """crc_{i-1}: the CRC of the previous record, or of the file header for the first."""
     final: bool
     record: Record | None
-    """The parsed image record; None for a name record or a skipped kind."""
+    """The parsed thumbnail record; None for any other kind (name, skipped, ...)."""
 
 
 def iter_record_spans(data: bytes) -> Iterator[RecordSpan]:
