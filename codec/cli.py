@@ -787,6 +787,13 @@ def export_command(
         click.echo(f"{out_dir}: bundle fingerprint {manifest.get('fingerprint')}", err=True)
 
 
+# Datasets on Ray Data (docs/scale.md); the group imports neither Ray nor onnxruntime until
+# one of its commands runs.
+from codec.cli_dataset import dataset as dataset_group  # noqa: E402
+
+cli.add_command(dataset_group)
+
+
 def main(prog_name: str | None = None) -> None:
     """Console-script entry point (also `python -m codec` and `python cli.py`)."""
     install_signal_handlers()
