@@ -19,8 +19,11 @@ affordable to encode.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,14 +41,21 @@ CONTEXT_ROWS = 4
 more context codes the band's first rows better but feeds more cells per coded pixel."""
 
 SEGMENT_WINDOWS = 32
-"""Windows per segment record, the decoder's batch: 32 windows of 32 columns cover a
-1024-pixel-wide band in one record."""
+"""Most windows per segment record (the decoder's batch): larger batches stop paying
+off past about 32 windows (docs/full-resolution.md)."""
+
+PARALLEL_CHAINS = 2
+"""Each band is cut into at least this many segments (when it has that many windows),
+so two decoder threads can work side by side: segment i of every band depends only on
+segment i of the band above."""
 
 ENCODE_CALL_WINDOWS = 8
 """Windows per encoder call: bounds the tables held at once (8 x 1024 x 512 int64)."""
 
 Progress = Callable[[int, int], None]
 """progress(pixels_done, pixels_total)."""
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,13 @@ def make_header(
     grid: int,
     coding: int,
     context_rows: int = CONTEXT_ROWS,
-    segment_windows: int = SEGMENT_WINDOWS,
+    segment_windows: int | None = None,
 ) -> FullImageHeader:
+    """The header the encoder writes; segment_windows None: at most SEGMENT_WINDOWS, and
+    small enough that each band has PARALLEL_CHAINS segments."""
+    if segment_windows is None:
+        columns = math.ceil(image.width / min(grid, image.width))
+        segment_windows = min(SEGMENT_WINDOWS, math.ceil(columns / PARALLEL_CHAINS))
     return FullImageHeader(
         fingerprint=fingerprint,
         width=image.width,
@@ -114,43 +129,62 @@ def encode_full(
     image: FullImage,
     header: FullImageHeader,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> tuple[FullImageRecord, float]:
-    """Code a full-resolution image; returns the record and the model's ideal bits."""
+    """Code a full-resolution image; returns the record and the model's ideal bits.
+
+    Segments are independent on the encoder's side (the context rows come from the
+    image itself), so `workers` threads code them side by side; onnxruntime releases
+    the GIL while it runs, and each call uses the session's own threads.
+    """
     tiling = header.tiling
-    positions = tiling.cell_positions()
-    tokens = image.tokens
-    segments: list[Segment] = []
-    ideal = 0.0
-    done = 0
-    for band in tiling.bands():
-        cells_per_window = band.rows * tiling.window_width
-        pos = positions[:cells_per_window]
-        for columns in tiling.segments():
-            cells, mask = _segment_windows(tiling, tokens, band, columns)
-            cum = np.zeros((len(columns), cells_per_window, PALETTE_SIZE + 1), np.int64)
-            for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
-                chunk = cells[start : start + ENCODE_CALL_WINDOWS]
-                ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
-                freqs, _ = model.run(
-                    ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False
-                )
-                cum[start : start + len(chunk)] = cumulative(freqs)
-            windows, cell_idx = _coding_order(mask)
-            symbols = cells[windows, cell_idx]
-            tables = cum[windows, cell_idx]
-            encoder = RangeEncoder()
-            for table, symbol in zip(tables, symbols.tolist(), strict=True):
-                encoder.encode_symbol(table, symbol)
-            rows = np.arange(len(symbols))
-            share = (tables[rows, symbols + 1] - tables[rows, symbols]) / tables[:, -1]
-            ideal += float(-np.log2(share).sum())
-            payload, _ = encoder.finish()
-            check = segment_check(symbols, header, len(segments))
-            segments.append(Segment(payload, check))
-            done += len(symbols)
-            if progress is not None:
-                progress(done, header.token_count)
-    return FullImageRecord(header, tuple(segments), image.name), ideal
+    jobs = [(band, columns) for band in tiling.bands() for columns in tiling.segments()]
+    report = _Progress(progress, header.token_count)
+
+    def code(number: int) -> tuple[Segment, float]:
+        band, columns = jobs[number]
+        segment, ideal, count = _encode_segment(
+            model, tiling, image.tokens, band, columns, header, number
+        )
+        report.add(count)
+        return segment, ideal
+
+    coded = _run_parallel(code, range(len(jobs)), workers)
+    segments = tuple(segment for segment, _ in coded)
+    ideal = sum(bits for _, bits in coded)
+    return FullImageRecord(header, segments, image.name), ideal
+
+
+def _encode_segment(
+    model: ExactTokenModel,
+    tiling: Tiling,
+    tokens: np.ndarray,
+    band: Band,
+    columns: list[int],
+    header: FullImageHeader,
+    number: int,
+) -> tuple[Segment, float, int]:
+    """One segment: whole-window calls, then its symbols in cell-major order."""
+    cells_per_window = band.rows * tiling.window_width
+    pos = tiling.cell_positions()[:cells_per_window]
+    cells, mask = _segment_windows(tiling, tokens, band, columns)
+    cum = np.zeros((len(columns), cells_per_window, PALETTE_SIZE + 1), np.int64)
+    for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
+        chunk = cells[start : start + ENCODE_CALL_WINDOWS]
+        ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
+        freqs, _ = model.run(ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False)
+        cum[start : start + len(chunk)] = cumulative(freqs)
+    windows, cell_idx = _coding_order(mask)
+    symbols = cells[windows, cell_idx]
+    tables = cum[windows, cell_idx]
+    encoder = RangeEncoder()
+    for table, symbol in zip(tables, symbols.tolist(), strict=True):
+        encoder.encode_symbol(table, symbol)
+    rows = np.arange(len(symbols))
+    share = (tables[rows, symbols + 1] - tables[rows, symbols]) / tables[:, -1]
+    payload, _ = encoder.finish()
+    check = segment_check(symbols, header, number)
+    return Segment(payload, check), float(-np.log2(share).sum()), len(symbols)
 
 
 def decode_full(
@@ -158,37 +192,83 @@ def decode_full(
     record: FullImageRecord,
     index: int,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> FullImage:
     """Decode a full-resolution image band by band; every segment is one batch.
 
-    The decoder re-encodes what it decodes (the payload must be the encoder's canonical
-    output) and checks each segment's token check, as for thumbnails.
+    A window's context comes only from the window above it (no left context), so the
+    segments at one position of every band form an independent chain: with `workers`
+    threads each decodes its own chains, band after band, side by side. The decoder
+    re-encodes what it decodes (the payload must be the encoder's canonical output) and
+    checks each segment's token check, as for thumbnails.
     """
     header = record.header
     tiling = header.tiling
     positions = tiling.cell_positions()
     image = np.zeros((header.height, header.width), dtype=np.uint16)
-    segments = iter(record.segments)
-    number = 0
-    done = 0
-    for band in tiling.bands():
-        for columns in tiling.segments():
-            segment = next(segments)
+    groups = tiling.segments()
+    bands = tiling.bands()
+    report = _Progress(progress, header.token_count)
+    cancel = threading.Event()
+
+    def chain(group: int) -> None:
+        for band_number, band in enumerate(bands):
+            if cancel.is_set():
+                return
+            number = band_number * len(groups) + group
+            segment = record.segments[number]
             try:
-                symbols = _decode_segment(model, tiling, image, band, columns, positions, segment)
+                symbols = _decode_segment(
+                    model, tiling, image, band, groups[group], positions, segment, cancel
+                )
             except PayloadError as exc:
                 raise PayloadError(f"record {index}, segment {number}: {exc}") from None
+            if symbols is None:  # cancelled
+                return
             if segment_check(symbols, header, number) != segment.token_check:
                 raise TokenChecksumError(
                     f"record {index}, segment {number}: the decoded tokens fail the token "
                     "check: the record is damaged, or the model computes other numbers than "
                     "the encoder's"
                 )
-            number += 1
-            done += len(symbols)
-            if progress is not None:
-                progress(done, header.token_count)
+            report.add(len(symbols))
+
+    try:
+        _run_parallel(chain, range(len(groups)), workers)
+    finally:
+        cancel.set()
     return FullImage(image, header.mode, record.name)
+
+
+class _Progress:
+    """Pixels done across worker threads, reported through the optional callback."""
+
+    def __init__(self, callback: Progress | None, total: int) -> None:
+        self._callback = callback
+        self._total = total
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._done += count
+            if self._callback is not None:
+                self._callback(self._done, self._total)
+
+
+def _run_parallel(function: Callable[[int], _T], items: range, workers: int) -> list[_T]:
+    """function(i) for every i, in `workers` threads (in this thread when 1); results in
+    order. The first exception cancels what has not started and is raised here."""
+    if workers <= 1 or len(items) <= 1:
+        return [function(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        futures = [pool.submit(function, i) for i in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _decode_segment(
@@ -199,9 +279,10 @@ def _decode_segment(
     columns: list[int],
     positions: np.ndarray,
     segment: Segment,
-) -> np.ndarray:
+    cancel: threading.Event | None = None,
+) -> np.ndarray | None:
     """Decode one segment into `image` (its rows above are already there); returns the
-    decoded tokens in coding order."""
+    decoded tokens in coding order, or None when `cancel` was set meanwhile."""
     width = tiling.window_width
     n_cells = band.rows * width
     batch = len(columns)
@@ -215,6 +296,8 @@ def _decode_segment(
     pos = np.broadcast_to(positions[: first + 1], ids.shape)
     freqs, state = model.run(ids, pos, model.start(batch))
     for cell in range(first, n_cells):
+        if cancel is not None and cancel.is_set():
+            return None
         cum = cumulative(freqs[:, -1])
         col = cell % width
         for w in range(batch):

@@ -20,6 +20,7 @@ summed for reporting only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -155,11 +156,19 @@ def encode(
         _check_tokens(image, bundle)
     counter = _Counter(sum(token_count(image) for image in images), progress)
     if bundle.exact:
-        model = ExactTokenModel(bundle, threads=threads)
+        models: dict = {}
+
+        def thumbnail_model() -> ExactTokenModel:
+            if "thumbnail" not in models:
+                models["thumbnail"] = ExactTokenModel(bundle, threads=threads)
+            return models["thumbnail"]
+
         return (
-            _encode_full(model, bundle, image, counter)
+            _encode_full(
+                _full_model(bundle, threads, models), bundle, image, counter, full_workers(threads)
+            )
             if isinstance(image, FullImage)
-            else _encode_exact(model, bundle, image, counter)
+            else _encode_exact(thumbnail_model(), bundle, image, counter)
             for image in images
         )
     float_model = TokenModel(bundle, threads=threads)
@@ -201,19 +210,21 @@ def decode(
         budget = _Budget(limits, charged=True)
     counter = _Counter(total, progress)
     models: list[ExactTokenModel | TokenModel] = []
+    full_models: dict = {}
 
     def run() -> Iterator[tuple[int, TokenImage]]:
         for indices, batch in _window_batches(records, max_batch, window):
             for index, record in zip(indices, batch, strict=True):
                 _check_record(record, index, bundle)
                 budget.charge(record, index)
+            if isinstance(batch[0], FullImageRecord):
+                model = _full_model(bundle, threads, full_models)
+                workers = full_workers(threads)
+                yield indices[0], _decode_full(model, indices[0], batch[0], counter, workers)
+                continue
             if not models:
                 kind = ExactTokenModel if bundle.exact else TokenModel
                 models.append(kind(bundle, threads=threads))
-            if isinstance(batch[0], FullImageRecord):
-                image = _decode_full(models[0], indices[0], batch[0], counter)
-                yield indices[0], image
-                continue
             decoded = _decode_batch(models[0], bundle, indices, batch, counter)
             yield from zip(indices, decoded, strict=True)
 
@@ -312,6 +323,10 @@ def _check_record(record: AnyRecord, index: int, bundle: Bundle) -> None:
             f"{bundle.fingerprint.hex()} is {bundle.profile}"
         )
     if isinstance(record, FullImageRecord):
+        if not bundle.exact:
+            raise InvalidFieldError(
+                f"record {index} is a full-resolution image, which only exact bundles code"
+            )
         if head.grid != grid_of(bundle.n_positions):
             raise InvalidFieldError(
                 f"record {index} was cut into {head.grid}-wide windows; the model's are "
@@ -379,23 +394,46 @@ def _encode_exact(
     return EncodedImage(record, ideal)
 
 
+def full_workers(threads: int | None) -> int:
+    """Worker threads for a full-resolution image: `threads`, or one per CPU. Each runs the
+    model with one onnxruntime thread (independent segments beat intra-op threads on these
+    small matrices: docs/full-resolution.md)."""
+    return threads if threads is not None else max(1, os.cpu_count() or 1)
+
+
+def _full_model(bundle: Bundle, threads: int | None, cache: dict) -> ExactTokenModel:
+    """One single-threaded session shared by the worker threads (onnxruntime's run is
+    thread-safe and releases the GIL)."""
+    if "full" not in cache:
+        cache["full"] = ExactTokenModel(bundle, threads=1)
+    return cache["full"]
+
+
 def _encode_full(
-    model: ExactTokenModel, bundle: Bundle, image: FullImage, counter: _Counter
+    model: ExactTokenModel, bundle: Bundle, image: FullImage, counter: _Counter, workers: int
 ) -> EncodedImage:
     header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_EXACT)
     start = counter.done
     record, ideal = encode_full(
-        model, image, header, progress=lambda done, _total: counter.advance_to(start + done)
+        model,
+        image,
+        header,
+        progress=lambda done, _total: counter.advance_to(start + done),
+        workers=workers,
     )
     return EncodedImage(record, ideal)
 
 
 def _decode_full(
-    model: ExactTokenModel, index: int, record: FullImageRecord, counter: _Counter
+    model: ExactTokenModel, index: int, record: FullImageRecord, counter: _Counter, workers: int
 ) -> FullImage:
     start = counter.done
     return decode_full(
-        model, record, index, progress=lambda done, _total: counter.advance_to(start + done)
+        model,
+        record,
+        index,
+        progress=lambda done, _total: counter.advance_to(start + done),
+        workers=workers,
     )
 
 

@@ -300,6 +300,27 @@ def test_encoder_and_decoder_agree_with_other_layouts(photo, bundle, model) -> N
     assert len(sizes) > 1  # the layouts really differ
 
 
+def test_worker_threads_change_nothing(photo, bundle, model) -> None:
+    """Segments decode as independent chains in threads; the bytes and tokens are the same."""
+    tokens = api.tokenize([photo.crop((0, 0, 100, 40))], bundle, 0, full=True)[0].tokens
+    image = FullImage(tokens, "RGB")
+    header = make_header(image, bundle.fingerprint, 32, CODING_EXACT)
+    assert header.segment_windows == 2 and len(header.tiling.segments()) == 2
+    seen = []
+    one, ideal_one = encode_full(model, image, header, workers=1)
+    two, ideal_two = encode_full(
+        model, image, header, workers=2, progress=lambda d, t: seen.append(d)
+    )
+    assert one == two and ideal_one == pytest.approx(ideal_two)
+    assert seen[-1] == tokens.size and seen == sorted(seen)
+    for workers in (1, 2, 3):
+        assert np.array_equal(decode_full(model, one, 0, workers=workers).tokens, tokens)
+    damaged = list(one.segments)
+    damaged[-1] = Segment(damaged[-1].payload, damaged[-1].token_check ^ 1)
+    with pytest.raises(TokenChecksumError, match=f"segment {len(damaged) - 1}"):
+        decode_full(model, dataclasses.replace(one, segments=tuple(damaged)), 0, workers=2)
+
+
 @pytest.fixture(scope="module")
 def coded(photo, bundle, model):
     tokens = api.tokenize([photo.crop((100, 100, 150, 140))], bundle, 0, full=True)[0].tokens
@@ -379,7 +400,7 @@ def test_cli_full_round_trip_info_and_errors(photo, bundle, tmp_path) -> None:
     info = run_cli("info", "--json", "p.png.igpt", cwd=tmp_path)
     (row,) = json.loads(info.stdout)["records"]
     assert row["kind"] == "full" and (row["width"], row["height"]) == (50, 37)
-    assert row["segments"] == 2 and row["context_rows"] == 4
+    assert row["segments"] == 4 and row["context_rows"] == 4  # 2 bands x 2 chains
     text = run_cli("info", "p.png.igpt", cwd=tmp_path)
     assert "50x37 RGB -> full-resolution palette image, 1850 tokens" in text.stdout
     back = run_cli("decompress", "p.png.igpt", "-o", "back.png", cwd=tmp_path)
