@@ -212,11 +212,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_out/fullres.json"))
     parser.add_argument("--peak", action="store_true", help="also the CLI's peak memory")
     parser.add_argument("--resize", help="code each photo resized to WxH (e.g. 768x512)")
+    parser.add_argument(
+        "--photos", nargs="+", help="photos under shared/data/train instead of the split"
+    )
     args = parser.parse_args()
     resize = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
     bundle = load_bundle(args.model)
     threads = tuple(int(t) for t in args.threads.split(","))
-    paths = heldout_paths(args.split, args.limit)
+    paths = (
+        [SHARED_TRAIN / name for name in args.photos]
+        if args.photos
+        else heldout_paths(args.split, args.limit)
+    )
     result = measure_fullres(bundle, paths, threads, resize=resize)
     if args.peak:
         largest = max(paths, key=lambda p: p.stat().st_size)
