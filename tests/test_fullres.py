@@ -286,7 +286,7 @@ def test_photo_round_trip_at_its_own_size(box, photo, bundle) -> None:
 
 def test_encoder_and_decoder_agree_with_other_layouts(photo, bundle, model) -> None:
     """Context rows and segment widths are the writer's choice; the reader follows the header."""
-    tokens = api.tokenize([photo.crop((0, 0, 45, 40))], bundle, 0, full=True)[0].tokens
+    tokens = api.tokenize([photo.crop((0, 0, 45, 75))], bundle, 0, full=True)[0].tokens
     image = FullImage(tokens, "RGB")
     sizes = set()
     for context, windows in [(0, 1), (16, 2), (8, 32)]:
