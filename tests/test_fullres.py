@@ -295,7 +295,9 @@ def test_encoder_and_decoder_agree_with_other_layouts(photo, bundle, model) -> N
         (back,) = unpack_stream(pack_stream([record]))
         assert np.array_equal(decode_full(model, back, 0).tokens, tokens)
         payload = sum(len(s.payload) for s in record.segments)
-        assert 8 * payload >= ideal and 8 * payload <= ideal + 16 * len(record.segments)
+        # Within two bytes per segment of the model's ideal bits, either way (the flush
+        # writes the fewest bits that pin the final interval, and trailing zeros go).
+        assert abs(8 * payload - ideal) <= 16 * len(record.segments)
         sizes.add(tuple(segment.payload for segment in record.segments))
     assert len(sizes) == 3  # the layouts really differ
 
