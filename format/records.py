@@ -211,6 +211,21 @@ def check_payload(payload: bytes) -> None:
         raise PayloadError("payload ends in a zero byte: not the coder's canonical output")
 
 
+def check_coded(payload: bytes, token_check: int) -> None:
+    """What every coded record carries: a canonical payload within MAX_PAYLOAD, and a u16
+    token check."""
+    _require(isinstance(payload, bytes), "payload must be bytes")
+    if len(payload) > MAX_PAYLOAD:
+        raise LengthOutOfRangeError(
+            f"payload of {len(payload)} bytes exceeds the limit {MAX_PAYLOAD}"
+        )
+    check_payload(payload)
+    _require(
+        _is_int(token_check) and 0 <= token_check <= 0xFFFF,
+        f"token check must be a u16, got {token_check!r}",
+    )
+
+
 @dataclass(frozen=True)
 class Record:
     """One coded image: header, range-coder payload and the 16-bit check of its tokens."""
@@ -225,16 +240,7 @@ class Record:
         if self.name is not None:
             check_name(self.name)
         _require(isinstance(self.header, RecordHeader), "header must be a RecordHeader")
-        _require(isinstance(self.payload, bytes), "payload must be bytes")
-        if len(self.payload) > MAX_PAYLOAD:
-            raise LengthOutOfRangeError(
-                f"payload of {len(self.payload)} bytes exceeds the limit {MAX_PAYLOAD}"
-            )
-        check_payload(self.payload)
-        _require(
-            _is_int(self.token_check) and 0 <= self.token_check <= 0xFFFF,
-            f"token check must be a u16, got {self.token_check!r}",
-        )
+        check_coded(self.payload, self.token_check)
 
 
 MAX_GRID = 255
@@ -380,16 +386,7 @@ class Segment:
     token_check: int
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.payload, bytes), "payload must be bytes")
-        if len(self.payload) > MAX_PAYLOAD:
-            raise LengthOutOfRangeError(
-                f"payload of {len(self.payload)} bytes exceeds the limit {MAX_PAYLOAD}"
-            )
-        check_payload(self.payload)
-        _require(
-            _is_int(self.token_check) and 0 <= self.token_check <= 0xFFFF,
-            f"token check must be a u16, got {self.token_check!r}",
-        )
+        check_coded(self.payload, self.token_check)
 
 
 @dataclass(frozen=True)
