@@ -176,8 +176,9 @@ def measure_fullres(
     log: Callable[[str], None] = print,
     crop: tuple[int, int] | None = None,
     resize: tuple[int, int] | None = None,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in paths:
         row = code_photo(path, bundle, threads, crop, resize)
         log(
@@ -186,6 +187,8 @@ def measure_fullres(
             f"{row['best_classical_bits_per_pixel']:.3f} ({100 * row['saving_vs_best']:.1f}% less)"
         )
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     return {
         "model": bundle.fingerprint.hex(),
         "threads": list(threads),
@@ -224,12 +227,21 @@ def main() -> None:
         if args.photos
         else heldout_paths(args.split, args.limit)
     )
-    result = measure_fullres(bundle, paths, threads, resize=resize)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_partial(rows: list[dict[str, Any]]) -> None:
+        """A long run (every held-out photo: about an hour) keeps what it has done."""
+        partial = {"model": bundle.fingerprint.hex(), "threads": list(threads), "rows": rows}
+        partial["summary"] = summarize(rows)
+        partial["complete"] = len(rows) == len(paths)
+        args.out.write_text(json.dumps(partial, indent=2) + "\n")
+
+    result = measure_fullres(bundle, paths, threads, resize=resize, on_row=save_partial)
     if args.peak:
         largest = max(paths, key=lambda p: p.stat().st_size)
         with tempfile.TemporaryDirectory() as work:
             result["peak_memory"] = peak_rss_decoding(largest, bundle.path, Path(work))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result["complete"] = True
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
 
