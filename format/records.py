@@ -126,11 +126,7 @@ class RecordHeader:
 
     def to_bytes(self) -> bytes:
         """The kind-specific header body: side and mode code, [mode], width, height."""
-        code = MODE_CODES.get(self.mode, MODE_SPELLED)
-        parts = [bytes([(self.side - 1) | code << 6])]
-        if code == MODE_SPELLED:
-            mode = self.mode.encode("ascii")
-            parts.append(bytes([len(mode)]) + mode)
+        parts = _mode_bytes(self.mode, self.side - 1)
         parts += [encode_varint(self.width), encode_varint(self.height)]
         return b"".join(parts)
 
@@ -143,27 +139,8 @@ class RecordHeader:
         _require(kind == KIND_THUMBNAIL, f"record kind {kind} has no header parser")
         coding = (head & CODING_MASK) >> CODING_SHIFT
         _require(coding in KNOWN_CODINGS, f"record coding {coding} is not one this reader knows")
-        _require(pos < len(body), "record ends inside its header")
-        first = body[pos]
-        pos += 1
-        side, code = (first & 0x3F) + 1, first >> 6
-        if code == MODE_SPELLED:
-            _require(pos < len(body), "record ends inside its mode length")
-            size = body[pos]
-            mode_bytes = body[pos + 1 : pos + 1 + size]
-            _require(
-                1 <= size <= MAX_MODE_LEN and len(mode_bytes) == size,
-                f"mode of {size} bytes does not fit the record",
-            )
-            _require(
-                all(0x21 <= b <= 0x7E for b in mode_bytes),
-                f"mode {mode_bytes!r} is not printable ASCII",
-            )
-            mode = mode_bytes.decode("ascii")
-            _require(mode not in MODE_CODES, f"mode {mode} must use its short code")
-            pos += 1 + size
-        else:
-            mode = _MODES_BY_CODE[code]
+        low, mode, pos = _parse_mode(body, pos)
+        side = low + 1
         width, pos = decode_varint(body, pos, MAX_DIMENSION, "width")
         height, pos = decode_varint(body, pos, MAX_DIMENSION, "height")
         _require(width >= 1 and height >= 1, f"image size {width}x{height} has a zero side")
