@@ -206,6 +206,27 @@ def test_unwritable_target_names_the_target(work: Path, monkeypatch: pytest.Monk
 # --- finding 3: SIGTERM and SIGHUP clean up like SIGINT ------------------------------------
 
 
+def signal_mid_compress(args: list[str], signum: int, work: Path, settle: float) -> str:
+    """Run the CLI, send `signum` `settle` seconds after its first temporary output exists,
+    and return its one error line (exit status 128 + signum checked).
+
+    The CLI respects an ignored SIGHUP (nohup); a test run under nohup must not pass that
+    on, so the child starts with the signal's default disposition."""
+    process = subprocess.Popen(
+        [sys.executable, str(CLI), *args], cwd=work, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(p.name.endswith(".partial") for p in work.iterdir()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(settle)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    return one_error_line(stderr, process.returncode, 128 + signum)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signal_during_compress_leaves_nothing(signum: int, work: Path) -> None:
     """Before: SIGTERM killed the process and left a hidden .partial file (4 of 4 runs)."""
@@ -215,22 +236,8 @@ def test_signal_during_compress_leaves_nothing(signum: int, work: Path) -> None:
         os.link(work / "p.jpg", work / f"c{i:03d}.jpg")
     before = listing(work)
     inputs = [f"c{i:03d}.jpg" for i in range(160)]
-    # The CLI respects an ignored SIGHUP (nohup); a test run under nohup must not pass
-    # that on, so the child starts with the signal's default disposition.
-    process = subprocess.Popen(
-        [sys.executable, str(CLI), "compress", *inputs, "-o", "all.igpt", "--threads", "1"],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not any(p.name.endswith(".partial") for p in work.iterdir()):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.2)  # into the model work
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
-    line = one_error_line(stderr, process.returncode, 128 + signum)
+    args = ["compress", *inputs, "-o", "all.igpt", "--threads", "1"]
+    line = signal_mid_compress(args, signum, work, settle=0.2)  # 0.2 s: into the model work
     assert signal.Signals(signum).name in line or "interrupted" in line
     assert listing(work) == before
 
@@ -347,19 +354,8 @@ def test_full_resolution_faults_leave_nothing(work: Path, monkeypatch: pytest.Mo
 
 def test_signal_during_full_resolution_compress_leaves_nothing(work: Path) -> None:
     before = listing(work)
-    process = subprocess.Popen(
-        [sys.executable, str(CLI), "compress", "--full", "p.jpg", "-o", "p.igpt", "--threads", "1"],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not any(p.name.endswith(".partial") for p in work.iterdir()):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.5)  # into the model work: the whole photo takes tens of seconds
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    line = one_error_line(stderr, process.returncode, 128 + signal.SIGTERM)
+    args = ["compress", "--full", "p.jpg", "-o", "p.igpt", "--threads", "1"]
+    # 0.5 s: into the model work (the whole photo takes tens of seconds)
+    line = signal_mid_compress(args, signal.SIGTERM, work, settle=0.5)
     assert "SIGTERM" in line or "interrupted" in line
     assert listing(work) == before
