@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import codec
+from bench.fullres import independent_palette_image
 from codec import api
 from codec.bundle import load_bundle
 from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
@@ -256,16 +257,6 @@ def photo() -> Image.Image:
         return image.convert("RGB")
 
 
-def independent_tokens(rgb: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest palette colour by direct squared distance in float64 (not the tokenizer's
-    expanded form), and a mask of pixels whose two nearest colours are near-tied."""
-    x = rgb.reshape(-1, 3).astype(np.float64) / 127.5 - 1
-    d = ((x[:, None, :] - palette.astype(np.float64)[None]) ** 2).sum(axis=2)
-    order = np.argsort(d, axis=1)[:, :2]
-    best, second = np.take_along_axis(d, order, axis=1).T
-    return order[:, 0].reshape(rgb.shape[:2]), (second - best < 1e-6).reshape(rgb.shape[:2])
-
-
 @pytest.mark.parametrize(
     "box", [(0, 0, 90, 70), (200, 150, 233, 181), (5, 5, 8, 10), (9, 9, 10, 10)]
 )
@@ -275,7 +266,7 @@ def test_photo_round_trip_at_its_own_size(box, photo, bundle) -> None:
     (decoded,) = codec.decompress(data)
     assert decoded.full and decoded.image.size == crop.size
     assert decoded.original_size == crop.size and decoded.to_original_size() is decoded.image
-    expected, ties = independent_tokens(np.asarray(crop), bundle.palette)
+    expected, ties = independent_palette_image(np.asarray(crop), bundle.palette)
     assert decoded.tokens.shape == (crop.height, crop.width)
     assert np.array_equal(decoded.tokens[~ties], expected[~ties])
     # Decoded colours are the palette colours of those tokens (what the PNG holds).
@@ -409,7 +400,9 @@ def test_cli_full_round_trip_info_and_errors(photo, bundle, tmp_path) -> None:
     assert back.returncode == 0 and "full-resolution palette image" in back.stderr
     with Image.open(tmp_path / "back.png") as image:
         decoded = np.asarray(image.convert("RGB"))
-    expected, ties = independent_tokens(np.asarray(Image.open(tmp_path / "p.png")), bundle.palette)
+    expected, ties = independent_palette_image(
+        np.asarray(Image.open(tmp_path / "p.png")), bundle.palette
+    )
     colours = np.rint(127.5 * (bundle.palette[expected] + 1)).astype(np.uint8)
     assert np.array_equal(decoded[~ties], colours[~ties])
 
