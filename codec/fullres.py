@@ -138,13 +138,14 @@ def encode_full(
     the GIL while it runs, and each call uses the session's own threads.
     """
     tiling = header.tiling
+    positions = tiling.cell_positions()
     jobs = [(band, columns) for band in tiling.bands() for columns in tiling.segments()]
     report = _Progress(progress, header.token_count)
 
     def code(number: int) -> tuple[Segment, float]:
         band, columns = jobs[number]
         segment, ideal, count = _encode_segment(
-            model, tiling, image.tokens, band, columns, header, number
+            model, tiling, image.tokens, band, columns, header, number, positions
         )
         report.add(count)
         return segment, ideal
@@ -163,10 +164,11 @@ def _encode_segment(
     columns: list[int],
     header: FullImageHeader,
     number: int,
+    positions: np.ndarray,
 ) -> tuple[Segment, float, int]:
     """One segment: whole-window calls, then its symbols in cell-major order."""
     cells_per_window = band.rows * tiling.window_width
-    pos = tiling.cell_positions()[:cells_per_window]
+    pos = positions[:cells_per_window]
     cells, mask = _segment_windows(tiling, tokens, band, columns)
     cum = np.zeros((len(columns), cells_per_window, PALETTE_SIZE + 1), np.int64)
     for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
