@@ -195,6 +195,10 @@ def lr_at(step: int, schedule: dict) -> float:
     peak, warmup = schedule["peak"], schedule["warmup"]
     if step < warmup:
         return peak * (step + 1) / warmup
+    rewarm = schedule.get("rewarm")
+    if rewarm and rewarm["start"] <= step < rewarm["start"] + rewarm["steps"]:
+        ramp = (step - rewarm["start"] + 1) / rewarm["steps"]
+        return ramp * lr_at(step, {k: v for k, v in schedule.items() if k != "rewarm"})
     decay_start = schedule["total_steps"] - schedule["decay_steps"]
     if step < decay_start:
         return peak
@@ -227,35 +231,52 @@ def batch_size_for(side: int) -> int:
     return max(1, round(TOKENS_PER_BATCH / side**2))
 
 
+Stream = int | str
+"""A batch source: an int is a side of squashed views; a str names another pool
+(NATIVE_STREAM: 32x32 crops at the photo's own scale)."""
+NATIVE_STREAM = "native_32"
+
+
+def _stream(key: int | str) -> Stream:
+    return int(key) if str(key).isdigit() else str(key)
+
+
 class Batches:
-    """One side per batch, drawn by token share; a cursor per side walks a seeded order.
+    """One stream per batch, drawn by token share; a cursor per stream walks a seeded order.
 
     State (rng state, cursors, epochs) goes into the checkpoint, so a resumed run
     continues with exactly the batches an uninterrupted run would have seen.
     """
 
-    def __init__(self, arrays: dict[int, np.ndarray], shares: dict[int, float], seed: int):
+    def __init__(
+        self, arrays: dict[Stream, np.ndarray], shares: dict[Stream, float], seed: int
+    ) -> None:
         self.arrays = {s: a for s, a in arrays.items() if len(a)}
         total = sum(shares.get(s, 0.0) for s in self.arrays)
-        self.sides = sorted(self.arrays)
+        # Squashed sides (ints) first, in order, then named streams: a pool without
+        # named streams draws exactly the batches it drew before they existed.
+        self.sides = sorted(self.arrays, key=lambda s: (isinstance(s, str), str(s).zfill(8)))
         self.probs = np.array([shares.get(s, 0.0) / total for s in self.sides])
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.cursor = {s: 0 for s in self.sides}
         self.epoch = {s: 0 for s in self.sides}
-        self._orders: dict[int, np.ndarray] = {}
+        self._orders: dict[Stream, np.ndarray] = {}
 
-    def _order(self, side: int) -> np.ndarray:
-        if side not in self._orders:
-            n = len(self.arrays[side])
-            epoch = self.epoch[side]
-            rng = np.random.default_rng([self.seed, side, epoch])
-            self._orders[side] = np.arange(n) if epoch == 0 else rng.permutation(n)
-        return self._orders[side]
+    def _order(self, stream: Stream) -> np.ndarray:
+        if stream not in self._orders:
+            n = len(self.arrays[stream])
+            epoch = self.epoch[stream]
+            key = [self.seed, side_of(self.arrays[stream]), epoch]
+            if isinstance(stream, str):
+                key.append(1)
+            rng = np.random.default_rng(key)
+            self._orders[stream] = np.arange(n) if epoch == 0 else rng.permutation(n)
+        return self._orders[stream]
 
     def next(self) -> np.ndarray:
-        side = int(self.sides[self.rng.choice(len(self.sides), p=self.probs)])
-        n, want = len(self.arrays[side]), batch_size_for(side)
+        side = self.sides[self.rng.choice(len(self.sides), p=self.probs)]
+        n, want = len(self.arrays[side]), batch_size_for(side_of(self.arrays[side]))
         idx = []
         while len(idx) < want:
             take = min(want - len(idx), n - self.cursor[side])
@@ -277,8 +298,8 @@ class Batches:
 
     def load(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.cursor.update({int(k): v for k, v in state["cursor"].items()})
-        self.epoch.update({int(k): v for k, v in state["epoch"].items()})
+        self.cursor.update({_stream(k): v for k, v in state["cursor"].items()})
+        self.epoch.update({_stream(k): v for k, v in state["epoch"].items()})
         self._orders.clear()
 
 
@@ -297,6 +318,26 @@ def load_pool(path: Path) -> tuple[dict, dict[int, np.ndarray], dict[str, np.nda
         if name in EVAL_NAMES and side.isdigit():
             evals[key] = pool[key]
     return spec, train, evals
+
+
+def load_native_pool(path: Path) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
+    """(spec, training crops, evaluation arrays) of a native-scale pool
+    (`export/train_data.py native`)."""
+    pool = np.load(path)
+    spec = json.loads(str(pool["spec"]))
+    return spec, pool["train_native_32"], {"heldout_native_32": pool["heldout_native_32"]}
+
+
+def ensure_native_pool(path: Path, spec: dict) -> None:
+    """Build the native pool a checkpoint was trained on if it is missing."""
+    if path.exists():
+        return
+    from export.train_data import build_native, default_data_root
+
+    print(f"building missing native pool {path} from the checkpoint's spec", flush=True)
+    build_native(
+        default_data_root(), path, spec["crops_per_source"], spec["val_crops"], spec["seed"], 1
+    )
 
 
 def ensure_pool(path: Path, spec: dict | None) -> None:
@@ -345,6 +386,7 @@ ROUTINE_EVALS = (
     "unlike_16",
     "unlikefresh_32",
     "heldout_crops_32",
+    "heldout_native_32",
 )
 
 
@@ -443,6 +485,24 @@ def _fresh_state(args: argparse.Namespace, pool_spec: dict) -> dict:
     }
 
 
+def _native_setting(args: argparse.Namespace, state: dict) -> dict | None:
+    """The native-scale stream of this run: set by --native-share (and kept in the
+    checkpoint, so a resume without the flag continues with the same mix)."""
+    if args.native_share is not None:
+        share = args.native_share
+        if not 0 <= share < 1:
+            raise SystemExit(f"--native-share must lie in [0, 1), got {share}")
+        if share == 0:
+            state["data"].pop("native", None)
+            return None
+        spec = json.loads(str(np.load(args.native_pool)["spec"]))
+        old = state["data"].get("native")
+        if old is None or old["share"] != share:
+            print(f"native-scale share: {old and old['share']} -> {share}", flush=True)
+        state["data"]["native"] = {"share": share, "pool_spec": spec}
+    return state["data"].get("native")
+
+
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -462,6 +522,9 @@ def train(args: argparse.Namespace) -> None:
             if value is not None and value != state["schedule"][key]:
                 print(f"schedule {key}: {state['schedule'][key]} -> {value}", flush=True)
                 state["schedule"][key] = value
+        if args.rewarm:
+            state["schedule"]["rewarm"] = {"start": state["step"], "steps": args.rewarm}
+            print(f"re-warm over {args.rewarm} steps from step {state['step']}", flush=True)
         print(f"resumed at step {state['step']}", flush=True)
     else:
         spec, train_arrays, evals = load_pool(args.pool)
@@ -469,9 +532,20 @@ def train(args: argparse.Namespace) -> None:
         args.decay_steps = args.decay_steps if args.decay_steps is not None else 20_000
         state = _fresh_state(args, spec)
     model, ema, optimizer = restore(state)
-    shares = {int(k): v for k, v in (spec.get("token_share") or {}).items()}
+    shares: dict[Stream, float] = {int(k): v for k, v in (spec.get("token_share") or {}).items()}
     if not shares:
         shares = {s: float(s * s) for s in train_arrays}  # synthetic pools: by size
+    native = _native_setting(args, state)
+    if native is not None:
+        ensure_native_pool(args.native_pool, native["pool_spec"])
+        native_spec, crops, native_evals = load_native_pool(args.native_pool)
+        if native_spec != native["pool_spec"]:
+            print(f"warning: native pool spec {native_spec} differs", flush=True)
+        total = sum(shares.values())
+        shares = {k: v / total * (1 - native["share"]) for k, v in shares.items()}
+        shares[NATIVE_STREAM] = native["share"]
+        train_arrays = {**train_arrays, NATIVE_STREAM: crops}
+        evals = {**evals, **native_evals}
     batches = Batches(train_arrays, shares, state["data"]["seed"])
     if state["data"]["batches"] is not None:
         batches.load(state["data"]["batches"])
@@ -665,12 +739,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
     parser.add_argument("--resume-from", type=Path, help="checkpoint to seed --out with")
     parser.add_argument("--checkpoint-file", type=Path, default=CHECKPOINT_FILE)
+    parser.add_argument(
+        "--native-pool",
+        type=Path,
+        default=Path("runs/native_v1.npz"),
+        help="native-scale 32x32 crops (export/train_data.py native)",
+    )
+    parser.add_argument(
+        "--native-share",
+        type=float,
+        help="share of training tokens from native-scale crops (kept on resume; 0 stops)",
+    )
     parser.add_argument("--total-steps", type=int, help="new runs: 200000; resumes may change it")
     parser.add_argument("--decay-steps", type=int, help="new runs: 20000; resumes may change it")
     parser.add_argument("--max-steps", type=int, help="stop this session at this step")
     parser.add_argument("--minutes", type=float, default=1e9, help="this session's time budget")
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument(
+        "--rewarm",
+        type=int,
+        help="resume: ramp the learning rate up again over this many steps (a checkpoint "
+        "that ended its cool-down at the floor continues at a higher rate)",
+    )
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--threads", type=int, default=1)

@@ -19,9 +19,16 @@ Held out, whole source images, never a crop of a training image
   colourfulness of their 32x32 squash (54 photos, 42 of them from CQ100, which
   keeps 54 of CQ100's 96 colourful close-ups for training).
 
+Native-scale views (`python export/train_data.py native`): 32x32 crops of the photo's
+palette image at its own size, the windows full-resolution mode codes (`compress --full`),
+made with the same per-pixel tokenizer (`codec.palette.pixels_to_tokens`). A squashed view
+averages pixels, so it is smoother and busier than the native pixels of the same photo;
+the pool of thumbnails alone never shows the model sensor noise or JPEG blocks.
+
 Commands:
     python export/train_data.py heldout            # (re)write export/data/heldout.json
     python export/train_data.py pool --out runs/pool_v2.npz
+    python export/train_data.py native --out runs/native_v1.npz
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.images import load_image
-from codec.palette import image_to_tokens, resize_rgb
+from codec.palette import image_to_tokens, pixels_to_tokens, resize_rgb
 
 PALETTE_PATH = Path(__file__).parent / "data" / "imagegpt_clusters.npy"
 HELDOUT_PATH = Path(__file__).parent / "data" / "heldout.json"
@@ -290,6 +297,60 @@ def build(root: Path, out: Path, views_per_source: int, val_crops: int, seed: in
     )
 
 
+def native_crops(args: tuple[Path, str, int, int, np.ndarray]) -> np.ndarray:
+    """`count` seeded 32x32 crops of one photo at its own scale [count, 1024] (uint16),
+    each flipped left-right half the time; photos under 32 pixels on a side give none."""
+    root, relative, count, seed, palette = args
+    rng = np.random.default_rng(_seed_for(relative, seed))
+    rgb = np.asarray(load_image(root / relative).rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    if height < SIDE or width < SIDE:
+        return np.zeros((0, SIDE * SIDE), np.uint16)
+    crops = []
+    for _ in range(count):
+        top = int(rng.integers(0, height - SIDE + 1))
+        left = int(rng.integers(0, width - SIDE + 1))
+        crop = rgb[top : top + SIDE, left : left + SIDE]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crops.append(pixels_to_tokens(np.ascontiguousarray(crop), palette).astype(np.uint16))
+    return np.stack(crops)
+
+
+def build_native(
+    root: Path, out: Path, crops_per_source: int, val_crops: int, seed: int, workers: int
+) -> None:
+    """The native-scale pool: `train_native_32` from the training sources and
+    `heldout_native_32` (val_crops per standard held-out photo) to evaluate on."""
+    palette = np.load(PALETTE_PATH)
+    heldout = load_heldout()
+    train, standard, _ = split_sources(root, heldout)
+    with ProcessPoolExecutor(workers) as pool:
+        jobs = [(root, rel, crops_per_source, seed, palette) for rel in train]
+        train_crops = np.concatenate(list(pool.map(native_crops, jobs, chunksize=4)))
+        jobs = [(root, rel, val_crops, seed + 1, palette) for rel in standard]
+        val = np.concatenate(list(pool.map(native_crops, jobs, chunksize=4)))
+    order = np.random.default_rng(seed).permutation(len(train_crops))
+    spec = {
+        "version": 1,
+        "kind": "native",
+        "crops_per_source": crops_per_source,
+        "val_crops": val_crops,
+        "seed": seed,
+        "heldout_sha": pool_spec(0, seed, heldout)["heldout_sha"],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        spec=np.array(json.dumps(spec)),
+        train_native_32=train_crops[order],
+        heldout_native_32=val,
+    )
+    os.replace(tmp, out)
+    print(f"wrote {out}: {len(train_crops)} training crops, {len(val)} held-out", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,8 +364,19 @@ def main() -> None:
     pool.add_argument("--val-crops", type=int, default=4)
     pool.add_argument("--seed", type=int, default=1234)
     pool.add_argument("--workers", type=int, default=1)
+    native = sub.add_parser("native", help="build the native-scale 32x32 crop pool")
+    native.add_argument("--data", type=Path, default=default_data_root())
+    native.add_argument("--out", type=Path, default=Path("runs/native_v1.npz"))
+    native.add_argument("--crops-per-source", type=int, default=64)
+    native.add_argument("--val-crops", type=int, default=4)
+    native.add_argument("--seed", type=int, default=4321)
+    native.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    if args.command == "heldout":
+    if args.command == "native":
+        build_native(
+            args.data, args.out, args.crops_per_source, args.val_crops, args.seed, args.workers
+        )
+    elif args.command == "heldout":
         result = make_heldout(args.data)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(

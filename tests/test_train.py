@@ -27,6 +27,7 @@ from export.train_data import (  # noqa: E402
     HELDOUT_PATH,
     colourfulness_m3,
     is_validation,
+    native_crops,
     random_crop,
     token_shares,
     view_side_probs,
@@ -147,6 +148,53 @@ def test_resumed_batches_continue_the_same_sequence():
         assert np.array_equal(a.next(), b.next())
 
 
+def test_a_named_stream_with_no_share_leaves_the_sides_draws_alone():
+    """Native-scale crops come in as a named stream after the sides, so a run that gives
+    them no share draws exactly the batches it drew before they existed."""
+    arrays = {8: np.arange(50 * 64).reshape(50, 64), 16: np.arange(7 * 256).reshape(7, 256)}
+    shares = {8: 0.5, 16: 0.5}
+    plain = Batches(arrays, shares, seed=3)
+    crops = np.full((9, 1024), 7)
+    named = Batches({**arrays, "native_32": crops}, {**shares, "native_32": 0.0}, seed=3)
+    for _ in range(30):
+        assert np.array_equal(plain.next(), named.next())
+
+
+def test_named_stream_batches_resume_and_follow_their_share():
+    arrays = {8: np.zeros((50, 64), int), "native_32": np.ones((40, 1024), int)}
+    a = Batches(arrays, {8: 0.5, "native_32": 0.5}, seed=5)
+    kinds = [a.next().shape for _ in range(200)]
+    assert {(128, 64), (8, 1024)} == set(kinds)  # a 32x32 stream batches 8 crops
+    assert 0.35 < kinds.count((8, 1024)) / 200 < 0.65
+    b = Batches(arrays, {8: 0.5, "native_32": 0.5}, seed=5)
+    b.load(json.loads(json.dumps(a.state())))  # keys survive a text round trip
+    for _ in range(20):
+        assert np.array_equal(a.next(), b.next())
+
+
+def test_native_crops_are_32x32_windows_of_the_photo_at_its_own_scale(tmp_path):
+    from PIL import Image
+
+    from codec.palette import pixels_to_tokens
+
+    palette = np.load(ROOT / "export" / "data" / "imagegpt_clusters.npy")
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    crops = native_crops((tmp_path, "p.png", 6, 11, palette))
+    assert crops.shape == (6, 1024) and crops.dtype == np.uint16
+    assert np.array_equal(crops, native_crops((tmp_path, "p.png", 6, 11, palette)))
+    tokens = pixels_to_tokens(rgb, palette).reshape(40, 70)
+    windows = {
+        view[top : top + 32, left : left + 32].tobytes()
+        for view in (tokens, tokens[:, ::-1])
+        for top in range(9)
+        for left in range(39)
+    }
+    assert all(crop.astype(tokens.dtype).tobytes() in windows for crop in crops)
+    Image.fromarray(rgb[:31]).save(tmp_path / "small.png")
+    assert native_crops((tmp_path, "small.png", 3, 11, palette)).shape == (0, 1024)
+
+
 def test_position_ids_default_is_raster_and_grid_differs():
     model = IGPT(IGPTShape(n_embd=32, n_layer=1, n_head=2)).eval()
     ids = torch.randint(0, 513, (2, 64))
@@ -165,6 +213,17 @@ def test_schedule_warmup_stable_decay():
     assert lr_at(80, schedule) == pytest.approx(1e-3)
     assert lr_at(100, schedule) == pytest.approx(1e-4)
     assert lr_at(90, schedule) < 1e-3
+
+
+def test_rewarm_ramps_up_to_the_schedule_then_follows_it():
+    schedule = {"peak": 1e-3, "warmup": 10, "total_steps": 200, "decay_steps": 100, "floor": 0.1}
+    rewarmed = {**schedule, "rewarm": {"start": 120, "steps": 10}}
+    assert lr_at(120, rewarmed) == pytest.approx(lr_at(120, schedule) / 10)
+    assert lr_at(124, rewarmed) == pytest.approx(lr_at(124, schedule) / 2)
+    assert lr_at(129, rewarmed) == pytest.approx(lr_at(129, schedule))
+    assert [lr_at(s, rewarmed) for s in (119, 130, 180)] == [
+        lr_at(s, schedule) for s in (119, 130, 180)
+    ]
 
 
 def test_side_mix_gives_the_stated_token_shares():
