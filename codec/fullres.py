@@ -30,7 +30,6 @@ import numpy as np
 from codec.coder import RangeDecoder, RangeEncoder
 from codec.freq import cumulative
 from codec.model import SOS, ExactTokenModel
-from codec.palette import PALETTE_SIZE
 from format.container import segment_check
 from format.errors import PayloadError, TokenChecksumError
 from format.records import FullImageHeader, FullImageRecord, Segment
@@ -170,23 +169,27 @@ def _encode_segment(
     cells_per_window = band.rows * tiling.window_width
     pos = positions[:cells_per_window]
     cells, mask = _segment_windows(tiling, tokens, band, columns)
-    cum = np.zeros((len(columns), cells_per_window, PALETTE_SIZE + 1), np.int64)
+    # Only each cell's own interval is kept (low, width, total), not its whole table:
+    # a segment's tables would be 32 windows x 1,024 cells x 513 int64 (134 MB).
+    intervals = np.zeros((3, len(columns), cells_per_window), np.int64)
     for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
         chunk = cells[start : start + ENCODE_CALL_WINDOWS]
         ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
         freqs, _ = model.run(ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False)
-        cum[start : start + len(chunk)] = cumulative(freqs)
+        cum = cumulative(freqs)
+        low = np.take_along_axis(cum, chunk[..., None], axis=2)[..., 0]
+        high = np.take_along_axis(cum, chunk[..., None] + 1, axis=2)[..., 0]
+        intervals[:, start : start + len(chunk)] = low, high - low, cum[..., -1]
     windows, cell_idx = _coding_order(mask)
     symbols = cells[windows, cell_idx]
-    tables = cum[windows, cell_idx]
+    low, width, total = intervals[:, windows, cell_idx]
     encoder = RangeEncoder()
-    for table, symbol in zip(tables, symbols.tolist(), strict=True):
-        encoder.encode_symbol(table, symbol)
-    rows = np.arange(len(symbols))
-    share = (tables[rows, symbols + 1] - tables[rows, symbols]) / tables[:, -1]
+    for interval in zip(low.tolist(), width.tolist(), total.tolist(), strict=True):
+        encoder.encode(*interval)
+    ideal = float(-np.log2(width / total).sum())
     payload, _ = encoder.finish()
     check = segment_check(symbols, header, number)
-    return Segment(payload, check), float(-np.log2(share).sum()), len(symbols)
+    return Segment(payload, check), ideal, len(symbols)
 
 
 def decode_full(
