@@ -640,6 +640,7 @@ def summary(state: dict) -> dict:
         "ema_decay": state["ema_decay"],
         "weight_decay": state["weight_decay"],
         "pool_spec": state["data"]["pool_spec"],
+        "native": state["data"].get("native"),
         "provenance": state["provenance"],
         "history": state["history"],
     }
