@@ -28,12 +28,15 @@ from codec.images import load_image
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, nargs="+", required=True)
-    parser.add_argument("--limit", type=int, default=12, help="evenly spaced held-out photos")
+    parser.add_argument(
+        "--limit", type=int, default=12, help="evenly spaced held-out photos (0: none)"
+    )
     parser.add_argument("--extra", nargs="*", default=[], help="more photos under shared/")
     parser.add_argument("--out", type=Path, default=Path("bench_out/fullres_models.json"))
     args = parser.parse_args()
     bundles = [load_bundle(path) for path in args.models]
-    paths = heldout_paths("standard", args.limit) + [SHARED_TRAIN / n for n in args.extra]
+    held = heldout_paths("standard", args.limit) if args.limit else []
+    paths = held + [SHARED_TRAIN / name for name in args.extra]
     rows = []
     for path in dict.fromkeys(paths):
         loaded = load_image(path)
