@@ -22,6 +22,7 @@ from bench.fullres import independent_palette_image
 from codec import api
 from codec.bundle import load_bundle
 from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
+from codec.images import load_image
 from codec.model import ExactTokenModel
 from codec.pipeline import DecodeLimits
 from format import (
@@ -273,6 +274,25 @@ def test_photo_round_trip_at_its_own_size(box, photo, bundle) -> None:
     rgb = np.asarray(decoded.image)
     colours = np.rint(127.5 * (bundle.palette[decoded.tokens] + 1)).astype(np.uint8)
     assert np.array_equal(rgb, colours)
+
+
+HELDOUT = json.loads((Path(__file__).resolve().parents[1] / "export/data/heldout.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", HELDOUT["standard"])
+def test_every_heldout_photo_round_trips_at_its_own_size(name, bundle) -> None:
+    """Issue 13's check over the whole held-out split (about 1.5 hours on 2 cores:
+    `pytest -m slow -k every_heldout`; `python -m bench.fullres` runs the same check
+    and also records bytes and times)."""
+    path = shared_data_dir() / "train" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    rgb = np.asarray(load_image(path).rgb)  # the codec's loader: EXIF orientation, RGB
+    (decoded,) = codec.decompress(codec.compress(path, full=True))
+    expected, ties = independent_palette_image(rgb, bundle.palette)
+    assert decoded.tokens.shape == rgb.shape[:2]
+    assert np.array_equal(decoded.tokens[~ties], expected[~ties])
 
 
 def test_encoder_and_decoder_agree_with_other_layouts(photo, bundle, model) -> None:
