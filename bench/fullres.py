@@ -23,21 +23,28 @@ HELDOUT = Path(__file__).resolve().parents[1] / "export" / "data" / "heldout.jso
 SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 
 
+def heldout_names(split: str = "standard") -> list[str]:
+    """The held-out photos of one split (export/data/heldout.json), under shared/data/train."""
+    return json.loads(HELDOUT.read_text())[split]
+
+
 def heldout_paths(split: str = "standard", limit: int | None = None) -> list[Path]:
-    """The held-out photos of one split (export/data/heldout.json), evenly spaced when cut."""
-    names = json.loads(HELDOUT.read_text())[split]
+    """The held-out photos of one split, evenly spaced when cut."""
+    names = heldout_names(split)
     if limit is not None and limit < len(names):
         step = len(names) / limit
         names = [names[int(i * step)] for i in range(limit)]
     return [SHARED_TRAIN / name for name in names]
 
 
+def palette_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Every pixel of an RGB array mapped to its nearest palette colour [H, W]."""
+    return pixels_to_tokens(rgb, palette).reshape(rgb.shape[:2])
+
+
 def palette_image(path: Path, bundle: Bundle) -> np.ndarray:
     """The photo at its own size, every pixel mapped to its nearest palette colour [H, W]."""
-    loaded = load_image(path)
-    rgb = np.asarray(loaded.rgb, dtype=np.uint8)
-    height, width = rgb.shape[:2]
-    return pixels_to_tokens(rgb, bundle.palette).reshape(height, width)
+    return palette_tokens(np.asarray(load_image(path).rgb, dtype=np.uint8), bundle.palette)
 
 
 def independent_palette_image(
@@ -110,7 +117,7 @@ def code_photo(
     name = str(path.relative_to(SHARED_TRAIN)) if path.is_relative_to(SHARED_TRAIN) else path.name
     row: dict[str, Any] = {"photo": name, "crop": crop, "resize": resize}
     rgb = np.asarray(loaded.rgb, dtype=np.uint8)
-    tokens = pixels_to_tokens(rgb, bundle.palette).reshape(rgb.shape[:2])
+    tokens = palette_tokens(rgb, bundle.palette)
     row["width"], row["height"] = int(tokens.shape[1]), int(tokens.shape[0])
     reference, tied = independent_palette_image(rgb, bundle.palette)
     row["near_ties"] = int(tied.sum())

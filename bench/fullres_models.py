@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import codec
-from bench.fullres import SHARED_TRAIN, classical_sizes, heldout_paths, palette_image
+from bench.fullres import SHARED_TRAIN, classical_sizes, heldout_paths, palette_tokens
 from codec.bundle import load_bundle
 from codec.images import load_image
 
@@ -40,7 +40,7 @@ def main() -> None:
     rows = []
     for path in dict.fromkeys(paths):
         loaded = load_image(path)
-        tokens = palette_image(path, bundles[0])
+        tokens = palette_tokens(np.asarray(loaded.rgb, dtype=np.uint8), bundles[0].palette)
         classical = classical_sizes(tokens, bundles[0].palette)
         row = {
             "photo": str(path.relative_to(SHARED_TRAIN)),

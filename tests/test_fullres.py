@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import codec
-from bench.fullres import independent_palette_image
+from bench.fullres import heldout_names, independent_palette_image
 from codec import api
 from codec.bundle import load_bundle
 from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
@@ -276,11 +276,8 @@ def test_photo_round_trip_at_its_own_size(box, photo, bundle) -> None:
     assert np.array_equal(rgb, colours)
 
 
-HELDOUT = json.loads((Path(__file__).resolve().parents[1] / "export/data/heldout.json").read_text())
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", HELDOUT["standard"])
+@pytest.mark.parametrize("name", heldout_names("standard"))
 def test_every_heldout_photo_round_trips_at_its_own_size(name, bundle) -> None:
     """Issue 13's check over the whole held-out split (about 1.5 hours on 2 cores:
     `pytest -m slow -k every_heldout`; `python -m bench.fullres` runs the same check
