@@ -485,22 +485,17 @@ def _fresh_state(args: argparse.Namespace, pool_spec: dict) -> dict:
     }
 
 
-def _native_setting(args: argparse.Namespace, state: dict) -> dict | None:
-    """The native-scale stream of this run: set by --native-share (and kept in the
-    checkpoint, so a resume without the flag continues with the same mix)."""
-    if args.native_share is not None:
-        share = args.native_share
-        if not 0 <= share < 1:
-            raise SystemExit(f"--native-share must lie in [0, 1), got {share}")
-        if share == 0:
-            state["data"].pop("native", None)
-            return None
-        spec = json.loads(str(np.load(args.native_pool)["spec"]))
-        old = state["data"].get("native")
-        if old is None or old["share"] != share:
-            print(f"native-scale share: {old and old['share']} -> {share}", flush=True)
-        state["data"]["native"] = {"share": share, "pool_spec": spec}
-    return state["data"].get("native")
+def _native_share(args: argparse.Namespace, state: dict) -> float:
+    """The share of native-scale crops in this run: --native-share, else the checkpoint's
+    (a resume without the flag continues with the same mix); 0 for none."""
+    old = state["data"].get("native")
+    if args.native_share is None:
+        return old["share"] if old else 0.0
+    if not 0 <= args.native_share < 1:
+        raise SystemExit(f"--native-share must lie in [0, 1), got {args.native_share}")
+    if (old["share"] if old else 0.0) != args.native_share:
+        print(f"native-scale share: {old and old['share']} -> {args.native_share}", flush=True)
+    return args.native_share
 
 
 def train(args: argparse.Namespace) -> None:
@@ -535,17 +530,26 @@ def train(args: argparse.Namespace) -> None:
     shares: dict[Stream, float] = {int(k): v for k, v in (spec.get("token_share") or {}).items()}
     if not shares:
         shares = {s: float(s * s) for s in train_arrays}  # synthetic pools: by size
-    native = _native_setting(args, state)
-    if native is not None:
-        ensure_native_pool(args.native_pool, native["pool_spec"])
+    native_share = _native_share(args, state)
+    if native_share:
+        old = state["data"].get("native")
+        if old is not None:
+            ensure_native_pool(args.native_pool, old["pool_spec"])
+        elif not args.native_pool.exists():
+            raise SystemExit(
+                f"{args.native_pool} is missing; build it with export/train_data.py native"
+            )
         native_spec, crops, native_evals = load_native_pool(args.native_pool)
-        if native_spec != native["pool_spec"]:
+        if old is not None and native_spec != old["pool_spec"]:
             print(f"warning: native pool spec {native_spec} differs", flush=True)
+        state["data"]["native"] = {"share": native_share, "pool_spec": native_spec}
         total = sum(shares.values())
-        shares = {k: v / total * (1 - native["share"]) for k, v in shares.items()}
-        shares[NATIVE_STREAM] = native["share"]
+        shares = {k: v / total * (1 - native_share) for k, v in shares.items()}
+        shares[NATIVE_STREAM] = native_share
         train_arrays = {**train_arrays, NATIVE_STREAM: crops}
         evals = {**evals, **native_evals}
+    else:
+        state["data"].pop("native", None)
     batches = Batches(train_arrays, shares, state["data"]["seed"])
     if state["data"]["batches"] is not None:
         batches.load(state["data"]["batches"])
