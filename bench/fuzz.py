@@ -779,6 +779,24 @@ def _e_full_bits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Co
     return Forgery(header, frames, CLEAN)
 
 
+def _e_full_coding(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
+    """Another coding on a full-resolution image, its header alone or with its segments:
+    a segment that disagrees is refused as read; a consistent switch between the two exact
+    codings (plain and adaptive) decodes under other tables, which the token checks (they
+    cover the head byte) and the canonical payload refuse; codings 1 and 3 are refused."""
+    frames = list(frames)
+    i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK == 3])
+    end = i + 1
+    while end < len(frames) and frames[end].head & KIND_MASK == 4:
+        end += 1
+    old = (frames[i].head & 0x30) >> CODING_SHIFT
+    coding = rng.choice([c for c in range(4) if c != old])
+    last = end if rng.random() < 0.7 else i + 1
+    for j in range(i, last):
+        frames[j] = replace(frames[j], head=frames[j].head & ~0x30 | coding << CODING_SHIFT)
+    return Forgery(header, frames, CLEAN)
+
+
 def _e_head_byte(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
     """Any other head byte: the same output only if the decoded records are unchanged
     (another unknown skippable kind); a thumbnail's head is in its token check; the
@@ -825,6 +843,7 @@ EDITS: dict[str, tuple[Callable[..., Forgery], float, str]] = {
     "body_bits": (_e_body_bits, 1.5, ""),
     "head_byte": (_e_head_byte, 0.7, ""),
     "full_bits": (_e_full_bits, 1.5, "full"),
+    "full_coding": (_e_full_coding, 0.7, "full"),
 }
 RECRC_ONLY = {"limits", "many"}
 

@@ -705,13 +705,15 @@ def _info_json(label: str, version: int | None, rows: Iterator[dict], reader: An
 
 
 def _coding_name(head: Any) -> str | None:
-    """ "exact" (the same bits on every machine) or "float32" (machine-bound), if recorded."""
+    """ "exact" or "exact-adaptive" (the same bits on every machine) or "float32"
+    (machine-bound), if recorded."""
     import format
 
     coding = getattr(head, "coding", None)
     names = {
         getattr(format, "CODING_EXACT", None): "exact",
         getattr(format, "CODING_FLOAT32", None): "float32",
+        getattr(format, "CODING_ADAPTIVE", None): "exact-adaptive",
     }
     return None if coding is None else names.get(coding, str(coding))
 

@@ -27,12 +27,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from codec.adaptive import AdaptiveMixer, window_neighbours
 from codec.coder import RangeDecoder, RangeEncoder
 from codec.freq import cumulative
 from codec.model import SOS, ExactTokenModel
 from format.container import segment_check
 from format.errors import PayloadError, TokenChecksumError
-from format.records import FullImageHeader, FullImageRecord, Segment
+from format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
 from format.tiling import Band, Tiling
 
 CONTEXT_ROWS = 4
@@ -136,24 +137,30 @@ def encode_full(
 ) -> tuple[FullImageRecord, float]:
     """Code a full-resolution image; returns the record and the model's ideal bits.
 
-    Segments are independent on the encoder's side (the context rows come from the
-    image itself), so `workers` threads code them side by side; onnxruntime releases
-    the GIL while it runs, and each call uses the session's own threads.
+    The segments at one position of every band form a chain (they share the adaptive
+    coding's state, and only they depend on each other), so `workers` threads code the
+    chains side by side; onnxruntime releases the GIL while it runs, and each call uses
+    the session's own threads.
     """
     tiling = header.tiling
     positions = tiling.cell_positions()
-    jobs = [(band, columns) for band in tiling.bands() for columns in tiling.segments()]
+    bands, groups = tiling.bands(), tiling.segments()
     report = _Progress(progress, header.token_count)
 
-    def code(number: int) -> tuple[Segment, float]:
-        band, columns = jobs[number]
-        segment, ideal, count = _encode_segment(
-            model, tiling, image.tokens, band, columns, header, number, positions
-        )
-        report.add(count)
-        return segment, ideal
+    def chain(group: int) -> list[tuple[Segment, float]]:
+        mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
+        coded = []
+        for band_number, band in enumerate(bands):
+            number = band_number * len(groups) + group
+            segment, ideal, count = _encode_segment(
+                model, tiling, image.tokens, band, groups[group], header, number, positions, mixer
+            )
+            report.add(count)
+            coded.append((segment, ideal))
+        return coded
 
-    coded = _run_parallel(code, range(len(jobs)), workers)
+    chains = _run_parallel(chain, range(len(groups)), workers)
+    coded = [chains[group][band] for band in range(len(bands)) for group in range(len(groups))]
     segments = tuple(segment for segment, _ in coded)
     ideal = sum(bits for _, bits in coded)
     return FullImageRecord(header, segments, image.name), ideal
@@ -168,22 +175,30 @@ def _encode_segment(
     header: FullImageHeader,
     number: int,
     positions: np.ndarray,
+    mixer: AdaptiveMixer | None,
 ) -> tuple[Segment, float, int]:
     """One segment: whole-window calls, then its symbols in cell-major order."""
     cells_per_window = band.rows * tiling.window_width
     pos = positions[:cells_per_window]
     cells, mask = _segment_windows(tiling, tokens, band, columns)
-    # Only each cell's own interval is kept (low, width, total), not its whole table:
-    # a segment's tables would be 32 windows x 1,024 cells x 513 int64 (134 MB).
+    tables = None if mixer is None else np.zeros((len(columns), cells_per_window, 512), np.int32)
+    # Without the mixer only each cell's own interval is kept (low, width, total), not its
+    # whole table: a segment's tables would be 32 windows x 1,024 cells x 513 int64 (134
+    # MB). The mixer needs whole tables, in cell order: int32, 64 MB for 32 windows.
     intervals = np.zeros((3, len(columns), cells_per_window), np.int64)
     for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
         chunk = cells[start : start + ENCODE_CALL_WINDOWS]
         ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
         freqs, _ = model.run(ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False)
+        if tables is not None:
+            tables[start : start + len(chunk)] = freqs
+            continue
         cum = cumulative(freqs)
         low = np.take_along_axis(cum, chunk[..., None], axis=2)[..., 0]
         high = np.take_along_axis(cum, chunk[..., None] + 1, axis=2)[..., 0]
         intervals[:, start : start + len(chunk)] = low, high - low, cum[..., -1]
+    if tables is not None:
+        _mix_intervals(mixer, tables, cells, mask, tiling.window_width, intervals)
     windows, cell_idx = _coding_order(mask)
     symbols = cells[windows, cell_idx]
     low, width, total = intervals[:, windows, cell_idx]
@@ -194,6 +209,26 @@ def _encode_segment(
     payload, _ = encoder.finish()
     check = segment_check(symbols, header, number)
     return Segment(payload, check), ideal, len(symbols)
+
+
+def _mix_intervals(
+    mixer: AdaptiveMixer,
+    tables: np.ndarray,
+    cells: np.ndarray,
+    mask: np.ndarray,
+    width: int,
+    intervals: np.ndarray,
+) -> None:
+    """Each coded cell's interval under the mixer's tables, stepping cells in the order the
+    decoder does (all windows of a cell, then the next cell)."""
+    for cell in np.flatnonzero(mask.any(axis=0)).tolist():
+        live = np.flatnonzero(mask[:, cell])
+        table, step = mixer.tables(tables[live, cell], window_neighbours(cells[live], cell, width))
+        symbols = cells[live, cell]
+        cum = cumulative(table)
+        low = cum[np.arange(len(live)), symbols]
+        intervals[:, live, cell] = low, cum[np.arange(len(live)), symbols + 1] - low, cum[:, -1]
+        mixer.update(step, symbols)
 
 
 def decode_full(
@@ -221,6 +256,7 @@ def decode_full(
     cancel = threading.Event()
 
     def chain(group: int) -> None:
+        mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
         for band_number, band in enumerate(bands):
             if cancel.is_set():
                 return
@@ -228,7 +264,7 @@ def decode_full(
             segment = record.segments[number]
             try:
                 symbols = _decode_segment(
-                    model, tiling, image, band, groups[group], positions, segment, cancel
+                    model, tiling, image, band, groups[group], positions, segment, mixer, cancel
                 )
             except PayloadError as exc:
                 raise PayloadError(f"record {index}, segment {number}: {exc}") from None
@@ -288,6 +324,7 @@ def _decode_segment(
     columns: list[int],
     positions: np.ndarray,
     segment: Segment,
+    mixer: AdaptiveMixer | None,
     cancel: threading.Event | None = None,
 ) -> np.ndarray | None:
     """Decode one segment into `image` (its rows above are already there); returns the
@@ -307,14 +344,20 @@ def _decode_segment(
     for cell in range(first, n_cells):
         if cancel is not None and cancel.is_set():
             return None
-        cum = cumulative(freqs[:, -1])
         col = cell % width
+        live = [w for w in range(batch) if col < real[w]]
+        table = freqs[live, -1]
+        if mixer is not None and live:
+            table, step = mixer.tables(table, window_neighbours(cells[live], cell, width))
+        cum = cumulative(table)
+        for row, w in enumerate(live):
+            symbol = decoder.decode_symbol(cum[row])
+            shadow.encode_symbol(cum[row], symbol)
+            cells[w, cell] = symbol
+        if mixer is not None and live:
+            mixer.update(step, cells[live, cell])
         for w in range(batch):
-            if col < real[w]:
-                symbol = decoder.decode_symbol(cum[w])
-                shadow.encode_symbol(cum[w], symbol)
-                cells[w, cell] = symbol
-            else:  # padding: the row's last real token again
+            if col >= real[w]:  # padding: the row's last real token again
                 cells[w, cell] = cells[w, cell - col + real[w] - 1]
         if cell + 1 < n_cells:
             freqs, state = model.run(

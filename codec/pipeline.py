@@ -42,7 +42,14 @@ from format.errors import (
     PayloadError,
     TokenChecksumError,
 )
-from format.records import CODING_EXACT, CODING_FLOAT32, FullImageRecord, Record, RecordHeader
+from format.records import (
+    CODING_ADAPTIVE,
+    CODING_EXACT,
+    CODING_FLOAT32,
+    FullImageRecord,
+    Record,
+    RecordHeader,
+)
 
 if TYPE_CHECKING:
     from codec.bundle import Bundle
@@ -108,6 +115,11 @@ class EncodedImage:
 
 def token_count(image: AnyImage) -> int:
     return int(image.tokens.size)
+
+
+FULL_CODINGS = frozenset({CODING_EXACT, CODING_ADAPTIVE})
+"""Codings a full-resolution image may have: plain exact tables (the first full-resolution
+files) or exact tables refined by adaptive context mixing (what the encoder writes)."""
 
 
 def coding_of(bundle: Bundle) -> int:
@@ -317,12 +329,15 @@ def _check_record(record: AnyRecord, index: int, bundle: Bundle) -> None:
             f"record {index} was coded with model {head.fingerprint.hex()}, "
             f"but the bundle at hand is {bundle.fingerprint.hex()}"
         )
-    if head.coding != coding_of(bundle):
+    full = isinstance(record, FullImageRecord)
+    # A full-resolution image's coding is the writer's choice among the exact ones.
+    allowed = FULL_CODINGS if full and bundle.exact else {coding_of(bundle)}
+    if head.coding not in allowed:
         raise ModelMismatchError(
             f"record {index} says coding {head.coding}, but bundle "
             f"{bundle.fingerprint.hex()} is {bundle.profile}"
         )
-    if isinstance(record, FullImageRecord):
+    if full:
         if not bundle.exact:
             raise InvalidFieldError(
                 f"record {index} is a full-resolution image, which only exact bundles code"
@@ -412,7 +427,7 @@ def _full_model(bundle: Bundle, threads: int | None, cache: dict) -> ExactTokenM
 def _encode_full(
     model: ExactTokenModel, bundle: Bundle, image: FullImage, counter: _Counter, workers: int
 ) -> EncodedImage:
-    header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_EXACT)
+    header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_ADAPTIVE)
     start = counter.done
     record, ideal = encode_full(
         model,

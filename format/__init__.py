@@ -38,6 +38,7 @@ from format.errors import (
     UnsupportedVersionError,
 )
 from format.records import (
+    CODING_ADAPTIVE,
     CODING_EXACT,
     CODING_FLOAT32,
     KIND_THUMBNAIL,
@@ -48,6 +49,7 @@ from format.records import (
 )
 
 __all__ = [
+    "CODING_ADAPTIVE",
     "CODING_EXACT",
     "CODING_FLOAT32",
     "KIND_THUMBNAIL",

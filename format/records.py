@@ -39,7 +39,11 @@ CODING_EXACT = 0
 """Tables from an exact-arithmetic graph: the same bits on every machine."""
 CODING_FLOAT32 = 1
 """Tables from float32 probabilities, f = max(1, floor(p * 2^20)): machine-bound."""
-KNOWN_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32})
+CODING_ADAPTIVE = 2
+"""Full-resolution images only: exact tables refined by the image's own context counts
+(codec/adaptive.py; SPEC.md, "Coding 2"): the same bits on every machine."""
+KNOWN_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE})
+THUMBNAIL_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32})
 
 FINGERPRINT_LEN = 8
 MAX_SIDE = 64
@@ -94,6 +98,10 @@ class RecordHeader:
             f"unknown record flags {self.flags!r}",
         )
         _require(self.coding in KNOWN_CODINGS, f"unknown coding {self.coding!r}")
+        _require(
+            self.coding in THUMBNAIL_CODINGS,
+            f"coding {self.coding} is for full-resolution images, not thumbnails",
+        )
         _require(
             isinstance(self.fingerprint, bytes) and len(self.fingerprint) == FINGERPRINT_LEN,
             f"fingerprint must be {FINGERPRINT_LEN} bytes, got {self.fingerprint!r}",

@@ -21,6 +21,7 @@ from codec.fullres import FullImage, encode_full
 from codec.model import ExactTokenModel
 from codec.pipeline import TokenImage, encode
 from format.container import pack_stream, unpack_stream
+from format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -49,6 +50,19 @@ def test_every_golden_file_is_listed() -> None:
     full = [r for entry in EXPECTED.values() for r in entry["records"] if r.get("full")]
     assert {tuple(r["size"]) for r in full} >= {(70, 67), (1030, 3), (33, 35)}
     assert {len(entry["records"]) for entry in EXPECTED.values()} >= {1, 4}
+
+
+def test_golden_files_hold_both_full_resolution_codings() -> None:
+    """Plain exact tables (the first full-resolution files) and adaptive mixing (coding 2,
+    what writers use now), each under the frozen tiny model; coding 2 also under a real one."""
+    codings = {}
+    for name in EXPECTED:
+        for record in unpack_stream((GOLDEN / name).read_bytes()):
+            if isinstance(record, FullImageRecord):
+                codings.setdefault(record.header.coding, set()).add(name)
+    assert set(codings) == {CODING_EXACT, CODING_ADAPTIVE}
+    assert "tiny_full.igpt" in codings[CODING_EXACT]
+    assert {"tiny_full_adaptive.igpt", "default_full_adaptive.igpt"} <= codings[CODING_ADAPTIVE]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -94,7 +108,8 @@ def test_golden_files_through_the_public_api(monkeypatch: pytest.MonkeyPatch) ->
     """No model named: the stream's fingerprint finds the frozen bundle on the search path."""
     monkeypatch.setenv("IGPT_CODEC_MODELS", os.pathsep.join([str(GOLDEN), str(GOLDEN / "models")]))
     monkeypatch.setenv("XDG_CACHE_HOME", str(GOLDEN / "no-cache-here"))
-    for name in ("tiny_many.igpt", "default_one_32.igpt", "tiny_full.igpt"):
+    names = ("tiny_many.igpt", "default_one_32.igpt", "tiny_full.igpt", "tiny_full_adaptive.igpt")
+    for name in names:
         decoded = api.decompress(GOLDEN / name)
         for got, want in zip(decoded, EXPECTED[name]["records"], strict=True):
             assert np.array_equal(got.tokens, np.array(want["tokens"]))

@@ -92,6 +92,19 @@ def main() -> None:
                 ("second", 16),
             ],
         ),
+        # Coding 2 (adaptive context mixing, written since 2026-12): the same layouts, so
+        # the mixer's chains, padding and one-window steps are pinned too; and a crop
+        # under the shipped model of the day, whose tables the mixer really reshapes.
+        "tiny_full_adaptive.igpt": (
+            tiny,
+            [
+                ("photo", ("full", (100, 150, 170, 217))),
+                ("wide", ("full", (0, 0, 1030, 3))),
+                ("grey", 8),
+                ("grey", ("full", (7, 9, 40, 44))),
+            ],
+        ),
+        "default_full_adaptive.igpt": (default, [("photo", ("full", (200, 120, 296, 184)))]),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
