@@ -45,6 +45,7 @@ from format.records import (
     CODING_EXACT,
     CODING_FLOAT32,
     KIND_SEGMENT,
+    KIND_THUMBNAIL,
     RECORD_ANCILLARY,
     FullImageHeader,
     FullImageRecord,
@@ -111,6 +112,14 @@ def test_window_padding_repeats_the_rows_last_token() -> None:
     assert (cells[:, 8:] == image[:, -1:]).all()
 
 
+def test_adaptive_coding_is_for_full_images_only() -> None:
+    with pytest.raises(InvalidFieldError, match="full-resolution images, not thumbnails"):
+        RecordHeader(FP, 50, 40, "RGB", 8, 64, coding=CODING_ADAPTIVE)
+    head = KIND_THUMBNAIL | CODING_ADAPTIVE << 4
+    with pytest.raises(InvalidFieldError, match="not thumbnails"):
+        RecordHeader.from_bytes(head, FP, RecordHeader(FP, 50, 40, "RGB", 8, 64).to_bytes())
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -140,7 +149,7 @@ def test_header_validation(changes: dict) -> None:
     mode=st.sampled_from(["RGB", "L", "RGBA", "CMYK", "I;16"]),
     context=st.integers(0, MAX_CONTEXT_ROWS),
     segment=st.integers(1, 255),
-    coding=st.sampled_from([CODING_EXACT, CODING_FLOAT32]),
+    coding=st.sampled_from([CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE]),
 )
 def test_header_bytes_round_trip(width, height, mode, context, segment, coding) -> None:
     header = FullImageHeader(FP, width, height, mode, 32, context, segment, coding)
@@ -430,6 +439,7 @@ def test_cli_full_round_trip_info_and_errors(photo, bundle, tmp_path) -> None:
     (row,) = json.loads(info.stdout)["records"]
     assert row["kind"] == "full" and (row["width"], row["height"]) == (50, 37)
     assert row["segments"] == 4 and row["context_rows"] == 4  # 2 bands x 2 chains
+    assert row["coding"] == "exact-adaptive"
     text = run_cli("info", "p.png.igpt", cwd=tmp_path)
     assert "50x37 RGB -> full-resolution palette image, 1850 tokens" in text.stdout
     back = run_cli("decompress", "p.png.igpt", "-o", "back.png", cwd=tmp_path)
