@@ -170,17 +170,25 @@ class AdaptiveMixer:
         step = Step([], [], [], [], [])
         for level, key in zip(self._levels, keys, strict=True):
             rows = key if level is self._levels[0] else level.lookup(key)
-            counts = level.counts[rows].astype(np.int64)
+            counts = level.counts[rows]
             seen = level.totals[rows][:, None]
-            strength = STRENGTH_BASE + STRENGTH_PER_SYMBOL * (counts > 0).sum(axis=1, keepdims=True)
+            distinct = np.count_nonzero(counts, axis=1)[:, None]
+            strength = STRENGTH_BASE + STRENGTH_PER_SYMBOL * distinct
             total = table.sum(axis=1, keepdims=True)
-            refined = np.maximum(
-                1,
-                ((counts * total + strength * table) << SCALE_BITS) // ((seen + strength) * total),
-            )
+            # r = max(1, ((c Q + k q) 2^22) // ((n + k) Q)), in place to spare allocations.
+            refined = counts * total
+            refined += strength * table
+            refined <<= SCALE_BITS
+            refined //= (seen + strength) * total
+            np.maximum(refined, 1, out=refined)
             buckets = _BUCKET_OF[seen[:, 0]]
             weight = level.weights[buckets][:, None]
-            mixed = np.maximum(1, ((WEIGHT_ONE - weight) * table + weight * refined) >> WEIGHT_BITS)
+            # m = max(1, ((4096 - w) q + w r) >> 12), written as 4096 q + w (r - q).
+            mixed = refined - table
+            mixed *= weight
+            mixed += table << WEIGHT_BITS
+            mixed >>= WEIGHT_BITS
+            np.maximum(mixed, 1, out=mixed)
             step.rows.append(rows)
             step.buckets.append(buckets)
             step.inputs.append(table)
@@ -215,8 +223,9 @@ class AdaptiveMixer:
             np.clip(level.weights, 0, WEIGHT_ONE, out=level.weights)
             np.add.at(level.counts, (rows, symbols), 1)
             np.add.at(level.totals, rows, 1)
-            full = np.unique(rows[level.totals[rows] > COUNT_LIMIT])
-            if len(full):
+            over = level.totals[rows] > COUNT_LIMIT
+            if over.any():
+                full = np.unique(rows[over])
                 halved = (level.counts[full] + 1) >> 1
                 level.counts[full] = halved
                 level.totals[full] = halved.sum(axis=1, dtype=np.int64)
