@@ -97,7 +97,7 @@ def window_neighbours(cells: np.ndarray, cell: int, width: int) -> np.ndarray:
 
 def normalize(freqs: np.ndarray) -> np.ndarray:
     """A model table [B, 512] (entries >= 1, totals < 2^32) scaled to about 2^22."""
-    freqs = freqs.astype(np.int64)
+    freqs = np.asarray(freqs, np.int64)
     total = freqs.sum(axis=1, keepdims=True)
     return np.maximum(1, (freqs << SCALE_BITS) // total)
 

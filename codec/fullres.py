@@ -223,7 +223,8 @@ def _mix_intervals(
     decoder does (all windows of a cell, then the next cell)."""
     for cell in np.flatnonzero(mask.any(axis=0)).tolist():
         live = np.flatnonzero(mask[:, cell])
-        table, step = mixer.tables(tables[live, cell], window_neighbours(cells[live], cell, width))
+        around = window_neighbours(cells, cell, width)[live]
+        table, step = mixer.tables(tables[live, cell], around)
         symbols = cells[live, cell]
         cum = cumulative(table)
         low = cum[np.arange(len(live)), symbols]
@@ -337,6 +338,8 @@ def _decode_segment(
     decoder = RangeDecoder(segment.payload)
     shadow = RangeEncoder()
     first = band.known * width
+    # The windows that code each column (all but the narrow last column's padding).
+    live_by_col = [[w for w in range(batch) if col < real[w]] for col in range(width)]
     # The known rows (and SOS) in one call: its last table is the first coded cell's.
     ids = np.concatenate([np.full((batch, 1), SOS), cells[:, :first]], axis=1)
     pos = np.broadcast_to(positions[: first + 1], ids.shape)
@@ -345,10 +348,12 @@ def _decode_segment(
         if cancel is not None and cancel.is_set():
             return None
         col = cell % width
-        live = [w for w in range(batch) if col < real[w]]
-        table = freqs[live, -1]
+        live = live_by_col[col]
+        every = len(live) == batch
+        table = freqs[:, -1] if every else freqs[live, -1]
         if mixer is not None and live:
-            table, step = mixer.tables(table, window_neighbours(cells[live], cell, width))
+            around = window_neighbours(cells, cell, width)
+            table, step = mixer.tables(table, around if every else around[live])
         cum = cumulative(table)
         for row, w in enumerate(live):
             symbol = decoder.decode_symbol(cum[row])
