@@ -66,7 +66,6 @@ Bounds memory (16384 x 512 uint16 = 16 MB per level) whatever the photo's size."
 BUCKETS = 10
 """Weights are kept per level and per bucket min(bit_length(n), 9) of the context's total n."""
 
-LEVELS = ("guess", "west-north", "west-north-diagonals")
 
 MAX_STEP = 255
 """Most windows in one step (format.records.MAX_SEGMENT_WINDOWS)."""
