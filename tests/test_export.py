@@ -84,6 +84,12 @@ def test_exact_graph_uses_only_exact_ops(tiny_bundle: Path) -> None:
     forbidden |= {"Sigmoid", "ReduceMean", "DynamicQuantizeLinear", "MatMulInteger", "Reciprocal"}
     assert not ops & forbidden
     assert {"MatMul", "Gather", "Round", "ReduceSumSquare", "Div"} <= ops
+    # Table lookups (exp, GELU, frequencies) go through GatherElements: Gather over a
+    # long 1-D table is the slow path (export/exact_graph.py, _lookup).
+    lookups = {node.input[0] for node in graph.node if node.op_type == "GatherElements"}
+    gathered = {node.input[0] for node in graph.node if node.op_type == "Gather"}
+    tables = {name for name in lookups | gathered if name.endswith((".exp", ".gelu", "freq_table"))}
+    assert lookups == tables and len(tables) == 2 * 2 + 1  # exp, GELU per layer (2); freqs
 
     def dims(value) -> list:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
