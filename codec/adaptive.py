@@ -108,6 +108,7 @@ class _Level:
     slots: dict[int, int]
     counts: np.ndarray  # [MAX_CONTEXTS, 512] uint16
     totals: np.ndarray  # [MAX_CONTEXTS] int64
+    distinct: np.ndarray  # [MAX_CONTEXTS] int64: symbols seen (halving never drops one)
     weights: np.ndarray  # [BUCKETS] int64
 
     @classmethod
@@ -115,6 +116,7 @@ class _Level:
         return cls(
             {},
             np.zeros((contexts, PALETTE), np.uint16),
+            np.zeros(contexts, np.int64),
             np.zeros(contexts, np.int64),
             np.full(BUCKETS, WEIGHT_ONE, np.int64),
         )
@@ -125,6 +127,7 @@ class _Level:
             self.slots.clear()
             self.counts[:] = 0
             self.totals[:] = 0
+            self.distinct[:] = 0
         slots = self.slots
         rows = [slots.setdefault(key, len(slots)) for key in keys.tolist()]
         return np.array(rows, np.int64)
@@ -171,8 +174,7 @@ class AdaptiveMixer:
             rows = key if level is self._levels[0] else level.lookup(key)
             counts = level.counts[rows]
             seen = level.totals[rows][:, None]
-            distinct = np.count_nonzero(counts, axis=1)[:, None]
-            strength = STRENGTH_BASE + STRENGTH_PER_SYMBOL * distinct
+            strength = STRENGTH_BASE + STRENGTH_PER_SYMBOL * level.distinct[rows][:, None]
             total = table.sum(axis=1, keepdims=True)
             # r = max(1, ((c Q + k q) 2^22) // ((n + k) Q)), in place to spare allocations.
             refined = counts * total
@@ -219,7 +221,13 @@ class AdaptiveMixer:
         ):
             gain = refined[pick, symbols] - table[pick, symbols]
             np.add.at(level.weights, buckets, (LEARNING_RATE * gain) // mixed[pick, symbols])
-            np.clip(level.weights, 0, WEIGHT_ONE, out=level.weights)
+            np.minimum(
+                np.maximum(level.weights, 0, out=level.weights), WEIGHT_ONE, out=level.weights
+            )
+            fresh = level.counts[rows, symbols] == 0
+            if fresh.any():  # a symbol new to its context (once, if two windows bring it)
+                pairs = set((rows[fresh] * PALETTE + symbols[fresh]).tolist())
+                np.add.at(level.distinct, [pair // PALETTE for pair in pairs], 1)
             np.add.at(level.counts, (rows, symbols), 1)
             np.add.at(level.totals, rows, 1)
             over = level.totals[rows] > COUNT_LIMIT

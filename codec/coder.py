@@ -80,6 +80,18 @@ def _check_table(cum: np.ndarray, symbol: int | None = None) -> int:
     return total
 
 
+def _check_rows(cum: np.ndarray) -> list[int]:
+    """_check_table for every row of a [R, V + 1] table at once; returns the totals."""
+    if cum.ndim != 2 or cum.shape[1] < 2 or cum.dtype.kind not in "iu":
+        raise FrequencyError(
+            f"cumulative tables must be 2-D integers with >= 2 entries, got {cum.dtype} {cum.shape}"
+        )
+    totals = cum[:, -1]
+    if cum[:, 0].any() or not ((totals >= 1) & (totals <= MAX_TOTAL)).all():
+        raise FrequencyError(f"cumulative tables must start at 0 and end in 1..{MAX_TOTAL}")
+    return totals.tolist()
+
+
 class RangeEncoder:
     """Streaming encoder: call `encode`/`encode_symbol` per symbol, then `finish` once."""
 
@@ -106,6 +118,14 @@ class RangeEncoder:
         if low >= high:
             raise FrequencyError(f"symbol {symbol} has zero frequency")
         self._encode(low, high, total)
+
+    def encode_intervals(self, lows: list[int], highs: list[int], totals: list[int]) -> None:
+        """Code one symbol per interval [low, high) of tables summing to total, e.g. what
+        RangeDecoder.decode_rows returned (a decoder's shadow encoder)."""
+        for low, high, total in zip(lows, highs, totals, strict=True):
+            if not 0 <= low < high <= total <= MAX_TOTAL:
+                _check_interval(low, high - low, total)
+            self._encode(low, high, total)
 
     def _encode(self, low: int, high: int, total: int) -> None:
         # Hot path: arguments are already validated Python ints.
@@ -211,13 +231,29 @@ class RangeDecoder:
 
     def decode_symbol(self, cum: np.ndarray) -> int:
         """Decode one symbol under a cumulative table (`codec.freq.cumulative` output)."""
-        total = _check_table(cum)
+        return self._decode_in(cum, _check_table(cum))[0]
+
+    def decode_rows(self, cum: np.ndarray) -> tuple[list[int], list[int], list[int], list[int]]:
+        """One symbol under each row of cum [R, V + 1] in turn (decode_symbol per row, the
+        table checked once); returns (symbols, lows, highs, totals)."""
+        totals = _check_rows(cum)
+        symbols, lows, highs = [], [], []
+        for row, total in zip(cum, totals, strict=True):
+            symbol, low, high = self._decode_in(row, total)
+            symbols.append(symbol)
+            lows.append(low)
+            highs.append(high)
+        return symbols, lows, highs, totals
+
+    def _decode_in(self, cum: np.ndarray, total: int) -> tuple[int, int, int]:
+        """(symbol, low, high) under a checked table of the given total, consumed."""
         target = self._code // (self._range // total)
         if target >= total:
             target = total - 1
         symbol = int(cum.searchsorted(target, "right")) - 1
-        self._consume(cum.item(symbol), cum.item(symbol + 1), total)
-        return symbol
+        low, high = cum.item(symbol), cum.item(symbol + 1)
+        self._consume(low, high, total)
+        return symbol, low, high
 
     def _consume(self, low: int, high: int, total: int) -> None:
         rng = self._range

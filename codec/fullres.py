@@ -344,32 +344,29 @@ def _decode_segment(
     ids = np.concatenate([np.full((batch, 1), SOS), cells[:, :first]], axis=1)
     pos = np.broadcast_to(positions[: first + 1], ids.shape)
     freqs, state = model.run(ids, pos, model.start(batch))
+    stepper = model.stepper(state)
+    tables = freqs[:, -1]
     for cell in range(first, n_cells):
         if cancel is not None and cancel.is_set():
             return None
         col = cell % width
         live = live_by_col[col]
         every = len(live) == batch
-        table = freqs[:, -1] if every else freqs[live, -1]
+        table = tables if every else tables[live]
         if mixer is not None and live:
             around = window_neighbours(cells, cell, width)
             table, step = mixer.tables(table, around if every else around[live])
-        cum = cumulative(table)
-        for row, w in enumerate(live):
-            symbol = decoder.decode_symbol(cum[row])
-            shadow.encode_symbol(cum[row], symbol)
-            cells[w, cell] = symbol
-        if mixer is not None and live:
-            mixer.update(step, cells[live, cell])
+        if live:
+            symbols, lows, highs, totals = decoder.decode_rows(cumulative(table))
+            shadow.encode_intervals(lows, highs, totals)
+            cells[live, cell] = symbols
+            if mixer is not None:
+                mixer.update(step, cells[live, cell])
         for w in range(batch):
             if col >= real[w]:  # padding: the row's last real token again
                 cells[w, cell] = cells[w, cell - col + real[w] - 1]
         if cell + 1 < n_cells:
-            freqs, state = model.run(
-                cells[:, cell : cell + 1],
-                np.full((batch, 1), positions[cell + 1]),
-                state,
-            )
+            tables = stepper.step(cells[:, cell], positions[cell + 1])
     if shadow.finish()[0] != segment.payload:
         raise PayloadError(
             "a segment's payload is not the encoder's canonical output for the tokens it "

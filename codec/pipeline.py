@@ -492,11 +492,11 @@ def _decode_batch(
     tokens = np.zeros((rows, steps), dtype=np.int64)
     pos = positions(head.side, bundle.position_layout, bundle.n_positions)
     state = model.start(rows)
+    stepper = model.stepper(state) if bundle.exact else None
     feed = np.full((rows, 1), SOS, dtype=np.int64)
     for t in range(steps):
-        if bundle.exact:
-            freqs, state = model.run(feed, np.full((rows, 1), pos[t]), state)
-            cum = cumulative(freqs[:, 0])
+        if stepper is not None:
+            cum = cumulative(stepper.step(feed[:, 0], int(pos[t])))
         else:
             probs, state = model.step(feed[:, 0], state)
             cum = cumulative(quantize_probs(probs, FREQ_BITS))

@@ -104,6 +104,55 @@ def test_streaming_round_trip_with_a_table_per_symbol(
     round_trip(tables, symbols)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.integers(1, 12),
+    rows=st.integers(1, 12),
+    by_weight=st.booleans(),
+)
+def test_row_batches_code_as_symbol_by_symbol(
+    seed: int, steps: int, rows: int, by_weight: bool
+) -> None:
+    """decode_rows / encode_intervals (a decoder step of many windows and its shadow
+    encoder) give the same symbols and bytes as decode_symbol / encode_symbol per row."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(2, 513))
+    batches = []
+    for _ in range(steps):
+        freqs = rng.integers(1, rng.integers(2, 2**22), size=(rows, size))
+        batches.append(cumulative(freqs))
+    symbols = [[draw_symbol(row, rng, by_weight) for row in cum] for cum in batches]
+    enc = RangeEncoder()
+    for cum, row_symbols in zip(batches, symbols, strict=True):
+        for row, symbol in zip(cum, row_symbols, strict=True):
+            enc.encode_symbol(row, symbol)
+    payload, padding = enc.finish()
+    dec, shadow = RangeDecoder(payload, padding), RangeEncoder()
+    for cum, row_symbols in zip(batches, symbols, strict=True):
+        got, lows, highs, totals = dec.decode_rows(cum)
+        assert got == row_symbols
+        assert totals == cum[:, -1].tolist()
+        assert lows == [int(row[x]) for row, x in zip(cum, got, strict=True)]
+        assert highs == [int(row[x + 1]) for row, x in zip(cum, got, strict=True)]
+        shadow.encode_intervals(lows, highs, totals)
+    assert shadow.finish() == (payload, padding)
+
+
+def test_row_batches_refuse_bad_tables_and_intervals() -> None:
+    dec = RangeDecoder(b"\x12\x34")
+    good = cumulative(np.ones((2, 4), np.int64))
+    for bad in (good[0], good.astype(np.float64), good + 1, good * (MAX_TOTAL // 2)):
+        with pytest.raises(FrequencyError):
+            dec.decode_rows(bad)
+    enc = RangeEncoder()
+    for lows, highs, totals in (([1], [1], [4]), ([0], [5], [4]), ([0], [1], [MAX_TOTAL + 1])):
+        with pytest.raises(FrequencyError):
+            enc.encode_intervals(lows, highs, totals)
+    with pytest.raises(ValueError):
+        enc.encode_intervals([0, 1], [1], [4])
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     data=st.data(),

@@ -58,6 +58,38 @@ def test_whole_sequence_equals_token_by_token(
     assert np.array_equal(stepped, reference)
 
 
+def test_stepper_equals_run(
+    tiny_bundle: Path, photo_sequences: np.ndarray, reference: np.ndarray
+) -> None:
+    """The decoder's IOBinding loop gives run()'s integers, across cache growths, from a
+    state that run() built (the full-resolution decoder's known rows), and leaves a state
+    that run() can continue from."""
+    model = ExactTokenModel(load_bundle(tiny_bundle), threads=1)
+    ids, pos = photo_sequences, grid(*photo_sequences.shape)
+    first = 70  # past the first cache chunk
+    freqs, state = model.run(ids[:, :first], pos[:, :first], model.start(len(ids)))
+    stepper = model.stepper(state)
+    got = [freqs[:, -1].copy()]
+    for t in range(first, ids.shape[1] - 1):
+        got.append(stepper.step(ids[:, t], int(pos[0, t])).copy())
+    assert np.array_equal(np.stack(got, axis=1), reference[:, first - 1 : -1])
+    assert stepper.state.length == ids.shape[1] - 1
+    last, _ = model.run(ids[:, -1:], pos[:, -1:], stepper.state)
+    assert np.array_equal(last[:, 0], reference[:, -1])
+
+
+def test_stepper_refuses_positions_past_the_model(tiny_bundle: Path) -> None:
+    model = ExactTokenModel(load_bundle(tiny_bundle), threads=1)
+    stepper = model.stepper(model.start(2))
+    for bad in (-1, 1024):
+        with pytest.raises(ValueError):
+            stepper.step(np.full(2, SOS), bad)
+    stepper.step(np.full(2, SOS), 0)
+    model.run(np.zeros((2, 1), np.int64), np.ones((2, 1), np.int64), stepper.state)
+    with pytest.raises(ValueError):  # that state's cache was stepped elsewhere
+        stepper.step(np.zeros(2, np.int64), 1)
+
+
 def test_batch_rows_threads_and_sessions(
     tiny_bundle: Path, photo_sequences: np.ndarray, reference: np.ndarray
 ) -> None:
