@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from codec.bundle import Bundle
-from codec.images import load_image
+from codec.images import LoadedImage, load_image
 from codec.palette import grid_to_rgb, pixels_to_tokens
 
 HELDOUT = Path(__file__).resolve().parents[1] / "export" / "data" / "heldout.json"
@@ -95,6 +95,21 @@ def classical_sizes(tokens: np.ndarray, palette: np.ndarray) -> dict[str, int]:
     return sizes
 
 
+def load_photo(
+    path: Path, crop: tuple[int, int] | None = None, resize: tuple[int, int] | None = None
+) -> LoadedImage:
+    """The photo as the full-resolution benchmarks code it: its top-left crop, or resized
+    (Lanczos) to e.g. a camera's 768 x 512, or whole."""
+    from PIL import Image
+
+    loaded = load_image(path)
+    if crop is not None:
+        loaded = load_image(loaded.rgb.crop((0, 0, *crop)))
+    if resize is not None:
+        loaded = load_image(loaded.rgb.resize(resize, Image.Resampling.LANCZOS))
+    return loaded
+
+
 def code_photo(
     path: Path,
     bundle: Bundle,
@@ -105,15 +120,9 @@ def code_photo(
     """Our file bytes, round trip and seconds per megapixel (each thread count) for one photo
     (its top-left crop when given: the quick benchmark; or resized, e.g. to a camera's
     768 x 512, for the speed goal)."""
-    from PIL import Image
-
     import codec
 
-    loaded = load_image(path)
-    if crop is not None:
-        loaded = load_image(loaded.rgb.crop((0, 0, *crop)))
-    if resize is not None:
-        loaded = load_image(loaded.rgb.resize(resize, Image.Resampling.LANCZOS))
+    loaded = load_photo(path, crop, resize)
     name = str(path.relative_to(SHARED_TRAIN)) if path.is_relative_to(SHARED_TRAIN) else path.name
     row: dict[str, Any] = {"photo": name, "crop": crop, "resize": resize}
     rgb = np.asarray(loaded.rgb, dtype=np.uint8)

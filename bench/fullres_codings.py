@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.fullres import SHARED_TRAIN, palette_tokens
+from bench.fullres import SHARED_TRAIN, load_photo, palette_tokens
 from codec.bundle import Bundle, load_bundle
 from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
-from codec.images import load_image
 from codec.model import ExactTokenModel
 from format.container import pack_stream, unpack_stream
 from format.records import CODING_ADAPTIVE, CODING_EXACT
@@ -29,11 +28,7 @@ CODINGS = {"exact": CODING_EXACT, "adaptive": CODING_ADAPTIVE}
 
 
 def photo_tokens(path: Path, bundle: Bundle, resize: tuple[int, int] | None) -> np.ndarray:
-    from PIL import Image
-
-    rgb = load_image(path).rgb
-    if resize is not None:
-        rgb = rgb.resize(resize, Image.Resampling.LANCZOS)
+    rgb = load_photo(path, resize=resize).rgb
     return palette_tokens(np.asarray(rgb, dtype=np.uint8), bundle.palette)
 
 
