@@ -361,7 +361,7 @@ def _decode_segment(
             shadow.encode_intervals(lows, highs, totals)
             cells[live, cell] = symbols
             if mixer is not None:
-                mixer.update(step, cells[live, cell])
+                mixer.update(step, symbols)
         for w in range(batch):
             if col >= real[w]:  # padding: the row's last real token again
                 cells[w, cell] = cells[w, cell - col + real[w] - 1]
