@@ -95,6 +95,8 @@ FINAL = 0x80
 ANCILLARY = 0x40
 CODING_SHIFT = 4
 KIND_MASK = 0x0F
+CHAIN_SEGMENTS = 0x20
+"""Bit 5 of a kind-3 header's first byte: one segment record per chain."""
 KIND_THUMBNAIL = 1
 KIND_NAME = 2
 MODE_SPELLED = 3
@@ -797,6 +799,18 @@ def _e_full_coding(rng: random.Random, header: bytes, frames: list[Frame], ctx: 
     return Forgery(header, frames, CLEAN)
 
 
+def _e_full_chain(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
+    """The other segment layout on a full-resolution image (its header's CHAIN bit):
+    the segment count no longer matches, or, with one band, where both layouts have as
+    many segments, the token checks (they cover the header) refuse it."""
+    frames = list(frames)
+    i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK == 3])
+    body = bytearray(frames[i].body)
+    body[0] ^= CHAIN_SEGMENTS
+    frames[i] = replace(frames[i], body=bytes(body))
+    return Forgery(header, frames, CLEAN)
+
+
 def _e_head_byte(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
     """Any other head byte: the same output only if the decoded records are unchanged
     (another unknown skippable kind); a thumbnail's head is in its token check; the
@@ -844,6 +858,7 @@ EDITS: dict[str, tuple[Callable[..., Forgery], float, str]] = {
     "head_byte": (_e_head_byte, 0.7, ""),
     "full_bits": (_e_full_bits, 1.5, "full"),
     "full_coding": (_e_full_coding, 0.7, "full"),
+    "full_chain": (_e_full_chain, 0.5, "full"),
 }
 RECRC_ONLY = {"limits", "many"}
 

@@ -20,8 +20,8 @@ its input by a weight it learns online (per level and by how often the context w
 seen), so a level that does not help a photo fades out instead of costing bits.
 
 Everything is integer arithmetic on int64 (no float, no library maths), so encoder and
-decoder derive the same tables on every machine. The state belongs to one chain of
-segments (the segments at one position in every band, format/tiling.py) and is updated
+decoder derive the same tables on every machine. The state belongs to one chain (the
+window groups at one position in every band, format/tiling.py) and is updated
 once per cell step, after every window of the step has been coded: the windows of a
 step never see each other's symbols, so both sides can compute a step's tables as one
 batch.

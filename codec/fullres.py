@@ -4,12 +4,15 @@ The photo keeps its own size: every pixel becomes a palette token, and the image
 cut into the model's grid x grid windows (format.tiling). Each band of windows sees
 `context_rows` already coded rows above it, fed to the model but not coded, so a
 band's first coded row is predicted from the real pixels above it. All windows of a
-segment are independent of each other, so
+band's group (format.tiling) are independent of each other, so
 
 - the encoder runs each window in one whole-sequence call (exact profile: the tables
   equal the decoder's step-by-step ones bit for bit), several windows per call;
-- the decoder steps every window of a segment together, one cell at a time, with the
-  KV cache: the segment is its batch. The known rows above are fed in one call first.
+- the decoder steps every window of a group together, one cell at a time, with the
+  KV cache: the group is its batch. The known rows above are fed in one call first.
+
+The groups at one position of every band form a chain; each chain's tokens go into one
+segment record (or, in the first full-resolution files, each band's group into its own).
 
 Only exact bundles code full-resolution images: their tables are the same on every
 machine, and a whole-sequence encoder is what makes a photo's million tokens
@@ -41,13 +44,13 @@ CONTEXT_ROWS = 4
 more context codes the band's first rows better but feeds more cells per coded pixel."""
 
 SEGMENT_WINDOWS = 32
-"""Most windows per segment record (the decoder's batch): larger batches stop paying
+"""Most windows per group (the decoder's batch): larger batches stop paying
 off past about 32 windows (docs/full-resolution.md)."""
 
 PARALLEL_CHAINS = 2
-"""Each band is cut into at least this many segments (when it has that many windows),
-so two decoder threads can work side by side: segment i of every band depends only on
-segment i of the band above."""
+"""Each band is cut into at least this many groups (when it has that many windows), so
+two decoder threads can work side by side: group i of every band depends only on group
+i of the band above (a chain)."""
 
 ENCODE_CALL_WINDOWS = 1
 """Windows per encoder call. One is fastest and smallest (measured on a 481 x 321 photo,
@@ -95,9 +98,12 @@ def make_header(
     coding: int,
     context_rows: int = CONTEXT_ROWS,
     segment_windows: int | None = None,
+    chain_segments: bool = True,
 ) -> FullImageHeader:
     """The header the encoder writes; segment_windows None: at most SEGMENT_WINDOWS, and
-    small enough that each band has PARALLEL_CHAINS segments."""
+    small enough that each band has PARALLEL_CHAINS chains. chain_segments: one segment
+    record per chain (what writers use since 2026-12; False: one per band and chain, as
+    the first full-resolution files)."""
     if segment_windows is None:
         columns = math.ceil(image.width / min(grid, image.width))
         segment_windows = min(SEGMENT_WINDOWS, math.ceil(columns / PARALLEL_CHAINS))
@@ -110,13 +116,14 @@ def make_header(
         context_rows=min(context_rows, grid - 1),
         segment_windows=segment_windows,
         coding=coding,
+        chain_segments=chain_segments,
     )
 
 
 def _segment_windows(
     tiling: Tiling, image: np.ndarray, band: Band, columns: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cells [windows, rows * window_width] and their coded mask, for one segment."""
+    """Cells [windows, rows * window_width] and their coded mask, for one band's group."""
     cells = np.stack([tiling.window_tokens(image, band, c).reshape(-1) for c in columns])
     mask = np.stack([tiling.coded_mask(band, c).reshape(-1) for c in columns])
     return cells.astype(np.int64), mask
@@ -137,7 +144,7 @@ def encode_full(
 ) -> tuple[FullImageRecord, float]:
     """Code a full-resolution image; returns the record and the model's ideal bits.
 
-    The segments at one position of every band form a chain (they share the adaptive
+    The groups at one position of every band form a chain (they share the adaptive
     coding's state, and only they depend on each other), so `workers` threads code the
     chains side by side; onnxruntime releases the GIL while it runs, and each call uses
     the session's own threads.
@@ -147,37 +154,50 @@ def encode_full(
     bands, groups = tiling.bands(), tiling.segments()
     report = _Progress(progress, header.token_count)
 
-    def chain(group: int) -> list[tuple[Segment, float]]:
+    def chain(group: int) -> tuple[dict[int, Segment], float]:
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
-        coded = []
+        coded: dict[int, Segment] = {}
+        ideal = 0.0
+        encoder, held = RangeEncoder(), []
         for band_number, band in enumerate(bands):
-            number = band_number * len(groups) + group
-            segment, ideal, count = _encode_segment(
-                model, tiling, image.tokens, band, groups[group], header, number, positions, mixer
+            symbols, (low, width, total) = _band_intervals(
+                model, tiling, image.tokens, band, groups[group], positions, mixer
             )
-            report.add(count)
-            coded.append((segment, ideal))
-        return coded
+            for interval in zip(low.tolist(), width.tolist(), total.tolist(), strict=True):
+                encoder.encode(*interval)
+            ideal += float(-np.log2(width / total).sum())
+            held.append(symbols)
+            report.add(len(symbols))
+            number = tiling.segment_index(band_number, group)
+            if _segment_ends(tiling, band_number, len(bands)):
+                check = segment_check(np.concatenate(held), header, number)
+                coded[number] = Segment(encoder.finish()[0], check)
+                encoder, held = RangeEncoder(), []
+        return coded, ideal
 
     chains = _run_parallel(chain, range(len(groups)), workers)
-    coded = [chains[group][band] for band in range(len(bands)) for group in range(len(groups))]
-    segments = tuple(segment for segment, _ in coded)
-    ideal = sum(bits for _, bits in coded)
-    return FullImageRecord(header, segments, image.name), ideal
+    coded = {number: segment for segments, _ in chains for number, segment in segments.items()}
+    segments = tuple(coded[number] for number in range(tiling.record_count))
+    return FullImageRecord(header, segments, image.name), sum(ideal for _, ideal in chains)
 
 
-def _encode_segment(
+def _segment_ends(tiling: Tiling, band_number: int, band_count: int) -> bool:
+    """Whether a chain's segment record ends with this band: always without chain
+    segments, at the last band with them."""
+    return not tiling.chain_segments or band_number + 1 == band_count
+
+
+def _band_intervals(
     model: ExactTokenModel,
     tiling: Tiling,
     tokens: np.ndarray,
     band: Band,
     columns: list[int],
-    header: FullImageHeader,
-    number: int,
     positions: np.ndarray,
     mixer: AdaptiveMixer | None,
-) -> tuple[Segment, float, int]:
-    """One segment: whole-window calls, then its symbols in cell-major order."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """One band of one chain: whole-window calls, then its symbols in cell-major order and
+    their coder intervals [3, n] (low, width, total)."""
     cells_per_window = band.rows * tiling.window_width
     pos = positions[:cells_per_window]
     cells, mask = _segment_windows(tiling, tokens, band, columns)
@@ -200,15 +220,7 @@ def _encode_segment(
     if tables is not None:
         _mix_intervals(mixer, tables, cells, mask, tiling.window_width, intervals)
     windows, cell_idx = _coding_order(mask)
-    symbols = cells[windows, cell_idx]
-    low, width, total = intervals[:, windows, cell_idx]
-    encoder = RangeEncoder()
-    for interval in zip(low.tolist(), width.tolist(), total.tolist(), strict=True):
-        encoder.encode(*interval)
-    ideal = float(-np.log2(width / total).sum())
-    payload, _ = encoder.finish()
-    check = segment_check(symbols, header, number)
-    return Segment(payload, check), ideal, len(symbols)
+    return cells[windows, cell_idx], intervals[:, windows, cell_idx]
 
 
 def _mix_intervals(
@@ -239,10 +251,10 @@ def decode_full(
     progress: Progress | None = None,
     workers: int = 1,
 ) -> FullImage:
-    """Decode a full-resolution image band by band; every segment is one batch.
+    """Decode a full-resolution image band by band; every band's group is one batch.
 
     A window's context comes only from the window above it (no left context), so the
-    segments at one position of every band form an independent chain: with `workers`
+    groups at one position of every band form an independent chain: with `workers`
     threads each decodes its own chains, band after band, side by side. The decoder
     re-encodes what it decodes (the payload must be the encoder's canonical output) and
     checks each segment's token check, as for thumbnails.
@@ -258,26 +270,47 @@ def decode_full(
 
     def chain(group: int) -> None:
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
+        decoder, shadow, held = None, RangeEncoder(), []
         for band_number, band in enumerate(bands):
             if cancel.is_set():
                 return
-            number = band_number * len(groups) + group
+            number = tiling.segment_index(band_number, group)
             segment = record.segments[number]
+            if decoder is None:
+                decoder = RangeDecoder(segment.payload)
             try:
-                symbols = _decode_segment(
-                    model, tiling, image, band, groups[group], positions, segment, mixer, cancel
+                symbols = _decode_band(
+                    model,
+                    tiling,
+                    image,
+                    band,
+                    groups[group],
+                    positions,
+                    decoder,
+                    shadow,
+                    mixer,
+                    cancel,
                 )
+                if symbols is None:  # cancelled
+                    return
+                held.append(symbols)
+                report.add(len(symbols))
+                if not _segment_ends(tiling, band_number, len(bands)):
+                    continue
+                if shadow.finish()[0] != segment.payload:
+                    raise PayloadError(
+                        "a segment's payload is not the encoder's canonical output for the "
+                        "tokens it decodes to (bytes changed or appended)"
+                    )
             except PayloadError as exc:
                 raise PayloadError(f"record {index}, segment {number}: {exc}") from None
-            if symbols is None:  # cancelled
-                return
-            if segment_check(symbols, header, number) != segment.token_check:
+            if segment_check(np.concatenate(held), header, number) != segment.token_check:
                 raise TokenChecksumError(
                     f"record {index}, segment {number}: the decoded tokens fail the token "
                     "check: the record is damaged, or the model computes other numbers than "
                     "the encoder's"
                 )
-            report.add(len(symbols))
+            decoder, shadow, held = None, RangeEncoder(), []
 
     try:
         _run_parallel(chain, range(len(groups)), workers)
@@ -317,26 +350,26 @@ def _run_parallel(function: Callable[[int], _T], items: range, workers: int) -> 
             raise
 
 
-def _decode_segment(
+def _decode_band(
     model: ExactTokenModel,
     tiling: Tiling,
     image: np.ndarray,
     band: Band,
     columns: list[int],
     positions: np.ndarray,
-    segment: Segment,
+    decoder: RangeDecoder,
+    shadow: RangeEncoder,
     mixer: AdaptiveMixer | None,
     cancel: threading.Event | None = None,
 ) -> np.ndarray | None:
-    """Decode one segment into `image` (its rows above are already there); returns the
-    decoded tokens in coding order, or None when `cancel` was set meanwhile."""
+    """Decode one band of one chain into `image` (its rows above are already there) from
+    its segment's decoder, re-encoding every symbol into `shadow`; returns the decoded
+    tokens in coding order, or None when `cancel` was set meanwhile."""
     width = tiling.window_width
     n_cells = band.rows * width
     batch = len(columns)
     cells, mask = _segment_windows(tiling, image, band, columns)
     real = [min(width, tiling.width - tiling.columns[c]) for c in columns]
-    decoder = RangeDecoder(segment.payload)
-    shadow = RangeEncoder()
     first = band.known * width
     # The windows that code each column (all but the narrow last column's padding).
     live_by_col = [[w for w in range(batch) if col < real[w]] for col in range(width)]
@@ -367,11 +400,6 @@ def _decode_segment(
                 cells[w, cell] = cells[w, cell - col + real[w] - 1]
         if cell + 1 < n_cells:
             tables = stepper.step(cells[:, cell], positions[cell + 1])
-    if shadow.finish()[0] != segment.payload:
-        raise PayloadError(
-            "a segment's payload is not the encoder's canonical output for the tokens it "
-            "decodes to (bytes changed or appended)"
-        )
     coded_rows = slice(band.top + band.known, band.top + band.rows)
     for w, c in enumerate(columns):
         x0 = tiling.columns[c]

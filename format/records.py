@@ -230,6 +230,10 @@ class Record:
 
 MAX_GRID = 255
 MAX_SEGMENT_WINDOWS = 255
+CHAIN_SEGMENTS = 0x20
+"""Bit 5 of a kind-3 header's first byte: one segment record per chain. Context rows
+(0..24) need only bits 0-4, so readers before the bit refuse such a header (context
+rows out of range) instead of misreading it."""
 
 
 def _mode_bytes(mode: str, low_bits: int) -> list[bytes]:
@@ -284,9 +288,16 @@ class FullImageHeader:
     coding: int = CODING_EXACT
     kind: int = KIND_FULL_IMAGE
     flags: int = 0
+    chain_segments: bool = False
+    """One segment record per chain, spanning every band (format.tiling); writers set it
+    since 2026-12, and files without it (one record per band and group) still read."""
 
     def __post_init__(self) -> None:
         _require(self.kind == KIND_FULL_IMAGE, f"record kind {self.kind!r} is not a full image")
+        _require(
+            isinstance(self.chain_segments, bool),
+            f"chain_segments must be a bool, got {self.chain_segments!r}",
+        )
         _require(self.flags == 0, f"unknown record flags {self.flags!r}")
         _require(self.coding in KNOWN_CODINGS, f"unknown coding {self.coding!r}")
         _require(
@@ -328,15 +339,23 @@ class FullImageHeader:
 
     @property
     def tiling(self) -> Tiling:
-        return Tiling(self.width, self.height, self.grid, self.context_rows, self.segment_windows)
+        return Tiling(
+            self.width,
+            self.height,
+            self.grid,
+            self.context_rows,
+            self.segment_windows,
+            self.chain_segments,
+        )
 
     @property
     def token_count(self) -> int:
         return self.width * self.height
 
     def to_bytes(self) -> bytes:
-        """context rows and mode code, [mode], width, height, grid, segment windows."""
-        parts = _mode_bytes(self.mode, self.context_rows)
+        """context rows, layout bit and mode code, [mode], width, height, grid, segment
+        windows."""
+        parts = _mode_bytes(self.mode, self.context_rows | self.chain_segments * CHAIN_SEGMENTS)
         parts += [encode_varint(self.width), encode_varint(self.height)]
         parts.append(bytes([self.grid, self.segment_windows]))
         return b"".join(parts)
@@ -347,7 +366,7 @@ class FullImageHeader:
         coding = (head & CODING_MASK) >> CODING_SHIFT
         _require(coding in KNOWN_CODINGS, f"record coding {coding} is not one this reader knows")
         _require(not head & RECORD_ANCILLARY, "a full-image record cannot be ancillary")
-        context_rows, mode, pos = _parse_mode(body, 0)
+        low_bits, mode, pos = _parse_mode(body, 0)
         width, pos = decode_varint(body, pos, MAX_DIMENSION, "width")
         height, pos = decode_varint(body, pos, MAX_DIMENSION, "height")
         _require(len(body) == pos + 2, "a full-image header has the wrong length")
@@ -357,9 +376,10 @@ class FullImageHeader:
             height=height,
             mode=mode,
             grid=body[pos],
-            context_rows=context_rows,
+            context_rows=low_bits & ~CHAIN_SEGMENTS,
             segment_windows=body[pos + 1],
             coding=coding,
+            chain_segments=bool(low_bits & CHAIN_SEGMENTS),
         )
 
 

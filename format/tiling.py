@@ -16,10 +16,14 @@ each other, so a decoder steps all of them together, cell by cell (batched), and
 band needs only the rows above it. A window has no left context: that buys a batch as
 wide as the image instead of a wavefront (measured in docs/full-resolution.md).
 
-Order. A band's windows are grouped, left to right, into segments of at most
-`segment_windows`; each segment is one record with its own range coder. Within a
-segment the coded tokens are interleaved cell-major: for each cell of the window in
-raster order, for each window of the segment left to right, the token if the cell is
+Order. A band's windows are grouped, left to right, into groups of at most
+`segment_windows`. The groups at one position of every band form a *chain*: a group
+depends only on the group above it. Each segment record has its own range coder and
+holds either one group of one band (the first full-resolution files) or, with
+`chain_segments`, a whole chain, band after band: one record per chain, so a small
+image does not pay a record's framing and a coder flush for every band. Within a
+band the coded tokens are interleaved cell-major: for each cell of the window in
+raster order, for each window of the group left to right, the token if the cell is
 coded there.
 """
 
@@ -55,6 +59,8 @@ class Tiling:
     grid: int
     context_rows: int
     segment_windows: int
+    chain_segments: bool = False
+    """One segment record per chain (spanning every band) instead of one per band and group."""
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "grid", "segment_windows"):
@@ -92,7 +98,7 @@ class Tiling:
         return bands
 
     def segments(self) -> list[list[int]]:
-        """Window column indices of each segment of a band."""
+        """Window column indices of each group of a band (a chain's share of the band)."""
         count = len(self.columns)
         step = self.segment_windows
         return [list(range(i, min(i + step, count))) for i in range(0, count, step)]
@@ -100,7 +106,12 @@ class Tiling:
     @property
     def record_count(self) -> int:
         """Segment records that follow the image header."""
-        return len(self.bands()) * len(self.segments())
+        groups = len(self.segments())
+        return groups if self.chain_segments else len(self.bands()) * groups
+
+    def segment_index(self, band_number: int, group: int) -> int:
+        """The segment record that holds a band's group (its chain's, with chain_segments)."""
+        return group if self.chain_segments else band_number * len(self.segments()) + group
 
     def cell_positions(self) -> np.ndarray:
         """The model position of each window cell, raster order: row * grid + col."""

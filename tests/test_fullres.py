@@ -41,9 +41,11 @@ from format import (
 )
 from format.container import segment_check
 from format.records import (
+    CHAIN_SEGMENTS,
     CODING_ADAPTIVE,
     CODING_EXACT,
     CODING_FLOAT32,
+    KIND_FULL_IMAGE,
     KIND_SEGMENT,
     KIND_THUMBNAIL,
     RECORD_ANCILLARY,
@@ -70,6 +72,7 @@ def tilings(draw: st.DrawFn) -> Tiling:
         grid=grid,
         context_rows=draw(st.integers(0, min(MAX_CONTEXT_ROWS, grid - 1))),
         segment_windows=draw(st.integers(1, 6)),
+        chain_segments=draw(st.booleans()),
     )
 
 
@@ -100,7 +103,16 @@ def test_coded_cells_cover_every_pixel_once_after_their_context(tiling: Tiling) 
     segments = tiling.segments()
     assert sorted(c for s in segments for c in s) == list(range(len(tiling.columns)))
     assert all(len(s) <= tiling.segment_windows for s in segments)
-    assert tiling.record_count == len(bands) * len(segments)
+    # Every (band, group) lands in one segment record, each record is used, and a record
+    # holds one chain: one band's group, or with chain segments every band's.
+    pairs = [(b, g) for b in range(len(bands)) for g in range(len(segments))]
+    index = {pair: tiling.segment_index(*pair) for pair in pairs}
+    assert set(index.values()) == set(range(tiling.record_count))
+    per_record = len(bands) if tiling.chain_segments else 1
+    assert tiling.record_count * per_record == len(bands) * len(segments)
+    assert all(index[b, g] == index[0, g] for b, g in index) == (
+        tiling.chain_segments or len(bands) == 1
+    )
 
 
 def test_window_padding_repeats_the_rows_last_token() -> None:
@@ -133,6 +145,7 @@ def test_adaptive_coding_is_for_full_images_only() -> None:
         {"mode": ""},
         {"coding": 3},
         {"flags": RECORD_ANCILLARY},
+        {"chain_segments": 1},
     ],
 )
 def test_header_validation(changes: dict) -> None:
@@ -150,19 +163,36 @@ def test_header_validation(changes: dict) -> None:
     context=st.integers(0, MAX_CONTEXT_ROWS),
     segment=st.integers(1, 255),
     coding=st.sampled_from([CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE]),
+    chain=st.booleans(),
 )
-def test_header_bytes_round_trip(width, height, mode, context, segment, coding) -> None:
-    header = FullImageHeader(FP, width, height, mode, 32, context, segment, coding)
-    assert FullImageHeader.from_bytes(header.head_bits, FP, header.to_bytes()) == header
+def test_header_bytes_round_trip(width, height, mode, context, segment, coding, chain) -> None:
+    header = FullImageHeader(
+        FP, width, height, mode, 32, context, segment, coding, chain_segments=chain
+    )
+    body = header.to_bytes()
+    assert FullImageHeader.from_bytes(header.head_bits, FP, body) == header
+    assert body[0] & CHAIN_SEGMENTS == (CHAIN_SEGMENTS if chain else 0)
     with pytest.raises(InvalidFieldError):  # nothing may follow the header
-        FullImageHeader.from_bytes(header.head_bits, FP, header.to_bytes() + b"\x00")
+        FullImageHeader.from_bytes(header.head_bits, FP, body + b"\x00")
+
+
+@pytest.mark.parametrize("low_bits", [MAX_CONTEXT_ROWS + 1, 31, CHAIN_SEGMENTS | 31])
+def test_header_context_rows_beyond_the_limit_are_refused(low_bits: int) -> None:
+    """Bits 0-4 hold context rows up to 24; 25..31 are refused with the CHAIN bit or without
+    (which is also how a reader from before the bit refuses a chain-segment header)."""
+    body = bytearray(FullImageHeader(FP, 50, 40, "RGB", 32, 4, 2).to_bytes())
+    body[0] = body[0] & 0xC0 | low_bits
+    with pytest.raises(InvalidFieldError, match="context rows"):
+        FullImageHeader.from_bytes(KIND_FULL_IMAGE, FP, bytes(body))
 
 
 # --- the container -------------------------------------------------------------------------
 
 
-def full_record(width: int = 40, height: int = 40, segment_windows: int = 1) -> FullImageRecord:
-    header = FullImageHeader(FP, width, height, "RGB", 32, 8, segment_windows)
+def full_record(
+    width: int = 40, height: int = 40, segment_windows: int = 1, chain: bool = False
+) -> FullImageRecord:
+    header = FullImageHeader(FP, width, height, "RGB", 32, 8, segment_windows, chain_segments=chain)
     count = header.tiling.record_count
     return FullImageRecord(header, tuple(Segment(bytes([i + 1]), i) for i in range(count)))
 
@@ -172,7 +202,9 @@ THUMB = Record(RecordHeader(FP, 64, 48, "RGB", 4, 16), b"\x11", 0x4242)
 
 def test_full_records_round_trip_among_thumbnails_and_names() -> None:
     full = dataclasses.replace(full_record(70, 50, 2), name="big.png")
-    records = [THUMB, full, THUMB, full_record(3, 2), full_record(33, 65, 1)]
+    chained = full_record(70, 90, 1, chain=True)
+    assert len(chained.segments) == 3  # one per chain, not 3 bands x 3 groups
+    records = [THUMB, full, THUMB, full_record(3, 2), chained, full_record(33, 65, 1)]
     data = pack_stream(records)
     assert unpack_stream(data) == records
     assert [type(r) for r in iter_records(io.BytesIO(data))] == [type(r) for r in records]
@@ -310,8 +342,8 @@ def test_encoder_and_decoder_agree_with_other_layouts(photo, bundle, model, codi
     tokens = api.tokenize([photo.crop((0, 0, 45, 75))], bundle, 0, full=True)[0].tokens
     image = FullImage(tokens, "RGB")
     sizes = set()
-    for context, windows in [(0, 1), (16, 2), (8, 32)]:
-        header = make_header(image, bundle.fingerprint, 32, coding, context, windows)
+    for context, windows, chain in [(0, 1, True), (16, 2, False), (8, 32, True), (4, 1, False)]:
+        header = make_header(image, bundle.fingerprint, 32, coding, context, windows, chain)
         record, ideal = encode_full(model, image, header)
         (back,) = unpack_stream(pack_stream([record]))
         assert np.array_equal(decode_full(model, back, 0).tokens, tokens)
@@ -320,7 +352,28 @@ def test_encoder_and_decoder_agree_with_other_layouts(photo, bundle, model, codi
         # writes the fewest bits that pin the final interval, and trailing zeros go).
         assert abs(8 * payload - ideal) <= 16 * len(record.segments)
         sizes.add(tuple(segment.payload for segment in record.segments))
-    assert len(sizes) == 3  # the layouts really differ
+    assert len(sizes) == 4  # the layouts really differ
+
+
+@pytest.mark.parametrize("coding", [CODING_EXACT, CODING_ADAPTIVE])
+def test_chain_segments_code_the_same_tokens_in_fewer_bytes(photo, bundle, model, coding) -> None:
+    """One segment per chain (what writers use) against one per band and chain: the same
+    coding order and tables, so the same ideal bits, with fewer record frames and coder
+    flushes (3 bands x 2 chains here: 4 segments fewer, 8-9 bytes of framing each)."""
+    tokens = api.tokenize([photo.crop((0, 0, 100, 80))], bundle, 0, full=True)[0].tokens
+    image = FullImage(tokens, "RGB")
+    sizes, ideals = {}, {}
+    for chain in (False, True):
+        header = make_header(image, bundle.fingerprint, 32, coding, chain_segments=chain)
+        record, ideals[chain] = encode_full(model, image, header, workers=2)
+        assert len(record.segments) == (2 if chain else 6)
+        data = pack_stream([record])
+        (back,) = unpack_stream(data)
+        assert back.header.chain_segments == chain
+        assert np.array_equal(decode_full(model, back, 0, workers=2).tokens, tokens)
+        sizes[chain] = len(data)
+    assert ideals[True] == pytest.approx(ideals[False])
+    assert sizes[False] - sizes[True] >= 4 * 8
 
 
 @pytest.mark.parametrize("coding", [CODING_EXACT, CODING_ADAPTIVE])
@@ -438,7 +491,8 @@ def test_cli_full_round_trip_info_and_errors(photo, bundle, tmp_path) -> None:
     info = run_cli("info", "--json", "p.png.igpt", cwd=tmp_path)
     (row,) = json.loads(info.stdout)["records"]
     assert row["kind"] == "full" and (row["width"], row["height"]) == (50, 37)
-    assert row["segments"] == 4 and row["context_rows"] == 4  # 2 bands x 2 chains
+    assert row["segments"] == 2 and row["context_rows"] == 4  # 2 chains, each over 2 bands
+    assert row["chain_segments"] is True
     assert row["coding"] == "exact-adaptive"
     text = run_cli("info", "p.png.igpt", cwd=tmp_path)
     assert "50x37 RGB -> full-resolution palette image, 1850 tokens" in text.stdout

@@ -105,6 +105,17 @@ def main() -> None:
             ],
         ),
         "default_full_adaptive.igpt": (default, [("photo", ("full", (200, 120, 296, 184)))]),
+        # One segment record per chain (the CHAIN bit, written since 2026-12): several bands
+        # and chains, padding, a one-band image, after a thumbnail.
+        "tiny_full_chain.igpt": (
+            tiny,
+            [
+                ("second", 8),
+                ("photo", ("full", (100, 150, 170, 217))),
+                ("wide", ("full", (0, 0, 1030, 3))),
+                ("grey", ("full", (7, 9, 40, 75))),
+            ],
+        ),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
