@@ -34,7 +34,7 @@ from codec.adaptive import AdaptiveMixer, window_neighbours
 from codec.coder import RangeDecoder, RangeEncoder
 from codec.freq import cumulative
 from codec.model import SOS, ExactTokenModel
-from format.container import segment_check
+from format.container import SegmentCheck
 from format.errors import PayloadError, TokenChecksumError
 from format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
 from format.tiling import Band, Tiling
@@ -158,21 +158,22 @@ def encode_full(
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
         coded: dict[int, Segment] = {}
         ideal = 0.0
-        encoder, held = RangeEncoder(), []
+        encoder = check = None
         for band_number, band in enumerate(bands):
+            number = tiling.segment_index(band_number, group)
+            if encoder is None:
+                encoder, check = RangeEncoder(), SegmentCheck(header, number)
             symbols, (low, width, total) = _band_intervals(
                 model, tiling, image.tokens, band, groups[group], positions, mixer
             )
             for interval in zip(low.tolist(), width.tolist(), total.tolist(), strict=True):
                 encoder.encode(*interval)
             ideal += float(-np.log2(width / total).sum())
-            held.append(symbols)
+            check.add(symbols)
             report.add(len(symbols))
-            number = tiling.segment_index(band_number, group)
             if _segment_ends(tiling, band_number, len(bands)):
-                check = segment_check(np.concatenate(held), header, number)
-                coded[number] = Segment(encoder.finish()[0], check)
-                encoder, held = RangeEncoder(), []
+                coded[number] = Segment(encoder.finish()[0], check.value)
+                encoder = None
         return coded, ideal
 
     chains = _run_parallel(chain, range(len(groups)), workers)
@@ -270,14 +271,15 @@ def decode_full(
 
     def chain(group: int) -> None:
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
-        decoder, shadow, held = None, RangeEncoder(), []
+        decoder = shadow = check = None
         for band_number, band in enumerate(bands):
             if cancel.is_set():
                 return
             number = tiling.segment_index(band_number, group)
             segment = record.segments[number]
             if decoder is None:
-                decoder = RangeDecoder(segment.payload)
+                decoder, shadow = RangeDecoder(segment.payload), RangeEncoder()
+                check = SegmentCheck(header, number)
             try:
                 symbols = _decode_band(
                     model,
@@ -293,7 +295,7 @@ def decode_full(
                 )
                 if symbols is None:  # cancelled
                     return
-                held.append(symbols)
+                check.add(symbols)
                 report.add(len(symbols))
                 if not _segment_ends(tiling, band_number, len(bands)):
                     continue
@@ -304,13 +306,13 @@ def decode_full(
                     )
             except PayloadError as exc:
                 raise PayloadError(f"record {index}, segment {number}: {exc}") from None
-            if segment_check(np.concatenate(held), header, number) != segment.token_check:
+            if check.value != segment.token_check:
                 raise TokenChecksumError(
                     f"record {index}, segment {number}: the decoded tokens fail the token "
                     "check: the record is damaged, or the model computes other numbers than "
                     "the encoder's"
                 )
-            decoder, shadow, held = None, RangeEncoder(), []
+            decoder = None
 
     try:
         _run_parallel(chain, range(len(groups)), workers)

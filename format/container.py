@@ -97,20 +97,37 @@ def token_check(tokens: np.ndarray, header: RecordHeader | None = None) -> int:
     return zlib.crc32(arr.astype("<u2").tobytes(), crc) & 0xFFFF
 
 
+class SegmentCheck:
+    """The token check of segment `index` of a full-resolution image, fed in pieces: low 16
+    bits of the CRC-32 of the segment's head bits, the fingerprint, the image header body
+    and the segment index (varint), then the segment's tokens in coding order as uint16
+    LE. A segment may span every band of a chain, so coders add each band's tokens as
+    they go instead of holding the chain's."""
+
+    def __init__(self, header: FullImageHeader, index: int) -> None:
+        claimed = (
+            bytes([header.segment_head_bits])
+            + header.fingerprint
+            + header.to_bytes()
+            + encode_varint(index)
+        )
+        self._crc = zlib.crc32(claimed)
+
+    def add(self, tokens: np.ndarray) -> SegmentCheck:
+        arr = np.asarray(tokens)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"tokens must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+        self._crc = zlib.crc32(arr.astype("<u2").tobytes(), self._crc)
+        return self
+
+    @property
+    def value(self) -> int:
+        return self._crc & 0xFFFF
+
+
 def segment_check(tokens: np.ndarray, header: FullImageHeader, index: int) -> int:
-    """The token check of segment `index` of a full-resolution image: low 16 bits of the
-    CRC-32 of the segment's head bits, the fingerprint, the image header body and the
-    segment index (varint), then the segment's tokens in coding order as uint16 LE."""
-    arr = np.asarray(tokens)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"tokens must be a 1-D integer array, got {arr.dtype} {arr.shape}")
-    claimed = (
-        bytes([header.segment_head_bits])
-        + header.fingerprint
-        + header.to_bytes()
-        + encode_varint(index)
-    )
-    return zlib.crc32(arr.astype("<u2").tobytes(), zlib.crc32(claimed)) & 0xFFFF
+    """The token check of a whole segment's tokens (SegmentCheck in one piece)."""
+    return SegmentCheck(header, index).add(tokens).value
 
 
 def _frame_body(record: Record) -> bytes:

@@ -39,7 +39,7 @@ from format import (
     pack_stream,
     unpack_stream,
 )
-from format.container import segment_check
+from format.container import SegmentCheck, segment_check
 from format.records import (
     CHAIN_SEGMENTS,
     CODING_ADAPTIVE,
@@ -276,6 +276,11 @@ def test_segment_check_covers_the_claims() -> None:
     assert segment_check(tokens, header, 1) != base
     assert segment_check(tokens, dataclasses.replace(header, width=41), 0) != base
     assert segment_check(tokens[::-1].copy(), header, 0) != base
+    # Fed band by band (a chain's segment), the check is the same as over the whole.
+    pieces = SegmentCheck(header, 0)
+    for part in np.split(tokens, [7, 7, 30]):
+        pieces.add(part)
+    assert pieces.value == base
 
 
 # --- coding real photos ----------------------------------------------------------------------
