@@ -2,8 +2,8 @@
 
 The question it answers: does a model trained with native-scale views (or any other
 candidate) code full-resolution palette images in fewer bytes than the shipped one, and
-on which photos? Encode only (a round trip is `bench.fullres`'s job); one thread, one
-photo at a time, every bundle on a photo before the next photo.
+on which photos? Encode only (a round trip is `bench.fullres`'s job); one photo at a time
+(one encoder thread unless --threads), every bundle on a photo before the next photo.
 
     python -m bench.fullres_models --models codec/models/default runs/native/bundle \\
         --limit 12 --extra bsds500/val/3096.jpg bsds500/val/143090.jpg \\
@@ -33,25 +33,39 @@ def main() -> None:
     )
     parser.add_argument("--extra", nargs="*", default=[], help="more photos under shared/")
     parser.add_argument("--out", type=Path, default=Path("bench_out/fullres_models.json"))
+    parser.add_argument("--threads", type=int, default=1, help="encoder threads per photo")
+    parser.add_argument(
+        "--classical-from",
+        type=Path,
+        help="an earlier result (this script's or bench.fullres's) whose best classical sizes "
+        "to reuse: the palette images depend only on the palette, so they are the same",
+    )
     args = parser.parse_args()
     bundles = [load_bundle(path) for path in args.models]
     held = heldout_paths("standard", args.limit) if args.limit else []
     paths = held + [SHARED_TRAIN / name for name in args.extra]
+    known = {}
+    if args.classical_from:
+        earlier = json.loads(args.classical_from.read_text())["rows"]
+        whole = [row for row in earlier if not row.get("crop") and not row.get("resize")]
+        known = {row["photo"]: row["best_classical_bytes"] for row in whole}
     rows = []
     for path in dict.fromkeys(paths):
         loaded = load_image(path)
         tokens = palette_tokens(np.asarray(loaded.rgb, dtype=np.uint8), bundles[0].palette)
-        classical = classical_sizes(tokens, bundles[0].palette)
+        photo = str(path.relative_to(SHARED_TRAIN))
+        if photo not in known:
+            known[photo] = min(classical_sizes(tokens, bundles[0].palette).values())
         row = {
-            "photo": str(path.relative_to(SHARED_TRAIN)),
+            "photo": photo,
             "pixels": int(tokens.size),
-            "best_classical_bytes": min(classical.values()),
+            "best_classical_bytes": known[photo],
             "bytes": {},
             "encode_s": {},
         }
         for bundle in bundles:
             start = time.perf_counter()
-            data = codec.compress(loaded, model=bundle, full=True, threads=1)
+            data = codec.compress(loaded, model=bundle, full=True, threads=args.threads)
             row["encode_s"][bundle.fingerprint.hex()] = round(time.perf_counter() - start, 2)
             row["bytes"][bundle.fingerprint.hex()] = len(data)
         rows.append(row)

@@ -2,7 +2,7 @@
 
 Contract `exact-int-v1` (codec/model.py: exact_io_names): inputs input_ids and
 position_ids int64 [batch, seq], past_length int64 [], per layer past.{i}.key
-float64 [batch, heads, head_dim, capacity] and past.{i}.value [batch, heads,
+float32 [batch, heads, head_dim, capacity] and past.{i}.value [batch, heads,
 capacity, head_dim]; outputs freqs int32 [batch, seq, 512] (each >= 1: the range
 coder's table, no float step after the graph) and per layer new.{i}.key / value.
 Every tensor holds integers; the ops are only those whose result is exact on
@@ -133,14 +133,16 @@ def build_graph(plan: ExactPlan, path: Path) -> None:
     seq = g.op("Slice", [ids_shape, "c.axis1", g.const("c.i2", [2], np.int64)])
     heads4 = g.op("Concat", [batch, seq, g.const("c.hd", [h, d], np.int64)], axis=0)
 
+    # The embeddings are integers below 2^20 (RESIDUAL_LIMIT): stored as int32, half the
+    # bytes of float64, and their sum (below 2^21) is cast once to float64, exactly.
     x = g.op(
         "Add",
         [
-            g.op("Gather", [g.const("wte", plan.wte), INPUT_IDS]),
-            g.op("Gather", [g.const("wpe", plan.wpe), POSITION_IDS]),
+            g.op("Gather", [g.const("wte", plan.wte, np.int32), INPUT_IDS]),
+            g.op("Gather", [g.const("wpe", plan.wpe, np.int32), POSITION_IDS]),
         ],
     )
-    x = g.op("Reshape", [x, "c.flat"])
+    x = g.op("Reshape", [g.op("Cast", [x], to=F64), "c.flat"])
 
     # Additive masks (0 or -2^23), shared by every layer: cache slots at or past past_length,
     # and new tokens later than the query.

@@ -116,6 +116,9 @@ def main() -> None:
                 ("grey", ("full", (7, 9, 40, 75))),
             ],
         ),
+        # What `compress --full` writes with the shipped model of the day: coding 2, one
+        # segment per chain over several bands.
+        "default_full_chain.igpt": (default, [("photo", ("full", (150, 100, 246, 190)))]),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
