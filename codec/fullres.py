@@ -120,7 +120,7 @@ def make_header(
     )
 
 
-def _segment_windows(
+def _group_windows(
     tiling: Tiling, image: np.ndarray, band: Band, columns: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cells [windows, rows * window_width] and their coded mask, for one band's group."""
@@ -201,7 +201,7 @@ def _band_intervals(
     their coder intervals [3, n] (low, width, total)."""
     cells_per_window = band.rows * tiling.window_width
     pos = positions[:cells_per_window]
-    cells, mask = _segment_windows(tiling, tokens, band, columns)
+    cells, mask = _group_windows(tiling, tokens, band, columns)
     tables = None if mixer is None else np.zeros((len(columns), cells_per_window, 512), np.int32)
     # Without the mixer only each cell's own interval is kept (low, width, total), not its
     # whole table: a segment's tables would be 32 windows x 1,024 cells x 513 int64 (134
@@ -370,7 +370,7 @@ def _decode_band(
     width = tiling.window_width
     n_cells = band.rows * width
     batch = len(columns)
-    cells, mask = _segment_windows(tiling, image, band, columns)
+    cells, mask = _group_windows(tiling, image, band, columns)
     real = [min(width, tiling.width - tiling.columns[c]) for c in columns]
     first = band.known * width
     # The windows that code each column (all but the narrow last column's padding).
