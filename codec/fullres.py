@@ -166,8 +166,7 @@ def encode_full(
             symbols, (low, width, total) = _band_intervals(
                 model, tiling, image.tokens, band, groups[group], positions, mixer
             )
-            for interval in zip(low.tolist(), width.tolist(), total.tolist(), strict=True):
-                encoder.encode(*interval)
+            encoder.encode_intervals(low.tolist(), (low + width).tolist(), total.tolist())
             ideal += float(-np.log2(width / total).sum())
             check.add(symbols)
             report.add(len(symbols))
