@@ -1,0 +1,26 @@
+// Token checks (format/SPEC.md "Token check", "Segment token check"): low 16 bits of
+// crc32(tokens as uint16 LE, crc32(claims)).
+import { crc32, tokenBytes } from './crc32.js';
+import { encodeVarint } from './varint.js';
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Check of a thumbnail record: claims = head without FINAL, fingerprint, header body. */
+export function thumbnailCheck(record, tokens) {
+  const claims = concat([Uint8Array.of(record.head & 0x7f), record.fingerprint, record.headerBody]);
+  return crc32(tokenBytes(tokens), crc32(claims)) & 0xffff;
+}
+
+/** Check of segment `index` of a full-resolution image: claims add the segment's index. */
+export function segmentCheck(record, segment, index, tokens) {
+  const claims = concat([Uint8Array.of(segment.head & 0x7f), record.fingerprint, record.headerBody, encodeVarint(index)]);
+  return crc32(tokenBytes(tokens), crc32(claims)) & 0xffff;
+}

@@ -1,0 +1,129 @@
+// Kinds 3 and 4: a full-resolution image decoded window group by window group
+// (format/SPEC.md "Kinds 3 and 4", "Coding 2"), each segment re-encoded to prove its
+// payload canonical and checked against its segment token check.
+import { PayloadError, TokenChecksumError } from './errors.js';
+import { RangeDecoder, RangeEncoder, sameBytes } from './rangecoder.js';
+import { Stepper, SOS, VOCAB } from './model.js';
+import { cumulative } from './tables.js';
+import { segmentCheck } from './checks.js';
+import { layout, segmentOf, cellPositions } from './tiling.js';
+import { AdaptiveMixer, OUTSIDE } from './adaptive.js';
+import { CODING_ADAPTIVE } from './stream.js';
+
+/** One segment's decoder, its shadow encoder and the tokens it has decoded (coding order). */
+function openSegment(record, index) {
+  return { index, segment: record.segments[index], decoder: new RangeDecoder(record.segments[index].payload), shadow: new RangeEncoder(), tokens: [] };
+}
+
+function closeSegment(record, seg) {
+  if (!sameBytes(seg.shadow.finish(), seg.segment.payload)) {
+    throw new PayloadError(`record ${record.index}: segment ${seg.index}'s payload is not the encoder's canonical output for the tokens it decodes to`);
+  }
+  if (segmentCheck(record, seg.segment, seg.index, seg.tokens) !== seg.segment.tokenCheck) {
+    throw new TokenChecksumError(`record ${record.index}: segment ${seg.index} fails its token check: the record is damaged, or the model computes other numbers than the encoder's`);
+  }
+}
+
+/** The four neighbours (W, N, NW, NE) of cell `cell` in a window of width w. */
+function neighbours(cells, cell, w) {
+  const r = Math.floor(cell / w);
+  const c = cell % w;
+  const at = (rr, cc) => (rr < 0 || cc < 0 || cc >= w ? OUTSIDE : cells[rr * w + cc]);
+  return [at(r, c - 1), at(r - 1, c), at(r - 1, c - 1), at(r - 1, c + 1)];
+}
+
+/**
+ * Decode one band's group of windows into `image` (Uint16Array W*H): the known rows
+ * and SOS go through the model in one call, then one step per cell.
+ */
+async function decodeGroup(ctx, band, columnIndexes, seg, mixer) {
+  const { bundle, session, plan, record, image, positions, onTokens } = ctx;
+  const { w } = plan;
+  const { width } = record;
+  const batch = columnIndexes.length;
+  const nCells = band.rows * w;
+  const x0s = columnIndexes.map((c) => plan.columns[c]);
+  const real = x0s.map((x0) => Math.min(w, width - x0));
+  const cells = x0s.map(() => new Int32Array(nCells));
+  // Context rows from the image; padding cells repeat the row's last real token.
+  for (let b = 0; b < batch; b++) {
+    for (let r = 0; r < band.known; r++) {
+      const rowStart = (band.top + r) * width + x0s[b];
+      for (let c = 0; c < w; c++) cells[b][r * w + c] = image[rowStart + Math.min(c, real[b] - 1)];
+    }
+  }
+  const first = band.known * w;
+  const ids = new Int32Array(batch * (first + 1));
+  for (let b = 0; b < batch; b++) {
+    ids[b * (first + 1)] = SOS;
+    ids.set(cells[b].subarray(0, first), b * (first + 1) + 1);
+  }
+  const stepper = new Stepper(bundle, session, batch);
+  let freqs = await stepper.run(ids, positions.subarray(0, first + 1));
+  let rowStride = (first + 1) * VOCAB; // the tables of the last position fed
+  let rowOffset = first * VOCAB;
+  const feed = new Int32Array(batch);
+  for (let cell = first; cell < nCells; cell++) {
+    const col = cell % w;
+    const live = [];
+    for (let b = 0; b < batch; b++) if (col < real[b]) live.push(b);
+    if (live.length) {
+      let tables = live.map((b) => freqs.subarray(b * rowStride + rowOffset, b * rowStride + rowOffset + VOCAB));
+      let step = null;
+      if (mixer) {
+        const mixed = mixer.tables(tables, live.map((b) => neighbours(cells[b], cell, w)));
+        tables = mixed.tables;
+        step = mixed.step;
+      }
+      const symbols = [];
+      for (let i = 0; i < live.length; i++) {
+        const { symbol, low, high, total } = seg.decoder.decode(cumulative(tables[i]));
+        seg.shadow.encode(low, high, total);
+        seg.tokens.push(symbol);
+        cells[live[i]][cell] = symbol;
+        symbols.push(symbol);
+      }
+      if (mixer) mixer.update(step, symbols);
+      onTokens(live.length);
+    }
+    for (let b = 0; b < batch; b++) {
+      if (col >= real[b]) cells[b][cell] = cells[b][cell - col + real[b] - 1];
+    }
+    if (cell + 1 < nCells) {
+      for (let b = 0; b < batch; b++) feed[b] = cells[b][cell];
+      freqs = await stepper.run(feed, positions.subarray(cell + 1, cell + 2));
+      rowStride = VOCAB;
+      rowOffset = 0;
+    }
+  }
+  for (let b = 0; b < batch; b++) {
+    for (let r = band.known; r < band.rows; r++) {
+      const rowStart = (band.top + r) * width + x0s[b];
+      for (let c = 0; c < real[b]; c++) image[rowStart + c] = cells[b][r * w + c];
+    }
+  }
+}
+
+/** Tokens (Uint16Array, raster order, width x height) of a full-resolution record. */
+export async function decodeFull(bundle, session, record, onTokens) {
+  const plan = layout(record);
+  const image = new Uint16Array(record.width * record.height);
+  const positions = cellPositions(plan.w, plan.h, record.grid);
+  const ctx = { bundle, session, plan, record, image, positions, onTokens };
+  const adaptive = record.coding === CODING_ADAPTIVE;
+  const mixers = plan.groups.map(() => (adaptive ? new AdaptiveMixer() : null));
+  const open = new Map(); // segment index -> its decoder state
+  for (let b = 0; b < plan.bands.length; b++) {
+    for (let g = 0; g < plan.groups.length; g++) {
+      const index = segmentOf(plan, b, g);
+      if (!open.has(index)) open.set(index, openSegment(record, index));
+      await decodeGroup(ctx, plan.bands[b], plan.groups[g], open.get(index), mixers[g]);
+      const last = plan.chain ? b === plan.bands.length - 1 : true;
+      if (last) {
+        closeSegment(record, open.get(index));
+        open.delete(index);
+      }
+    }
+  }
+  return image;
+}

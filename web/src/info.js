@@ -1,0 +1,47 @@
+// What a stream holds, without a model: the rows of the Python `info` command.
+import { CODING_NAMES, VERSION } from './stream.js';
+
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+
+/** One row per image record, as `python cli.py info --json` gives them. */
+export function recordInfo(record) {
+  const full = record.type === 'full';
+  const payload = full ? record.segments.reduce((n, s) => n + s.payload.length, 0) : record.payload.length;
+  const row = {
+    index: record.index, kind: full ? 'full' : 'thumbnail', width: record.width, height: record.height,
+    mode: record.mode, side: full ? null : record.side, tokens: record.tokens,
+  };
+  if (full) Object.assign(row, { segments: record.segments.length, chain_segments: record.chain, context_rows: record.contextRows });
+  Object.assign(row, {
+    payload_bytes: payload, payload_bits_per_token: (8 * payload) / record.tokens,
+    fingerprint: hex(record.fingerprint), coding: CODING_NAMES[record.coding] ?? String(record.coding),
+  });
+  if (record.name !== null) row.name = record.name;
+  return row;
+}
+
+/** {format_version, records, images, tokens, stream_bytes, bits_per_token}. */
+export function streamInfo(parsed, streamBytes) {
+  const records = parsed.records.map(recordInfo);
+  const tokens = records.reduce((n, r) => n + r.tokens, 0);
+  return {
+    format_version: VERSION, records, images: records.length, tokens, stream_bytes: streamBytes,
+    bits_per_token: tokens ? (8 * streamBytes) / tokens : null,
+  };
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** The text `python cli.py info FILE` prints, line by line. */
+export function infoLines(label, info) {
+  const lines = [`${label}: IGP stream, format version ${info.format_version}`];
+  for (const row of info.records) {
+    const coded = row.kind === 'full' ? 'full-resolution palette image' : `${row.side}x${row.side} palette thumbnail`;
+    lines.push(`  #${row.index}: ${row.width}x${row.height} ${row.mode} -> ${coded}, ${row.tokens} tokens, ` +
+      `${row.payload_bytes} payload bytes (${row.payload_bits_per_token.toFixed(3)} payload bits/token), ` +
+      `model ${row.fingerprint}${row.coding ? ` (${row.coding} coding)` : ''}`);
+  }
+  const perToken = info.tokens ? `: ${info.bits_per_token.toFixed(3)} bits/token (file)` : '';
+  lines.push(`${label}: ${plural(info.images, 'image')}, ${info.tokens} tokens, ${info.stream_bytes} bytes${perToken}`);
+  return lines;
+}
