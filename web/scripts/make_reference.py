@@ -1,0 +1,47 @@
+"""Reference pixels from the Python decoder, for the JS tests (run once, output committed).
+
+    cd /work/ref && PYTHONPATH=/work/ref /work/main/.venv/bin/python \
+        /work/main/web/scripts/make_reference.py /work/main/tests/golden > \
+        /work/main/web/test/reference/python_pixels.json
+
+For every golden file: each decoded image's width, height and the sha256 of its RGB bytes
+(row-major, 3 bytes a pixel) as the Python `decompress` writes them, plus the `info --json`
+rows, so the JS decoder can be compared pixel for pixel without Python at test time.
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from codec import api
+from codec.bundle import load_bundle
+
+
+def main() -> None:
+    golden = Path(sys.argv[1])
+    expected = json.loads((golden / "expected.json").read_text())
+    bundles = {}
+    for d in [golden / "model", *sorted((golden / "models").iterdir()), None]:
+        b = load_bundle(d)
+        bundles[b.fingerprint.hex()] = b
+    out = {}
+    for name, entry in expected.items():
+        bundle = bundles[entry["fingerprint"]]
+        images = api.decompress((golden / name).read_bytes(), bundle)
+        out[name] = [
+            {
+                "width": im.image.width,
+                "height": im.image.height,
+                "rgb_sha256": hashlib.sha256(np.asarray(im.image.convert("RGB")).tobytes()).hexdigest(),
+            }
+            for im in images
+        ]
+    json.dump(out, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

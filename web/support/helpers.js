@@ -1,0 +1,50 @@
+// Test helpers: golden paths, a bundle resolver, and a re-framer that rebuilds a stream
+// with valid chained CRCs (so a fuzz case can forge a field behind a correct CRC).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { crc32 } from '../src/crc32.js';
+import { readVarint, encodeVarint } from '../src/varint.js';
+import { bundleResolver, bundleFromDir } from '../src/node.js';
+
+export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const ROOT = path.resolve(WEB, '..');
+export const GOLDEN = path.join(ROOT, 'tests', 'golden');
+export const MODEL_DIRS = [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')];
+export const resolver = bundleResolver(MODEL_DIRS);
+export const tinyBundle = () => bundleFromDir(path.join(GOLDEN, 'model'));
+export const readJson = (p) => JSON.parse(readFileSync(p, 'utf8'));
+
+/** The frames of a well-formed stream: {head, body} each (body excludes R and the CRC). */
+export function splitFrames(bytes) {
+  const frames = [];
+  let pos = 12;
+  while (pos < bytes.length) {
+    const head = bytes[pos];
+    if (head & 0x80) {
+      frames.push({ head, body: bytes.slice(pos + 1, bytes.length - 4) });
+      break;
+    }
+    const r = readVarint(bytes, pos + 1, 2 ** 20 + 64, 'length');
+    frames.push({ head, body: bytes.slice(r.next, r.next + r.value) });
+    pos = r.next + r.value + 4;
+  }
+  return { header: bytes.slice(0, 12), frames };
+}
+
+/** A stream from a file header and frames, with lengths and chained CRCs recomputed;
+ * FINAL is set on the last frame only. */
+export function joinFrames(header, frames) {
+  const parts = [header];
+  let crc = crc32(header);
+  frames.forEach((frame, i) => {
+    const last = i === frames.length - 1;
+    const head = last ? frame.head | 0x80 : frame.head & 0x7f;
+    const bytes = last
+      ? Uint8Array.of(head, ...frame.body)
+      : Uint8Array.of(head, ...encodeVarint(frame.body.length), ...frame.body);
+    crc = crc32(bytes, crc);
+    parts.push(bytes, Uint8Array.of(crc & 0xff, (crc >>> 8) & 0xff, (crc >>> 16) & 0xff, crc >>> 24));
+  });
+  return Uint8Array.from(parts.flatMap((p) => Array.from(p)));
+}

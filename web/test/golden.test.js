@@ -1,0 +1,43 @@
+// Every golden stream decodes to its committed tokens (tests/golden/expected.json), and
+// its pixels hash to what the Python decoder writes (web/test/reference/python_pixels.json,
+// made by scripts/make_reference.py); full-resolution records included.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { decode } from '../src/index.js';
+import { GOLDEN, WEB, resolver, readJson } from '../support/helpers.js';
+
+const expected = readJson(path.join(GOLDEN, 'expected.json'));
+const pythonPixels = readJson(path.join(WEB, 'test', 'reference', 'python_pixels.json'));
+
+function rgbHash(image) {
+  const rgb = Buffer.alloc(image.width * image.height * 3);
+  for (let i = 0; i < image.width * image.height; i++) {
+    rgb[3 * i] = image.rgba[4 * i];
+    rgb[3 * i + 1] = image.rgba[4 * i + 1];
+    rgb[3 * i + 2] = image.rgba[4 * i + 2];
+  }
+  return createHash('sha256').update(rgb).digest('hex');
+}
+
+for (const [name, entry] of Object.entries(expected)) {
+  test(`golden ${name} decodes to its committed tokens and Python's pixels`, async () => {
+    const bytes = readFileSync(path.join(GOLDEN, name));
+    const { images, info } = await decode(bytes, { model: resolver });
+    assert.equal(info.stream_bytes, entry.bytes);
+    assert.equal(images.length, entry.records.length);
+    images.forEach((image, i) => {
+      const want = entry.records[i];
+      assert.deepEqual(Array.from(image.tokens), want.tokens.flat(), `${name} image ${i} tokens`);
+      assert.equal(image.kind === 'full', Boolean(want.full), `${name} image ${i} kind`);
+      assert.deepEqual([image.originalWidth, image.originalHeight], want.size);
+      assert.equal(image.mode, want.mode);
+      if (!want.full) assert.equal(image.side, want.side);
+      const py = pythonPixels[name][i];
+      assert.deepEqual([image.width, image.height], [py.width, py.height]);
+      assert.equal(rgbHash(image), py.rgb_sha256, `${name} image ${i} pixels differ from Python's`);
+    });
+  });
+}
