@@ -39,12 +39,20 @@ export function joinFrames(header, frames) {
   let crc = crc32(header);
   frames.forEach((frame, i) => {
     const last = i === frames.length - 1;
-    const head = last ? frame.head | 0x80 : frame.head & 0x7f;
-    const bytes = last
-      ? Uint8Array.of(head, ...frame.body)
-      : Uint8Array.of(head, ...encodeVarint(frame.body.length), ...frame.body);
+    const head = Uint8Array.of(last ? frame.head | 0x80 : frame.head & 0x7f);
+    const bytes = concat(last ? [head, frame.body] : [head, encodeVarint(frame.body.length), frame.body]);
     crc = crc32(bytes, crc);
     parts.push(bytes, Uint8Array.of(crc & 0xff, (crc >>> 8) & 0xff, (crc >>> 16) & 0xff, crc >>> 24));
   });
-  return Uint8Array.from(parts.flatMap((p) => Array.from(p)));
+  return concat(parts);
+}
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
