@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import config as presets
 from bench.data import select_images
 from bench.run import CHART_PNG, RESULTS_JSON, RESULTS_MD, run
-from format.errors import CodecError
+from igpt_codec.format.errors import CodecError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ Each sampled step (stepbench) is then set beside:
   onnxruntime folds their Cast at load, so it multiplies int8-valued float32
   operands) plus the KV cache traffic: attention reads the runner's preallocated
   cache in place (B*L) and the step writes the new position (B*1), at
-  2 * n_layer * n_embd * 4 bytes per position (codec/model.py);
+  2 * n_layer * n_embd * 4 bytes per position (codec/runtime/);
 - FLOPs / matmul throughput, where FLOPs = 2 per multiply-add of the four weight
   matmuls per layer, the two attention products over L+1 keys and the 512-way head.
 
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from bench.timing import median, timed
-from codec.palette import PALETTE_SIZE
+from igpt_codec.core.palette import PALETTE_SIZE
 
 FLOAT32_BYTES = 4
 

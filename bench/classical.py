@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from codec.palette import tokens_to_rgb
+from igpt_codec.core.palette import tokens_to_rgb
 
 MAX_INDEXED_COLOURS = 256
 

@@ -26,7 +26,7 @@ from bench.timing import median
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "cli.py"
 POLL_S = 0.005
-IMPORTS_ONLY = "import cli, codec.api, codec.model"
+IMPORTS_ONLY = "import cli, igpt_codec.api, igpt_codec.runtime"
 """The baseline: interpreter start and the run-time imports (numpy, Pillow, onnxruntime,
 click), without a bundle or a model step; what compress/decompress spend beyond it is theirs."""
 

@@ -2,7 +2,7 @@
 
 Usage: python -m bench.coder_bench [--symbols 100000] [--runs 5] [--json PATH]
 
-The tables are quantized (codec.freq) softmaxes of Gaussian logits whose
+The tables are quantized (igpt_codec.core.freq) softmaxes of Gaussian logits whose
 scale varies per table, so entropies range from about 1 to 8 bits, roughly what
 an image model produces. A pool of distinct tables is cycled to keep memory
 small; the coder does the same work either way. Timings exclude table
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.coder import RangeDecoder, RangeEncoder
-from codec.freq import FREQ_BITS, cumulative, quantize_probs
+from igpt_codec.core.coder import RangeDecoder, RangeEncoder
+from igpt_codec.core.freq import FREQ_BITS, cumulative, quantize_probs
 
 POOL = 2048
 VOCAB = 512

@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from codec.api import tokenize
-from codec.bundle import Bundle
-from codec.images import LoadedImage, load_image
-from codec.pipeline import TokenImage
+from igpt_codec.api import tokenize
+from igpt_codec.core.images import LoadedImage, load_image
+from igpt_codec.pipelines.stream import TokenImage
+from igpt_codec.runtime.bundle import Bundle
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 HELD_OUT_WIKIPEDIA = tuple(f"{i:03d}.png" for i in range(45, 50))

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from codec.bundle import Bundle
-from codec.images import LoadedImage, load_image
-from codec.palette import grid_to_rgb, pixels_to_tokens
+import igpt_codec
+from igpt_codec.core.images import LoadedImage, load_image
+from igpt_codec.core.palette import grid_to_rgb, pixels_to_tokens
+from igpt_codec.runtime.bundle import Bundle
 
 HELDOUT = Path(__file__).resolve().parents[1] / "export" / "data" / "heldout.json"
 SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
@@ -120,7 +121,6 @@ def code_photo(
     """Our file bytes, round trip and seconds per megapixel (each thread count) for one photo
     (its top-left crop when given: the quick benchmark; or resized, e.g. to a camera's
     768 x 512, for the speed goal)."""
-    import codec
 
     loaded = load_photo(path, crop, resize)
     name = str(path.relative_to(SHARED_TRAIN)) if path.is_relative_to(SHARED_TRAIN) else path.name
@@ -136,10 +136,10 @@ def code_photo(
     megapixels = tokens.size / 1e6
     for count in threads:
         start = time.perf_counter()
-        data = codec.compress(loaded, model=bundle, full=True, threads=count)
+        data = igpt_codec.compress(loaded, model=bundle, full=True, threads=count)
         encode_s = time.perf_counter() - start
         start = time.perf_counter()
-        (decoded,) = codec.decompress(data, model=bundle, threads=count)
+        (decoded,) = igpt_codec.decompress(data, model=bundle, threads=count)
         decode_s = time.perf_counter() - start
         if not np.array_equal(decoded.tokens, tokens):
             raise RuntimeError(f"{path}: the round trip changed the palette image")
@@ -243,7 +243,7 @@ def main() -> None:
     import argparse
     import tempfile
 
-    from codec.bundle import load_bundle
+    from igpt_codec.runtime.bundle import load_bundle
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.fullres",

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from bench.fullres import SHARED_TRAIN, load_photo, palette_tokens
-from codec.bundle import Bundle, load_bundle
-from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
-from codec.model import ExactTokenModel
-from format.container import pack_stream, unpack_stream
-from format.records import CODING_ADAPTIVE, CODING_EXACT
+from igpt_codec.format.container import pack_stream, unpack_stream
+from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT
+from igpt_codec.pipelines.fullres import FullImage, decode_full, encode_full, grid_of, make_header
+from igpt_codec.runtime.bundle import Bundle, load_bundle
+from igpt_codec.runtime.exact_runner import ExactTokenModel
 
 CODINGS = {"exact": CODING_EXACT, "adaptive": CODING_ADAPTIVE}
 

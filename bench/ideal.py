@@ -1,7 +1,7 @@
 """The ideals our payload is measured against: the model's own bits and the coder's tables.
 
 Float bundles (profile float32): the pipeline reports Σ -log2 p of the float model,
-but the coder codes under the integer tables `codec.freq` derives from p, where
+but the coder codes under the integer tables `igpt_codec.core.freq` derives from p, where
 every symbol keeps a frequency of at least 1 and the total is not exactly 2**bits:
 
     payload - float ideal = (table ideal - float ideal) + (payload - table ideal)
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.runners import StepRunner
-from codec.bundle import Bundle
-from codec.freq import FREQ_BITS, quantize_probs
-from codec.model import SOS
-from codec.pipeline import MAX_BATCH, TokenImage, plan_batches
+from igpt_codec.core.freq import FREQ_BITS, quantize_probs
+from igpt_codec.pipelines.stream import MAX_BATCH, TokenImage, plan_batches
+from igpt_codec.runtime.bundle import Bundle
+from igpt_codec.runtime.contract import SOS
 
 _MIN_PROB = np.float64(2.0**-149)
 """As in the pipeline: an underflowed float32 probability still gives finite bits."""

@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from codec.bundle import Bundle, load_bundle
-from format.errors import BundleError
+from igpt_codec.core.errors import BundleError
+from igpt_codec.runtime.bundle import Bundle, load_bundle
 
 IGPT_S_SHAPE = {"n_embd": 512, "n_layer": 24, "n_head": 8, "n_positions": 1024}
 CACHE_NAME = "igpt_s_bundle"
@@ -43,8 +43,8 @@ def export_igpt_s(target: Path, seed: int = 0, profile: str = EXPORT_PROFILE) ->
     """A random-weights iGPT-S checkpoint exported to `target` (exact profile by default)."""
     from transformers.utils import logging as hf_logging
 
-    from export.make_random_checkpoint import write_random_checkpoint
-    from export.onnx_export import export_bundle
+    from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
+    from igpt_codec.export.onnx_export import export_bundle
 
     hf_logging.disable_progress_bar()  # keep the benchmark's stderr to its own lines
     with tempfile.TemporaryDirectory(prefix="igpt_s_ckpt_", dir=target.parent) as tmp:

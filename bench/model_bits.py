@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from bench.fullres import heldout_paths
-from codec import api
-from codec.bundle import load_bundle
+from igpt_codec import api
+from igpt_codec.runtime.bundle import load_bundle
 
 SPLITS = ("standard", "unlike", "unlike_never_trained")
 

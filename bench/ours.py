@@ -23,11 +23,11 @@ import numpy as np
 from bench.data import Thumbnail
 from bench.ideal import ideal_bits
 from bench.timing import timed
-from codec import api
-from codec.bundle import Bundle
-from codec.pipeline import MAX_BATCH
-from format.container import pack_stream, unpack_stream
-from format.records import Record
+from igpt_codec import api
+from igpt_codec.format.container import pack_stream, unpack_stream
+from igpt_codec.format.records import Record
+from igpt_codec.pipelines.stream import MAX_BATCH
+from igpt_codec.runtime.bundle import Bundle
 
 
 @dataclass

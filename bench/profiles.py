@@ -4,7 +4,7 @@ Three measurements, the two bundles taking turns round after round (the order
 flips every round), so load on a shared machine falls on both alike:
 
 (a) encode: the encoder's model time for one N x N image. Exact: the ONE
-    whole-sequence call `codec.pipeline` makes per image. Float: the N²-step token
+    whole-sequence call `igpt_codec.pipelines.stream` makes per image. Float: the N²-step token
     loop (`TokenModel.step` at batch 1). Also the whole encoder per image (model,
     tables, range coder), through the pipeline's own per-image functions.
 (b) decode: tokens/s over whole images (N² steps with the KV cache) at batch 1 and
@@ -43,12 +43,13 @@ from bench.config import ProfilePlan
 from bench.runners import StepRunner, profile_name, random_tokens
 from bench.stepbench import bundle_summary
 from bench.timing import median
-from codec import pipeline
-from codec.api import tokenize
-from codec.bundle import Bundle, load_bundle
-from codec.images import load_image
-from codec.model import SOS, make_session_options
-from format.errors import BundleError
+from igpt_codec.api import tokenize
+from igpt_codec.core.errors import BundleError
+from igpt_codec.core.images import load_image
+from igpt_codec.pipelines import stream as pipeline
+from igpt_codec.runtime.bundle import Bundle, load_bundle
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.session import make_session_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOAT_PARENT = REPO_ROOT / "tests" / "data" / "default-float"
@@ -97,7 +98,7 @@ def resolve_float(spec: str, exact: Bundle, out_dir: Path) -> FloatBundle:
         except BundleError:
             pass
     try:
-        from export.onnx_export import export_bundle
+        from igpt_codec.export.onnx_export import export_bundle
 
         out_dir.mkdir(parents=True, exist_ok=True)
         export_bundle(str(FLOAT_PARENT), target, profile="float", force=True)

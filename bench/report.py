@@ -24,7 +24,7 @@ PER_IMAGE_FORMATS = (
     "lzma",
 )
 CLI_LABELS = {
-    "imports": "python -c 'import cli, codec.api, codec.model' (baseline)",
+    "imports": "python -c 'import cli, igpt_codec.api, igpt_codec.runtime' (baseline)",
     "compress": "cli.py compress",
     "decompress": "cli.py decompress",
 }
@@ -577,7 +577,7 @@ def coder_section(c: dict[str, Any]) -> str:
     ours = c["ours"]
     rows = [
         (
-            "ours (codec.coder)",
+            "ours (igpt_codec.core.coder)",
             ours["encode_symbols_per_s"],
             ours["decode_symbols_per_s"],
             ours["payload_bytes"],

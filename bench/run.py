@@ -36,7 +36,7 @@ from bench.profiles import resolve_float
 from bench.sizes import measure_sizes
 from bench.stepbench import bundle_summary, run_steps
 from bench.timing import SectionClock, median
-from codec.bundle import Bundle, load_bundle
+from igpt_codec.runtime.bundle import Bundle, load_bundle
 
 SCHEMA_VERSION = 2
 RESULTS_JSON = "results.json"

@@ -3,7 +3,7 @@
 Exact bundles (profile exact-int-v1) run `ExactTokenModel`: the graph outputs the
 integer frequency tables themselves, the encoder codes an image from ONE
 whole-sequence call, and the decoder steps token by token with the KV cache,
-feeding each token's position (`codec.positions`). Float bundles (profile float32)
+feeding each token's position (`igpt_codec.runtime.positions`). Float bundles (profile float32)
 run `TokenModel`: probabilities, then `quantize_probs`, token by token on both sides.
 
 `StepRunner` hides that difference for the benchmarks: `model_step` is the runner
@@ -18,11 +18,14 @@ import math
 
 import numpy as np
 
-from codec.bundle import Bundle
-from codec.freq import FREQ_BITS, cumulative, quantize_probs
-from codec.model import SOS, ExactTokenModel, KVState, TokenModel, _Cache
-from codec.palette import PALETTE_SIZE
-from codec.positions import positions
+from igpt_codec.core.freq import FREQ_BITS, cumulative, quantize_probs
+from igpt_codec.core.palette import PALETTE_SIZE
+from igpt_codec.runtime.bundle import Bundle
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.exact_runner import ExactTokenModel
+from igpt_codec.runtime.float_runner import TokenModel
+from igpt_codec.runtime.kv_cache import KVCache, KVState
+from igpt_codec.runtime.positions import positions
 
 EXACT_CACHE_LIMIT = 127
 """The exact graph's cache holds int8 values in float32 (manifest: cache_layout.dtype)."""
@@ -96,7 +99,7 @@ class StepRunner:
         else:
             block = rng.random(shape, dtype=np.float32) * np.float32(2) - np.float32(1)
         # Copied into the runner's own buffers: one per layer input, as the codec has.
-        cache = _Cache.empty(bundle.n_layer, (batch, *heads), past)
+        cache = KVCache.empty(bundle.n_layer, (batch, *heads), past)
         for keys in cache.keys:
             keys[..., :past] = np.swapaxes(block, 2, 3)
         for values in cache.values:

@@ -106,7 +106,7 @@ def ray_side(work: Path, keys: list[str], size: int, actors: int, shard: int) ->
     """Ray Data with a fixed actor pool on a local Ray started here (timed apart)."""
     import ray
 
-    from scale import compress_dataset, decompress_dataset
+    from igpt_codec.datasets import compress_dataset, decompress_dataset
 
     start = time.perf_counter()
     ray.init(address="local", num_cpus=actors, include_dashboard=False, log_to_driver=False)

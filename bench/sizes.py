@@ -3,7 +3,7 @@
 Each photo is coded as a one-image file (file header, one record, end marker) at
 `--size` 8, 16, 24, 28 and 32 with the bundle under test, through the pipeline's
 encoder and the container writer (the bytes `cli.py compress --size N` writes; the
-first file is checked against `codec.api.compress_to`). Reported per size: total
+first file is checked against `igpt_codec.api.compress_to`). Reported per size: total
 bytes, bits per token (8 x file bytes / N²), mean bytes per image; per photo, whether
 bytes grow with the size (a smaller size must never cost more bytes: every adjacent
 pair that does is a violation); and the ratios of bits/token at 24 and at 16 to 32
@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.classical import PACKINGS
-from codec import api, pipeline
-from codec.bundle import Bundle, load_bundle
-from codec.images import LoadedImage
-from format.container import pack_stream
+from igpt_codec import api
+from igpt_codec.core.images import LoadedImage
+from igpt_codec.format.container import pack_stream
+from igpt_codec.pipelines import stream as pipeline
+from igpt_codec.runtime.bundle import Bundle, load_bundle
 
 SIZES = (8, 16, 24, 28, 32)
 RATIO_GOALS = {"24": 1.25, "16": 1.6}
@@ -141,7 +142,7 @@ def measure_sizes(
 
 def main(argv: list[str] | None = None) -> int:
     from bench.data import label, select_images
-    from codec.images import load_image
+    from igpt_codec.core.images import load_image
 
     parser = argparse.ArgumentParser(prog="python -m bench.sizes", description=__doc__)
     parser.add_argument("--images", type=Path, default=None)

@@ -23,7 +23,7 @@ Encoding differs by profile. A float bundle's encoder steps like its decoder, so
 encode figure integrates the sampled steps. An exact bundle's encoder codes each image
 from ONE whole-sequence call (its tables equal the decoder's bit for bit), so its
 encode figure is that call timed on whole images (`whole_sequence`), plus the tables
-and the coder, one image per call as `codec.pipeline` runs it at any batch.
+and the coder, one image per call as `igpt_codec.pipelines.stream` runs it at any batch.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import numpy as np
 from bench.config import StepPlan
 from bench.runners import StepRunner, profile_name, random_tokens, side_of
 from bench.timing import median
-from codec.bundle import Bundle
-from codec.coder import RangeDecoder, RangeEncoder
+from igpt_codec.core.coder import RangeDecoder, RangeEncoder
+from igpt_codec.runtime.bundle import Bundle
 
 GARBAGE_PAYLOAD_BYTES = 4096
 """The decoders read random bytes: decoding cost per symbol does not depend on them."""
@@ -173,7 +173,7 @@ class WholeSequence:
 def time_whole_sequence(
     runner: StepRunner, threads: int, side: int, runs: int, warmup: int, seed: int
 ) -> WholeSequence:
-    """Whole images through the exact encoder's one call, as `codec.pipeline` codes them."""
+    """Whole images through the exact encoder's one call, as the thumbnail pipeline codes them."""
     rng = np.random.default_rng(seed + 2)
     model_t, table_t, coder_t, model_c, encode_c = [], [], [], [], []
     for i in range(warmup + runs):

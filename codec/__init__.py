@@ -13,7 +13,7 @@ original photo is not stored (only its size and mode).
 uint8 numpy array, or an iterable of them; `decompress` takes a path, the
 stream's bytes or a binary file object. Every input problem raises a subclass
 of `CodecError` with a one-line message; all of them are importable from here.
-`import codec.pillow` registers the format with Pillow ("IGPT", `.igpt`).
+`import igpt_codec.pillow` registers the format with Pillow ("IGPT", `.igpt`).
 
 The API functions are imported on first use, so `import codec` (and the CLI's
 `info`) does not load onnxruntime.
@@ -23,15 +23,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from format import errors as _errors
+from igpt_codec.core import errors as _core_errors
+from igpt_codec.format import errors as _format_errors
 
-# Every error class of the library (format.errors.__all__), re-exported as they are.
-globals().update({name: getattr(_errors, name) for name in _errors.__all__})
+# Every error class of the library (the container's and the codec's), re-exported as they are.
+_ERRORS = [*_format_errors.__all__, *_core_errors.__all__]
+globals().update(
+    {name: getattr(_core_errors, name, None) or getattr(_format_errors, name) for name in _ERRORS}
+)
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from codec.api import (
+    from igpt_codec.api import (
         CompressSummary,
         DecodedImage,
         compress,
@@ -43,30 +47,30 @@ if TYPE_CHECKING:
         iter_decompress,
         resolve_bundle,
     )
-    from codec.pipeline import DecodeLimits
-    from codec.search import ModelNotFoundError, find_bundle
+    from igpt_codec.pipelines.stream import DecodeLimits
+    from igpt_codec.runtime.search import ModelNotFoundError, find_bundle
 
 _LAZY = {
-    "CompressSummary": "codec.api",
-    "DecodedImage": "codec.api",
-    "compress": "codec.api",
-    "compress_each": "codec.api",
-    "compress_to": "codec.api",
-    "decode_records": "codec.api",
-    "decompress": "codec.api",
-    "iter_decode": "codec.api",
-    "iter_decompress": "codec.api",
-    "resolve_bundle": "codec.api",
-    "DecodeLimits": "codec.pipeline",
-    "ModelNotFoundError": "codec.search",
-    "find_bundle": "codec.search",
+    "CompressSummary": "igpt_codec.api",
+    "DecodedImage": "igpt_codec.api",
+    "compress": "igpt_codec.api",
+    "compress_each": "igpt_codec.api",
+    "compress_to": "igpt_codec.api",
+    "decode_records": "igpt_codec.api",
+    "decompress": "igpt_codec.api",
+    "iter_decode": "igpt_codec.api",
+    "iter_decompress": "igpt_codec.api",
+    "resolve_bundle": "igpt_codec.api",
+    "DecodeLimits": "igpt_codec.pipelines.stream",
+    "ModelNotFoundError": "igpt_codec.runtime.search",
+    "find_bundle": "igpt_codec.runtime.search",
 }
 
 
 def __getattr__(name: str) -> Any:
     module_name = _LAZY.get(name)
     if module_name is None:
-        raise AttributeError(f"module 'codec' has no attribute {name!r}")
+        raise AttributeError(f"module 'igpt_codec' has no attribute {name!r}")
     import importlib
 
     value = getattr(importlib.import_module(module_name), name)
@@ -79,7 +83,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    *_errors.__all__,
+    *_ERRORS,
     "CompressSummary",
     "DecodeLimits",
     "DecodedImage",

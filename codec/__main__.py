@@ -1,6 +1,6 @@
 """`python -m codec`: the igpt-codec command line (same as `igpt-codec` and `python cli.py`)."""
 
-from codec.cli import main
+from igpt_codec.cli import main
 
 if __name__ == "__main__":
     main(prog_name="python -m codec")

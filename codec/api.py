@@ -1,7 +1,7 @@
 """The public Python API: images in, an IGP stream out, and back.
 
-Thin glue over the one-way pipeline: `codec.images` opens inputs, `codec.palette`
-tokenizes them, `codec.pipeline` codes tokens into records, `format` frames them.
+Thin glue over the one-way pipeline: `core.images` opens inputs, `core.palette`
+tokenizes them, `pipelines` code tokens into records, `format` frames them.
 
 What is lossless is the N x N palette-token thumbnail (N <= 32) that ImageGPT
 sees, not the original photo: `DecodedImage.image` is that thumbnail, token for
@@ -10,7 +10,7 @@ token; `DecodedImage.to_original_size()` is only an upscaled approximation.
 Models. To compress, `model` may be a bundle directory, an already loaded
 `Bundle` (saves re-hashing and lets callers share one), or None for the bundle
 shipped with the package. To decompress, the stream names its model by
-fingerprint and the bundle is looked up (`codec.search`): the `model` given
+fingerprint and the bundle is looked up (`igpt_codec.runtime.search`): the `model` given
 first, then the shipped bundle, then the directories in `$IGPT_CODEC_MODELS`
 and the user cache directory.
 
@@ -37,12 +37,12 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from codec.bundle import Bundle, load_bundle
-from codec.files import regular_file_size
-from codec.fullres import FullImage
-from codec.images import ImageSource, LoadedImage, load_image
-from codec.palette import grid_to_rgb, image_to_tokens, pixels_to_tokens, tokens_to_image
-from codec.pipeline import (
+from igpt_codec.core.files import regular_file_size
+from igpt_codec.core.images import ImageSource, LoadedImage, load_image
+from igpt_codec.core.palette import grid_to_rgb, image_to_tokens, pixels_to_tokens, tokens_to_image
+from igpt_codec.format import DecodeLimitError, StreamWriter, iter_records
+from igpt_codec.pipelines.fullres import FullImage
+from igpt_codec.pipelines.stream import (
     AnyImage,
     AnyRecord,
     DecodeLimits,
@@ -53,8 +53,8 @@ from codec.pipeline import (
     encode,
     token_count,
 )
-from codec.search import find_bundle
-from format import DecodeLimitError, StreamWriter, iter_records
+from igpt_codec.runtime.bundle import Bundle, load_bundle
+from igpt_codec.runtime.search import find_bundle
 
 ModelSpec = str | os.PathLike[str] | Bundle | None
 ImageInput = ImageSource | LoadedImage
@@ -305,7 +305,7 @@ def decompress(
 
     `data`: a path (str or os.PathLike), the stream's bytes, or a binary file
     object open on it. `model`: a bundle directory or Bundle tried before the
-    search path (see `codec.search`). `limits` (codec.DecodeLimits: images and
+    search path (see `igpt_codec.runtime.search`). `limits` (codec.DecodeLimits: images and
     tokens per stream) bounds the work an untrusted stream may ask for; the
     defaults are far above any honest file. Returns a list of DecodedImage
     (empty for a valid stream whose records are all of kinds this version

@@ -1,6 +1,6 @@
-"""Pillow plugin: `import codec.pillow` registers the IGPT format with Pillow.
+"""Pillow plugin: `import igpt_codec.pillow` registers the IGPT format with Pillow.
 
-    import codec.pillow
+    import igpt_codec.pillow
     from PIL import Image
 
     with Image.open("photo.igpt") as im:      # the first image: the N x N thumbnail, RGB
@@ -15,12 +15,12 @@ What Pillow sees is the coded palette thumbnail, exactly as coded; the original
 photo is not in the file (its size and mode are in `im.info`). Opening reads
 and checks the whole stream (frame count, CRCs) but runs no model; the first
 `load()` decodes every frame at once (the model runs them in batches). The
-model is found by the fingerprint the stream names (`codec.search`); set
-`codec.pillow.MODEL` to a bundle directory to try it first, `codec.pillow.LIMITS`
+model is found by the fingerprint the stream names (`igpt_codec.runtime.search`); set
+`igpt_codec.pillow.MODEL` to a bundle directory to try it first, `igpt_codec.pillow.LIMITS`
 (codec.DecodeLimits) to bound what an untrusted file may ask for. Save options:
 `size` (side N, 1..32, default 32), `full` (True: the palette image at the
 picture's own size instead of a thumbnail; `im.info["full_resolution"]` says which
-a frame is), `model` (bundle directory, default `codec.pillow.MODEL` or the shipped
+a frame is), `model` (bundle directory, default `igpt_codec.pillow.MODEL` or the shipped
 bundle) and `threads`.
 
 Errors are the codec's own: a damaged stream raises its FormatError subclass
@@ -34,10 +34,10 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile, ImageSequence
 
-import format as _format
-from codec.api import DEFAULT_SIZE, DecodedImage, compress_to, decode_records
-from codec.pipeline import DecodeLimits
-from format import DecodeLimitError, EmptyStreamError, iter_records
+import igpt_codec.format as _format
+from igpt_codec.api import DEFAULT_SIZE, DecodedImage, compress_to, decode_records
+from igpt_codec.format import DecodeLimitError, EmptyStreamError, iter_records
+from igpt_codec.pipelines.stream import DecodeLimits
 
 FORMAT = "IGPT"
 EXTENSION = ".igpt"
@@ -71,7 +71,7 @@ class IgptImageFile(ImageFile.ImageFile):
             records.append(record)
             if len(records) > max_images:
                 raise DecodeLimitError(
-                    f"the stream holds more than {max_images} images (codec.pillow.LIMITS)"
+                    f"the stream holds more than {max_images} images (igpt_codec.pillow.LIMITS)"
                 )
         if not records:
             raise EmptyStreamError("the stream holds no image this version can decode")

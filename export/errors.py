@@ -7,7 +7,7 @@ shares their base class and the CLI needs a single `except CodecError`.
 
 from __future__ import annotations
 
-from format.errors import CodecError
+from igpt_codec.format.errors import CodecError
 
 
 class ExportError(CodecError):

@@ -19,11 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from codec.model import EXACT_FREQS, INPUT_IDS, PAST_LENGTH, POSITION_IDS, SOS, exact_io_names
-from codec.positions import GRID, positions
-from export.errors import ExportError
-from export.exact_graph import build_graph
-from export.exact_plan import ExactPlan, FloatWeights, build_plan
+from igpt_codec.export.errors import ExportError
+from igpt_codec.export.exact_graph import build_graph
+from igpt_codec.export.exact_plan import ExactPlan, FloatWeights, build_plan
+from igpt_codec.runtime.contract import (
+    EXACT_FREQS,
+    INPUT_IDS,
+    PAST_LENGTH,
+    POSITION_IDS,
+    SOS,
+    exact_io_names,
+)
+from igpt_codec.runtime.positions import GRID, positions
 
 CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.npz"
 LN2 = math.log(2.0)
@@ -190,7 +197,7 @@ def coded_bits(freqs: np.ndarray, tokens: np.ndarray) -> float:
 def _session(path: Path):
     import onnxruntime as ort
 
-    from codec.model import make_session_options
+    from igpt_codec.runtime.session import make_session_options
 
     return ort.InferenceSession(
         str(path), sess_options=make_session_options(None), providers=["CPUExecutionProvider"]

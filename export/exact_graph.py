@@ -1,6 +1,6 @@
 """An ExactPlan -> the exact step graph (ONNX, opset 17), built node by node.
 
-Contract `exact-int-v1` (codec/model.py: exact_io_names): inputs input_ids and
+Contract `exact-int-v1` (codec/runtime/: exact_io_names): inputs input_ids and
 position_ids int64 [batch, seq], past_length int64 [], per layer past.{i}.key
 float32 [batch, heads, head_dim, capacity] and past.{i}.value [batch, heads,
 capacity, head_dim]; outputs freqs int32 [batch, seq, 512] (each >= 1: the range
@@ -18,8 +18,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from codec.model import EXACT_FREQS, INPUT_IDS, PAST_LENGTH, POSITION_IDS, exact_io_names
-from export.exact_plan import BIG, MATMUL_CHUNK, ExactPlan, Linear, Norm
+from igpt_codec.export.exact_plan import BIG, MATMUL_CHUNK, ExactPlan, Linear, Norm
+from igpt_codec.runtime.contract import (
+    EXACT_FREQS,
+    INPUT_IDS,
+    PAST_LENGTH,
+    POSITION_IDS,
+    exact_io_names,
+)
 
 OPSET = 17
 F64 = TensorProto.DOUBLE
@@ -251,7 +257,7 @@ def build_graph(plan: ExactPlan, path: Path) -> None:
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="igpt-codec export.exact_graph",
+        producer_name="igpt-codec igpt_codec.export.exact_graph",
     )
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -238,7 +238,7 @@ class IGPT(nn.Module):
         """Logits [B, T, vocab-1] for a full sequence.
 
         position_ids ([T] or [B, T]) are the learned positions the tokens are fed at;
-        None means 0..T-1 (a 32-wide raster). codec/positions.py gives the layouts
+        None means 0..T-1 (a 32-wide raster). codec/runtime/positions.py gives the layouts
         ("grid": token (row, col) of an N x N image at row * 32 + col).
         """
         tr = self.transformer

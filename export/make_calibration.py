@@ -6,7 +6,7 @@ give flat predictions and the wrong ranges), and the exporter must run where
 sets of training-source photos (never the held-out ones): `calibration` sets the
 grids, `check` measures what the integer model costs against the float one.
 
-    python -m export.make_calibration --data ../shared/data/train
+    python -m igpt_codec.export.make_calibration --data ../shared/data/train
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.images import load_image
-from codec.palette import image_to_tokens
+from igpt_codec.core.images import load_image
+from igpt_codec.core.palette import image_to_tokens
 
 CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.npz"
 SIDE = 32

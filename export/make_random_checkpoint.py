@@ -7,7 +7,7 @@ clusters). Random weights give flat next-token distributions, which would hide
 coding bugs that only show with confident predictions, so `lm_head_scale`
 sharpens them.
 
-Usage: python -m export.make_random_checkpoint OUT_DIR [--n-embd 512 --n-layer 24 ...]
+Usage: python -m igpt_codec.export.make_random_checkpoint OUT_DIR [--n-embd 512 --n-layer 24 ...]
 """
 
 from __future__ import annotations

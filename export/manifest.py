@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from codec.bundle import (
+from igpt_codec.export.igpt_torch import IGPTShape
+from igpt_codec.runtime.contract import (
     BUNDLE_FORMAT_VERSION,
     KV_CHUNK,
     MODEL_FILE,
@@ -24,11 +25,12 @@ from codec.bundle import (
     compute_fingerprint,
     file_sha256,
 )
-from codec.positions import GRID, RASTER
-from export.igpt_torch import IGPTShape
+from igpt_codec.runtime.positions import GRID, RASTER
 
 EXPORTER = "torch.onnx legacy (dynamo=False)"
-EXACT_EXPORTER = "export.exact_graph (onnx.helper, integer plan from export.exact_plan)"
+EXACT_EXPORTER = (
+    "igpt_codec.export.exact_graph (onnx.helper, integer plan from igpt_codec.export.exact_plan)"
+)
 VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "numpy")
 
 
@@ -70,7 +72,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest for the files already written into bundle_dir.
 
-    `positions` is the exact graph's position layout (codec/positions.py); the float graph
+    `positions` is the exact graph's position layout (codec/runtime/positions.py); the float graph
     computes raster positions itself.
     """
     table = file_table(bundle_dir, files)

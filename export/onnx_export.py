@@ -18,21 +18,35 @@ from typing import Any
 
 import numpy as np
 
-from codec.bundle import MANIFEST_FILE, MODEL_FILE, PALETTE_FILE, PROFILE_EXACT, PROFILE_FLOAT
-from codec.model import GRAPH_OPTIMIZATION, exact_io_names
-from codec.positions import GRID, LAYOUTS
-from export.errors import ExportError, one_line
-from export.exact_export import build_exact, float_forward, float_weights
-from export.exact_graph import OPSET as EXACT_OPSET
-from export.manifest import build_manifest
-from export.parity import default_parity_images, measure_parity, parity_sequences, torch_reference
-from export.source import resolve_source
-from export.step_graph import DEFAULT_OPSET, export_step_graph
+from igpt_codec.export.errors import ExportError, one_line
+from igpt_codec.export.exact_export import build_exact, float_forward, float_weights
+from igpt_codec.export.exact_graph import OPSET as EXACT_OPSET
+from igpt_codec.export.manifest import build_manifest
+from igpt_codec.export.parity import (
+    default_parity_images,
+    measure_parity,
+    parity_sequences,
+    torch_reference,
+)
+from igpt_codec.export.source import resolve_source
+from igpt_codec.export.step_graph import DEFAULT_OPSET, export_step_graph
+from igpt_codec.runtime.contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PALETTE_FILE,
+    PROFILE_EXACT,
+    PROFILE_FLOAT,
+    exact_io_names,
+)
+from igpt_codec.runtime.positions import GRID, LAYOUTS
+from igpt_codec.runtime.session import GRAPH_OPTIMIZATION
 
 log = logging.getLogger(__name__)
 
 PARITY_REFERENCE = "transformers ImageGPTForCausalImageModeling, full sequence, use_cache=False"
-PARITY_METHOD = "codec.model.TokenModel token by token (preallocated KV cache, codec's options)"
+PARITY_METHOD = (
+    "igpt_codec.runtime.TokenModel token by token (preallocated KV cache, codec's options)"
+)
 RUNTIME_NOTES = {
     "graph_optimization_level": GRAPH_OPTIMIZATION.name,
     "step_0": "past_length 0 (one all-hidden chunk), SOS",
@@ -40,7 +54,7 @@ RUNTIME_NOTES = {
 
 
 PROFILES = {"exact": PROFILE_EXACT, "float": PROFILE_FLOAT}
-"""CLI names of the bundle profiles (codec/bundle.py)."""
+"""CLI names of the bundle profiles (codec/runtime/bundle.py)."""
 
 
 def export_bundle(
@@ -63,7 +77,7 @@ def export_bundle(
     decode only where they were written). Either way the float model must match
     transformers within parity_tol (max |logit difference|) or nothing is written.
     `positions` (exact only): "grid" gives token (row, col) of any N x N image the
-    position row * 32 + col the model knows; "raster" feeds 0..N²-1 (codec/positions.py).
+    position row * 32 + col the model knows; "raster" feeds 0..N²-1 (codec/runtime/positions.py).
     """
     if positions not in LAYOUTS:
         raise ExportError(f"unknown position layout {positions!r} (choose from {LAYOUTS})")
@@ -168,7 +182,7 @@ def exact_parity(lean, sequences: np.ndarray, ref_logits: np.ndarray) -> dict[st
 
 
 def _lean_model(hf_model):
-    from export.igpt_torch import IGPTShape, from_transformers
+    from igpt_codec.export.igpt_torch import IGPTShape, from_transformers
 
     try:
         shape = IGPTShape.from_config(hf_model.config)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.palette import PaletteError, validate_palette
-from export.errors import ExportError, one_line
+from igpt_codec.core.palette import PaletteError, validate_palette
+from igpt_codec.export.errors import ExportError, one_line
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 

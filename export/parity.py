@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from codec.model import SOS, TokenModel
-from codec.palette import image_to_tokens
-from export.errors import ExportError, one_line
-from export.step_graph import IoNames
+from igpt_codec.core.palette import image_to_tokens
+from igpt_codec.export.errors import ExportError, one_line
+from igpt_codec.export.step_graph import IoNames
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.float_runner import TokenModel
 
 PARITY_IMAGES_DIR = Path(__file__).parent / "data" / "parity"
 IMAGE_SIDE = 32
@@ -67,7 +68,7 @@ def ort_stepwise(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and probs of the ONNX graph fed one token per step, by the codec's own runner.
 
-    codec.model.TokenModel does the stepping (session options, cache buffers and their
+    igpt_codec.runtime.TokenModel does the stepping (session options, cache buffers and their
     chunked growth, past_length), so parity measures exactly the floats the codec codes with.
     """
     model = TokenModel.for_graph(

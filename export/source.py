@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from export.errors import ExportError, one_line
-from export.palette_source import (
+from igpt_codec.export.errors import ExportError, one_line
+from igpt_codec.export.palette_source import (
     PREPROCESSOR_CONFIG,
     choose_palette,
     clusters_in_preprocessor_config,
@@ -94,7 +94,7 @@ def _resolve_float_bundle(path: Path, palette: Path | None) -> ResolvedSource:
     import torch
     from onnx import numpy_helper
 
-    from export.igpt_torch import IGPT, IGPTShape, to_transformers
+    from igpt_codec.export.igpt_torch import IGPT, IGPTShape, to_transformers
 
     try:
         manifest = json.loads((path / "manifest.json").read_text())

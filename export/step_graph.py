@@ -2,7 +2,7 @@
 
 The graph takes new tokens, the number of valid cache positions and the runner's
 preallocated per-layer KV buffers, and returns logits, the softmax of the logits
-and only the new tokens' keys and values (codec/model.py: graph_io_names; the
+and only the new tokens' keys and values (codec/runtime/: graph_io_names; the
 runner writes them into its buffers, so the cache is never copied per step).
 Step 0 runs with an empty cache (past length 0, one all-hidden chunk), so there
 is no separate first-step graph whose floats could differ from the others. The
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from codec.model import INPUT_IDS, LOGITS_OUTPUT, PROBS_OUTPUT, graph_io_names
-from export.igpt_torch import IGPT, Conv1D
+from igpt_codec.export.igpt_torch import IGPT, Conv1D
+from igpt_codec.runtime.contract import INPUT_IDS, LOGITS_OUTPUT, PROBS_OUTPUT, graph_io_names
 
 LOGITS = LOGITS_OUTPUT
 PROBS = PROBS_OUTPUT

@@ -6,7 +6,7 @@ Engineering for a small shared CPU (each measured, see docs/training.md):
   ImageGPTForCausalImageModeling for export;
 - tokens precomputed once by export/train_data.py, one array per image side;
 - every side 8..32, one side per batch (about 8,192 tokens a batch), fed at the
-  codec's "grid" positions (codec/positions.py: token (row, col) at row * 32 + col);
+  codec's "grid" positions (codec/runtime/positions.py: token (row, col) at row * 32 + col);
 - warm start from a shipped ONNX bundle (`--init-onnx`), or colour-aware
   initialisation for a fresh model;
 - warm-up, then a constant rate, then a cosine cool-down over the last
@@ -50,9 +50,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.positions import GRID, RASTER, positions
-from export.igpt_torch import IGPT, IGPTShape, to_transformers
-from export.make_random_checkpoint import write_preprocessor_config
+from igpt_codec.export.igpt_torch import IGPT, IGPTShape, to_transformers
+from igpt_codec.export.make_random_checkpoint import write_preprocessor_config
+from igpt_codec.runtime.positions import GRID, RASTER, positions
 
 SOS = 512
 LN2 = math.log(2.0)
@@ -332,7 +332,7 @@ def ensure_native_pool(path: Path, spec: dict) -> None:
     """Build the native pool a checkpoint was trained on if it is missing."""
     if path.exists():
         return
-    from export.train_data import build_native, default_data_root
+    from igpt_codec.export.train_data import build_native, default_data_root
 
     print(f"building missing native pool {path} from the checkpoint's spec", flush=True)
     build_native(
@@ -346,7 +346,7 @@ def ensure_pool(path: Path, spec: dict | None) -> None:
         return
     if not spec:
         raise FileNotFoundError(f"{path} is missing; build it with export/train_data.py pool")
-    from export.train_data import build, default_data_root
+    from igpt_codec.export.train_data import build, default_data_root
 
     print(f"building missing pool {path} from the checkpoint's spec", flush=True)
     build(default_data_root(), path, spec["views_per_source"], 4, spec["seed"], workers=1)

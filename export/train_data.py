@@ -6,8 +6,8 @@ views are tokenized once into uint16 arrays on disk and training only indexes th
 
 Images of every side the CLI offers (8..32) are in the pool, one array per side
 (`train_<side>`, shape (n, side²)); the trainer batches one side at a time. Each
-view is made the way the codec makes a thumbnail (`codec.images.load_image`,
-then `codec.palette.image_to_tokens`: a bilinear squash of the whole picture to
+view is made the way the codec makes a thumbnail (`igpt_codec.core.images.load_image`,
+then `igpt_codec.core.palette.image_to_tokens`: a bilinear squash of the whole picture to
 side x side), from the whole photo, a near-whole crop or a smaller crop.
 
 Held out, whole source images, never a crop of a training image
@@ -21,7 +21,7 @@ Held out, whole source images, never a crop of a training image
 
 Native-scale views (`python export/train_data.py native`): 32x32 crops of the photo's
 palette image at its own size, the windows full-resolution mode codes (`compress --full`),
-made with the same per-pixel tokenizer (`codec.palette.pixels_to_tokens`). A squashed view
+made with the same per-pixel tokenizer (`igpt_codec.core.palette.pixels_to_tokens`). A squashed view
 averages pixels, so it is smoother and busier than the native pixels of the same photo;
 the pool of thumbnails alone never shows the model sensor noise or JPEG blocks.
 
@@ -47,8 +47,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec.images import load_image
-from codec.palette import image_to_tokens, pixels_to_tokens, resize_rgb
+from igpt_codec.core.images import load_image
+from igpt_codec.core.palette import image_to_tokens, pixels_to_tokens, resize_rgb
 
 PALETTE_PATH = Path(__file__).parent / "data" / "imagegpt_clusters.npy"
 HELDOUT_PATH = Path(__file__).parent / "data" / "heldout.json"

@@ -3,7 +3,7 @@
 Byte layout and rules: format/SPEC.md.
 """
 
-from format.container import (
+from igpt_codec.format.container import (
     MAGIC,
     VERSION,
     FileHeader,
@@ -14,16 +14,13 @@ from format.container import (
     token_check,
     unpack_stream,
 )
-from format.errors import (
+from igpt_codec.format.errors import (
     BadMagicError,
-    BundleError,
     ChecksumError,
     CodecError,
     DecodeLimitError,
     EmptyStreamError,
     FormatError,
-    FrequencyError,
-    InputImageError,
     InvalidFieldError,
     LengthOutOfRangeError,
     MissingEndMarkerError,
@@ -37,7 +34,7 @@ from format.errors import (
     UnknownRecordKindError,
     UnsupportedVersionError,
 )
-from format.records import (
+from igpt_codec.format.records import (
     CODING_ADAPTIVE,
     CODING_EXACT,
     CODING_FLOAT32,
@@ -58,15 +55,12 @@ __all__ = [
     "MAX_TOKENS",
     "VERSION",
     "BadMagicError",
-    "BundleError",
     "ChecksumError",
     "CodecError",
     "DecodeLimitError",
     "EmptyStreamError",
     "FileHeader",
     "FormatError",
-    "FrequencyError",
-    "InputImageError",
     "InvalidFieldError",
     "LengthOutOfRangeError",
     "MissingEndMarkerError",

@@ -8,7 +8,7 @@ previous CRC are enough to verify it exactly as a front-to-back reader would. Th
 chain still binds the record to its place: moved to another offset, another shard or
 another stream, the stored `prev_crc` no longer matches what the CRC covers.
 
-This module reuses the container's own frame parser (`format.container._read_record`)
+This module reuses the container's own frame parser (`igpt_codec.format.container._read_record`)
 so the random-access reader refuses exactly what the sequential reader refuses. It
 adds no format rule; the rule it follows is the section "Random access (index)" at the
 end of format/SPEC.md.
@@ -21,15 +21,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from format.container import (
-    MAGIC,
-    VERSION,
-    _read_file_header,
-    _read_record,
-)
-from format.errors import InvalidFieldError, LengthOutOfRangeError, TruncatedError
-from format.records import FINGERPRINT_LEN, KIND_MASK, KIND_NAME, Record
-from format.source import ByteSource
+from igpt_codec.format.container import MAGIC, VERSION, _read_file_header, _read_record
+from igpt_codec.format.errors import InvalidFieldError, LengthOutOfRangeError, TruncatedError
+from igpt_codec.format.records import FINGERPRINT_LEN, KIND_MASK, KIND_NAME, Record
+from igpt_codec.format.source import ByteSource
 
 CRC_LEN = 4
 """Bytes of the record CRC that ends every frame."""

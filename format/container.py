@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from format.errors import (
+from igpt_codec.format.errors import (
     BadMagicError,
     ChecksumError,
     InvalidFieldError,
@@ -29,7 +29,7 @@ from format.errors import (
     UnknownRecordKindError,
     UnsupportedVersionError,
 )
-from format.records import (
+from igpt_codec.format.records import (
     CODING_MASK,
     CODING_SHIFT,
     FINGERPRINT_LEN,
@@ -52,8 +52,8 @@ from format.records import (
     check_payload,
     parse_name,
 )
-from format.source import ByteSource
-from format.varint import encode_varint
+from igpt_codec.format.source import ByteSource
+from igpt_codec.format.varint import encode_varint
 
 AnyRecord = Record | FullImageRecord
 """What a stream holds: thumbnails (kind 1) and full-resolution images (kinds 3 + 4)."""

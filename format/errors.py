@@ -91,28 +91,13 @@ class DecodeLimitError(CodecError):
     """The stream asks for more decoding work than the decoder's limits allow."""
 
 
-class BundleError(CodecError):
-    """The model bundle is missing, incomplete or inconsistent."""
-
-
-class InputImageError(CodecError):
-    """The input is not an image the codec can use."""
-
-
-class FrequencyError(CodecError, ValueError):
-    """A probability vector or frequency table cannot be coded (NaN, inf, negative, too large)."""
-
-
 __all__ = [
     "BadMagicError",
-    "BundleError",
     "ChecksumError",
     "CodecError",
     "DecodeLimitError",
     "EmptyStreamError",
     "FormatError",
-    "FrequencyError",
-    "InputImageError",
     "InvalidFieldError",
     "LengthOutOfRangeError",
     "MissingEndMarkerError",

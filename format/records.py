@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from format.errors import InvalidFieldError, LengthOutOfRangeError, PayloadError
-from format.tiling import MAX_CONTEXT_ROWS, Tiling
-from format.varint import decode_varint, encode_varint
+from igpt_codec.format.errors import InvalidFieldError, LengthOutOfRangeError, PayloadError
+from igpt_codec.format.tiling import MAX_CONTEXT_ROWS, Tiling
+from igpt_codec.format.varint import decode_varint, encode_varint
 
 KIND_THUMBNAIL = 1
 """A whole image, resized to side x side and coded as side^2 palette tokens."""
@@ -41,7 +41,7 @@ CODING_FLOAT32 = 1
 """Tables from float32 probabilities, f = max(1, floor(p * 2^20)): machine-bound."""
 CODING_ADAPTIVE = 2
 """Full-resolution images only: exact tables refined by the image's own context counts
-(codec/adaptive.py; SPEC.md, "Coding 2"): the same bits on every machine."""
+(codec/core/adaptive.py; SPEC.md, "Coding 2"): the same bits on every machine."""
 KNOWN_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE})
 THUMBNAIL_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32})
 
@@ -275,7 +275,7 @@ class FullImageHeader:
 
     width x height are the image's own (every pixel is a token); `grid` is the model's
     window side (its positions are grid x grid), `context_rows` the rows above each band
-    fed but not coded, `segment_windows` the windows per segment record (format.tiling).
+    fed but not coded, `segment_windows` the windows per segment record (igpt_codec.format.tiling).
     """
 
     fingerprint: bytes
@@ -289,7 +289,7 @@ class FullImageHeader:
     kind: int = KIND_FULL_IMAGE
     flags: int = 0
     chain_segments: bool = False
-    """One segment record per chain, spanning every band (format.tiling); writers set it
+    """One segment record per chain, spanning every band (igpt_codec.format.tiling); writers set it
     since 2026-12, and files without it (one record per band and group) still read."""
 
     def __post_init__(self) -> None:

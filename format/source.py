@@ -13,8 +13,8 @@ from __future__ import annotations
 import zlib
 from typing import BinaryIO
 
-from format.errors import FormatError, LengthOutOfRangeError, TruncatedError
-from format.varint import varint_size
+from igpt_codec.format.errors import FormatError, LengthOutOfRangeError, TruncatedError
+from igpt_codec.format.varint import varint_size
 
 CHUNK = 1 << 16
 

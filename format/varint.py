@@ -9,7 +9,7 @@ never reads more than a few bytes to find a length.
 
 from __future__ import annotations
 
-from format.errors import InvalidFieldError
+from igpt_codec.format.errors import InvalidFieldError
 
 
 def varint_size(limit: int) -> int:

@@ -21,7 +21,7 @@ python -m codec decompress sample.igpt -o sample_full.png --original-size -f
 python - <<'PY'
 import sys
 
-import codec.pillow  # registers the IGPT format with Pillow
+import igpt_codec.pillow  # registers the IGPT format with Pillow
 from PIL import Image
 
 Image.open("../samples/bsds500_val_101085.jpg").save("pillow.igpt")

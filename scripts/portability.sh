@@ -8,7 +8,7 @@
 #   bash scripts/portability.sh                          # all 105 files everywhere (~2 h on 2 cores)
 #   bash scripts/portability.sh --columns native-1t-b16,ort-1.20 --reuse-streams
 #
-# Arguments go to `python -m bench.portability`. Sets up, once, what it needs:
+# Arguments go to `python -m tests.harness.portability`. Sets up, once, what it needs:
 #   - the dev environment .venv (scripts/test.sh makes it; torch is needed for the float export);
 #   - .venv-ort120 (onnxruntime 1.20.x) and .venv-ortnew (the newest), decode-only, git-ignored;
 #   - qemu-user (apt-get, when run as root and missing);
@@ -25,7 +25,7 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
-python -m bench.portability setup
+python -m tests.harness.portability setup
 
 if ! command -v qemu-x86_64 >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -43,4 +43,4 @@ if [ ! -x "$ARM64_ROOT/usr/bin/python3.11" ] && [ -f "$TOOLS/build-arm64-root.sh
 fi
 export ARM64_ROOT
 
-exec python -m bench.portability "$@"
+exec python -m tests.harness.portability "$@"

@@ -42,7 +42,7 @@ def _require_export_stack() -> None:
 
 
 def _write_checkpoint(root: Path, seed: int, **kwargs) -> Path:
-    from export.make_random_checkpoint import write_random_checkpoint
+    from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(
         root, **TINY_SHAPE, seed=seed, lm_head_scale=TINY_LM_HEAD_SCALE, **kwargs
@@ -84,7 +84,7 @@ CALIBRATION_IMAGES = 16
 @pytest.fixture(scope="session")
 def tiny_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
     """Exact bundle exported from tiny_checkpoint_dir. Do not modify: copy it first."""
-    from export.onnx_export import export_bundle
+    from igpt_codec.export.onnx_export import export_bundle
 
     export_bundle(
         str(tiny_checkpoint_dir), bundles_root / "tiny", calibration_images=CALIBRATION_IMAGES
@@ -95,7 +95,7 @@ def tiny_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def other_bundle(bundles_root: Path, other_checkpoint_dir: Path) -> Path:
     """An exact bundle of a different model, for fingerprint / model-mismatch tests."""
-    from export.onnx_export import export_bundle
+    from igpt_codec.export.onnx_export import export_bundle
 
     export_bundle(
         str(other_checkpoint_dir), bundles_root / "other", calibration_images=CALIBRATION_IMAGES
@@ -106,7 +106,7 @@ def other_bundle(bundles_root: Path, other_checkpoint_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def float_bundle(bundles_root: Path, tiny_checkpoint_dir: Path) -> Path:
     """tiny_checkpoint_dir as a float32 bundle (the machine-bound profile kept for contrast)."""
-    from export.onnx_export import export_bundle
+    from igpt_codec.export.onnx_export import export_bundle
 
     export_bundle(str(tiny_checkpoint_dir), bundles_root / "tiny_float", profile="float")
     return bundles_root / "tiny_float"
@@ -131,8 +131,8 @@ def photo_sequences() -> np.ndarray:
     """int64 [4, PHOTO_STEPS]: SOS + tokens of real photos (confident predictions), 4 rows."""
     from PIL import Image
 
-    from codec.model import SOS
-    from codec.palette import image_to_tokens
+    from igpt_codec.core.palette import image_to_tokens
+    from igpt_codec.runtime.contract import SOS
 
     palette = np.load(CLUSTERS_NPY)
     rows = []
@@ -147,8 +147,8 @@ def zero_image_stream() -> bytes:
     """A spec-valid stream whose only record is an unknown, skippable (ancillary) kind."""
     import io
 
-    from format import StreamWriter
-    from format.records import RECORD_ANCILLARY
+    from igpt_codec.format import StreamWriter
+    from igpt_codec.format.records import RECORD_ANCILLARY
 
     buffer = io.BytesIO()
     with StreamWriter(buffer) as writer:
@@ -157,7 +157,7 @@ def zero_image_stream() -> bytes:
 
 
 def leb128(value: int) -> bytes:
-    """Per format/SPEC.md, written independently of format.varint: 7 bits a byte, low first."""
+    """Per format/SPEC.md, written apart from igpt_codec.format.varint: 7 bits a byte, low first."""
     out = bytearray()
     while True:
         low, value = value & 0x7F, value >> 7

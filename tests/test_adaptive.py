@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec import adaptive
-from codec.adaptive import NONE, AdaptiveMixer, window_neighbours
-from codec.coder import MAX_TOTAL
+from igpt_codec.core import adaptive
+from igpt_codec.core.adaptive import NONE, AdaptiveMixer, window_neighbours
+from igpt_codec.core.coder import MAX_TOTAL
 
 
 class ReferenceMixer:

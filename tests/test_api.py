@@ -15,9 +15,9 @@ import pytest
 from conftest import zero_image_stream
 from PIL import Image
 
-import codec
-from codec import api
-from codec.bundle import load_bundle
+import igpt_codec
+from igpt_codec import api
+from igpt_codec.runtime.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "bsds500_val_101085.jpg"
@@ -34,7 +34,7 @@ def tokens_of(image, bundle, size: int = SIZE) -> np.ndarray:
 
 
 def decoded_tokens(data) -> list[np.ndarray]:
-    return [item.tokens for item in codec.decompress(data)]
+    return [item.tokens for item in igpt_codec.decompress(data)]
 
 
 # --- issue 11, bug 2: one image of any kind, or a list of them --------------------------
@@ -44,7 +44,7 @@ def decoded_tokens(data) -> list[np.ndarray]:
 def test_compress_a_single_path(kind: str, bundle) -> None:
     """Before: a str was iterated character by character ("s: no such file")."""
     source = str(SAMPLE) if kind == "str" else SAMPLE
-    data = codec.compress(source, size=SIZE)
+    data = igpt_codec.compress(source, size=SIZE)
     (tokens,) = decoded_tokens(data)
     assert np.array_equal(tokens, tokens_of(SAMPLE, bundle))
 
@@ -56,15 +56,16 @@ def test_compress_a_single_pil_image_array_bytes_and_file(bundle) -> None:
     expected = tokens_of(SAMPLE, bundle)
     array = np.asarray(rgb)
     for single in (rgb, array, SAMPLE.read_bytes(), io.BytesIO(SAMPLE.read_bytes())):
-        (tokens,) = decoded_tokens(codec.compress(single, size=SIZE))
+        (tokens,) = decoded_tokens(igpt_codec.compress(single, size=SIZE))
         assert np.array_equal(tokens, expected), type(single)
 
 
 def test_compress_a_list_of_mixed_inputs(bundle) -> None:
     grey = np.full((5, 7), 200, dtype=np.uint8)
     rgba = np.zeros((6, 3, 4), dtype=np.uint8)
-    data = codec.compress([str(SAMPLE), grey, rgba, Image.new("RGB", (9, 2), "red")], size=SIZE)
-    decoded = codec.decompress(data)
+    inputs = [str(SAMPLE), grey, rgba, Image.new("RGB", (9, 2), "red")]
+    data = igpt_codec.compress(inputs, size=SIZE)
+    decoded = igpt_codec.decompress(data)
     assert [item.original_size for item in decoded] == [(321, 481), (7, 5), (3, 6), (9, 2)]
     assert [item.original_mode for item in decoded] == ["RGB", "L", "RGBA", "RGB"]
     assert np.array_equal(decoded[0].tokens, tokens_of(SAMPLE, bundle))
@@ -72,8 +73,8 @@ def test_compress_a_list_of_mixed_inputs(bundle) -> None:
 
 
 def test_compress_a_generator() -> None:
-    data = codec.compress((SAMPLE for _ in range(2)), size=SIZE)
-    assert len(codec.decompress(data)) == 2
+    data = igpt_codec.compress((SAMPLE for _ in range(2)), size=SIZE)
+    assert len(igpt_codec.decompress(data)) == 2
 
 
 @pytest.mark.parametrize(
@@ -86,15 +87,15 @@ def test_compress_a_generator() -> None:
     ],
 )
 def test_bad_arrays_are_input_errors(array: np.ndarray) -> None:
-    with pytest.raises(codec.InputImageError, match="uint8"):
-        codec.compress(array, size=SIZE)
+    with pytest.raises(igpt_codec.InputImageError, match="uint8"):
+        igpt_codec.compress(array, size=SIZE)
 
 
 def test_compress_refuses_other_types_and_nothing() -> None:
     with pytest.raises(TypeError, match="iterable"):
-        codec.compress(3.5, size=SIZE)
+        igpt_codec.compress(3.5, size=SIZE)
     with pytest.raises(ValueError, match="no images"):
-        codec.compress([], size=SIZE)
+        igpt_codec.compress([], size=SIZE)
 
 
 # --- issue 11, bug 3: decompress a path, bytes or a file object ----------------------------
@@ -103,7 +104,7 @@ def test_compress_refuses_other_types_and_nothing() -> None:
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("api") / "two.igpt"
-    path.write_bytes(codec.compress([SAMPLE, SAMPLE], size=SIZE))
+    path.write_bytes(igpt_codec.compress([SAMPLE, SAMPLE], size=SIZE))
     return path
 
 
@@ -116,26 +117,26 @@ def test_decompress_a_path_bytes_or_file(stream: Path) -> None:
         for data in inputs:
             got = decoded_tokens(data)
             assert all(map(np.array_equal, got, expected)), type(data)
-    lazy = [item.tokens for item in codec.iter_decompress(str(stream))]
+    lazy = [item.tokens for item in igpt_codec.iter_decompress(str(stream))]
     assert all(map(np.array_equal, lazy, expected))
 
 
 @pytest.mark.parametrize("data", [3, None, ["x.igpt"], io.StringIO("text")])
 def test_decompress_refuses_other_types(data: object) -> None:
     with pytest.raises(TypeError):
-        codec.decompress(data)  # type: ignore[arg-type]
+        igpt_codec.decompress(data)  # type: ignore[arg-type]
 
 
 def test_decompress_missing_path_is_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        codec.decompress(tmp_path / "missing.igpt")
+        igpt_codec.decompress(tmp_path / "missing.igpt")
 
 
 def test_zero_image_stream_decodes_to_no_images() -> None:
     """A stream of only skippable records is valid: the API returns no images."""
     data = zero_image_stream()
-    assert codec.decompress(data) == []
-    assert list(codec.iter_decompress(io.BytesIO(data))) == []
+    assert igpt_codec.decompress(data) == []
+    assert list(igpt_codec.iter_decompress(io.BytesIO(data))) == []
 
 
 def test_compress_each_gives_one_stream_per_input(bundle) -> None:
@@ -144,33 +145,35 @@ def test_compress_each_gives_one_stream_per_input(bundle) -> None:
     for data, summary in pairs:
         assert summary.images == 1 and summary.stream_bytes == len(data)
         assert summary.bits_per_token == 8 * len(data) / SIZE**2
-        assert len(codec.decompress(data)) == 1
+        assert len(igpt_codec.decompress(data)) == 1
 
 
 # --- names, errors, version --------------------------------------------------------------
 
 
 def test_errors_and_version_are_importable_from_codec() -> None:
-    import format.errors
+    import igpt_codec.core.errors
+    import igpt_codec.format.errors
 
-    for name in format.errors.__all__:
-        assert getattr(codec, name) is getattr(format.errors, name)
-    assert issubclass(codec.ModelNotFoundError, codec.BundleError)
-    assert issubclass(codec.ModelNotFoundError, codec.ModelMismatchError)
-    assert codec.__version__ == "0.1.0"
-    assert set(codec.__all__) <= set(dir(codec))
+    for module in (igpt_codec.format.errors, igpt_codec.core.errors):
+        for name in module.__all__:
+            assert getattr(igpt_codec, name) is getattr(module, name)
+    assert issubclass(igpt_codec.ModelNotFoundError, igpt_codec.BundleError)
+    assert issubclass(igpt_codec.ModelNotFoundError, igpt_codec.ModelMismatchError)
+    assert igpt_codec.__version__ == "0.1.0"
+    assert set(igpt_codec.__all__) <= set(dir(igpt_codec))
 
 
 def test_public_functions_document_inputs_and_errors() -> None:
     for name in ("compress", "decompress", "compress_to", "iter_decompress"):
-        doc = getattr(codec, name).__doc__ or ""
+        doc = getattr(igpt_codec, name).__doc__ or ""
         assert "Raises" in doc or "Raise" in doc or "raises" in doc, name
-    assert "numpy" in (codec.compress.__doc__ or "")
-    assert "path" in (codec.decompress.__doc__ or "")
+    assert "numpy" in (igpt_codec.compress.__doc__ or "")
+    assert "path" in (igpt_codec.decompress.__doc__ or "")
 
 
 def test_import_codec_does_not_load_onnxruntime() -> None:
-    code = "import sys, codec; codec.CodecError; print('onnxruntime' in sys.modules)"
+    code = "import sys, igpt_codec; igpt_codec.CodecError; print('onnxruntime' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, cwd=REPO, check=True, timeout=120
     )
@@ -178,10 +181,10 @@ def test_import_codec_does_not_load_onnxruntime() -> None:
 
 
 def test_decode_limits_are_the_callers() -> None:
-    data = codec.compress([SAMPLE] * 3, size=1)
-    assert len(codec.decompress(data, limits=codec.DecodeLimits(max_images=3))) == 3
-    for call in (codec.decompress, lambda d, **k: list(codec.iter_decompress(d, **k))):
-        with pytest.raises(codec.DecodeLimitError):
-            call(data, limits=codec.DecodeLimits(max_images=2))
-        with pytest.raises(codec.DecodeLimitError):
-            call(data, limits=codec.DecodeLimits(max_tokens=2))
+    data = igpt_codec.compress([SAMPLE] * 3, size=1)
+    assert len(igpt_codec.decompress(data, limits=igpt_codec.DecodeLimits(max_images=3))) == 3
+    for call in (igpt_codec.decompress, lambda d, **k: list(igpt_codec.iter_decompress(d, **k))):
+        with pytest.raises(igpt_codec.DecodeLimitError):
+            call(data, limits=igpt_codec.DecodeLimits(max_images=2))
+        with pytest.raises(igpt_codec.DecodeLimitError):
+            call(data, limits=igpt_codec.DecodeLimits(max_tokens=2))

@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import codec.bundle as bundle_mod
-from codec.bundle import (
+import igpt_codec.runtime.bundle as bundle_mod
+import igpt_codec.runtime.contract as contract_mod
+from igpt_codec.core.errors import BundleError
+from igpt_codec.runtime.bundle import Bundle, load_bundle
+from igpt_codec.runtime.contract import (
     PROFILE_EXACT,
-    Bundle,
     coding_fields,
     compute_fingerprint,
     file_sha256,
-    load_bundle,
 )
-from codec.model import ExactTokenModel
-from format.errors import BundleError
+from igpt_codec.runtime.exact_runner import ExactTokenModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,14 +217,17 @@ def test_hashes_are_cached(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -
     def no_rehash(*args, **kwargs):
         raise AssertionError("a bundle file was hashed twice")
 
-    monkeypatch.setattr(bundle_mod.hashlib, "sha256", no_rehash)
+    monkeypatch.setattr(contract_mod.hashlib, "sha256", no_rehash)
     monkeypatch.setattr(bundle_mod, "compute_fingerprint", lambda hashes, fields: bytes(8))
     with pytest.raises(BundleError, match="fingerprint"):  # reached without re-hashing files
         load_bundle(tiny_bundle)
 
 
 def test_runtime_modules_do_not_import_torch() -> None:
-    code = "import sys, codec.bundle, codec.model; sys.exit('torch' in sys.modules)"
+    code = (
+        "import sys, igpt_codec.runtime.bundle, igpt_codec.runtime.exact_runner;"
+        " sys.exit('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
 

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codec import api
-from codec.bundle import DEFAULT_BUNDLE_DIR, MANIFEST_FILE, load_bundle
-from codec.palette import tokens_to_image
-from format.container import pack_stream, unpack_stream
+from igpt_codec import api
+from igpt_codec.core.palette import tokens_to_image
+from igpt_codec.format.container import pack_stream, unpack_stream
+from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from igpt_codec.runtime.contract import MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "cli.py"

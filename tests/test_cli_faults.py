@@ -28,8 +28,8 @@ from click.testing import CliRunner
 from conftest import zero_image_stream
 
 import cli
-from codec import api
-from format import StreamWriter, unpack_stream
+from igpt_codec import api
+from igpt_codec.format import StreamWriter, unpack_stream
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "cli.py"
@@ -306,7 +306,7 @@ def test_two_thousand_images_to_a_directory_under_ulimit_256(work: Path) -> None
 
 
 def test_output_set_is_all_or_nothing(tmp_path: Path) -> None:
-    from codec.outputs import OutputError, OutputSet
+    from igpt_codec.cli.outputs import OutputError, OutputSet
 
     outputs = OutputSet()
     outputs.add(tmp_path / "new" / "a.png", b"a", create_dirs=True)

@@ -1,4 +1,4 @@
-"""codec.coder: exact round trips under any table, size near the ideal, robust decoding."""
+"""core.coder: exact round trips under any table, size near the ideal, robust decoding."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec.coder import MAX_TOTAL, RangeDecoder, RangeEncoder
-from codec.freq import cumulative, quantize_probs
-from format.errors import CodecError, FrequencyError, PayloadError
+from igpt_codec.core.coder import MAX_TOTAL, RangeDecoder, RangeEncoder
+from igpt_codec.core.errors import FrequencyError
+from igpt_codec.core.freq import cumulative, quantize_probs
+from igpt_codec.format.errors import CodecError, PayloadError
 
 TABLE_KINDS = (
     "random",

@@ -15,7 +15,7 @@ from conftest import leb128
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from format import (
+from igpt_codec.format import (
     MAGIC,
     BadMagicError,
     ChecksumError,
@@ -37,8 +37,8 @@ from format import (
     token_check,
     unpack_stream,
 )
-from format.container import MAX_FRAME, V1_MAGIC
-from format.records import (
+from igpt_codec.format.container import MAX_FRAME, V1_MAGIC
+from igpt_codec.format.records import (
     CODING_EXACT,
     CODING_FLOAT32,
     MAX_MODE_LEN,

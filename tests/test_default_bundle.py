@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import api
-from codec.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from igpt_codec import api
+from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "bsds500_val_101085.jpg"
 

@@ -3,7 +3,7 @@
 Whole sequence against token by token (across cache growths), batch rows against rows
 alone, 1 against 2 threads, fresh sessions, and onnxruntime's highest graph optimisation
 level: every pair must give the same integers, not merely close ones. Cross-machine and
-cross-release equality is the portability suite's (bench/portability.py) and the golden
+cross-release equality is the portability suite's (tests/harness/portability.py) and the golden
 files' (tests/test_golden.py).
 """
 
@@ -16,9 +16,12 @@ import onnxruntime as ort
 import pytest
 from conftest import PHOTO_STEPS as STEPS
 
-from codec.bundle import load_bundle
-from codec.model import SOS, ExactTokenModel, TokenModel, make_session_options
-from codec.positions import GRID, positions
+from igpt_codec.runtime.bundle import load_bundle
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.exact_runner import ExactTokenModel
+from igpt_codec.runtime.float_runner import TokenModel
+from igpt_codec.runtime.positions import GRID, positions
+from igpt_codec.runtime.session import make_session_options
 
 
 def grid(batch: int, steps: int = STEPS) -> np.ndarray:

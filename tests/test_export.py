@@ -13,10 +13,10 @@ from conftest import CLUSTERS_NPY, shared_data_dir
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from export.errors import ExportError
-from export.onnx_export import export_bundle
-from export.palette_source import load_palette_file
-from format.errors import CodecError
+from igpt_codec.export.errors import ExportError
+from igpt_codec.export.onnx_export import export_bundle
+from igpt_codec.export.palette_source import load_palette_file
+from igpt_codec.format.errors import CodecError
 
 FAST_PARITY = 16  # positions; enough to prove a bundle is written, far quicker than 256
 
@@ -40,7 +40,7 @@ def test_tiny_export_manifest(tiny_bundle: Path, tiny_checkpoint_dir: Path) -> N
     assert m["parity"]["max_abs_logit_diff"] <= 1e-4
     assert m["parity"]["positions"] >= 256 and m["parity"]["sequences"] >= 2
     assert m["parity"]["enforced"] is True
-    assert m["opset"] == 17 and m["exporter"].startswith("export.exact_graph")
+    assert m["opset"] == 17 and m["exporter"].startswith("igpt_codec.export.exact_graph")
     assert {"torch", "transformers", "onnx", "onnxruntime", "numpy"} <= set(m["versions"])
     model = m["model"]
     assert (model["n_embd"], model["n_layer"], model["n_head"]) == (32, 2, 2)
@@ -258,7 +258,7 @@ def test_igpt_s_shaped_export(profile: str, tmp_path: Path) -> None:
     The exact graph splits the 2048-wide MLP projection into float32 MatMuls of at most
     1039 inputs (each sum exact), so iGPT-S needs no float64 MatMul.
     """
-    from export.make_random_checkpoint import write_random_checkpoint
+    from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
 
     ckpt = write_random_checkpoint(
         tmp_path / "ckpt", n_embd=512, n_layer=24, n_head=8, n_positions=1024, lm_head_scale=10.0

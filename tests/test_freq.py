@@ -1,4 +1,4 @@
-"""codec.freq against an exact rational reference, its refusals, and its cost in bits."""
+"""igpt_codec.core.freq against an exact rational reference, its refusals, and its cost in bits."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from codec.coder import MAX_TOTAL
-from codec.freq import FREQ_BITS, MAX_FREQ_BITS, cumulative, quantize_probs
-from format.errors import CodecError, FrequencyError
+from igpt_codec.core.coder import MAX_TOTAL
+from igpt_codec.core.errors import FrequencyError
+from igpt_codec.core.freq import FREQ_BITS, MAX_FREQ_BITS, cumulative, quantize_probs
+from igpt_codec.format.errors import CodecError
 
 F32 = np.float32
 TINY = np.finfo(F32).smallest_subnormal

@@ -17,15 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import codec
+import igpt_codec
 from bench.fullres import heldout_names, independent_palette_image
-from codec import api
-from codec.bundle import load_bundle
-from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
-from codec.images import load_image
-from codec.model import ExactTokenModel
-from codec.pipeline import DecodeLimits
-from format import (
+from igpt_codec import api
+from igpt_codec.core.images import load_image
+from igpt_codec.format import (
     DecodeLimitError,
     FormatError,
     InvalidFieldError,
@@ -39,8 +35,8 @@ from format import (
     pack_stream,
     unpack_stream,
 )
-from format.container import SegmentCheck, segment_check
-from format.records import (
+from igpt_codec.format.container import SegmentCheck, segment_check
+from igpt_codec.format.records import (
     CHAIN_SEGMENTS,
     CODING_ADAPTIVE,
     CODING_EXACT,
@@ -53,7 +49,11 @@ from format.records import (
     FullImageRecord,
     Segment,
 )
-from format.tiling import MAX_CONTEXT_ROWS, Tiling
+from igpt_codec.format.tiling import MAX_CONTEXT_ROWS, Tiling
+from igpt_codec.pipelines.fullres import FullImage, decode_full, encode_full, grid_of, make_header
+from igpt_codec.pipelines.stream import DecodeLimits
+from igpt_codec.runtime.bundle import load_bundle
+from igpt_codec.runtime.exact_runner import ExactTokenModel
 
 FP = bytes(range(8))
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
@@ -310,8 +310,8 @@ def photo() -> Image.Image:
 )
 def test_photo_round_trip_at_its_own_size(box, photo, bundle) -> None:
     crop = photo.crop(box)
-    data = codec.compress(crop, full=True)
-    (decoded,) = codec.decompress(data)
+    data = igpt_codec.compress(crop, full=True)
+    (decoded,) = igpt_codec.decompress(data)
     assert decoded.full and decoded.image.size == crop.size
     assert decoded.original_size == crop.size and decoded.to_original_size() is decoded.image
     expected, ties = independent_palette_image(np.asarray(crop), bundle.palette)
@@ -333,7 +333,7 @@ def test_every_heldout_photo_round_trips_at_its_own_size(name, bundle) -> None:
     if not path.is_file():
         pytest.skip(f"{path} not found")
     rgb = np.asarray(load_image(path).rgb)  # the codec's loader: EXIF orientation, RGB
-    (decoded,) = codec.decompress(codec.compress(path, full=True))
+    (decoded,) = igpt_codec.decompress(igpt_codec.compress(path, full=True))
     expected, ties = independent_palette_image(rgb, bundle.palette)
     assert decoded.tokens.shape == rgb.shape[:2]
     assert np.array_equal(decoded.tokens[~ties], expected[~ties])
@@ -407,7 +407,7 @@ def test_compress_writes_adaptive_mixing_and_it_pays(photo, bundle, model) -> No
     """What `compress --full` writes (coding 2) codes a photo in fewer bytes than the
     model's plain tables, and both decode to the same palette image."""
     crop = photo.crop((0, 0, 160, 96))
-    data = codec.compress(crop, full=True)
+    data = igpt_codec.compress(crop, full=True)
     (record,) = unpack_stream(data)
     assert record.header.coding == CODING_ADAPTIVE
     tokens = api.tokenize([crop], bundle, 0, full=True)[0].tokens
@@ -460,19 +460,20 @@ def test_decoder_checks_grid_limits_and_model(coded, bundle) -> None:
     with pytest.raises(InvalidFieldError, match="16-wide windows"):
         api.decode_records([FullImageRecord(other, (Segment(b"", 0),) * other.tiling.record_count)])
     with pytest.raises(DecodeLimitError):
-        codec.decompress(data, limits=DecodeLimits(max_tokens=record.header.token_count - 1))
-    assert len(codec.decompress(data, limits=DecodeLimits(max_tokens=record.header.token_count)))
+        igpt_codec.decompress(data, limits=DecodeLimits(max_tokens=record.header.token_count - 1))
+    limits = DecodeLimits(max_tokens=record.header.token_count)
+    assert len(igpt_codec.decompress(data, limits=limits))
 
 
 def test_full_needs_an_exact_bundle(float_bundle, photo) -> None:
     with pytest.raises(ValueError, match="exact bundle"):
-        codec.compress(photo.crop((0, 0, 8, 8)), model=float_bundle, full=True)
+        igpt_codec.compress(photo.crop((0, 0, 8, 8)), model=float_bundle, full=True)
 
 
 def test_mixed_stream_of_thumbnails_and_full_images(photo) -> None:
     crops = [photo.crop((0, 0, 40, 30)), photo.crop((50, 50, 60, 90))]
-    thumbs = codec.compress(crops, size=8)
-    full = codec.compress(crops, full=True)
+    thumbs = igpt_codec.compress(crops, size=8)
+    full = igpt_codec.compress(crops, full=True)
     records = unpack_stream(thumbs)[:1] + unpack_stream(full) + unpack_stream(thumbs)[1:]
     decoded = api.decode_records(records)
     assert [d.full for d in decoded] == [False, True, True, False]

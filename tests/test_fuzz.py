@@ -1,4 +1,4 @@
-"""The fuzz campaign of issue 12 (bench/fuzz.py): a short run, and proof that it can fail.
+"""The fuzz campaign of issue 12 (tests/harness/fuzz.py): a short run, and proof that it can fail.
 
 The short run goes through the container and the API with the shipped default model
 (small sides, so model time stays small) and must show no other exception, hang or
@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-import format
-from bench import fuzz
+import igpt_codec.format as stream_format
+from tests.harness import fuzz
 
 SHORT_WEIGHTS = {"random": 0.6, "field": 0.28, "recrc": 0.12}
 """Fewer recomputed-CRC cases than the default (0.3): they cost model time."""
@@ -65,12 +65,12 @@ def test_reframing_recomputes_every_crc(ctx: fuzz.Context) -> None:
     assert len(frames) == 3
     assert fuzz.build_stream(header, frames) == base.data
     frames = [frames[2], frames[0]]
-    records = format.unpack_stream(fuzz.build_stream(header, frames))
+    records = stream_format.unpack_stream(fuzz.build_stream(header, frames))
     assert [r.payload for r in records] == [fuzz.Thumb.parse(f.body).payload for f in frames]
-    with pytest.raises(format.ChecksumError):
-        format.unpack_stream(fuzz.build_stream(header, frames, stale=crcs))
-    with pytest.raises(format.MissingEndMarkerError):
-        format.unpack_stream(fuzz.build_stream(header, frames, final=False))
+    with pytest.raises(stream_format.ChecksumError):
+        stream_format.unpack_stream(fuzz.build_stream(header, frames, stale=crcs))
+    with pytest.raises(stream_format.MissingEndMarkerError):
+        stream_format.unpack_stream(fuzz.build_stream(header, frames, final=False))
 
 
 def test_a_crashing_reader_is_counted_as_other_exception(
@@ -81,8 +81,8 @@ def test_a_crashing_reader_is_counted_as_other_exception(
     def crash(*args: object, **kwargs: object) -> None:
         raise ValueError("injected reader bug")
 
-    monkeypatch.setattr(format, "unpack_stream", crash)
-    monkeypatch.setattr(format, "iter_records", crash)
+    monkeypatch.setattr(stream_format, "unpack_stream", crash)
+    monkeypatch.setattr(stream_format, "iter_records", crash)
     report = fuzz.run_campaign(fuzz.Options(seed=5, cases=40, isolate=False))
     assert report.counts["other_exception"] == 40
     assert report.failures == 40
@@ -95,10 +95,10 @@ def test_an_unclean_codec_error_is_counted_as_other_exception(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def multiline(*args: object, **kwargs: object) -> None:
-        raise format.TruncatedError("first line\nsecond line")
+        raise stream_format.TruncatedError("first line\nsecond line")
 
-    monkeypatch.setattr(format, "unpack_stream", multiline)
-    monkeypatch.setattr(format, "iter_records", multiline)
+    monkeypatch.setattr(stream_format, "unpack_stream", multiline)
+    monkeypatch.setattr(stream_format, "iter_records", multiline)
     report = fuzz.run_campaign(fuzz.Options(seed=5, cases=10, isolate=False))
     assert report.counts["other_exception"] == 10
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec import api
-from codec.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
-from codec.fullres import FullImage, encode_full
-from codec.model import ExactTokenModel
-from codec.pipeline import TokenImage, encode
-from format.container import pack_stream, unpack_stream
-from format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord
+from igpt_codec import api
+from igpt_codec.format.container import pack_stream, unpack_stream
+from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord
+from igpt_codec.pipelines.fullres import FullImage, encode_full
+from igpt_codec.pipelines.stream import TokenImage, encode
+from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
+from igpt_codec.runtime.exact_runner import ExactTokenModel
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -89,7 +89,7 @@ def test_golden_file_decodes_to_its_tokens(name: str, threads: int, max_batch: i
     assert len(data) == entry["bytes"]
     bundle = BUNDLES[entry["fingerprint"]]
     records = unpack_stream(data)
-    from codec.pipeline import decode
+    from igpt_codec.pipelines.stream import decode
 
     decoded = list(decode(records, bundle, threads=threads, max_batch=max_batch))
     assert len(decoded) == len(entry["records"])

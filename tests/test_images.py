@@ -1,4 +1,4 @@
-"""codec.images: every Pillow mode becomes the RGB picture a viewer shows, or a clear refusal."""
+"""core.images: every Pillow mode becomes the RGB picture a viewer shows, or a clear refusal."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codec.images import MAX_DIMENSION, LoadedImage, load_image
-from format.errors import CodecError, InputImageError
+from igpt_codec.core.errors import InputImageError
+from igpt_codec.core.images import MAX_DIMENSION, LoadedImage, load_image
+from igpt_codec.format.errors import CodecError
 
 
 def _png(image: Image.Image, path: Path, **params) -> Path:

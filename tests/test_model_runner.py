@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import codec.model as codec_model
-from codec.bundle import KV_CHUNK, load_bundle
-from codec.model import SOS, TokenModel, cache_capacity, make_session_options
+import igpt_codec.runtime.session as session_mod
+from igpt_codec.runtime.bundle import load_bundle
+from igpt_codec.runtime.contract import KV_CHUNK, SOS, cache_capacity
+from igpt_codec.runtime.float_runner import TokenModel
+from igpt_codec.runtime.session import make_session_options
 
 
 def run_steps(model: TokenModel, sequences: np.ndarray) -> np.ndarray:
@@ -63,7 +65,7 @@ def test_batch_neighbours_do_not_change_probs(
 def test_fresh_sessions_reproduce(float_bundle: Path, photo_sequences: np.ndarray) -> None:
     first_model = TokenModel(load_bundle(float_bundle))
     first = run_steps(first_model, photo_sequences[:2])
-    codec_model._SESSIONS.clear()  # a new session, not the cached one
+    session_mod._SESSIONS.clear()  # a new session, not the cached one
     second_model = TokenModel(load_bundle(float_bundle))
     assert second_model.session is not first_model.session
     assert np.array_equal(first, run_steps(second_model, photo_sequences[:2]))

@@ -12,11 +12,11 @@ import pytest
 from conftest import zero_image_stream
 from PIL import Image, ImageSequence
 
-import codec
-import codec.pillow
-from codec import api
-from codec.bundle import load_bundle
-from codec.palette import tokens_to_image
+import igpt_codec
+import igpt_codec.pillow
+from igpt_codec import api
+from igpt_codec.core.palette import tokens_to_image
+from igpt_codec.runtime.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "bsds500_val_101085.jpg"
@@ -46,7 +46,7 @@ def test_round_trip_by_file_name(tmp_path: Path) -> None:
         assert image.n_frames == 1 and not image.is_animated
         pixels = np.asarray(image)
     assert np.array_equal(pixels, expected_thumbnail(SAMPLE, 8))
-    assert np.array_equal(np.asarray(codec.decompress(target)[0].image), pixels)
+    assert np.array_equal(np.asarray(igpt_codec.decompress(target)[0].image), pixels)
 
 
 def test_file_objects_and_explicit_format() -> None:
@@ -81,11 +81,11 @@ def test_frames_seek_and_save_all(tmp_path: Path) -> None:
 
 
 def test_damaged_and_empty_streams_raise_codec_errors(tmp_path: Path) -> None:
-    data = bytearray(codec.compress(SAMPLE, size=4))
+    data = bytearray(igpt_codec.compress(SAMPLE, size=4))
     data[len(data) // 2] ^= 0x10
-    with pytest.raises(codec.FormatError):
+    with pytest.raises(igpt_codec.FormatError):
         Image.open(io.BytesIO(bytes(data)))
-    with pytest.raises(codec.EmptyStreamError):
+    with pytest.raises(igpt_codec.EmptyStreamError):
         Image.open(io.BytesIO(zero_image_stream()))
 
 
@@ -102,7 +102,7 @@ class Refuse(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Refuse())
 import numpy as np
 from PIL import Image
-import codec.pillow
+import igpt_codec.pillow
 
 photo, target = sys.argv[1], sys.argv[2]
 Image.open(photo).save(target, size=6)
@@ -128,19 +128,17 @@ def test_round_trip_without_torch(tmp_path: Path) -> None:
 
 
 def test_limits_apply_on_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = codec.compress([SAMPLE] * 3, size=1)
-    monkeypatch.setattr(codec.pillow, "LIMITS", codec.DecodeLimits(max_images=2))
-    with pytest.raises(codec.DecodeLimitError):
+    data = igpt_codec.compress([SAMPLE] * 3, size=1)
+    monkeypatch.setattr(igpt_codec.pillow, "LIMITS", igpt_codec.DecodeLimits(max_images=2))
+    with pytest.raises(igpt_codec.DecodeLimitError):
         Image.open(io.BytesIO(data))
-    monkeypatch.setattr(codec.pillow, "LIMITS", codec.DecodeLimits(max_tokens=2))
-    with Image.open(io.BytesIO(data)) as image, pytest.raises(codec.DecodeLimitError):
+    monkeypatch.setattr(igpt_codec.pillow, "LIMITS", igpt_codec.DecodeLimits(max_tokens=2))
+    with Image.open(io.BytesIO(data)) as image, pytest.raises(igpt_codec.DecodeLimitError):
         image.load()
 
 
 def test_full_resolution_through_pillow(tmp_path) -> None:
     from PIL import Image
-
-    import codec.pillow
 
     picture = Image.effect_noise((37, 21), 30).convert("RGB")
     picture.save(tmp_path / "n.igpt", full=True)
@@ -148,5 +146,5 @@ def test_full_resolution_through_pillow(tmp_path) -> None:
         assert im.size == (37, 21) and im.info["full_resolution"]
         im.load()
         decoded = im.convert("RGB")
-    (expected,) = codec.decompress(tmp_path / "n.igpt")
+    (expected,) = igpt_codec.decompress(tmp_path / "n.igpt")
     assert expected.full and decoded.tobytes() == expected.image.tobytes()

@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec import api
-from codec.bundle import Bundle, load_bundle
-from codec.images import LoadedImage, load_image
-from codec.palette import tokens_to_image
-from codec.pipeline import DecodeLimits, decode
-from format.container import pack_stream, unpack_stream
-from format.errors import (
+from igpt_codec import api
+from igpt_codec.core.images import LoadedImage, load_image
+from igpt_codec.core.palette import tokens_to_image
+from igpt_codec.format.container import pack_stream, unpack_stream
+from igpt_codec.format.errors import (
     CodecError,
     DecodeLimitError,
     InvalidFieldError,
@@ -27,7 +25,9 @@ from format.errors import (
     PayloadError,
     TokenChecksumError,
 )
-from format.records import CODING_FLOAT32, Record, RecordHeader
+from igpt_codec.format.records import CODING_FLOAT32, Record, RecordHeader
+from igpt_codec.pipelines.stream import DecodeLimits, decode
+from igpt_codec.runtime.bundle import Bundle, load_bundle
 
 PHOTOS = 102
 SIZES = (8, 24, 32)

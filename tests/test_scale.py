@@ -2,7 +2,7 @@
 
 200 photos from the shared training set go through `compress_dataset` (2 actors) and
 `decompress_dataset`; every image must come back token for token as the single-machine
-tokenizer makes it, and records must be byte-identical to `codec.compress`'s. Then: 10
+tokenizer makes it, and records must be byte-identical to `igpt_codec.compress`'s. Then: 10
 random keys by index reading only their records' bytes; an unreadable image skipped (or
 failing the job); an actor killed mid-run, retried by Ray with no record lost or doubled.
 Sizes are small (16x16) to keep the module within about a minute and a half.
@@ -22,17 +22,17 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import codec
-from codec.api import resolve_bundle, tokenize
-from codec.cli_dataset import dataset
-from codec.shards import INDEX_JSONL, get_image, load_index, read_record
-from format import unpack_stream
-from format.access import iter_record_spans
+import igpt_codec
+from igpt_codec.api import resolve_bundle, tokenize
+from igpt_codec.cli.dataset import dataset
+from igpt_codec.datasets.shards import INDEX_JSONL, get_image, load_index, read_record
+from igpt_codec.format import unpack_stream
+from igpt_codec.format.access import iter_record_spans
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from scale import DatasetError, compress_dataset, decompress_dataset  # noqa: E402
+from igpt_codec.datasets import DatasetError, compress_dataset, decompress_dataset  # noqa: E402
 
 SIZE = 16
 IMAGES = 200
@@ -136,12 +136,12 @@ def test_compress_and_decompress_200_images_token_for_token(
 
 
 def test_records_equal_single_machine_codec(compressed, photo_tree):
-    """The Ray job's records are `codec.compress`'s own, byte for byte (a sample)."""
+    """The Ray job's records are `igpt_codec.compress`'s own, byte for byte (a sample)."""
     out, _ = compressed
     _, keys = photo_tree
     index = load_index(out)
     for key in random.Random(3).sample(sorted(keys), 5):
-        alone = unpack_stream(codec.compress(str(keys[key]), size=SIZE))[0]
+        alone = unpack_stream(igpt_codec.compress(str(keys[key]), size=SIZE))[0]
         entry = index[key]
         with open(out / "shards" / entry.shard, "rb") as handle:
             assert read_record(handle, entry) == alone
@@ -160,7 +160,7 @@ def test_ten_random_keys_read_only_their_records(compressed, reference_tokens):
             record = read_record(counting, entry)
         assert counting.bytes_read == entry.length < path.stat().st_size
         total_read += counting.bytes_read
-        image = codec.decode_records([record])[0]
+        image = igpt_codec.decode_records([record])[0]
         assert np.array_equal(image.tokens, reference_tokens[key])
     assert total_read == sum(index[key].length for key in chosen)
 
@@ -288,4 +288,4 @@ def test_killed_actor_is_retried_without_lost_or_doubled_records(
     for key in random.Random(5).sample(sorted(index), 8):
         with open(out / "shards" / index[key].shard, "rb") as handle:
             record = read_record(handle, index[key])
-        assert np.array_equal(codec.decode_records([record])[0].tokens, reference_tokens[key])
+        assert np.array_equal(igpt_codec.decode_records([record])[0].tokens, reference_tokens[key])

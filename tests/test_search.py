@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import codec
-from codec import search
-from codec.bundle import DEFAULT_BUNDLE_DIR, MANIFEST_FILE, load_bundle
+import igpt_codec
+from igpt_codec.runtime import search
+from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from igpt_codec.runtime.contract import MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "cli.py"
@@ -54,7 +55,7 @@ def test_missing_model_names_the_fingerprint_and_every_place(
 ) -> None:
     monkeypatch.setenv(search.ENV_VAR, f"{tmp_path / 'one'}{os.pathsep}{tmp_path / 'two'}")
     (tmp_path / "given").mkdir()
-    with pytest.raises(codec.ModelNotFoundError) as info:
+    with pytest.raises(igpt_codec.ModelNotFoundError) as info:
         search.find_bundle(UNKNOWN, model=tmp_path / "given")
     message = str(info.value)
     assert "\n" not in message
@@ -80,7 +81,7 @@ def test_a_manifest_that_lies_is_not_trusted(monkeypatch: pytest.MonkeyPatch, tm
     (tmp_path / "models" / "junk").mkdir()
     (tmp_path / "models" / "junk" / MANIFEST_FILE).write_text("{not json")
     monkeypatch.setenv(search.ENV_VAR, str(tmp_path / "models"))
-    with pytest.raises(codec.BundleError, match="fingerprint mismatch"):
+    with pytest.raises(igpt_codec.BundleError, match="fingerprint mismatch"):
         search.find_bundle(UNKNOWN)
 
 
@@ -88,30 +89,30 @@ def test_bundles_in_the_path_and_the_cache_are_found(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     tiny = load_bundle(tiny_bundle)
-    data = codec.compress(SAMPLE, model=tiny, size=4)
-    with pytest.raises(codec.ModelNotFoundError, match=tiny.fingerprint.hex()):
-        codec.decompress(data)
+    data = igpt_codec.compress(SAMPLE, model=tiny, size=4)
+    with pytest.raises(igpt_codec.ModelNotFoundError, match=tiny.fingerprint.hex()):
+        igpt_codec.decompress(data)
     shelf = tmp_path / "shelf"
     shelf.mkdir()
     shutil.copytree(tiny_bundle, shelf / "tiny")
     monkeypatch.setenv(search.ENV_VAR, f"{tmp_path / 'nothing'}{os.pathsep}{shelf}")
-    (decoded,) = codec.decompress(data)
+    (decoded,) = igpt_codec.decompress(data)
     assert search.find_bundle(tiny.fingerprint).path == shelf / "tiny"
     monkeypatch.delenv(search.ENV_VAR)
     cache = tmp_path / "cache" / "igpt-codec" / "models"
     cache.mkdir(parents=True)
     shutil.copytree(tiny_bundle, cache / "tiny")
-    (again,) = codec.decompress(data)
+    (again,) = igpt_codec.decompress(data)
     assert (again.tokens == decoded.tokens).all()
     # A given bundle that is another model does not hide the right one on the path.
-    (third,) = codec.decompress(data, model=DEFAULT_BUNDLE_DIR)
+    (third,) = igpt_codec.decompress(data, model=DEFAULT_BUNDLE_DIR)
     assert (third.tokens == decoded.tokens).all()
 
 
 def test_cli_finds_the_model_or_says_where_it_looked(tiny_bundle: Path, tmp_path: Path) -> None:
     tiny = load_bundle(tiny_bundle).fingerprint.hex()
     stream = tmp_path / "t.igpt"
-    stream.write_bytes(codec.compress(SAMPLE, model=tiny_bundle, size=4))
+    stream.write_bytes(igpt_codec.compress(SAMPLE, model=tiny_bundle, size=4))
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop(search.ENV_VAR, None)
 
@@ -134,5 +135,5 @@ def test_cli_finds_the_model_or_says_where_it_looked(tiny_bundle: Path, tmp_path
 def test_a_given_directory_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     """A mistyped --model is reported, not silently replaced by the default bundle."""
     default = load_bundle(None)
-    with pytest.raises(codec.BundleError, match="no model bundle at"):
+    with pytest.raises(igpt_codec.BundleError, match="no model bundle at"):
         search.find_bundle(default.fingerprint, model=tmp_path / "typo")

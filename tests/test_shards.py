@@ -1,4 +1,4 @@
-"""Shards and random access without Ray: codec/shards.py and format/access.py.
+"""Shards and random access without Ray: codec/datasets/shards.py and format/access.py.
 
 A shard is an ordinary stream; the index gives each record's offset, length and the
 chained CRC before it, so one record is read (and checked) alone. These tests count the
@@ -23,11 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import codec
-from codec.api import resolve_bundle
-from codec.cli_dataset import dataset
-from codec.pipeline import TokenImage
-from codec.shards import (
+import igpt_codec
+from igpt_codec.api import resolve_bundle
+from igpt_codec.cli.dataset import dataset
+from igpt_codec.datasets.shards import (
     INDEX_JSONL,
     IndexEntry,
     KeyNotFoundError,
@@ -44,9 +43,10 @@ from codec.shards import (
     write_index_jsonl,
     write_shard,
 )
-from format import ChecksumError, FormatError, StreamWriter, unpack_stream
-from format.access import header_crc, iter_record_spans, parse_record_frame
-from format.errors import InvalidFieldError, LengthOutOfRangeError
+from igpt_codec.format import ChecksumError, FormatError, StreamWriter, unpack_stream
+from igpt_codec.format.access import header_crc, iter_record_spans, parse_record_frame
+from igpt_codec.format.errors import InvalidFieldError, LengthOutOfRangeError
+from igpt_codec.pipelines.stream import TokenImage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def _arrays(count: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def _token_images(bundle, pictures: list[np.ndarray], size: int) -> list[TokenImage]:
-    return codec.api.tokenize(pictures, bundle, size)
+    return igpt_codec.api.tokenize(pictures, bundle, size)
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +124,11 @@ def test_every_record_reads_alone_counting_bytes(dataset_dir, bundle):
 
 
 def test_records_are_the_single_machine_codecs(dataset_dir, bundle):
-    """A shard's record is exactly what `codec.compress` writes for the image alone."""
+    """A shard's record is exactly what `igpt_codec.compress` writes for the image alone."""
     root, pictures, _ = dataset_dir
     index = load_index(root)
     for i in (0, 5):
-        alone = unpack_stream(codec.compress(pictures[i], size=8))[0]
+        alone = unpack_stream(igpt_codec.compress(pictures[i], size=8))[0]
         entry = index[f"dir/a{i}.png"]
         with open(root / "shards" / entry.shard, "rb") as handle:
             assert read_record(handle, entry) == alone
@@ -289,7 +289,7 @@ def test_parse_record_frame_edges(bundle):
 def test_name_records_are_not_images(bundle):
     """A stream written with names: the name record's span has no image, and its frame
     parsed alone is refused as an image."""
-    data = codec.compress(_arrays(1), size=4)
+    data = igpt_codec.compress(_arrays(1), size=4)
     stream = io.BytesIO()
     record = unpack_stream(data)[0]
     with StreamWriter(stream) as writer:
@@ -329,7 +329,7 @@ def test_cli_get(dataset_dir, tmp_path):
 def test_dataset_cli_imports_neither_ray_nor_onnxruntime():
     """Registering the group costs nothing: Ray only inside compress/decompress."""
     code = (
-        "import sys, codec.cli_dataset, codec.shards, format.access; "
+        "import sys, igpt_codec.cli.dataset, igpt_codec.datasets.shards, igpt_codec.format.access; "
         "print(sorted(m for m in ('ray', 'onnxruntime', 'torch', 'pyarrow') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -1,4 +1,4 @@
-"""codec.palette must tokenize exactly as transformers' ImageGPT image processor does.
+"""igpt_codec.core.palette must tokenize exactly as transformers' ImageGPT image processor does.
 
 The codec cannot import transformers at run time, so it re-implements the
 processor; this test holds the two together token for token on real photos.
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec.images import load_image
-from codec.palette import image_to_tokens
+from igpt_codec.core.images import load_image
+from igpt_codec.core.palette import image_to_tokens
 
 CLUSTERS = Path(__file__).resolve().parents[1] / "export" / "data" / "imagegpt_clusters.npy"
 SIDE = 32

@@ -12,8 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.igpt_torch import IGPT, IGPTShape  # noqa: E402
-from export.train import (  # noqa: E402
+from igpt_codec.export.igpt_torch import IGPT, IGPTShape  # noqa: E402
+from igpt_codec.export.train import (  # noqa: E402
     CHECKPOINT_FILE,
     Batches,
     evaluate,
@@ -22,8 +22,8 @@ from export.train import (  # noqa: E402
     restore,
     train_step,
 )
-from export.train import main as train_main  # noqa: E402
-from export.train_data import (  # noqa: E402
+from igpt_codec.export.train import main as train_main  # noqa: E402
+from igpt_codec.export.train_data import (  # noqa: E402
     HELDOUT_PATH,
     colourfulness_m3,
     is_validation,
@@ -41,7 +41,7 @@ def _fixed_batch(side: int) -> torch.Tensor:
     """The sample photo (held out from training) and its mirror image, tokenized at `side`."""
     from PIL import Image
 
-    from codec.palette import image_to_tokens
+    from igpt_codec.core.palette import image_to_tokens
 
     palette = np.load(ROOT / "export" / "data" / "imagegpt_clusters.npy")
     with Image.open(SAMPLE) as im:
@@ -126,7 +126,7 @@ def test_train_resume_publish_and_hf(tmp_path, monkeypatch):
     _run(monkeypatch, ["hf", "--checkpoint-file", str(published), "--hf-dir", str(hf_dir)])
     from transformers import ImageGPTForCausalImageModeling
 
-    from export.igpt_torch import from_transformers
+    from igpt_codec.export.igpt_torch import from_transformers
 
     hf = ImageGPTForCausalImageModeling.from_pretrained(hf_dir).eval()
     lean = from_transformers(hf)
@@ -175,7 +175,7 @@ def test_named_stream_batches_resume_and_follow_their_share():
 def test_native_crops_are_32x32_windows_of_the_photo_at_its_own_scale(tmp_path):
     from PIL import Image
 
-    from codec.palette import pixels_to_tokens
+    from igpt_codec.core.palette import pixels_to_tokens
 
     palette = np.load(ROOT / "export" / "data" / "imagegpt_clusters.npy")
     rgb = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
@@ -277,7 +277,7 @@ def test_random_crop_stays_inside_the_image():
 
 def test_warm_start_rebuilds_the_shipped_model():
     pytest.importorskip("onnx")
-    from export.train import model_from_onnx
+    from igpt_codec.export.train import model_from_onnx
 
     onnx_path = ROOT / "tests" / "data" / "default-float" / "model.onnx"
     manifest = json.loads((onnx_path.parent / "manifest.json").read_text())

@@ -1,4 +1,4 @@
-"""format.varint: one encoding per value, bounded reads (format/SPEC.md, "Varints")."""
+"""igpt_codec.format.varint: one encoding per value, bounded reads (format/SPEC.md, "Varints")."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from conftest import leb128
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from format import InvalidFieldError, LengthOutOfRangeError, TruncatedError
-from format.container import MAX_FRAME
-from format.records import MAX_PAYLOAD
-from format.source import ByteSource
-from format.varint import decode_varint, encode_varint, varint_size
+from igpt_codec.format import InvalidFieldError, LengthOutOfRangeError, TruncatedError
+from igpt_codec.format.container import MAX_FRAME
+from igpt_codec.format.records import MAX_PAYLOAD
+from igpt_codec.format.source import ByteSource
+from igpt_codec.format.varint import decode_varint, encode_varint, varint_size
 
 LIMITS = [0xFFFF, MAX_FRAME, MAX_PAYLOAD, 0xFFFE, 16384, 2**32 - 1, 0, 1, 127, 128]
 

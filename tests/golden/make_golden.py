@@ -24,9 +24,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec import api  # noqa: E402
-from codec.bundle import load_bundle  # noqa: E402
-from format.container import pack_stream, unpack_stream  # noqa: E402
+from igpt_codec import api  # noqa: E402
+from igpt_codec.format.container import pack_stream, unpack_stream  # noqa: E402
+from igpt_codec.runtime.bundle import load_bundle  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "bsds500_val_101085.jpg"
 PARITY = sorted((ROOT / "export" / "data" / "parity").glob("*.png"))
@@ -52,8 +52,8 @@ def images() -> dict[str, Image.Image]:
 def frozen_model() -> Path:
     target = HERE / "model"
     if not target.exists():
-        from export.make_random_checkpoint import write_random_checkpoint
-        from export.onnx_export import export_bundle
+        from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
+        from igpt_codec.export.onnx_export import export_bundle
 
         ckpt = write_random_checkpoint(
             Path("/tmp/golden-ckpt"),

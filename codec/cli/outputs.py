@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from format.errors import CodecError
+from igpt_codec.format.errors import CodecError
 
 _NAME_LIMIT = 100
 """Characters of the target's name kept in its temporary name (file names max 255 bytes)."""

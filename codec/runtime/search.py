@@ -25,8 +25,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from codec.bundle import DEFAULT_BUNDLE_DIR, MANIFEST_FILE, Bundle, load_bundle
-from format.errors import BundleError, ModelMismatchError
+from igpt_codec.core.errors import BundleError
+from igpt_codec.format.errors import ModelMismatchError
+from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
+from igpt_codec.runtime.contract import MANIFEST_FILE
 
 ENV_VAR = "IGPT_CODEC_MODELS"
 MAX_MANIFEST_BYTES = 1 << 20

@@ -1,10 +1,10 @@
 """Full-resolution palette images <-> records (kinds 3 and 4), window by window.
 
 The photo keeps its own size: every pixel becomes a palette token, and the image is
-cut into the model's grid x grid windows (format.tiling). Each band of windows sees
+cut into the model's grid x grid windows (igpt_codec.format.tiling). Each band of windows sees
 `context_rows` already coded rows above it, fed to the model but not coded, so a
 band's first coded row is predicted from the real pixels above it. All windows of a
-band's group (format.tiling) are independent of each other, so
+band's group (igpt_codec.format.tiling) are independent of each other, so
 
 - the encoder runs each window in one whole-sequence call (exact profile: the tables
   equal the decoder's step-by-step ones bit for bit), several windows per call;
@@ -30,14 +30,15 @@ from typing import TypeVar
 
 import numpy as np
 
-from codec.adaptive import AdaptiveMixer, window_neighbours
-from codec.coder import RangeDecoder, RangeEncoder
-from codec.freq import cumulative
-from codec.model import SOS, ExactTokenModel
-from format.container import SegmentCheck
-from format.errors import PayloadError, TokenChecksumError
-from format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
-from format.tiling import Band, Tiling
+from igpt_codec.core.adaptive import AdaptiveMixer, window_neighbours
+from igpt_codec.core.coder import RangeDecoder, RangeEncoder
+from igpt_codec.core.freq import cumulative
+from igpt_codec.format.container import SegmentCheck
+from igpt_codec.format.errors import PayloadError, TokenChecksumError
+from igpt_codec.format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
+from igpt_codec.format.tiling import Band, Tiling
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.exact_runner import ExactTokenModel
 
 CONTEXT_ROWS = 4
 """Rows above each band fed but not coded. Chosen by measurement (docs/full-resolution.md):

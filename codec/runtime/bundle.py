@@ -11,45 +11,35 @@ Run-time module: numpy and the standard library only (no torch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from codec.positions import LAYOUTS, RASTER
-from format.errors import BundleError
+from igpt_codec.core.errors import BundleError
+from igpt_codec.runtime.contract import (
+    BUNDLE_FORMAT_VERSION,
+    KV_CHUNK,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PALETTE_FILE,
+    PROFILE_CONTRACTS,
+    PROFILE_EXACT,
+    PROFILE_FLOAT,
+    coding_fields,
+    compute_fingerprint,
+    file_sha256,
+)
+from igpt_codec.runtime.positions import LAYOUTS, RASTER
 
-BUNDLE_FORMAT_VERSION = 2
-MANIFEST_FILE = "manifest.json"
-MODEL_FILE = "model.onnx"
-PALETTE_FILE = "palette.npy"
-DEFAULT_BUNDLE_DIR = Path(__file__).parent / "models" / "default"
-FINGERPRINT_BYTES = 8
-
-# The runner owns a preallocated KV cache: keys [batch, heads, head_dim, capacity], values
-# [batch, heads, capacity, head_dim], capacity grown in whole chunks of KV_CHUNK positions.
-# The float graph's softmax runs over the whole capacity, so for it the chunk size changes
-# the floats and is part of the contract (docs/runtime-notes.md, "Decode speed").
-GRAPH_CONTRACT = "kv-prealloc-chunk64-v1"
-KV_CHUNK = 64
-
-PROFILE_EXACT = "exact-int-v1"
-"""Integer-valued graph (export/exact_graph.py): outputs frequency tables that are the same
-bits on every CPU and onnxruntime release. What the codec codes with by default."""
-PROFILE_FLOAT = "float32"
-"""The float32 step graph: its probabilities round differently on other CPUs and runtimes,
-so its files decode only where they were written. Kept for parity and measurement."""
-PROFILE_CONTRACTS = {PROFILE_EXACT: PROFILE_EXACT, PROFILE_FLOAT: GRAPH_CONTRACT}
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,59 +63,6 @@ class Bundle:
     @property
     def exact(self) -> bool:
         return self.profile == PROFILE_EXACT
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, cached per (path, mtime, size, inode) for this process.
-
-    Bundles are written once and never edited in place, so the stat key is enough
-    to avoid hashing the same model twice when encoder and decoder share a process.
-    """
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
-    cached = _HASH_CACHE.get(key)
-    if cached is None:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        cached = _HASH_CACHE[key] = digest.hexdigest()
-    return cached
-
-
-def fingerprint_order(names: Sequence[str]) -> list[str]:
-    """model.onnx, palette.npy, then any other file (external weights) by name."""
-    rest = sorted(n for n in names if n not in (MODEL_FILE, PALETTE_FILE))
-    return [MODEL_FILE, PALETTE_FILE, *rest]
-
-
-def coding_fields(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest entries the runner acts on: changing any of them changes the numbers.
-
-    They are covered by the fingerprint, so an edited manifest (another position layout,
-    another head count) is refused as a fingerprint mismatch instead of reaching
-    onnxruntime or decoding differently. Provenance (versions, dates, parity figures) is
-    left out: rewriting notes must not orphan the files made with a bundle.
-    """
-    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-    io = manifest.get("io") if isinstance(manifest.get("io"), dict) else {}
-    return {
-        "bundle_format_version": manifest.get("bundle_format_version"),
-        "profile": manifest.get("profile"),
-        "graph_contract": manifest.get("graph_contract"),
-        "positions": manifest.get("positions"),
-        "model": {k: model.get(k) for k in ("n_layer", "n_head", "head_dim", "n_positions")},
-        "io": {k: io.get(k) for k in ("inputs", "outputs")},
-    }
-
-
-def compute_fingerprint(file_hashes: dict[str, str], coding: dict[str, Any]) -> bytes:
-    """First 8 bytes of sha256(file digests in fingerprint order || sha256(coding fields JSON))."""
-    joined = b"".join(bytes.fromhex(file_hashes[n]) for n in fingerprint_order(list(file_hashes)))
-    fields = json.dumps(coding, sort_keys=True, separators=(",", ":")).encode()
-    joined += hashlib.sha256(fields).digest()
-    return hashlib.sha256(joined).digest()[:FINGERPRINT_BYTES]
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
@@ -162,8 +99,8 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         raise BundleError(f"n_positions {n_positions} is not a square grid")
     io = _section(manifest, "io")
     inputs, outputs = (_names(io, k) for k in ("inputs", "outputs"))
-    # Imported here: codec.model imports this module.
-    from codec.model import exact_io_names, graph_io_names
+    # Imported here: igpt_codec.runtime imports this module.
+    from igpt_codec.runtime.contract import exact_io_names, graph_io_names
 
     expected = (exact_io_names if profile == PROFILE_EXACT else graph_io_names)(n_layer)
     if (list(inputs), list(outputs)) != expected:

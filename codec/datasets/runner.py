@@ -12,7 +12,7 @@ Design, in the order a job runs:
    intra-op thread by default: Ray gives each actor one core). One batch of up to
    `shard_images` rows becomes one shard, coded in batch order (the exact profile makes
    the bytes independent of how work is cut) and named by a hash of its keys, side and
-   model (`codec.shards.shard_name`), written through a temporary file and a rename.
+   model (`igpt_codec.datasets.shards.shard_name`), written through a temporary file and a rename.
 3. Retries: actors run with `max_restarts` and `max_task_retries`, so a killed actor is
    restarted and the batch it held is given again. The retry rewrites the same shard
    name with the same bytes; nothing is appended anywhere. The index is built by the
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from codec.shards import (
+from igpt_codec.datasets.shards import (
     DATASET_FORMAT,
     INDEX_JSONL,
     INDEX_PARQUET,
@@ -58,7 +58,7 @@ from codec.shards import (
     write_index_jsonl,
     write_shard,
 )
-from format.errors import CodecError
+from igpt_codec.format.errors import CodecError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 """Files a directory source takes as images (case-insensitive); others are not listed."""
@@ -120,9 +120,10 @@ class CompressWorker:
         key_column: str,
         data_column: str,
     ) -> None:
-        from codec.api import resolve_bundle
-        from codec.model import ExactTokenModel, TokenModel
-        from codec.pipeline import check_side
+        from igpt_codec.api import resolve_bundle
+        from igpt_codec.pipelines.stream import check_side
+        from igpt_codec.runtime.exact_runner import ExactTokenModel
+        from igpt_codec.runtime.float_runner import TokenModel
 
         self.staging = staging
         self.bundle = resolve_bundle(model)
@@ -138,9 +139,9 @@ class CompressWorker:
 
     def _load(self, key: str, value: Any) -> tuple[Any, str]:
         """(TokenImage, "") or (None, one-line reason)."""
-        from codec.images import load_image
-        from codec.palette import image_to_tokens
-        from codec.pipeline import TokenImage
+        from igpt_codec.core.images import load_image
+        from igpt_codec.core.palette import image_to_tokens
+        from igpt_codec.pipelines.stream import TokenImage
 
         try:
             if value is None:
@@ -189,15 +190,15 @@ class DecompressWorker:
         self._bundles: dict[str, Any] = {}
 
     def _bundle(self, fingerprint: str) -> Any:
-        from codec.search import find_bundle
+        from igpt_codec.runtime.search import find_bundle
 
         if fingerprint not in self._bundles:
             self._bundles[fingerprint] = find_bundle(bytes.fromhex(fingerprint), self.model)
         return self._bundles[fingerprint]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from codec.palette import tokens_to_image
-        from codec.shards import decode_shard
+        from igpt_codec.core.palette import tokens_to_image
+        from igpt_codec.datasets.shards import decode_shard
 
         keys, outputs, tokens = [], [], []
         for text in batch["entries"]:
@@ -454,8 +455,8 @@ def compress_dataset(
     for name, value in (("actors", actors), ("threads", threads), ("shard_images", shard_images)):
         if not isinstance(value, int) or value < 1:
             raise DatasetError(f"{name} must be a positive integer, got {value!r}")
-    from codec.api import resolve_bundle
-    from codec.pipeline import check_side
+    from igpt_codec.api import resolve_bundle
+    from igpt_codec.pipelines.stream import check_side
 
     model_arg = None if model is None else str(Path(model).absolute())
     bundle = resolve_bundle(model_arg)  # a bad model fails here, before Ray starts

@@ -5,7 +5,7 @@ candidate) code full-resolution palette images in fewer bytes than the shipped o
 on which photos? Encode only (a round trip is `bench.fullres`'s job); one photo at a time
 (one encoder thread unless --threads), every bundle on a photo before the next photo.
 
-    python -m bench.fullres_models --models codec/models/default runs/native/bundle \\
+    python -m studies.fullres_models --models codec/models/default runs/native/bundle \\
         --limit 12 --extra bsds500/val/3096.jpg bsds500/val/143090.jpg \\
         --out docs/bench-results/fullres_models.json
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-import codec
+import igpt_codec
 from bench.fullres import SHARED_TRAIN, classical_sizes, heldout_paths, palette_tokens
-from codec.bundle import load_bundle
-from codec.images import load_image
+from igpt_codec.core.images import load_image
+from igpt_codec.runtime.bundle import load_bundle
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
         }
         for bundle in bundles:
             start = time.perf_counter()
-            data = codec.compress(loaded, model=bundle, full=True, threads=args.threads)
+            data = igpt_codec.compress(loaded, model=bundle, full=True, threads=args.threads)
             row["encode_s"][bundle.fingerprint.hex()] = round(time.perf_counter() - start, 2)
             row["bytes"][bundle.fingerprint.hex()] = len(data)
         rows.append(row)

@@ -4,7 +4,7 @@ Both get the same config, batch and optimizer; their steps alternate in one
 process, so machine noise hits both alike and the ratio is meaningful even on a
 busy 2-core machine. Needs the export extra (torch, transformers).
 
-    python -m bench.train_speed --n-embd 128 --n-layer 4 --n-head 4 --batch 4 --steps 4
+    python -m studies.train_speed --n-embd 128 --n-layer 4 --n-head 4 --batch 4 --steps 4
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import ImageGPTConfig, ImageGPTForCausalImageModeling
 
-from export.igpt_torch import IGPT, IGPTShape
-from export.train import with_sos
+from igpt_codec.export.igpt_torch import IGPT, IGPTShape
+from igpt_codec.export.train import with_sos
 
 
 def _step(model, target: torch.Tensor, optimizer, lean: bool) -> float:

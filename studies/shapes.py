@@ -6,7 +6,7 @@ that shape, exported to the exact profile (16 calibration photos), and timed ste
 whole 1024-token sequence at batch 16, interleaved with the shipped bundle so a noisy
 machine shifts both alike. Bits per shape need real training budgets and are not here.
 
-    python -m bench.shapes --json docs/bench-results/shapes.json
+    python -m studies.shapes --json docs/bench-results/shapes.json
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.bundle import load_bundle
-from codec.model import SOS, ExactTokenModel
+from igpt_codec.runtime.bundle import load_bundle
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.exact_runner import ExactTokenModel
 
 CANDIDATES = [(96, 3, 2), (80, 4, 2), (96, 4, 2), (112, 3, 2), (128, 2, 2), (128, 3, 2)]
 FLOOR = 5000.0
@@ -40,10 +41,10 @@ def decode_rate(model: ExactTokenModel, batch: int = 16, steps: int = 1024) -> f
 
 
 def main() -> None:
-    from export.make_random_checkpoint import write_random_checkpoint
-    from export.onnx_export import export_bundle
+    from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
+    from igpt_codec.export.onnx_export import export_bundle
 
-    parser = argparse.ArgumentParser(prog="python -m bench.shapes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m studies.shapes", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -6,7 +6,8 @@ ones; bench.runners) at each batch size, model steps only; the bundles take turn
 round after round, so load on a shared machine falls on all of them alike. Prints and
 optionally writes JSON with the median tokens/s per bundle and batch.
 
-    python -m bench.model_sizes runs/sizes/tiny runs/sizes/small runs/sizes/medium --json sizes.json
+    python -m studies.model_sizes runs/sizes/tiny runs/sizes/small runs/sizes/medium \\
+        --json sizes.json
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.runners import StepRunner
-from codec.bundle import load_bundle
+from igpt_codec.runtime.bundle import load_bundle
 
 
 def image_seconds(model: StepRunner, batch: int, steps: int, seed: int) -> float:

@@ -7,7 +7,7 @@ seconds per photo for each command, and the bits per token of each file as
 Decoded tokens are compared with a direct tokenization, so a lossy round trip
 would show.
 
-    python -m bench.cli_photos --limit 20 --rounds 3 --json cli_photos.json
+    python -m studies.cli_photos --limit 20 --rounds 3 --json cli_photos.json
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from bench.data import select_images
-from codec.api import tokenize
-from codec.bundle import load_bundle
-from codec.palette import pixels_to_tokens
+from igpt_codec.api import tokenize
+from igpt_codec.core.palette import pixels_to_tokens
+from igpt_codec.runtime.bundle import load_bundle
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
 

@@ -68,7 +68,7 @@ BUCKETS = 10
 
 
 MAX_STEP = 255
-"""Most windows in one step (format.records.MAX_SEGMENT_WINDOWS)."""
+"""Most windows in one step (igpt_codec.format.records.MAX_SEGMENT_WINDOWS)."""
 
 _BUCKET_OF = np.minimum(
     np.array([n.bit_length() for n in range(COUNT_LIMIT + MAX_STEP + 1)]), BUCKETS - 1

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.coder import MAX_TOTAL
-from format.errors import FrequencyError
+from igpt_codec.core.coder import MAX_TOTAL
+from igpt_codec.core.errors import FrequencyError
 
 FREQ_BITS = 20
 """Default scale: frequencies are floor(p * 2**FREQ_BITS), at least 1."""

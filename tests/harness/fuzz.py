@@ -1,10 +1,10 @@
-"""python -m bench.fuzz: the mutation campaign of issue 12, rerun through the API.
+"""python -m tests.harness.fuzz: the mutation campaign of issue 12, rerun through the API.
 
 Every case is one damaged or forged stream, made deterministically from (seed, case
 index) out of a small corpus of real streams (coded at start-up with the default
 model, sides 1 to 8), and sorted into one outcome class:
 
-- clean_error: a `codec.CodecError` subclass with a one-line message;
+- clean_error: a `igpt_codec.CodecError` subclass with a one-line message;
 - identical: decodes without error to the base stream's own output;
 - forged_valid: decodes without error to another output;
 - other_exception: anything else raised (or a CodecError with an empty or multi-line
@@ -20,10 +20,10 @@ are exercised: fingerprint and coding, side, canonical payload, token check, lim
 
 Two layers. Every case is first read by the container alone (`format.unpack_stream`,
 or `format.iter_records` on a pipe that returns short reads); only a stream the
-container accepts goes on to a full decode through the API (`codec.decompress`,
-also on a pipe, or `codec.iter_decompress`), which costs model time. A stream that
+container accepts goes on to a full decode through the API (`igpt_codec.decompress`,
+also on a pipe, or `igpt_codec.iter_decompress`), which costs model time. A stream that
 asks for more than TOKEN_BUDGET tokens, and the cases that test the limits, go to
-`codec.pipeline.decode` with `DecodeLimits` instead (the API does not take limits).
+`igpt_codec.pipelines.stream.decode` with `DecodeLimits` instead (the API does not take limits).
 
 The re-framing helpers below are written from the documented layout, version 2 (file
 header: magic, version byte, 8-byte fingerprint; each record: head byte, a varint
@@ -35,9 +35,9 @@ its timeout is a hang, a worker past the hard RSS cap is killed as memory. Insid
 worker each case's Python allocations are traced (tracemalloc peak) and its RSS high
 water mark is watched. See docs/fuzzing.md.
 
-    python -m bench.fuzz --cases 2000 --seed 1
-    python -m bench.fuzz --cases 100000 --seed 12 --json /tmp/fuzz.json
-    python -m bench.fuzz --seed 1 --case 1234        # one case, in process, traceback
+    python -m tests.harness.fuzz --cases 2000 --seed 1
+    python -m tests.harness.fuzz --cases 100000 --seed 12 --json /tmp/fuzz.json
+    python -m tests.harness.fuzz --seed 1 --case 1234        # one case, in process, traceback
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+import igpt_codec
+import igpt_codec.format as stream_format
 
 OUTCOMES = ("clean_error", "identical", "forged_valid", "other_exception", "hang", "memory")
 FAILURES = ("other_exception", "hang", "memory")
@@ -242,8 +245,6 @@ class Base:
 def _corpus_streams(bundle: Any) -> dict[str, bytes]:
     from PIL import Image
 
-    import codec
-
     tmp = tempfile.mkdtemp(prefix="igpt-fuzz-corpus-")
 
     rng = np.random.default_rng(CORPUS_SEED)
@@ -252,7 +253,7 @@ def _corpus_streams(bundle: Any) -> dict[str, bytes]:
         return rng.integers(0, 256, shape, dtype=np.uint8)
 
     def compress(images: Any, size: int) -> bytes:
-        return codec.compress(images, model=bundle, size=size, threads=1)
+        return igpt_codec.compress(images, model=bundle, size=size, threads=1)
 
     streams = {
         "rgb1": compress(pixels(12, 10, 3), 1),
@@ -266,14 +267,14 @@ def _corpus_streams(bundle: Any) -> dict[str, bytes]:
     named = [os.path.join(tmp, "photo ü.png"), os.path.join(tmp, "b.png")]
     for path, shape in zip(named, ((8, 8, 3), (5, 9, 3)), strict=True):
         Image.fromarray(pixels(*shape), "RGB").save(path)
-    streams["named"] = codec.compress(named, model=bundle, size=2, threads=1, names=True)
+    streams["named"] = igpt_codec.compress(named, model=bundle, size=2, threads=1, names=True)
     for path in named:
         os.remove(path)
     os.rmdir(tmp)
     header, _, _ = parse_stream(streams["rgb1"])
     mixed = [parse_stream(streams[name])[1][0] for name in ("rgb1", "l2", "rgba3", "la4")]
     streams["mixed"] = build_stream(header, mixed)
-    full = codec.compress(
+    full = igpt_codec.compress(
         [pixels(10, 34, 3), Image.fromarray(pixels(40, 6), "L")], model=bundle, full=True, threads=1
     )
     streams["full"] = full
@@ -946,18 +947,16 @@ class ShortReads(io.RawIOBase):
 
 def read_container(case: Case) -> list[Any]:
     """Layer (a): the container alone."""
-    import format
 
     if case.reader == "bytes":
-        return format.unpack_stream(case.data)
+        return stream_format.unpack_stream(case.data)
     length = len(case.data) if case.reader == "sized_pipe" else None
-    return list(format.iter_records(ShortReads(case.data, case.chunks), length=length))
+    return list(stream_format.iter_records(ShortReads(case.data, case.chunks), length=length))
 
 
 def decode_full(case: Case, records: list[Any], bundle: Any) -> Output:
     """Layer (b): the full decode, through the API where it takes the stream as it is."""
-    import codec
-    from codec.pipeline import DecodeLimits, decode
+    from igpt_codec.pipelines.stream import DecodeLimits, decode
 
     tokens = sum(record.header.token_count for record in records)
     if case.limits is not None or tokens > TOKEN_BUDGET or len(records) > IMAGE_BUDGET:
@@ -969,11 +968,11 @@ def decode_full(case: Case, records: list[Any], bundle: Any) -> Output:
             for i in items
         )
     if case.api == "decompress":
-        decoded = codec.decompress(case.data, model=bundle, threads=1)
+        decoded = igpt_codec.decompress(case.data, model=bundle, threads=1)
     elif case.api == "decompress_pipe":
-        decoded = codec.decompress(ShortReads(case.data, case.chunks), model=bundle, threads=1)
+        decoded = igpt_codec.decompress(ShortReads(case.data, case.chunks), model=bundle, threads=1)
     else:
-        decoded = list(codec.iter_decompress(case.data, model=bundle, threads=1))
+        decoded = list(igpt_codec.iter_decompress(case.data, model=bundle, threads=1))
     return tuple(
         _signature(d.tokens, d.side, d.original_size, d.original_mode, getattr(d, "name", None))
         for d in decoded
@@ -996,7 +995,7 @@ class Hang(BaseException):
 
 def classify(ctx: Context, case: Case, memory_bound: int) -> dict[str, Any]:
     """Run one case (in this process) and sort it into an outcome class."""
-    from format.errors import CodecError
+    from igpt_codec.format.errors import CodecError
 
     result: dict[str, Any] = {"model": False, "error": None}
     tracemalloc.reset_peak()
@@ -1036,13 +1035,12 @@ def classify(ctx: Context, case: Case, memory_bound: int) -> dict[str, Any]:
 
 def build_context(bundle_dir: str | None = None) -> Context:
     """Load the bundle and code the corpus (deterministic), with each base's output."""
-    import codec
-    from codec.bundle import load_bundle
+    from igpt_codec.runtime.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     bases = []
     for name, data in _corpus_streams(bundle).items():
-        decoded = codec.decompress(data, model=bundle, threads=1)
+        decoded = igpt_codec.decompress(data, model=bundle, threads=1)
         output = tuple(
             _signature(d.tokens, d.side, d.original_size, d.original_mode, d.name) for d in decoded
         )
@@ -1260,7 +1258,10 @@ class Report:
                     "error": result.get("error"),
                     "detail": result.get("detail"),
                     "hex": case.data.hex() if len(case.data) <= 4096 else None,
-                    "rerun": f"python -m bench.fuzz --seed {self.options.seed} --case {case.index}",
+                    "rerun": (
+                        f"python -m tests.harness.fuzz --seed {self.options.seed}"
+                        f" --case {case.index}"
+                    ),
                 }
             )
 
@@ -1402,7 +1403,7 @@ def _weights(text: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.fuzz",
+        prog="python -m tests.harness.fuzz",
         description="Mutation campaign against the IGP container and decoder (issue 12).",
     )
     parser.add_argument("--cases", type=int, default=2000, help="number of cases (2000)")

@@ -28,21 +28,18 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from codec.coder import RangeDecoder, RangeEncoder
-from codec.freq import FREQ_BITS, cumulative, quantize_probs
-from codec.fullres import FullImage, decode_full, encode_full, grid_of, make_header
-from codec.model import SOS, ExactTokenModel, TokenModel
-from codec.palette import MAX_SIDE, PALETTE_SIZE
-from codec.positions import positions
-from format.container import token_check
-from format.errors import (
+from igpt_codec.core.coder import RangeDecoder, RangeEncoder
+from igpt_codec.core.freq import FREQ_BITS, cumulative, quantize_probs
+from igpt_codec.core.palette import MAX_SIDE, PALETTE_SIZE
+from igpt_codec.format.container import token_check
+from igpt_codec.format.errors import (
     DecodeLimitError,
     InvalidFieldError,
     ModelMismatchError,
     PayloadError,
     TokenChecksumError,
 )
-from format.records import (
+from igpt_codec.format.records import (
     CODING_ADAPTIVE,
     CODING_EXACT,
     CODING_FLOAT32,
@@ -50,9 +47,14 @@ from format.records import (
     Record,
     RecordHeader,
 )
+from igpt_codec.pipelines.fullres import FullImage, decode_full, encode_full, grid_of, make_header
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.exact_runner import ExactTokenModel
+from igpt_codec.runtime.float_runner import TokenModel
+from igpt_codec.runtime.positions import positions
 
 if TYPE_CHECKING:
-    from codec.bundle import Bundle
+    from igpt_codec.runtime.bundle import Bundle
 
 MAX_BATCH = 16
 """Largest decoder batch. Batch 16 decodes ~4x faster per token than batch 1 with the
@@ -162,7 +164,7 @@ def encode(
     Exact bundles code every image from one whole-sequence call (its tables equal the
     decoder's token-by-token ones bit for bit); float bundles step token by token.
     Full-resolution images (FullImage) need an exact bundle; each is coded window by
-    window (codec.fullres).
+    window (igpt_codec.pipelines.fullres).
     """
     for image in images:
         _check_tokens(image, bundle)

@@ -7,7 +7,7 @@
 Ray is imported only inside `compress` and `decompress` (the `scale` extra), so the
 codec's own commands, and `dataset get`, run without it; onnxruntime is imported only
 when a model runs; torch never. Errors are one line and a non-zero exit, as in
-`codec.cli` (whose error handling these commands share); a failed job leaves no output
+`igpt_codec.cli` (whose error handling these commands share); a failed job leaves no output
 directory (everything is written to a hidden staging directory renamed at the end).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from format.errors import CodecError
+from igpt_codec.format.errors import CodecError
 
 
 class DatasetUsageError(CodecError):
@@ -29,13 +29,13 @@ class DatasetUsageError(CodecError):
 
 
 def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """codec.cli's error handling (one line, exit 1; signals 128+N), looked up when the
-    command runs: codec.cli imports this module to register the group, so importing it
+    """igpt_codec.cli's error handling (one line, exit 1; signals 128+N), looked up when the
+    command runs: igpt_codec.cli imports this module to register the group, so importing it
     back at load time would be circular."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        from codec.cli import reports_errors
+        from igpt_codec.cli import reports_errors
 
         reports_errors(command)(*args, **kwargs)
 
@@ -95,12 +95,12 @@ def _cluster_options(command: Callable) -> Callable:
 def _scale(name: str) -> Any:
     """A function of the `scale` package, which a plain install lacks (one-line error)."""
     try:
-        import scale.runner
+        import igpt_codec.datasets.runner
     except ImportError as exc:
         raise DatasetUsageError(
             f"dataset commands need the scale extra (pip install 'igpt-codec[scale]'): {exc}"
         ) from exc
-    return getattr(scale.runner, name)
+    return getattr(igpt_codec.datasets.runner, name)
 
 
 @click.group("dataset", context_settings={"help_option_names": ["-h", "--help"]})
@@ -290,8 +290,8 @@ def get_command(
     """
     import io
 
-    from codec.outputs import OutputSet
-    from codec.shards import decode_entry, find_entry
+    from igpt_codec.cli.outputs import OutputSet
+    from igpt_codec.datasets.shards import decode_entry, find_entry
 
     entry = find_entry(source, key)
     if output is None:
@@ -316,12 +316,12 @@ def get_command(
 
 
 def main() -> None:
-    """`python -m codec.cli_dataset ...`: the group on its own, with the main CLI's signal
+    """`python -m igpt_codec.cli.dataset ...`: the group on its own, with the main CLI's signal
     handling (SIGTERM/SIGHUP unwind like Ctrl-C, so staging directories are removed)."""
-    from codec.cli import install_signal_handlers
+    from igpt_codec.cli import install_signal_handlers
 
     install_signal_handlers()
-    dataset(prog_name="python -m codec.cli_dataset")
+    dataset(prog_name="python -m igpt_codec.cli.dataset")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from format.errors import InputImageError
+from igpt_codec.core.errors import InputImageError
 
 MAX_DIMENSION = 0xFFFF
 """The container stores the original width and height as varints of at most 65535."""

@@ -36,7 +36,8 @@ import operator
 
 import numpy as np
 
-from format.errors import FrequencyError, PayloadError
+from igpt_codec.core.errors import FrequencyError
+from igpt_codec.format.errors import PayloadError
 
 PRECISION = 56
 """Bits in the coder's window; a multiple of 8 so the payload is plain bytes."""
@@ -62,7 +63,7 @@ def _check_interval(low: int, freq: int, total: int) -> None:
 def _check_table(cum: np.ndarray, symbol: int | None = None) -> int:
     """Cheap O(1) checks on a cumulative table; returns its total.
 
-    Monotonicity is the caller's contract (`codec.freq.cumulative` guarantees
+    Monotonicity is the caller's contract (`igpt_codec.core.freq.cumulative` guarantees
     it); checking it here would cost O(V) per symbol.
     """
     if cum.ndim != 1 or cum.shape[0] < 2 or cum.dtype.kind not in "iu":
@@ -110,7 +111,7 @@ class RangeEncoder:
         self._encode(low, low + freq, total)
 
     def encode_symbol(self, cum: np.ndarray, symbol: int) -> None:
-        """Code `symbol` under a cumulative table (`codec.freq.cumulative` output)."""
+        """Code `symbol` under a cumulative table (`igpt_codec.core.freq.cumulative` output)."""
         symbol = operator.index(symbol)
         total = _check_table(cum, symbol)
         low = cum.item(symbol)
@@ -230,7 +231,7 @@ class RangeDecoder:
         self._consume(low, low + freq, total)
 
     def decode_symbol(self, cum: np.ndarray) -> int:
-        """Decode one symbol under a cumulative table (`codec.freq.cumulative` output)."""
+        """Decode one symbol under a cumulative table (`igpt_codec.core.freq.cumulative` output)."""
         return self._decode_in(cum, _check_table(cum))[0]
 
     def decode_rows(self, cum: np.ndarray) -> tuple[list[int], list[int], list[int], list[int]]:

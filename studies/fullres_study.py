@@ -2,11 +2,11 @@
 
 Model bits only (the sum of -log2 of each coded token's table share; the coder adds a
 few bytes per record), from the exact encoder's whole-window calls. Layouts: context
-rows T above each band (format.tiling, no left context, a batch as wide as the image)
+rows T above each band (igpt_codec.format.tiling, no left context, a batch as wide as the image)
 and, for comparison, windows that also overlap L columns to the left (a wavefront
 decoder would be needed). Cost = cells fed to the model per coded pixel.
 
-    python -m bench.fullres_study --photos 4 --out docs/bench-results/fullres_study.json
+    python -m studies.fullres_study --photos 4 --out docs/bench-results/fullres_study.json
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.fullres import heldout_palette_images
-from codec.bundle import DEFAULT_BUNDLE_DIR, load_bundle
-from codec.model import SOS, ExactTokenModel
+from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.exact_runner import ExactTokenModel
 
 
 def window_bits(model: ExactTokenModel, windows: list[np.ndarray], masks: list[np.ndarray]):

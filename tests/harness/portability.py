@@ -1,17 +1,17 @@
 """Portability suite: files written here must decode to the same tokens everywhere.
 
-    python -m bench.portability              # encode, then decode in every column
-    python -m bench.portability --help       # columns, subsets, where things go
+    python -m tests.harness.portability              # encode, then decode in every column
+    python -m tests.harness.portability --help       # columns, subsets, where things go
 
 Encode (here, natively, the .venv's onnxruntime, 1 thread): the 105 held-out photos
-(`bench.data.validation_images()`), 32x32, **one stream per photo** (`codec.api.compress_each`,
+(`bench.data.validation_images()`), 32x32, **one stream per photo** (`igpt_codec.api.compress_each`,
 as `igpt-codec compress a.jpg b.jpg ...` writes them), for each profile: the shipped exact
 default bundle (copied into the work directory) and the float32 bundle exported from its float
 parent (tests/data/default-float) into the work directory. The encoder's tokens are saved
 beside the files.
 
-Decode: each column runs `python -m bench.portability worker` in another interpreter or
-setting; the worker reads every file, decodes its records with `codec.pipeline.decode`
+Decode: each column runs `python -m tests.harness.portability worker` in another interpreter or
+setting; the worker reads every file, decodes its records with `igpt_codec.pipelines.stream.decode`
 (the bundle given explicitly) and compares the decoded tokens with the saved ones. A file
 counts as identical only when its decode returned tokens equal to the encoder's. Files of
 a column are decoded together in batches of `batch` records (all 32x32, so consecutive
@@ -34,19 +34,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILES = ("exact", "float", "full")
 """exact and float: 32x32 thumbnails under each profile's bundle; full: a full-resolution
 crop of each photo (FULL_CROP, coding 2: adaptive context mixing) under the exact bundle."""
@@ -63,7 +65,15 @@ VENV_NEWEST = REPO / ".venv-ortnew"
 AARCH64_TOOLS = REPO.parent / "shared" / "tools" / "aarch64"
 DEFAULT_WORK = REPO / "bench_out" / "portability-work"
 DEFAULT_OUT = REPO / "bench_out"
-CODE_PACKAGES = ("codec", "format", "export", "bench")
+CODE_LAYOUT = {
+    "codec": "igpt_codec",
+    "format": "igpt_codec/format",
+    "export": "igpt_codec/export",
+    "bench": "bench",
+    "tests/harness": "tests/harness",
+}
+"""Checkout folder -> where it lies in a code snapshot: the installed package's layout (one
+import name, igpt_codec), so another interpreter imports it from PYTHONPATH, no install."""
 """What a run snapshots into WORK/code: the encoder and every worker import this one copy,
 so work going on in the checkout during a long run cannot mix two versions of the code."""
 READY = "portability-ready.json"
@@ -207,7 +217,7 @@ FLOAT_PARENT = REPO / "tests" / "data" / "default-float"
 
 def export_float_bundle(target: Path, parent: Path = FLOAT_PARENT) -> None:
     """The float32 bundle of the default model's float parent (needs torch, ~20 s)."""
-    from export.onnx_export import export_bundle
+    from igpt_codec.export.onnx_export import export_bundle
 
     export_bundle(str(parent), target, profile="float", force=True)
 
@@ -216,7 +226,7 @@ def prepare_bundles(
     work: Path, profiles: Sequence[str], log: Any, float_parent: Path = FLOAT_PARENT
 ) -> dict[str, str]:
     """Each profile's bundle under work/bundles; returns their fingerprints."""
-    from codec.bundle import load_bundle
+    from igpt_codec.runtime.bundle import load_bundle
 
     fingerprints = {}
     for profile in profiles:
@@ -244,9 +254,9 @@ def encode_profile(work: Path, profile: str, photos: Sequence[Path], log: Any) -
     import onnxruntime
 
     from bench.data import label
-    from codec.api import compress_each, tokenize
-    from codec.bundle import load_bundle
-    from codec.images import load_image
+    from igpt_codec.api import compress_each, tokenize
+    from igpt_codec.core.images import load_image
+    from igpt_codec.runtime.bundle import load_bundle
 
     bundle = load_bundle(work / "bundles" / profile)
     out = work / "streams" / profile
@@ -322,16 +332,16 @@ def decode_files(
 
     streams/index.json names the files ("files") and photos ("photos"); tokens.npz holds
     each file's tokens. All records of the subset are decoded as one sequence with
-    `codec.pipeline.decode(..., max_batch=batch)`; when it raises, the batch it was on
+    `igpt_codec.pipelines.stream.decode(..., max_batch=batch)`; when it raises, the batch it was on
     fails (every remaining record if the records have several sizes) and decoding
     resumes after it.
     """
     import numpy as np
     import onnxruntime
 
-    from codec.bundle import load_bundle
-    from codec.pipeline import decode
-    from format import CodecError, iter_records
+    from igpt_codec.format import CodecError, iter_records
+    from igpt_codec.pipelines.stream import decode
+    from igpt_codec.runtime.bundle import load_bundle
 
     index = json.loads((streams / "index.json").read_text())
     with np.load(streams / "tokens.npz") as saved:
@@ -407,7 +417,7 @@ def environment(ort_version: str, numpy_version: str) -> dict[str, str]:
         "onnxruntime": ort_version,
         "numpy": numpy_version,
         "executable": sys.executable,
-        "codec": str(Path(sys.modules["codec"].__file__).parent),
+        "codec": str(Path(sys.modules["igpt_codec"].__file__).parent),
     }
 
 
@@ -437,8 +447,9 @@ class Column:
     emulated: bool = False
     needs: tuple[str, ...] = field(default_factory=tuple)
 
-    def interpreter(self, code: Path = REPO) -> list[str]:
+    def interpreter(self, code: Path | None = None) -> list[str]:
         """The command that runs the worker's python (cwd = the code it imports)."""
+        code = code or checkout_code()
         native = str(REPO / ".venv" / "bin" / "python")
         if self.key == "ort-1.20":
             return [str(venv_python(VENV_OLDEST))]
@@ -504,14 +515,22 @@ def python_env(code: Path) -> dict[str, str]:
 
 
 def snapshot_code(work: Path) -> Path:
-    """Copy the checkout's code (CODE_PACKAGES) to WORK/code and return that folder."""
+    """Copy the checkout's code to WORK/code, laid out as installed (CODE_LAYOUT)."""
     code = work / "code"
     if code.exists():
         shutil.rmtree(code)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt")
-    for package in CODE_PACKAGES:
-        shutil.copytree(REPO / package, code / package, ignore=ignore)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt", "models", "data")
+    for source, target in CODE_LAYOUT.items():
+        shutil.copytree(REPO / source, code / target, ignore=ignore)
+    # The shipped model is what the default bundle path names; training data stays behind.
+    shutil.copytree(REPO / "codec" / "models", code / "igpt_codec" / "models", ignore=ignore)
     return code
+
+
+@functools.cache
+def checkout_code() -> Path:
+    """This checkout's code laid out for import without an install (one per process)."""
+    return snapshot_code(Path(tempfile.mkdtemp(prefix="igpt-portability-")))
 
 
 def run_worker(
@@ -524,18 +543,19 @@ def run_worker(
     threads: int = 1,
     batch: int = 16,
     timeout: float = 3600,
-    code: Path = REPO,
+    code: Path | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Run the worker under `interpreter` (a python command) with `code` (the repository or
-    a run's snapshot of it) as cwd and PYTHONPATH; returns its result and the wall seconds.
-    A worker that fails or times out gives a result with every file failed and
-    worker_failed set."""
+    """Run the worker under `interpreter` (a python command) with `code` (a snapshot of the
+    checkout, laid out as installed; default: this checkout's) as cwd and PYTHONPATH;
+    returns its result and the wall seconds. A worker that fails or times out gives a
+    result with every file failed and worker_failed set."""
+    code = code or checkout_code()
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.unlink(missing_ok=True)
     command = [
         *interpreter,
         "-m",
-        "bench.portability",
+        "tests.harness.portability",
         "worker",
         "--streams",
         str(streams),
@@ -719,7 +739,7 @@ def main_run(args: argparse.Namespace) -> int:
         command = [
             sys.executable,
             "-m",
-            "bench.portability",
+            "tests.harness.portability",
             "encode",
             "--work",
             str(work),
@@ -813,7 +833,7 @@ def main_setup(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.portability",
+        prog="python -m tests.harness.portability",
         description="Encode the held-out photos here, decode them in every column, compare tokens.",
     )
     sub = parser.add_subparsers(dest="command")

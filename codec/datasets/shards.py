@@ -41,15 +41,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from format.access import header_crc, iter_record_spans, parse_record_frame
-from format.container import StreamWriter
-from format.errors import CodecError, FormatError, TruncatedError
-from format.records import Record
+from igpt_codec.format.access import header_crc, iter_record_spans, parse_record_frame
+from igpt_codec.format.container import StreamWriter
+from igpt_codec.format.errors import CodecError, FormatError, TruncatedError
+from igpt_codec.format.records import Record
 
 if TYPE_CHECKING:
-    from codec.api import DecodedImage, ModelSpec
-    from codec.bundle import Bundle
-    from codec.pipeline import TokenImage
+    from igpt_codec.api import DecodedImage, ModelSpec
+    from igpt_codec.pipelines.stream import TokenImage
+    from igpt_codec.runtime.bundle import Bundle
 
 SHARDS_DIR = "shards"
 INDEX_JSONL = "index.jsonl"
@@ -181,7 +181,7 @@ def encode_shard(
     intra-op threads (1: one core per worker, the Ray default). Raises ValueError for an
     empty batch or duplicated keys.
     """
-    from codec.pipeline import encode
+    from igpt_codec.pipelines.stream import encode
 
     if not items:
         raise ValueError("a shard needs at least one image")
@@ -312,7 +312,7 @@ def decode_entry(
     threads: int | None = None,
 ) -> DecodedImage:
     """Decode one image by its index entry, reading only its record's bytes."""
-    from codec.api import decode_records
+    from igpt_codec.api import decode_records
 
     (image,) = decode_records([load_record(root, entry)], model=model, threads=threads)
     return image
@@ -341,7 +341,7 @@ def decode_shard(
     Decoding a whole shard batches its records (up to 16 per model call), several times
     faster per token than decoding them one by one.
     """
-    from codec.pipeline import decode
+    from igpt_codec.pipelines.stream import decode
 
     if not entries:
         return []

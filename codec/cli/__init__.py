@@ -8,7 +8,7 @@ Exit codes: 0 ok (also when the reader of stdout goes away, as with `| head`);
 on stderr, never a traceback); 2 usage (click's own); 128+N when stopped by
 signal N (SIGINT 130, SIGTERM 143, SIGHUP 129). Every output file is written
 complete to a hidden temporary file beside its target and all of them are
-renamed into place at the end (`codec.outputs`), so a failure or a signal
+renamed into place at the end (`igpt_codec.cli.outputs`), so a failure or a signal
 leaves nothing behind, not even a directory the command created. Input streams
 are read front to back as records arrive, so memory stays bounded whatever the
 input's size. onnxruntime is imported only by the commands that run a model,
@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 import click
 
-from codec.outputs import OutputError, OutputSet, is_dir_spelling
-from format.errors import CodecError
+from igpt_codec.cli.outputs import OutputError, OutputSet, is_dir_spelling
+from igpt_codec.format.errors import CodecError
 
 DEFAULT_SIZE = 32
-"""codec.api.DEFAULT_SIZE, repeated so that the CLI starts without importing onnxruntime."""
+"""igpt_codec.api.DEFAULT_SIZE, repeated so that the CLI starts without importing onnxruntime."""
 
 if TYPE_CHECKING:
-    from codec.api import CompressSummary, DecodedImage
+    from igpt_codec.api import CompressSummary, DecodedImage
 
 SUFFIX = ".igpt"
 STDIO = "-"
@@ -260,8 +260,8 @@ class _NamedErrors:
 def _version_text() -> str:
     from importlib import metadata
 
-    from codec import __version__
-    from codec.search import default_fingerprint
+    from igpt_codec import __version__
+    from igpt_codec.runtime.search import default_fingerprint
 
     try:
         ort = metadata.version("onnxruntime")
@@ -406,8 +406,8 @@ def compress(
         targets = [Path(output)]
         outputs.check(targets[0])
 
-    from codec import api
-    from codec.images import load_image
+    from igpt_codec import api
+    from igpt_codec.core.images import load_image
 
     images = [
         load_image(sys.stdin.buffer.read(), name="<stdin>") if item == STDIO else item
@@ -548,9 +548,9 @@ def decompress(
     outputs = OutputSet(force=force, inputs=inputs)
     stdout = _stdout_binary(force) if to_pipe else None
 
-    from codec import api
-    from codec.files import regular_file_size
-    from format import iter_records
+    from igpt_codec import api
+    from igpt_codec.core.files import regular_file_size
+    from igpt_codec.format import iter_records
 
     bar = ProgressBar.for_stderr("decompressing", quiet)
     count = 0
@@ -630,8 +630,8 @@ def info(input_name: str, as_json: bool) -> None:
     the whole file's (bytes x 8 / tokens); each record's coder payload is shown
     as payload bits/token.
     """
-    from codec.files import regular_file_size
-    from format import iter_records
+    from igpt_codec.core.files import regular_file_size
+    from igpt_codec.format import iter_records
 
     label = _label(input_name)
     version = _format_version()
@@ -646,9 +646,9 @@ def info(input_name: str, as_json: bool) -> None:
 
 
 def _format_version() -> int | None:
-    import format
+    import igpt_codec.format as stream_format
 
-    return getattr(format, "VERSION", None)
+    return getattr(stream_format, "VERSION", None)
 
 
 def _info_text(label: str, version: int | None, rows: Iterator[dict], reader: Any) -> None:
@@ -708,13 +708,13 @@ def _info_json(label: str, version: int | None, rows: Iterator[dict], reader: An
 def _coding_name(head: Any) -> str | None:
     """ "exact" or "exact-adaptive" (the same bits on every machine) or "float32"
     (machine-bound), if recorded."""
-    import format
+    import igpt_codec.format as stream_format
 
     coding = getattr(head, "coding", None)
     names = {
-        getattr(format, "CODING_EXACT", None): "exact",
-        getattr(format, "CODING_FLOAT32", None): "float32",
-        getattr(format, "CODING_ADAPTIVE", None): "exact-adaptive",
+        getattr(stream_format, "CODING_EXACT", None): "exact",
+        getattr(stream_format, "CODING_FLOAT32", None): "float32",
+        getattr(stream_format, "CODING_ADAPTIVE", None): "exact-adaptive",
     }
     return None if coding is None else names.get(coding, str(coding))
 
@@ -779,7 +779,7 @@ def export_command(
 ) -> None:
     """Export an ImageGPT checkpoint (hub id or directory) to a model bundle."""
     try:
-        from export.onnx_export import export_bundle
+        from igpt_codec.export.onnx_export import export_bundle
     except ImportError as exc:
         if (exc.name or "").split(".")[0] in EXPORT_DEPS:
             raise Failure(EXPORT_HINT) from exc
@@ -793,7 +793,7 @@ def export_command(
 
 # Datasets on Ray Data (docs/scale.md); the group imports neither Ray nor onnxruntime until
 # one of its commands runs.
-from codec.cli_dataset import dataset as dataset_group  # noqa: E402
+from igpt_codec.cli.dataset import dataset as dataset_group  # noqa: E402
 
 cli.add_command(dataset_group)
 
