@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from codec.bundle import load_bundle
 from PIL import Image
 
 from codec import api
-from codec.bundle import load_bundle
 from format.container import pack_stream, unpack_stream
 
 
@@ -38,7 +38,9 @@ def main() -> None:
     decoded = api.decompress(stream, bundle)
     (out / "fuzz_seed.igpt").write_bytes(stream)
     tokens = [np.asarray(im.tokens).reshape(-1).astype(int).tolist() for im in decoded]
-    (out / "fuzz_seed.json").write_text(json.dumps({"fingerprint": bundle.fingerprint.hex(), "tokens": tokens}) + "\n")
+    (out / "fuzz_seed.json").write_text(
+        json.dumps({"fingerprint": bundle.fingerprint.hex(), "tokens": tokens}) + "\n"
+    )
     print(len(stream), [len(t) for t in tokens])
 
 

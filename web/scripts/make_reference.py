@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from codec.bundle import load_bundle
 
 from codec import api
-from codec.bundle import load_bundle
 
 
 def main() -> None:
@@ -35,7 +35,9 @@ def main() -> None:
             {
                 "width": im.image.width,
                 "height": im.image.height,
-                "rgb_sha256": hashlib.sha256(np.asarray(im.image.convert("RGB")).tobytes()).hexdigest(),
+                "rgb_sha256": hashlib.sha256(
+                    np.asarray(im.image.convert("RGB")).tobytes()
+                ).hexdigest(),
             }
             for im in images
         ]

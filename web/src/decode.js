@@ -67,9 +67,10 @@ export async function decode(input, options = {}) {
   const session = await sessionFor(bundle);
   const colours = colourTable(bundle.palette);
   let done = 0;
-  const onTokens = (n) => {
+  // onProgress may return a promise (a page uses one to let the browser paint).
+  const onTokens = async (n) => {
     done += n;
-    options.onProgress?.(done, info.tokens);
+    if (options.onProgress) await options.onProgress(done, info.tokens);
   };
   const images = [];
   for (const batch of batches(parsed.records)) {

@@ -84,7 +84,7 @@ async function decodeGroup(ctx, band, columnIndexes, seg, mixer) {
         symbols.push(symbol);
       }
       if (mixer) mixer.update(step, symbols);
-      onTokens(live.length);
+      await onTokens(live.length);
     }
     for (let b = 0; b < batch; b++) {
       if (col >= real[b]) cells[b][cell] = cells[b][cell - col + real[b] - 1];

@@ -29,7 +29,7 @@ export async function decodeThumbnails(bundle, session, records, onTokens) {
       tokens[row][t] = symbol;
       feed[row] = symbol;
     }
-    onTokens(rows);
+    await onTokens(rows);
   }
   records.forEach((record, row) => {
     if (!sameBytes(shadows[row].finish(), record.payload)) {

@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// Headless Chromium loads index.html, decodes a thumbnail golden file and a
+// full-resolution one, and the pixels' sha256 must equal the Python decoder's
+// (test/reference/python_pixels.json). Saves a screenshot of the page.
+//   node scripts/browser-check.js [--screenshot PATH] [--repeat N] [--files a.igpt,b.igpt] [--json OUT]
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from './serve.js';
+import { launchChromium } from './cdp.js';
+
+const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(WEB, '..');
+const GOLDEN = path.join(ROOT, 'tests', 'golden');
+
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const files = option('--files', 'default_one_32.igpt,default_full_chain.igpt').split(',');
+const repeat = Number(option('--repeat', '1'));
+const screenshot = option('--screenshot', null);
+const jsonOut = option('--json', null);
+const timeoutMs = Number(option('--timeout', '300')) * 1000;
+
+const expected = JSON.parse(await readFile(path.join(WEB, 'test', 'reference', 'python_pixels.json'), 'utf8'));
+let reportResolve;
+const reported = new Promise((resolve) => { reportResolve = resolve; });
+const server = await startServer({
+  modelDirs: [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')],
+  filesDir: GOLDEN,
+  onReport: reportResolve,
+});
+const browser = await launchChromium();
+let failures = 0;
+try {
+  const url = `http://127.0.0.1:${server.port}/index.html?check=${files.join(',')}&repeat=${repeat}`;
+  await browser.page('Page.navigate', { url });
+  let timer;
+  const report = await Promise.race([
+    reported,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no report from the page in ${timeoutMs / 1000} s; console: ${browser.consoleLines.slice(-3).join(' | ')}`)), timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  console.log(`chromium: ${report.userAgent}`);
+  for (const result of report.results) {
+    const want = expected[result.file];
+    if (result.error) {
+      console.log(`FAIL ${result.file}: ${result.error}`);
+      failures++;
+      continue;
+    }
+    const same = want && want.length === result.images.length && want.every((w, i) => w.rgb_sha256 === result.images[i].rgb_sha256 && w.width === result.images[i].width && w.height === result.images[i].height);
+    const ms = result.ms.map((m) => m.toFixed(0)).join(', ');
+    console.log(`${same ? 'ok  ' : 'FAIL'} ${result.file}: ${result.images.length} image(s), ${result.tokens} tokens, ${ms} ms; pixels ${same ? 'equal' : 'differ from'} Python's`);
+    if (!same) failures++;
+  }
+  if (screenshot) {
+    const { data } = await browser.page('Page.captureScreenshot', { format: 'png', captureBeyondViewport: true });
+    await mkdir(path.dirname(path.resolve(screenshot)), { recursive: true });
+    await writeFile(screenshot, Buffer.from(data, 'base64'));
+    console.log(`screenshot: ${screenshot}`);
+  }
+  if (jsonOut) await writeFile(jsonOut, JSON.stringify(report, null, 1) + '\n');
+} catch (err) {
+  console.log(`FAIL browser check: ${err.message}`);
+  failures++;
+} finally {
+  await browser.close();
+  await server.close();
+}
+process.exitCode = failures ? 1 : 0;

@@ -1,0 +1,131 @@
+// The page: pick or drop an .igpt file, decode it with a progress bar, show each image at
+// its size (thumbnails also upscaled, pixelated) and what the file holds.
+// ?check=a.igpt,b.igpt (files under /files/) decodes them and POSTs hashes to /report:
+// the headless-Chromium test drives the page that way.
+import { decode, readStream, streamInfo, infoLines, CodecError, BundleError, ModelMismatchError } from './index.js';
+import { urlResolver } from './browser.js';
+
+const $ = (id) => document.getElementById(id);
+const model = urlResolver('models/');
+const THUMBNAIL_VIEW = 256; // CSS pixels a thumbnail is scaled up to
+
+function say(text, isError = false) {
+  $('message').textContent = text;
+  $('message').className = isError ? 'error' : '';
+}
+
+/** Resolves at most every 50 ms on a timer, so the progress bar gets painted. */
+function progressUpdater() {
+  let last = 0;
+  return (done, total) => {
+    $('progress').value = total ? done / total : 1;
+    const now = performance.now();
+    if (now - last < 50) return undefined;
+    last = now;
+    return new Promise((resolve) => setTimeout(resolve, 0));
+  };
+}
+
+function render(images) {
+  const box = $('images');
+  box.replaceChildren();
+  for (const image of images) {
+    const canvas = document.createElement('canvas');
+    canvas.width = image.width;
+    canvas.height = image.height;
+    canvas.getContext('2d').putImageData(new ImageData(image.rgba, image.width, image.height), 0, 0);
+    const figure = document.createElement('figure');
+    const caption = document.createElement('figcaption');
+    let text = `#${image.index}: ${image.width}×${image.height}`;
+    if (image.kind === 'thumbnail') {
+      const scale = Math.max(1, Math.floor(THUMBNAIL_VIEW / image.side));
+      canvas.className = 'thumbnail';
+      canvas.style.width = `${image.width * scale}px`;
+      canvas.style.height = `${image.height * scale}px`;
+      text += ` thumbnail of a ${image.originalWidth}×${image.originalHeight} ${image.mode} image (shown ×${scale})`;
+    } else {
+      text += ` full-resolution ${image.mode} image`;
+    }
+    if (image.name) text += ` — ${image.name}`;
+    caption.textContent = text;
+    figure.append(canvas, caption);
+    box.append(figure);
+  }
+}
+
+function explain(err) {
+  if (err instanceof ModelMismatchError) return `Missing model: ${err.message}. Put its bundle under models/<fingerprint>/ next to this page.`;
+  if (err instanceof BundleError) return `The model bundle is unusable: ${err.message}`;
+  if (err instanceof CodecError) return `This file is damaged or not an .igpt stream (${err.name}): ${err.message}`;
+  return `Unexpected failure: ${err.message}`;
+}
+
+async function openBytes(label, bytes) {
+  $('images').replaceChildren();
+  $('info').hidden = true;
+  $('progress').value = 0;
+  try {
+    const info = streamInfo(readStream(bytes), bytes.length); // what it holds, before any model
+    $('info').textContent = infoLines(label, info).join('\n');
+    $('info').hidden = false;
+    say(`Decoding ${info.images} image${info.images === 1 ? '' : 's'} (${info.tokens} tokens)…`);
+    const started = performance.now();
+    const { images } = await decode(bytes, { model, onProgress: progressUpdater() });
+    render(images);
+    $('progress').value = 1;
+    say(`${label}: ${images.length} image${images.length === 1 ? '' : 's'} decoded in ${((performance.now() - started) / 1000).toFixed(2)} s.`);
+    return images;
+  } catch (err) {
+    say(explain(err), true);
+    throw err;
+  }
+}
+
+async function openFile(file) {
+  await openBytes(file.name, new Uint8Array(await file.arrayBuffer())).catch(() => {});
+}
+
+$('picker').addEventListener('change', (e) => e.target.files[0] && openFile(e.target.files[0]));
+const drop = $('drop');
+drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  if (e.dataTransfer.files[0]) openFile(e.dataTransfer.files[0]);
+});
+
+async function rgbSha256(image) {
+  const rgb = new Uint8Array(image.width * image.height * 3);
+  for (let i = 0; i < image.width * image.height; i++) rgb.set(image.rgba.subarray(4 * i, 4 * i + 3), 3 * i);
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', rgb));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Test mode: decode the named files (each shown in turn) and report hashes and timings. */
+async function check(names, repeat) {
+  const results = [];
+  for (const name of names) {
+    const entry = { file: name };
+    try {
+      const bytes = new Uint8Array(await (await fetch(`files/${name}`)).arrayBuffer());
+      const runs = [];
+      let images;
+      for (let r = 0; r < repeat; r++) {
+        const t0 = performance.now();
+        images = await openBytes(name, bytes);
+        runs.push(performance.now() - t0);
+      }
+      entry.ms = runs;
+      entry.tokens = images.reduce((n, im) => n + im.tokens.length, 0);
+      entry.images = await Promise.all(images.map(async (im) => ({ width: im.width, height: im.height, rgb_sha256: await rgbSha256(im) })));
+    } catch (err) {
+      entry.error = `${err.name}: ${err.message}`;
+    }
+    results.push(entry);
+  }
+  await fetch('report', { method: 'POST', body: JSON.stringify({ userAgent: navigator.userAgent, results }) });
+}
+
+const params = new URLSearchParams(location.search);
+if (params.get('check')) check(params.get('check').split(','), Number(params.get('repeat') || 1));
