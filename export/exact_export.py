@@ -21,7 +21,14 @@ import numpy as np
 
 from igpt_codec.export.errors import ExportError
 from igpt_codec.export.exact_graph import build_graph
-from igpt_codec.export.exact_plan import ExactPlan, FloatWeights, build_plan
+from igpt_codec.export.exact_plan import (
+    Calibration,
+    ExactPlan,
+    FloatWeights,
+    Span,
+    build_plan,
+    widen,
+)
 from igpt_codec.runtime.contract import (
     EXACT_FREQS,
     INPUT_IDS,
@@ -55,7 +62,9 @@ def float_weights(lean) -> FloatWeights:
     )
 
 
-def float_forward(w: FloatWeights, ids: np.ndarray, pos: np.ndarray, stats: dict | None = None):
+def float_forward(
+    w: FloatWeights, ids: np.ndarray, pos: np.ndarray, ranges: Calibration | None = None
+):
     """Log-probabilities (float64 [B, T, 512]) of the float model; collects activation ranges.
 
     torch for speed (this runs over every calibration photo); float64 so the reference
@@ -65,15 +74,12 @@ def float_forward(w: FloatWeights, ids: np.ndarray, pos: np.ndarray, stats: dict
 
     t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731
 
-    def note(key: str, value, squares: bool = False) -> None:
-        if stats is None:
-            return
-        if squares:
-            ss = (value * value).sum(-1)
-            stats.setdefault(key + ".min", []).append(float(ss.min()))
-            stats.setdefault(key + ".max", []).append(float(ss.max()))
-        else:
-            stats.setdefault(key, []).append(float(value.abs().max()))
+    def peak(old: float, value) -> float:
+        return max(old, float(value.abs().max()))
+
+    def span(old: Span, value) -> Span:
+        ss = (value * value).sum(-1)
+        return widen(old, float(ss.min()), float(ss.max()))
 
     def rms(x):
         return x / torch.sqrt((x * x).mean(-1, keepdim=True) + w.eps)
@@ -86,28 +92,29 @@ def float_forward(w: FloatWeights, ids: np.ndarray, pos: np.ndarray, stats: dict
         causal = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
         for i, blk in enumerate(w.blocks):
             p = {k: t(v) for k, v in blk.items()}
-            note(f"ss1.{i}", x, squares=True)
+            seen = ranges.layers[i] if ranges else None
             n1 = rms(x)
-            note(f"n1.{i}", n1)
             q, k, v = ((n1 * p["ln_1"]) @ p["c_attn_w"] + p["c_attn_b"]).split(e, dim=-1)
             q = q / w.divisors[i]
-            for name, value in (("q", q), ("k", k), ("v", v)):
-                note(f"{name}{i}", value)
+            if seen:
+                seen.ss1 = span(seen.ss1, x)
+                seen.n1 = peak(seen.n1, n1)
+                seen.q, seen.k, seen.v = peak(seen.q, q), peak(seen.k, k), peak(seen.v, v)
             q, k, v = (z.reshape(b, n, h, d).transpose(1, 2) for z in (q, k, v))
             scores = (q @ k.transpose(-1, -2)).masked_fill(causal, -math.inf)
             y = torch.softmax(scores, dim=-1) @ v
             x = x + y.transpose(1, 2).reshape(b, n, e) @ p["c_proj_w"] + p["c_proj_b"]
-            note(f"ss2.{i}", x, squares=True)
             n2 = rms(x)
-            note(f"n2.{i}", n2)
             z = (n2 * p["ln_2"]) @ p["fc_w"] + p["fc_b"]
-            note(f"z{i}", z)
             g = z * torch.sigmoid(1.702 * z)
-            note(f"g{i}", g)
+            if seen:
+                seen.ss2 = span(seen.ss2, x)
+                seen.n2, seen.z, seen.g = peak(seen.n2, n2), peak(seen.z, z), peak(seen.g, g)
             x = x + g @ p["mproj_w"] + p["mproj_b"]
-        note("ssf", x, squares=True)
         nf = rms(x)
-        note("nf", nf)
+        if ranges:
+            ranges.ssf = span(ranges.ssf, x)
+            ranges.nf = peak(ranges.nf, nf)
         logits = (nf * t(w.ln_f)) @ t(w.lm_head).T
         return torch.log_softmax(logits, dim=-1).numpy()
 
@@ -139,11 +146,11 @@ def build_exact(
     calib_tokens, check_tokens = load_calibration()
     calib_tokens = calib_tokens[:calibration]
     check_tokens = check_tokens[:check]
-    stats: dict[str, list[float]] = {}
+    ranges = Calibration.empty(len(w.blocks))
     for start in range(0, len(calib_tokens), chunk):
         ids, pos = _inputs(calib_tokens[start : start + chunk])
-        float_forward(w, ids, pos, stats)
-    plan = build_plan(w, stats)
+        float_forward(w, ids, pos, ranges)
+    plan = build_plan(w, ranges)
     build_graph(plan, out_path)
     ids, pos = _inputs(check_tokens)
     float_bits = 0.0

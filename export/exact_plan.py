@@ -1,7 +1,7 @@
 """ImageGPT weights + calibration tokens -> the integer parameters of the exact graph.
 
 The exact profile replaces every float operation whose result could depend on the
-CPU, the kernel or the summation order with integer arithmetic (DESIGN.md, rule 2).
+CPU, the kernel or the summation order with integer arithmetic (docs/exact-arithmetic.md).
 This module decides all the numbers: int8 weights with per-output-channel scales,
 integer biases, dyadic multipliers (m * 2^-k, at most 24 significant bits) that move
 a matmul accumulator onto the next grid, activation grids calibrated on real photo
@@ -123,6 +123,48 @@ class ExactPlan:
     calibration: dict[str, object] = field(default_factory=dict)
 
 
+# ---------------------------------------------------------------- calibration
+
+
+Span = tuple[float, float]
+"""(smallest, largest) of sum(X^2) over a row of the residual stream."""
+EMPTY_SPAN: Span = (math.inf, 0.0)
+
+
+def widen(span: Span, low: float, high: float) -> Span:
+    return (min(span[0], low), max(span[1], high))
+
+
+@dataclass
+class LayerRanges:
+    """What calibration saw in one block: the largest |value| of each activation that gets
+    an int8 grid, and the span of sum(X^2) entering each norm (for its thresholds)."""
+
+    n1: float = 0.0
+    q: float = 0.0
+    k: float = 0.0
+    v: float = 0.0
+    n2: float = 0.0
+    z: float = 0.0
+    g: float = 0.0
+    ss1: Span = EMPTY_SPAN
+    ss2: Span = EMPTY_SPAN
+
+
+@dataclass
+class Calibration:
+    """Activation ranges over every calibration batch (maxima and minima, so the order of
+    the batches does not matter); `float_forward` fills it, `build_plan` reads it."""
+
+    layers: list[LayerRanges]
+    nf: float = 0.0
+    ssf: Span = EMPTY_SPAN
+
+    @classmethod
+    def empty(cls, n_layer: int) -> Calibration:
+        return cls([LayerRanges() for _ in range(n_layer)])
+
+
 # ---------------------------------------------------------------- float reference
 
 
@@ -242,116 +284,109 @@ saturate, everything else gets a finer grid. Chosen on the calibration-disjoint 
 agree (1.0 +0.136%, 0.8 +0.115%)."""
 
 
-def build_plan(
-    w: FloatWeights, stats: dict[str, list[float]], clip: float = ACTIVATION_CLIP
-) -> ExactPlan:
-    """Integer parameters from float weights and calibration ranges (max over the batches).
+def build_plan(w: FloatWeights, ranges: Calibration, clip: float = ACTIVATION_CLIP) -> ExactPlan:
+    """Integer parameters from float weights and calibration ranges.
 
     `clip` scales every activation range (ACTIVATION_CLIP); 1.0 clips none of the
-    calibration data.
+    calibration data. The residual stream's unit comes first, from a static bound on |X|
+    (the embeddings plus every projection's largest output), because the projections'
+    multipliers and the norms' thresholds are expressed in it.
     """
-    peak = {k: max(v) for k, v in stats.items() if not k.endswith(".min")}
-    low = {k: min(v) for k, v in stats.items() if k.endswith(".min")}
     e = w.wte.shape[1]
-    d = e // w.n_head
-    layers: list[Layer] = []
-    pending = []
-    for i, blk in enumerate(w.blocks):
-        s_n1 = _grid(peak[f"n1.{i}"] * clip)
-        s_q, s_k, s_v = (_grid(peak[f"{n}{i}"] * clip) for n in "qkv")
-        qkv_w = blk["c_attn_w"] * blk["ln_1"][:, None]
-        qkv_w = np.concatenate([qkv_w[:, :e] / w.divisors[i], qkv_w[:, e:]], axis=1)
-        qkv_b = np.concatenate([blk["c_attn_b"][:e] / w.divisors[i], blk["c_attn_b"][e:]])
-        out_scales = np.repeat([s_q, s_k, s_v], e)
-        qkv = _linear(qkv_w, qkv_b, s_n1, out_scales)
-        # The score gap to the row maximum indexes the table (one unit of gap is s_q * s_k
-        # nats); past ln(2 * EXP_ONE) nats the weight rounds to 0. Where that would take
-        # more than EXP_TABLE_MAX entries, the gap is read in bins of 2^shift units (exact:
-        # floor of a float32 integer times a power of two), each at its middle.
-        unit = s_q * s_k
-        reach = math.log(2 * EXP_ONE) / unit
-        shift = max(0, math.ceil(math.log2(reach / (EXP_TABLE_MAX - 2))))
-        nats = unit * 2.0**shift
-        length = math.ceil(reach / 2.0**shift) + 2
-        middle = np.arange(length) * 2.0**shift + (2.0**shift - 1) / 2
-        exp_table = np.round(EXP_ONE * np.exp(-middle * unit))
-        exp_table[-1] = 0
-        s_n2 = _grid(peak[f"n2.{i}"] * clip)
-        z_max = peak[f"z{i}"] * clip
-        s_z = z_max / GELU_STEPS
-        s_g = _grid(peak[f"g{i}"] * clip)
-        fc = _linear(blk["fc_w"] * blk["ln_2"][:, None], blk["fc_b"], s_n2, s_z)
-        grid = np.arange(2 * GELU_STEPS + 1)
-        grid = np.where(grid <= GELU_STEPS, grid, grid - (2 * GELU_STEPS + 1))  # wrap order
-        gelu_table = np.clip(np.round(quick_gelu(grid * s_z) / s_g), -INT8, INT8)
-        pending.append((i, blk, s_v, s_g))
-        layers.append(
-            Layer(
-                norm1=Norm(np.zeros(0), np.zeros(1), s_n1),
-                qkv=qkv,
-                exp_table=exp_table,
-                nats_per_step=nats,
-                exp_shift=shift,
-                proj=None,
-                norm2=Norm(np.zeros(0), np.zeros(1), s_n2),
-                fc=fc,
-                gelu_table=gelu_table,
-                mlp_proj=None,
-                scales={"n1": s_n1, "q": s_q, "k": s_k, "v": s_v, "n2": s_n2, "z": s_z, "g": s_g},
-            )
-        )
-    s_nf = _grid(peak["nf"] * clip)
-    lm_w = w.lm_head.T * w.ln_f[:, None]
-    lm_head = _linear(lm_w, None, s_nf, 1.0 / LOGIT_STEPS_PER_NAT)
-
-    # Residual projections first in real units (out_scale 1), to bound |X| statically.
-    bound = np.abs(w.wte).max() + np.abs(w.wpe).max()
-    for (_, blk, s_v, s_g), layer in zip(pending, layers, strict=True):
-        layer.proj = _linear(blk["c_proj_w"], blk["c_proj_b"], s_v, 1.0)
-        layer.mlp_proj = _linear(blk["mproj_w"], blk["mproj_b"], s_g, 1.0)
-        for lin in (layer.proj, layer.mlp_proj):
-            bound += float((lin.acc_bound() * lin.in_scale * lin.channel_scale).max()) + 1.0
-    residual_bits = math.floor(math.log2(RESIDUAL_LIMIT / bound))
+    residual_bits, bound = _residual_bits(w, ranges, clip)
     unit = 2.0**-residual_bits
-    for layer in layers:
-        for lin in (layer.proj, layer.mlp_proj):
-            lin.multiplier = dyadic(lin.in_scale * lin.channel_scale / unit)
     eps_units = w.eps * e / unit**2
-    for i, layer in enumerate(layers):
-        layer.norm1 = _norm(
-            low[f"ss1.{i}.min"] / unit**2,
-            peak[f"ss1.{i}.max"] / unit**2,
-            e,
-            eps_units,
-            layer.scales["n1"],
-        )
-        layer.norm2 = _norm(
-            low[f"ss2.{i}.min"] / unit**2,
-            peak[f"ss2.{i}.max"] / unit**2,
-            e,
-            eps_units,
-            layer.scales["n2"],
-        )
-    norm_f = _norm(low["ssf.min"] / unit**2, peak["ssf.max"] / unit**2, e, eps_units, s_nf)
+    layers = [
+        _layer(w, i, blk, ranges.layers[i], clip, unit, eps_units) for i, blk in enumerate(w.blocks)
+    ]
+    s_nf = _grid(ranges.nf * clip)
+    lm_w = w.lm_head.T * w.ln_f[:, None]
     freq_table = np.maximum(
         1, np.round(FREQ_ONE * np.exp(-np.arange(FREQ_TABLE) / LOGIT_STEPS_PER_NAT))
     )
     plan = ExactPlan(
         n_embd=e,
         n_head=w.n_head,
-        head_dim=d,
+        head_dim=e // w.n_head,
         residual_bits=residual_bits,
         wte=np.round(w.wte / unit),
         wpe=np.round(w.wpe / unit),
         layers=layers,
-        norm_f=norm_f,
-        lm_head=lm_head,
+        norm_f=_norm_from(ranges.ssf, unit, e, eps_units, s_nf),
+        lm_head=_linear(lm_w, None, s_nf, 1.0 / LOGIT_STEPS_PER_NAT),
         freq_table=freq_table.astype(np.int64),
         residual_bound=bound / unit,
         calibration={"clip": clip},
     )
     check_bounds(plan, w.wpe.shape[0])
     return plan
+
+
+def _residual_bits(w: FloatWeights, ranges: Calibration, clip: float) -> tuple[int, float]:
+    """(Sx, static max |X| in real units): the finest grid 2^-Sx whose integers stay within
+    RESIDUAL_LIMIT for any input."""
+    bound = np.abs(w.wte).max() + np.abs(w.wpe).max()
+    for blk, seen in zip(w.blocks, ranges.layers, strict=True):
+        for weight, bias, in_scale in (
+            (blk["c_proj_w"], blk["c_proj_b"], _grid(seen.v * clip)),
+            (blk["mproj_w"], blk["mproj_b"], _grid(seen.g * clip)),
+        ):
+            lin = _linear(weight, bias, in_scale, 1.0)
+            bound += float((lin.acc_bound() * lin.in_scale * lin.channel_scale).max()) + 1.0
+    return math.floor(math.log2(RESIDUAL_LIMIT / bound)), bound
+
+
+def _norm_from(span: Span, unit: float, n_embd: int, eps_units: float, out_scale: float) -> Norm:
+    return _norm(span[0] / unit**2, span[1] / unit**2, n_embd, eps_units, out_scale)
+
+
+def _layer(
+    w: FloatWeights,
+    i: int,
+    blk: dict[str, np.ndarray],
+    seen: LayerRanges,
+    clip: float,
+    unit: float,
+    eps_units: float,
+) -> Layer:
+    """One block's integer parameters: grids, norms, linears and tables."""
+    e = w.wte.shape[1]
+    s_n1 = _grid(seen.n1 * clip)
+    s_q, s_k, s_v = (_grid(peak * clip) for peak in (seen.q, seen.k, seen.v))
+    qkv_w = blk["c_attn_w"] * blk["ln_1"][:, None]
+    qkv_w = np.concatenate([qkv_w[:, :e] / w.divisors[i], qkv_w[:, e:]], axis=1)
+    qkv_b = np.concatenate([blk["c_attn_b"][:e] / w.divisors[i], blk["c_attn_b"][e:]])
+    qkv = _linear(qkv_w, qkv_b, s_n1, np.repeat([s_q, s_k, s_v], e))
+    # The score gap to the row maximum indexes the table (one unit of gap is s_q * s_k
+    # nats); past ln(2 * EXP_ONE) nats the weight rounds to 0. Where that would take
+    # more than EXP_TABLE_MAX entries, the gap is read in bins of 2^shift units (exact:
+    # floor of a float32 integer times a power of two), each at its middle.
+    step = s_q * s_k
+    reach = math.log(2 * EXP_ONE) / step
+    shift = max(0, math.ceil(math.log2(reach / (EXP_TABLE_MAX - 2))))
+    length = math.ceil(reach / 2.0**shift) + 2
+    middle = np.arange(length) * 2.0**shift + (2.0**shift - 1) / 2
+    exp_table = np.round(EXP_ONE * np.exp(-middle * step))
+    exp_table[-1] = 0
+    s_n2 = _grid(seen.n2 * clip)
+    s_z = seen.z * clip / GELU_STEPS
+    s_g = _grid(seen.g * clip)
+    grid = np.arange(2 * GELU_STEPS + 1)
+    grid = np.where(grid <= GELU_STEPS, grid, grid - (2 * GELU_STEPS + 1))  # wrap order
+    return Layer(
+        norm1=_norm_from(seen.ss1, unit, e, eps_units, s_n1),
+        qkv=qkv,
+        exp_table=exp_table,
+        nats_per_step=step * 2.0**shift,
+        exp_shift=shift,
+        # Residual projections land on the residual grid (units of 2^-Sx).
+        proj=_linear(blk["c_proj_w"], blk["c_proj_b"], s_v, unit),
+        norm2=_norm_from(seen.ss2, unit, e, eps_units, s_n2),
+        fc=_linear(blk["fc_w"] * blk["ln_2"][:, None], blk["fc_b"], s_n2, s_z),
+        gelu_table=np.clip(np.round(quick_gelu(grid * s_z) / s_g), -INT8, INT8),
+        mlp_proj=_linear(blk["mproj_w"], blk["mproj_b"], s_g, unit),
+        scales={"n1": s_n1, "q": s_q, "k": s_k, "v": s_v, "n2": s_n2, "z": s_z, "g": s_g},
+    )
 
 
 MATMUL_CHUNK = FLOAT32_EXACT // (INT8 * INT8) - 1

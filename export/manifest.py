@@ -28,9 +28,7 @@ from igpt_codec.runtime.contract import (
 from igpt_codec.runtime.positions import GRID, RASTER
 
 EXPORTER = "torch.onnx legacy (dynamo=False)"
-EXACT_EXPORTER = (
-    "igpt_codec.export.exact_graph (onnx.helper, integer plan from igpt_codec.export.exact_plan)"
-)
+EXACT_EXPORTER = "export.exact_graph (onnx.helper, integer plan from export.exact_plan)"
 VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "numpy")
 
 

@@ -40,7 +40,7 @@ def test_tiny_export_manifest(tiny_bundle: Path, tiny_checkpoint_dir: Path) -> N
     assert m["parity"]["max_abs_logit_diff"] <= 1e-4
     assert m["parity"]["positions"] >= 256 and m["parity"]["sequences"] >= 2
     assert m["parity"]["enforced"] is True
-    assert m["opset"] == 17 and m["exporter"].startswith("igpt_codec.export.exact_graph")
+    assert m["opset"] == 17 and m["exporter"].startswith("export.exact_graph")
     assert {"torch", "transformers", "onnx", "onnxruntime", "numpy"} <= set(m["versions"])
     model = m["model"]
     assert (model["n_embd"], model["n_layer"], model["n_head"]) == (32, 2, 2)
