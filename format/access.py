@@ -21,13 +21,24 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from igpt_codec.format.container import MAGIC, VERSION, _read_file_header, _read_record
+from igpt_codec.format.container import (
+    MAGIC,
+    MAX_FRAME,
+    VERSION,
+    _read_file_header,
+    _read_record,
+)
 from igpt_codec.format.errors import InvalidFieldError, LengthOutOfRangeError, TruncatedError
 from igpt_codec.format.records import FINGERPRINT_LEN, KIND_MASK, KIND_NAME, Record
 from igpt_codec.format.source import ByteSource
+from igpt_codec.format.varint import varint_size
 
 CRC_LEN = 4
 """Bytes of the record CRC that ends every frame."""
+MAX_RECORD_SPAN = 1 + varint_size(MAX_FRAME) + MAX_FRAME + CRC_LEN
+"""The most bytes one record frame can take (head, length field, body, CRC): an index
+entry's `length` beyond it names no record, and is refused before anything is read."""
+MIN_RECORD_SPAN = 1 + CRC_LEN
 
 
 def header_crc(fingerprint: bytes) -> int:
@@ -73,7 +84,12 @@ def parse_record_frame(
     data = bytes(data)
     if not isinstance(prev_crc, int) or not 0 <= prev_crc <= 0xFFFFFFFF:
         raise InvalidFieldError(f"prev_crc must be a u32, got {prev_crc!r}")
-    if len(data) < 1 + CRC_LEN:
+    if len(data) > MAX_RECORD_SPAN:
+        raise LengthOutOfRangeError(
+            f"record at offset {offset}: {len(data)} bytes exceed the largest frame "
+            f"({MAX_RECORD_SPAN})"
+        )
+    if len(data) < MIN_RECORD_SPAN:
         raise TruncatedError(
             f"record at offset {offset}: {len(data)} bytes cannot hold a frame and its CRC"
         )

@@ -29,6 +29,7 @@ from igpt_codec.cli.dataset import dataset
 from igpt_codec.datasets.shards import (
     INDEX_JSONL,
     IndexEntry,
+    IndexMismatchError,
     KeyNotFoundError,
     ShardIndexError,
     decode_entry,
@@ -172,11 +173,11 @@ def test_wrong_entries_are_refused(dataset_dir):
     other = index["dir/a3.png"]
     path = root / "shards" / entry.shard
     cases = [
-        (_with(entry, prev_crc=entry.prev_crc ^ 1), ChecksumError),
-        (_with(entry, offset=other.offset, length=other.length), ChecksumError),
-        (_with(entry, length=entry.length + 1), FormatError),
-        (_with(entry, length=entry.length - 1), FormatError),
-        (_with(entry, offset=entry.offset + 1), FormatError),
+        (_with(entry, prev_crc=entry.prev_crc ^ 1), IndexMismatchError),
+        (_with(entry, offset=other.offset, length=other.length), IndexMismatchError),
+        (_with(entry, length=entry.length + 1), IndexMismatchError),
+        (_with(entry, length=entry.length - 1), IndexMismatchError),
+        (_with(entry, offset=entry.offset + 1), IndexMismatchError),
         (_with(entry, width=entry.width + 1), ShardIndexError),
     ]
     for bad, error in cases:
