@@ -21,6 +21,10 @@ the image): the time per op type, largest first.
 
     python -m bench.profiles                      # default exact bundle vs its float parent
     python -m bench.profiles --float DIR --json profiles.json
+
+Why ~520 lines: the profile comparison times the same images through every profile's
+encoder and decoder side by side in one process (that is what makes its ratios
+meaningful on a noisy machine), so the steps of all profiles live together.
 """
 
 from __future__ import annotations

@@ -28,6 +28,12 @@ Modes (the first argument; default `train`):
 Resume the committed checkpoint in the background (one command):
     nohup nice -n 19 python export/train.py --out runs/default \\
         --resume-from export/checkpoint/default_model.pt --threads 1 > runs/default.log 2>&1 &
+
+Why one module of ~800 lines: a training run is one resumable state machine (the
+checkpoint holds model, EMA, optimizer, schedule, data position and history), and its
+subcommands (train, hf, publish, report, plot) read and write that one state; splitting
+it would spread the checkpoint's schema over several files. The model (igpt_torch) and
+the data pipeline (train_data) already live apart.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Decoded tokens are compared with a direct tokenization, so a lossy round trip
 would show.
 
     python -m studies.cli_photos --limit 20 --rounds 3 --json cli_photos.json
+
+Status: a one-off study, kept to rerun; nothing imports it.
+Result: docs/bench-results/cli_photos.json; discussed in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ on which photos? Encode only (a round trip is `bench.fullres`'s job); one photo 
     python -m studies.fullres_models --models codec/models/default runs/native/bundle \\
         --limit 12 --extra bsds500/val/3096.jpg bsds500/val/143090.jpg \\
         --out docs/bench-results/fullres_models.json
+
+Status: a one-off study, kept to rerun; nothing imports it.
+Result: docs/bench-results/fullres_models.json and fullres_models_control.json;
+the choice of model it informed is in docs/training.md and codec/models/README.md.
 """
 
 from __future__ import annotations

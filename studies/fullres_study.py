@@ -7,6 +7,10 @@ and, for comparison, windows that also overlap L columns to the left (a wavefron
 decoder would be needed). Cost = cells fed to the model per coded pixel.
 
     python -m studies.fullres_study --photos 4 --out docs/bench-results/fullres_study.json
+
+Status: a one-off study, kept to rerun; nothing imports it.
+Result: docs/bench-results/fullres_study.json; the layout it chose (4 context rows,
+no left context) is in docs/full-resolution.md.
 """
 
 from __future__ import annotations

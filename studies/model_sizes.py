@@ -8,6 +8,9 @@ optionally writes JSON with the median tokens/s per bundle and batch.
 
     python -m studies.model_sizes runs/sizes/tiny runs/sizes/small runs/sizes/medium \\
         --json sizes.json
+
+Status: a one-off study, kept to rerun; nothing imports it.
+Result: docs/bench-results/model_sizes.json; the choice is in docs/training.md.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ whole 1024-token sequence at batch 16, interleaved with the shipped bundle so a 
 machine shifts both alike. Bits per shape need real training budgets and are not here.
 
     python -m studies.shapes --json docs/bench-results/shapes.json
+
+Status: a one-off study, kept to rerun; nothing imports it.
+Result: docs/bench-results/shapes.json; the shape chosen is in docs/training.md.
+
+
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ process, so machine noise hits both alike and the ratio is meaningful even on a
 busy 2-core machine. Needs the export extra (torch, transformers).
 
     python -m studies.train_speed --n-embd 128 --n-layer 4 --n-head 4 --batch 4 --steps 4
+
+Status: a one-off study, kept to rerun; nothing imports it.
+Result: the training speed figures in docs/training.md.
 """
 
 from __future__ import annotations

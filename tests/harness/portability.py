@@ -27,6 +27,11 @@ fixed, evenly spaced subset (--emulated-limit).
 
 Writes bench_out/portability.json and bench_out/portability.md. The worker needs only
 numpy, Pillow, onnxruntime and click plus the repository on PYTHONPATH.
+
+Why one module of ~900 lines: the same file runs as the encoder here, as the worker
+under every other interpreter (onnxruntime 1.20, the newest, qemu, aarch64; copied into a
+snapshot, imported with `-m`, no install) and as the report writer; one module keeps the
+worker's protocol (arguments, result JSON) in one place on both sides of that boundary.
 """
 
 from __future__ import annotations
