@@ -17,7 +17,7 @@ igpt-codec --version
 igpt-codec compress ../samples/bsds500_val_101085.jpg -o sample.igpt -f
 igpt-codec info sample.igpt
 igpt-codec decompress sample.igpt -o sample_32.png -f
-python -m codec decompress sample.igpt -o sample_full.png --original-size -f
+python -m igpt_codec decompress sample.igpt -o sample_full.png --original-size -f
 python - <<'PY'
 import sys
 
