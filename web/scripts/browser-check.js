@@ -52,8 +52,12 @@ try {
       failures++;
       continue;
     }
-    const same = want && want.length === result.images.length && want.every((w, i) => w.rgb_sha256 === result.images[i].rgb_sha256 && w.width === result.images[i].width && w.height === result.images[i].height);
     const ms = result.ms.map((m) => m.toFixed(0)).join(', ');
+    if (!want) { // a timing-only file (bench): nothing to compare
+      console.log(`time ${result.file}: ${result.images.length} image(s), ${result.tokens} tokens, ${ms} ms`);
+      continue;
+    }
+    const same = want.length === result.images.length && want.every((w, i) => w.rgb_sha256 === result.images[i].rgb_sha256 && w.width === result.images[i].width && w.height === result.images[i].height);
     console.log(`${same ? 'ok  ' : 'FAIL'} ${result.file}: ${result.images.length} image(s), ${result.tokens} tokens, ${ms} ms; pixels ${same ? 'equal' : 'differ from'} Python's`);
     if (!same) failures++;
   }

@@ -62,9 +62,12 @@ export async function decode(input, options = {}) {
   if (!parsed.records.length) throw new CodecError('the stream holds no image this decoder can decode (only records it skips)');
   if (info.images > limits.maxImages) throw new DecodeLimitError(`the stream holds ${info.images} images; the limit is ${limits.maxImages}`);
   if (info.tokens > limits.maxTokens) throw new DecodeLimitError(`the stream holds ${info.tokens} tokens; the limit is ${limits.maxTokens}`);
+  const t0 = performance.now();
   const bundle = await resolveModel(options.model, parsed.header.fingerprintHex);
   for (const record of parsed.records) checkRecord(record, bundle);
+  const t1 = performance.now();
   const session = await sessionFor(bundle);
+  const t2 = performance.now();
   const colours = colourTable(bundle.palette);
   let done = 0;
   // onProgress may return a promise (a page uses one to let the browser paint).
@@ -88,5 +91,7 @@ export async function decode(input, options = {}) {
       });
     });
   }
-  return { info, images };
+  // Where the time went, in ms: the bundle (fetched and verified), the session, the decode.
+  const timings = { bundle: t1 - t0, session: t2 - t1, decode: performance.now() - t2 };
+  return { info, images, timings };
 }

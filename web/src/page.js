@@ -8,6 +8,7 @@ import { urlResolver } from './browser.js';
 const $ = (id) => document.getElementById(id);
 const model = urlResolver('models/');
 const THUMBNAIL_VIEW = 256; // CSS pixels a thumbnail is scaled up to
+let lastTimings = null;
 
 function say(text, isError = false) {
   $('message').textContent = text;
@@ -70,7 +71,8 @@ async function openBytes(label, bytes) {
     $('info').hidden = false;
     say(`Decoding ${info.images} image${info.images === 1 ? '' : 's'} (${info.tokens} tokens)…`);
     const started = performance.now();
-    const { images } = await decode(bytes, { model, onProgress: progressUpdater() });
+    const { images, timings } = await decode(bytes, { model, onProgress: progressUpdater() });
+    lastTimings = timings;
     render(images);
     $('progress').value = 1;
     say(`${label}: ${images.length} image${images.length === 1 ? '' : 's'} decoded in ${((performance.now() - started) / 1000).toFixed(2)} s.`);
@@ -108,13 +110,14 @@ async function check(names, repeat) {
   for (const name of names) {
     const entry = { file: name };
     try {
-      const bytes = new Uint8Array(await (await fetch(`files/${name}`)).arrayBuffer());
+      const bytes = new Uint8Array(await (await fetch(name.includes('/') ? name : `files/${name}`)).arrayBuffer());
       const runs = [];
       let images;
       for (let r = 0; r < repeat; r++) {
         const t0 = performance.now();
         images = await openBytes(name, bytes);
         runs.push(performance.now() - t0);
+        (entry.timings ||= []).push(lastTimings);
       }
       entry.ms = runs;
       entry.tokens = images.reduce((n, im) => n + im.tokens.length, 0);
