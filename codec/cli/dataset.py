@@ -7,39 +7,24 @@
 Ray is imported only inside `compress` and `decompress` (the `scale` extra), so the
 codec's own commands, and `dataset get`, run without it; onnxruntime is imported only
 when a model runs; torch never. Errors are one line and a non-zero exit, as in
-`igpt_codec.cli` (whose error handling these commands share); a failed job leaves no output
+every command (`igpt_codec.cli.common.reports_errors`, shared); a failed job leaves no output
 directory (everything is written to a hidden staging directory renamed at the end).
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
+from igpt_codec.cli.common import install_signal_handlers, reports_errors
 from igpt_codec.format.errors import CodecError
 
 
 class DatasetUsageError(CodecError):
     """A problem the dataset commands find themselves (exit 1)."""
-
-
-def _reports_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """igpt_codec.cli's error handling (one line, exit 1; signals 128+N), looked up when the
-    command runs: igpt_codec.cli imports this module to register the group, so importing it
-    back at load time would be circular."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        from igpt_codec.cli import reports_errors
-
-        reports_errors(command)(*args, **kwargs)
-
-    return wrapper
 
 
 def _cluster_options(command: Callable) -> Callable:
@@ -92,15 +77,11 @@ def _cluster_options(command: Callable) -> Callable:
     return command
 
 
-def _scale(name: str) -> Any:
-    """A function of the `scale` package, which a plain install lacks (one-line error)."""
-    try:
-        import igpt_codec.datasets.runner
-    except ImportError as exc:
-        raise DatasetUsageError(
-            f"dataset commands need the scale extra (pip install 'igpt-codec[scale]'): {exc}"
-        ) from exc
-    return getattr(igpt_codec.datasets.runner, name)
+def _needs_scale(exc: ImportError) -> DatasetUsageError:
+    """The one-line error for a plain install, which lacks the `scale` extra (Ray)."""
+    return DatasetUsageError(
+        f"dataset commands need the scale extra (pip install 'igpt-codec[scale]'): {exc}"
+    )
 
 
 @click.group("dataset", context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,7 +130,7 @@ def dataset() -> None:
     help="With --id-column: the column holding the encoded image file bytes.",
 )
 @_cluster_options
-@_reports_errors
+@reports_errors
 def compress_command(
     source: str,
     out_dir: str,
@@ -173,7 +154,10 @@ def compress_command(
     SOURCE is a directory (key = path relative to it) or, with --id-column, a Parquet
     table. Each image is stored as its N x N palette thumbnail, losslessly.
     """
-    compress_dataset = _scale("compress_dataset")
+    try:
+        from igpt_codec.datasets.runner import compress_dataset
+    except ImportError as exc:
+        raise _needs_scale(exc) from exc
 
     report = compress_dataset(
         source,
@@ -216,7 +200,7 @@ def compress_command(
     help="png: the thumbnail image; npy: its tokens (uint16, side x side).",
 )
 @_cluster_options
-@_reports_errors
+@reports_errors
 def decompress_command(
     source: str,
     out_dir: str,
@@ -232,7 +216,10 @@ def decompress_command(
 ) -> None:
     """Decode every image of the dataset SOURCE into OUT_DIR, one file per key (its
     directories kept, its suffix replaced by .png or .npy)."""
-    decompress_dataset = _scale("decompress_dataset")
+    try:
+        from igpt_codec.datasets.runner import decompress_dataset
+    except ImportError as exc:
+        raise _needs_scale(exc) from exc
 
     report = decompress_dataset(
         source,
@@ -264,6 +251,7 @@ def decompress_command(
     "--output",
     help="The PNG to write ('-' for stdout). Default: the key's base name as .png.",
 )
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write the PNG to stdout.")
 @click.option(
     "--model",
     "model_dir",
@@ -273,29 +261,61 @@ def decompress_command(
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
 @click.option("--original-size", is_flag=True, help="Upscale to the original's size.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing file.")
-@_reports_errors
+@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@reports_errors
 def get_command(
     source: str,
     key: str,
     output: str | None,
+    to_stdout: bool,
     model_dir: str | None,
     threads: int | None,
     original_size: bool,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Decode the image stored under KEY in the dataset SOURCE.
 
     Reads the index, then only that record's bytes from its shard (checked alone with
-    the chained CRC the index stores); no Ray.
+    the chained CRC the index stores); no Ray. A summary line goes to stderr (-q: none).
     """
+    try:
+        _get(source, key, output, to_stdout, model_dir, threads, original_size, force, quiet)
+    except (MemoryError, RecursionError) as exc:  # never a traceback, whatever the input
+        raise DatasetUsageError(f"{source}: {key!r}: {type(exc).__name__} reading it") from None
+
+
+def _default_output(key: str) -> str:
+    """The key's base name as .png; a key with no base name ('/', '.') needs -o."""
+    name = key.replace("\\", "/").rstrip("/").rpartition("/")[2]
+    if name in ("", ".", ".."):
+        raise DatasetUsageError(f"key {key!r} has no file name to write to: give -o FILE or -c")
+    return str(Path(name).with_suffix(".png")) if Path(name).suffix else f"{name}.png"
+
+
+def _get(
+    source: str,
+    key: str,
+    output: str | None,
+    to_stdout: bool,
+    model_dir: str | None,
+    threads: int | None,
+    original_size: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
     import io
 
     from igpt_codec.cli.outputs import OutputSet
     from igpt_codec.datasets.shards import decode_entry, find_entry
 
+    if to_stdout and output not in (None, "-"):
+        raise DatasetUsageError("-c and -o FILE exclude each other")
     entry = find_entry(source, key)
-    if output is None:
-        output = Path(key.replace("\\", "/")).with_suffix(".png").name
+    if to_stdout:
+        output = "-"
+    elif output is None:
+        output = _default_output(key)
     target = None if output == "-" else Path(output)
     outputs = OutputSet(force=force)
     if target is not None:
@@ -310,16 +330,21 @@ def get_command(
             raise DatasetUsageError("refusing to write binary data to a terminal (use -f)")
         stream.write(buffer.getvalue())
         stream.flush()
-        return
-    with outputs:
-        outputs.add(target, buffer.getvalue())
+    else:
+        with outputs:
+            outputs.add(target, buffer.getvalue())
+    if not quiet:
+        click.echo(
+            f"{key}: {picture.width}x{picture.height} from the {entry.side}x{entry.side} "
+            f"thumbnail of a {entry.width}x{entry.height} {entry.mode} image "
+            f"({entry.length} bytes of {entry.shard}) -> {'stdout' if target is None else target}",
+            err=True,
+        )
 
 
 def main() -> None:
     """`python -m igpt_codec.cli.dataset ...`: the group on its own, with the main CLI's signal
     handling (SIGTERM/SIGHUP unwind like Ctrl-C, so staging directories are removed)."""
-    from igpt_codec.cli import install_signal_handlers
-
     install_signal_handlers()
     dataset(prog_name="python -m igpt_codec.cli.dataset")
 

@@ -1,0 +1,155 @@
+"""`igpt-codec info`: describe a stream without loading any model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from igpt_codec.cli.common import (
+    CountingReader,
+    NamedErrors,
+    label,
+    open_input,
+    plural,
+    reports_errors,
+)
+
+
+@click.command()
+@click.argument("input_name", metavar="INPUT")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@reports_errors
+def info(input_name: str, as_json: bool) -> None:
+    """Describe a stream (INPUT, or '-' for stdin) without loading any model.
+
+    Read front to back: a record is shown as soon as it is read. bits/token is
+    the whole file's (bytes x 8 / tokens); each record's coder payload is shown
+    as payload bits/token.
+    """
+    from igpt_codec.core.files import regular_file_size
+    from igpt_codec.format import iter_records
+
+    name = label(input_name)
+    version = _format_version()
+    with NamedErrors(name), open_input(input_name) as handle:
+        reader = CountingReader(handle)
+        records = iter_records(reader, length=regular_file_size(handle))
+        rows = (_record_info(index, record) for index, record in enumerate(records))
+        if as_json:
+            _info_json(name, version, rows, reader)
+        else:
+            _info_text(name, version, rows, reader)
+
+
+def _format_version() -> int | None:
+    import igpt_codec.format as stream_format
+
+    return getattr(stream_format, "VERSION", None)
+
+
+def _info_text(name: str, version: int | None, rows: Iterator[dict], reader: Any) -> None:
+    tokens = images = 0
+    for row in rows:
+        if not images:
+            click.echo(f"{name}: IGP stream, format version {version}")
+        images += 1
+        tokens += row["tokens"]
+        coded = (
+            "full-resolution palette image"
+            if row["kind"] == "full"
+            else f"{row['side']}x{row['side']} palette thumbnail"
+        )
+        click.echo(
+            f"  #{row['index']}: {row['width']}x{row['height']} {row['mode']} -> "
+            f"{coded}, {row['tokens']} tokens, "
+            f"{row['payload_bytes']} payload bytes "
+            f"({row['payload_bits_per_token']:.3f} payload bits/token), "
+            f"model {row['fingerprint']}" + (f" ({row['coding']} coding)" if row["coding"] else "")
+        )
+    if not images:
+        click.echo(f"{name}: IGP stream, format version {version}")
+    per_token = f": {8 * reader.count / tokens:.3f} bits/token (file)" if tokens else ""
+    click.echo(
+        f"{name}: {plural(images, 'image')}, {tokens} tokens, {reader.count} bytes{per_token}"
+    )
+
+
+def _info_json(name: str, version: int | None, rows: Iterator[dict], reader: Any) -> None:
+    """Written as the records arrive (memory bounded on any stream), then the totals.
+
+    Nothing is written before the first record has been read and checked, so a file
+    that is not a stream at all leaves stdout empty.
+    """
+    first = next(rows, None)
+    out = click.get_text_stream("stdout")
+    out.write(f'{{\n  "file": {json.dumps(name)},\n  "format_version": {json.dumps(version)},')
+    out.write('\n  "records": [')
+    tokens = images = 0
+    for row in itertools.chain([first] if first else [], rows):
+        out.write(("," if images else "") + "\n    " + json.dumps(row))
+        images += 1
+        tokens += row["tokens"]
+    totals = {
+        "images": images,
+        "tokens": tokens,
+        "stream_bytes": reader.count,
+        "bits_per_token": 8 * reader.count / tokens if tokens else None,
+    }
+    out.write(("\n  " if images else "") + "],\n")
+    body = json.dumps(totals, indent=2)[1:-1].strip("\n")
+    out.write(body + "\n}\n")
+    out.flush()
+
+
+def _coding_name(head: Any) -> str | None:
+    """ "exact" or "exact-adaptive" (the same bits on every machine) or "float32"
+    (machine-bound), if recorded."""
+    import igpt_codec.format as stream_format
+
+    coding = getattr(head, "coding", None)
+    names = {
+        getattr(stream_format, "CODING_EXACT", None): "exact",
+        getattr(stream_format, "CODING_FLOAT32", None): "float32",
+        getattr(stream_format, "CODING_ADAPTIVE", None): "exact-adaptive",
+    }
+    return None if coding is None else names.get(coding, str(coding))
+
+
+def _record_info(index: int, record: Any) -> dict[str, Any]:
+    head = record.header
+    segments = getattr(record, "segments", None)
+    if segments is not None:  # a full-resolution image (kinds 3 and 4)
+        payload = sum(len(segment.payload) for segment in segments)
+        return {
+            "index": index,
+            "kind": "full",
+            "width": head.width,
+            "height": head.height,
+            "mode": head.mode,
+            "side": None,
+            "tokens": head.token_count,
+            "segments": len(segments),
+            "chain_segments": head.chain_segments,
+            "context_rows": head.context_rows,
+            "payload_bytes": payload,
+            "payload_bits_per_token": 8 * payload / head.token_count,
+            "fingerprint": head.fingerprint.hex(),
+            "coding": _coding_name(head),
+        }
+    return {
+        "index": index,
+        "kind": "thumbnail",
+        "width": head.width,
+        "height": head.height,
+        "mode": head.mode,
+        "side": head.side,
+        "tokens": head.token_count,
+        "payload_bytes": len(record.payload),
+        "payload_bits_per_token": 8 * len(record.payload) / head.token_count,
+        "fingerprint": head.fingerprint.hex(),
+        "coding": _coding_name(head),
+    }
