@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from igpt_codec.datasets.files import DatasetFileError, open_regular, write_atomic
+from igpt_codec.datasets.files import DatasetFileError, open_regular, read_regular, write_atomic
 from igpt_codec.format.access import MAX_RECORD_SPAN, MIN_RECORD_SPAN, header_crc
 from igpt_codec.format.errors import CodecError
 from igpt_codec.format.records import MAX_DIMENSION, MAX_MODE_LEN, MAX_SIDE
@@ -43,6 +43,8 @@ MAX_KEY_BYTES = 4096
 MAX_INDEX_LINE = 1 << 16
 """An index line's byte limit: a longest key escaped to JSON (at most 6 bytes a
 character for control characters, far less in practice) plus the other fields fits."""
+MAX_MANIFEST = 1 << 28
+"""dataset.json's byte limit when read for a skipped input's reason."""
 MAX_OFFSET = 1 << 48
 MAX_RECORDS = 1 << 32
 _MAX_DIGITS = 20
@@ -267,19 +269,45 @@ def find_entry(root: str | os.PathLike[str], key: str) -> IndexEntry:
     The pass does not stop at the key: a key listed twice is refused here too, so an
     entry placed before the real one (a decoy pointing at another shard) is never
     served. A service answering many lookups loads the index once (`load_index`).
+    A missing key's error says why where it can: the input was skipped when the dataset
+    was made (dataset.json records the reason), or keys ending in /KEY exist.
     """
     path = index_path(root)
     if not os.path.lexists(path):
         raise ShardIndexError(f"{root}: no {INDEX_JSONL} (not a dataset directory?)")
     found = None
+    similar: list[str] = []
     for entry in iter_index(path):
         if entry.key == key:
             if found is not None:
                 raise ShardIndexError(f"{root}: key {show_key(key)} is listed twice in the index")
             found = entry
+        elif len(similar) < 3 and entry.key.endswith("/" + key):
+            similar.append(entry.key)
     if found is None:
-        raise KeyNotFoundError(f"{root}: no image with key {show_key(key)} in the index")
+        message = f"{root}: no image with key {show_key(key)} in the index"
+        reason = skipped_reason(root, key)
+        if reason:
+            message += f": it was skipped when the dataset was made ({reason})"
+        elif similar:
+            message += f" (did you mean {' or '.join(show_key(k) for k in similar)}?)"
+        raise KeyNotFoundError(message)
     return found
+
+
+def skipped_reason(root: str | os.PathLike[str], key: str) -> str:
+    """Why `key` was skipped when the dataset was made, from dataset.json ("" if it was
+    not, or the manifest is missing or unreadable: this only adds to an error)."""
+    try:
+        raw = read_regular(Path(root) / MANIFEST, "manifest", MAX_MANIFEST)
+        skipped = json.loads(raw.decode("utf-8"), parse_int=_small_int).get("skipped", [])
+        for item in skipped:
+            if isinstance(item, dict) and item.get("key") == key:
+                reason = item.get("error")
+                return " ".join(reason.split())[:300] if isinstance(reason, str) else "no reason"
+    except (CodecError, ValueError, RecursionError, AttributeError, TypeError):
+        pass
+    return ""
 
 
 def load_index(root: str | os.PathLike[str]) -> dict[str, IndexEntry]:
