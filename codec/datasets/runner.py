@@ -12,265 +12,87 @@ Design, in the order a job runs:
    intra-op thread by default: Ray gives each actor one core). One batch of up to
    `shard_images` rows becomes one shard, coded in batch order (the exact profile makes
    the bytes independent of how work is cut) and named by a hash of its keys, side and
-   model (`igpt_codec.datasets.shards.shard_name`), written through a temporary file and a rename.
-3. Retries: actors run with `max_restarts` and `max_task_retries`, so a killed actor is
-   restarted and the batch it held is given again. The retry rewrites the same shard
-   name with the same bytes; nothing is appended anywhere. The index is built by the
+   model (`igpt_codec.datasets.shards.shard_name`), written through a temporary file and
+   a rename. The workers (`datasets.workers`) turn every input's failure into a row (a
+   skipped key and its reason; a shard that does not match its index), never an
+   exception, so Ray neither retries a bad input nor reports its own advice for it.
+3. Retries: actors run with `max_restarts` and `max_task_retries` (DEFAULT_RETRIES), so
+   a killed actor is restarted and the batch it held is given again, a bounded number
+   of times. The retry rewrites the same shard name with the same bytes; nothing is
+   appended anywhere. The index is built by the
    driver from the rows the workers return, keyed by image key (a second identical row
    is dropped, a conflicting one is an error), never by listing shard files; files no
    entry references and temporary files of killed workers are removed at the end.
 4. Everything is written into a hidden staging directory beside OUT_DIR, renamed into
-   place only when the index is complete: a failed or interrupted job leaves no
-   half-written dataset behind.
+   place only when the index is complete, with a rename that never replaces another
+   job's output (`datasets.staging`): a failed or interrupted job leaves no
+   half-written dataset behind, and two jobs racing for one OUT_DIR cannot silently
+   overwrite each other.
 
-Ray is imported inside the functions only.
+Ray is imported inside the functions only, and only here (tests/test_architecture.py);
+the Ray-free parts are `workers`, `staging` and `manifest`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import io
-import json
 import logging
 import os
-import shutil
+import signal
+import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from igpt_codec.datasets.shards import (
-    DATASET_FORMAT,
+from igpt_codec.datasets.index import (
     INDEX_JSONL,
     INDEX_PARQUET,
-    MANIFEST,
-    SHARDS_DIR,
     IndexEntry,
-    encode_shard,
     load_index,
-    write_atomic,
-    write_index_jsonl,
-    write_shard,
+)
+from igpt_codec.datasets.manifest import (
+    CompressReport,
+    DecompressReport,
+    finish_compress,
+    remove_partials,
+)
+from igpt_codec.datasets.staging import Staging
+from igpt_codec.datasets.workers import (
+    ENTRY_FIELDS,
+    IMAGE_SUFFIXES,
+    CompressWorker,
+    DatasetError,
+    DecompressWorker,
+    list_images,
+    output_name,
 )
 from igpt_codec.format.errors import CodecError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
-"""Files a directory source takes as images (case-insensitive); others are not listed."""
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "CompressReport",
+    "CompressWorker",
+    "DatasetError",
+    "DecompressReport",
+    "DecompressWorker",
+    "compress_dataset",
+    "decompress_dataset",
+    "list_images",
+    "output_name",
+]
+
 ON_ERROR = ("skip", "fail")
 OUTPUTS = ("png", "npy")
 DEFAULT_SHARD_IMAGES = 256
 """Images per shard: ~0.4 MB at 32x32 and ~70 s of one core, so a retried shard costs
 little and a million images make ~4,000 files."""
-ENTRY_FIELDS = tuple(IndexEntry.__dataclass_fields__)
-_INT_FIELDS = frozenset({"record", "offset", "length", "prev_crc", "side", "width", "height"})
-
-
-class DatasetError(CodecError):
-    """A dataset job that cannot run or finish: bad arguments, an input error in fail
-    mode, a conflicting key, or Ray's own failure (one line)."""
-
-
-@dataclass
-class CompressReport:
-    """What a compression job wrote; `skipped` lists (key, reason) of unreadable inputs."""
-
-    out_dir: Path
-    images: int
-    tokens: int
-    shards: int
-    stream_bytes: int
-    seconds: float
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def bits_per_token(self) -> float:
-        return 8 * self.stream_bytes / self.tokens if self.tokens else 0.0
-
-
-@dataclass
-class DecompressReport:
-    """What a decompression job wrote: one file per image under `out_dir`."""
-
-    out_dir: Path
-    images: int
-    tokens: int
-    shards: int
-    seconds: float
-
-
-# --- workers (run inside Ray actors) ----------------------------------------------------------
-
-
-class CompressWorker:
-    """One actor: one bundle, one onnxruntime session, one shard per batch."""
-
-    def __init__(
-        self,
-        staging: str,
-        model: str | None,
-        size: int,
-        threads: int,
-        on_error: str,
-        key_column: str,
-        data_column: str,
-    ) -> None:
-        from igpt_codec.api import resolve_bundle
-        from igpt_codec.pipelines.stream import check_side
-        from igpt_codec.runtime.exact_runner import ExactTokenModel
-        from igpt_codec.runtime.float_runner import TokenModel
-
-        self.staging = staging
-        self.bundle = resolve_bundle(model)
-        check_side(size, self.bundle)
-        self.size = size
-        self.threads = threads
-        self.on_error = on_error
-        self.key_column = key_column
-        self.data_column = data_column
-        # Open the session now (cached per graph and thread count for every later batch),
-        # so a model that cannot load fails the actor before any input is consumed.
-        (ExactTokenModel if self.bundle.exact else TokenModel)(self.bundle, threads=threads)
-
-    def _load(self, key: str, value: Any) -> tuple[Any, str]:
-        """(TokenImage, "") or (None, one-line reason)."""
-        from igpt_codec.core.images import load_image
-        from igpt_codec.core.palette import image_to_tokens
-        from igpt_codec.pipelines.stream import TokenImage
-
-        try:
-            if value is None:
-                raise CodecError("no image bytes (null)")
-            if isinstance(value, str):  # a path listed by the driver
-                with open(value, "rb") as handle:
-                    value = handle.read()
-            loaded = load_image(bytes(value), name=key)
-            tokens = image_to_tokens(loaded.rgb, self.bundle.palette, self.size)
-        except (CodecError, OSError) as exc:
-            reason = str(exc) if isinstance(exc, CodecError) else f"{exc.strerror or exc}"
-            if reason.startswith(f"{key}: "):
-                reason = reason[len(key) + 2 :]
-            return None, " ".join(reason.split())
-        image = TokenImage(tokens, self.size, loaded.width, loaded.height, loaded.mode)
-        return image, ""
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        keys = [str(key) for key in batch[self.key_column]]
-        good, errors = [], []
-        for key, value in zip(keys, batch[self.data_column], strict=True):
-            image, reason = self._load(key, value)
-            if image is None:
-                errors.append((key, reason))
-            else:
-                good.append((key, image))
-        entries: list[IndexEntry] = []
-        if good and not (errors and self.on_error == "fail"):
-            shard = encode_shard(good, self.bundle, threads=self.threads)
-            write_shard(self.staging, shard)
-            entries = shard.entries
-        return _rows(entries, errors)
-
-
-class DecompressWorker:
-    """One actor: decodes whole shards (batched records) into one file per image."""
-
-    def __init__(
-        self, source: str, staging: str, model: str | None, threads: int, output: str
-    ) -> None:
-        self.source = source
-        self.staging = Path(staging)
-        self.model = model
-        self.threads = threads
-        self.output = output
-        self._bundles: dict[str, Any] = {}
-
-    def _bundle(self, fingerprint: str) -> Any:
-        from igpt_codec.runtime.search import find_bundle
-
-        if fingerprint not in self._bundles:
-            self._bundles[fingerprint] = find_bundle(bytes.fromhex(fingerprint), self.model)
-        return self._bundles[fingerprint]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from igpt_codec.core.palette import tokens_to_image
-        from igpt_codec.datasets.shards import decode_shard
-
-        keys, outputs, tokens = [], [], []
-        for text in batch["entries"]:
-            entries = [IndexEntry.from_dict(json.loads(line)) for line in str(text).split("\n")]
-            bundle = self._bundle(entries[0].fingerprint)
-            for entry, image in decode_shard(self.source, entries, bundle, threads=self.threads):
-                relative = output_name(entry.key, self.output)
-                buffer = io.BytesIO()
-                if self.output == "png":
-                    tokens_to_image(image.tokens, bundle.palette, image.side).save(buffer, "PNG")
-                else:
-                    np.save(buffer, image.tokens.astype(np.uint16).reshape(image.side, image.side))
-                target = self.staging / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(target, buffer.getvalue())
-                keys.append(entry.key)
-                outputs.append(relative)
-                tokens.append(int(image.side) ** 2)
-        return {"key": keys, "output": outputs, "tokens": tokens}
-
-
-def _rows(entries: list[IndexEntry], errors: list[tuple[str, str]]) -> dict[str, list]:
-    """Columns with one row per input image; error rows carry -1 and "" in entry fields,
-    so every batch has the same Arrow schema."""
-    columns: dict[str, list] = {name: [] for name in (*ENTRY_FIELDS, "error")}
-    for entry in entries:
-        for name in ENTRY_FIELDS:
-            columns[name].append(getattr(entry, name))
-        columns["error"].append("")
-    for key, reason in errors:
-        for name in ENTRY_FIELDS:
-            columns[name].append(key if name == "key" else -1 if name in _INT_FIELDS else "")
-        columns["error"].append(reason or "unreadable")
-    return columns
-
-
-# --- driver ------------------------------------------------------------------------------------
-
-
-def output_name(key: str, output: str) -> str:
-    """The relative output path of a key: its directories kept, its suffix replaced.
-
-    Refuses keys that would leave the output directory (absolute, '..', empty parts).
-    """
-    parts = key.replace("\\", "/").split("/")
-    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise DatasetError(f"key {key!r} cannot name an output file (absolute or '..')")
-    path = Path(*parts)
-    return path.with_suffix(f".{output}").as_posix()
-
-
-def list_images(root: Path) -> list[tuple[str, str]]:
-    """(key, path) of every image file under root, sorted by key; hidden entries skipped.
-
-    The key is the path relative to root with '/' separators, the same on every OS.
-    """
-    found = []
-    visited: set[tuple[int, int]] = set()
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        status = os.stat(directory)
-        if (status.st_dev, status.st_ino) in visited:  # a symlinked directory cycle
-            subdirs[:] = []
-            continue
-        visited.add((status.st_dev, status.st_ino))
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        for name in files:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = Path(directory) / name
-            found.append((path.relative_to(root).as_posix(), str(path.absolute())))
-    found.sort()
-    return found
+DEFAULT_RETRIES = 3
+"""Actor restarts and task retries: a killed actor (node lost, OOM killer) is replaced
+and its batch given again, up to this many times; an input that kills every actor that
+takes it fails the job instead of looping for ever (Ray Data's own default: unlimited)."""
 
 
 @contextlib.contextmanager
@@ -290,6 +112,11 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
         kwargs: dict[str, Any] = {"include_dashboard": False}
         if quiet:
             kwargs.update(log_to_driver=False, logging_level="ERROR")
+            # The core worker's own C++ log (e.g. "core_worker.cc ... max_restarts > 0")
+            # goes to this process's stderr at the level this variable sets.
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGTERM) if main else None
         try:
             if address:
                 ray.init(address=address, **kwargs)
@@ -301,6 +128,10 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise DatasetError(f"cannot start {where}: {_first_line(exc)}") from exc
         started = True
+        if callable(handler):
+            # ray.init replaces SIGTERM's handler with its own; keep the caller's (the
+            # CLI's unwinds like Ctrl-C, which removes the staging directory).
+            signal.signal(signal.SIGTERM, handler)
     loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
     levels = [logger.level for logger in loggers]
     if quiet:
@@ -347,44 +178,6 @@ def _ray_failure(exc: BaseException) -> DatasetError:
     return DatasetError(f"the Ray job failed: {lines[-1][:300] if lines else type(cause).__name__}")
 
 
-class _Staging:
-    """A hidden directory beside the target, renamed onto it at the end, removed on failure."""
-
-    def __init__(self, target: Path, force: bool) -> None:
-        self.target = target
-        self.force = force
-        if target.exists() or target.is_symlink():
-            if not target.is_dir():
-                raise DatasetError(f"{target} exists and is not a directory")
-            if any(target.iterdir()) and not force:
-                raise DatasetError(f"{target} exists and is not empty (use -f to replace it)")
-        if not target.parent.is_dir():
-            raise DatasetError(f"{target}: directory {target.parent} does not exist")
-        self.path = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
-
-    def __enter__(self) -> Path:
-        self.path.mkdir()
-        return self.path
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        old = None
-        if self.target.exists():
-            old = self.target.parent / f".{self.target.name}.{uuid.uuid4().hex[:8]}.old"
-            os.rename(self.target, old)
-        try:
-            os.rename(self.path, self.target)
-        except BaseException:
-            if old is not None:
-                os.rename(old, self.target)
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def _remote_args(function: Any, num_cpus: float) -> dict[str, Any]:
     """num_cpus for a Ray Data read, as a named argument where this Ray takes one (2.5x)
     and through ray_remote_args before that."""
@@ -394,12 +187,13 @@ def _remote_args(function: Any, num_cpus: float) -> dict[str, Any]:
 
 
 def _retry_args(retries: int | None) -> dict[str, Any]:
-    """Actor restarts and task retries. None keeps Ray Data's own default for actor pools
-    (unlimited restarts and retries: a killed actor is replaced and its batch given
-    again); a number bounds both, so a crash-looping actor fails the job. Ray 2.60
-    deprecates passing them as bare keywords, hence the filter."""
+    """Actor restarts and task retries, both bounded (None: DEFAULT_RETRIES), so a
+    crash-looping actor fails the job. An exception a worker raises is not retried at
+    all (Ray retries actor tasks only when the actor dies), and the workers turn every
+    input's failure into a row rather than an exception. Ray 2.60 deprecates passing them
+    as bare keywords, hence the filter."""
     if retries is None:
-        return {}
+        retries = DEFAULT_RETRIES
     if retries < 0:
         raise DatasetError(f"retries must be >= 0, got {retries}")
     return {"max_restarts": retries, "max_task_retries": retries}
@@ -475,7 +269,10 @@ def compress_dataset(
     elif not source.exists():
         raise DatasetError(f"{source}: no such file or directory")
     start = time.perf_counter()
-    with _Staging(target, force) as staging, ray_session(address, num_cpus or actors, quiet) as ray:
+    with (
+        Staging(target, force, DatasetError) as staging,
+        ray_session(address, num_cpus or actors, quiet) as ray,
+    ):
         if id_column is None:
             # Blocks of about one shard each: a batch never spans blocks, so smaller blocks
             # would cut shards short.
@@ -512,7 +309,7 @@ def compress_dataset(
             batch_size=shard_images,
         )
         entries, skipped = _collect(coded, on_error)
-        report = _finish_compress(staging, target, entries, skipped, size, bundle.fingerprint)
+        report = finish_compress(staging, target, entries, skipped, size, bundle.fingerprint)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -542,72 +339,6 @@ def _collect(coded: Any, on_error: str) -> tuple[dict[str, IndexEntry], list[tup
     except Exception as exc:  # Ray's wrapped worker failures
         raise _ray_failure(exc) from exc
     return entries, sorted(skipped.items())
-
-
-def _finish_compress(
-    staging: Path,
-    target: Path,
-    entries: dict[str, IndexEntry],
-    skipped: list[tuple[str, str]],
-    size: int,
-    fingerprint: bytes,
-) -> CompressReport:
-    """Index (JSON Lines and Parquet), manifest, and removal of unreferenced files."""
-    if not entries:
-        raise DatasetError("no image could be read: nothing to write")
-    ordered = [entries[key] for key in sorted(entries)]
-    shard_dir = staging / SHARDS_DIR
-    referenced = {entry.shard for entry in ordered}
-    for path in shard_dir.iterdir():
-        if path.name not in referenced:  # a killed worker's temporary file, a lost batch
-            path.unlink()
-    missing = [name for name in sorted(referenced) if not (shard_dir / name).is_file()]
-    if missing:
-        raise DatasetError(f"shard {missing[0]} is in the index but was not written")
-    write_index_jsonl(staging / INDEX_JSONL, ordered)
-    _write_parquet(staging / INDEX_PARQUET, ordered)
-    stream_bytes = sum((shard_dir / name).stat().st_size for name in referenced)
-    tokens = sum(entry.side**2 for entry in ordered)
-    manifest = {
-        "format": DATASET_FORMAT,
-        "images": len(ordered),
-        "tokens": tokens,
-        "shards": len(referenced),
-        "stream_bytes": stream_bytes,
-        "size": size,
-        "fingerprint": fingerprint.hex(),
-        "index": [INDEX_JSONL, INDEX_PARQUET],
-        "skipped": [{"key": key, "error": error} for key, error in skipped],
-    }
-    write_atomic(staging / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    return CompressReport(
-        out_dir=target,
-        images=len(ordered),
-        tokens=tokens,
-        shards=len(referenced),
-        stream_bytes=stream_bytes,
-        seconds=0.0,
-        skipped=skipped,
-    )
-
-
-def _write_parquet(path: Path, entries: list[IndexEntry]) -> None:
-    """The same index as a Parquet table (what Ray Data and Arrow read without parsing)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table(
-        {
-            name: pa.array(
-                [getattr(entry, name) for entry in entries],
-                pa.int64() if name in _INT_FIELDS else pa.string(),
-            )
-            for name in ENTRY_FIELDS
-        }
-    )
-    temp = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, temp)
-    os.replace(temp, path)
 
 
 def decompress_dataset(
@@ -656,7 +387,10 @@ def decompress_dataset(
     model_arg = None if model is None else str(Path(model).absolute())
     target = Path(out_dir).absolute()
     start = time.perf_counter()
-    with _Staging(target, force) as staging, ray_session(address, num_cpus or actors, quiet) as ray:
+    with (
+        Staging(target, force, DatasetError) as staging,
+        ray_session(address, num_cpus or actors, quiet) as ray,
+    ):
         decoded = _actor_map(
             ray.data.from_items(rows, override_num_blocks=len(rows)),  # a block per shard
             DecompressWorker,
@@ -674,7 +408,11 @@ def decompress_dataset(
         done: dict[str, int] = {}
         try:
             for batch in decoded.iter_batches(batch_size=None, batch_format="numpy"):
-                done.update(zip(batch["key"].tolist(), batch["tokens"].tolist(), strict=True))
+                columns = (batch[name].tolist() for name in ("key", "tokens", "error"))
+                for key, tokens, error in zip(*columns, strict=True):
+                    if error:  # a shard that does not match its index: its cause, one line
+                        raise DatasetError(error)
+                    done[key] = tokens
         except CodecError:
             raise
         except Exception as exc:
@@ -682,7 +420,7 @@ def decompress_dataset(
         if set(done) != set(index):
             lost = sorted(set(index) - set(done))
             raise DatasetError(f"{len(lost)} images were not decoded (first: {lost[0]!r})")
-        _remove_partials(staging)
+        remove_partials(staging)
     return DecompressReport(
         out_dir=target,
         images=len(done),
@@ -690,9 +428,3 @@ def decompress_dataset(
         shards=len(rows),
         seconds=time.perf_counter() - start,
     )
-
-
-def _remove_partials(root: Path) -> None:
-    """Temporary files a killed worker left behind (its retry wrote the real file)."""
-    for path in root.rglob(".*.partial"):
-        path.unlink()
