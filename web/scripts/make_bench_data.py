@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import onnxruntime
+from codec.bundle import load_bundle
 from PIL import Image
 
 from codec import api
-from codec.bundle import load_bundle
 from format.container import pack_stream, unpack_stream
 
 SAMPLE = Path("samples/bsds500_val_101085.jpg")
@@ -30,10 +30,16 @@ def main() -> None:
         photo = photo.convert("RGB")
     crops = [photo.crop((12 * i, 9 * i, 12 * i + 160, 9 * i + 160)) for i in range(16)]
     one = api.compress(crops[:1], bundle, size=32)
-    sixteen = pack_stream([r for c in crops for r in unpack_stream(api.compress([c], bundle, size=32))])
+    sixteen = pack_stream(
+        [r for c in crops for r in unpack_stream(api.compress([c], bundle, size=32))]
+    )
     (out / "bench_1.igpt").write_bytes(one)
     (out / "bench_16.igpt").write_bytes(sixteen)
-    result = {"onnxruntime": onnxruntime.__version__, "fingerprint": bundle.fingerprint.hex(), "threads": 1}
+    result = {
+        "onnxruntime": onnxruntime.__version__,
+        "fingerprint": bundle.fingerprint.hex(),
+        "threads": 1,
+    }
     for name, data, images in [("batch_1", one, 1), ("batch_16", sixteen, 16)]:
         api.decompress(data, bundle, threads=1)  # warm-up: session and caches
         runs = []
@@ -42,7 +48,11 @@ def main() -> None:
             api.decompress(data, bundle, threads=1)
             runs.append(time.perf_counter() - start)
         best = min(runs)
-        result[name] = {"tokens": 1024 * images, "seconds": runs, "tokens_per_s": 1024 * images / best}
+        result[name] = {
+            "tokens": 1024 * images,
+            "seconds": runs,
+            "tokens_per_s": 1024 * images / best,
+        }
     print(json.dumps(result, indent=1))
 
 

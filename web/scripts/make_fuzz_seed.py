@@ -1,7 +1,8 @@
 """The small stream the JS fuzz mutates (run once, output committed).
 
     cd /work/ref && PYTHONPATH=/work/ref /work/main/.venv/bin/python \
-        /work/main/web/scripts/make_fuzz_seed.py /work/main/tests/golden/model /work/main/web/test/data
+        /work/main/web/scripts/make_fuzz_seed.py \
+        /work/main/tests/golden/model /work/main/web/test/data
 
 Tiny golden model, few tokens so thousands of mutated decodes stay fast: a named 3x3
 thumbnail, a 4x4 one, a 6x5 full-resolution image (coding 2) and a 40x3 one with two

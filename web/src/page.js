@@ -27,9 +27,9 @@ function progressUpdater() {
   };
 }
 
-function render(images) {
+function render(images, append) {
   const box = $('images');
-  box.replaceChildren();
+  if (!append) box.replaceChildren();
   for (const image of images) {
     const canvas = document.createElement('canvas');
     canvas.width = image.width;
@@ -61,8 +61,8 @@ function explain(err) {
   return `Unexpected failure: ${err.message}`;
 }
 
-async function openBytes(label, bytes) {
-  $('images').replaceChildren();
+async function openBytes(label, bytes, append = false) {
+  if (!append) $('images').replaceChildren();
   $('info').hidden = true;
   $('progress').value = 0;
   try {
@@ -73,7 +73,7 @@ async function openBytes(label, bytes) {
     const started = performance.now();
     const { images, timings } = await decode(bytes, { model, onProgress: progressUpdater() });
     lastTimings = timings;
-    render(images);
+    render(images, append);
     $('progress').value = 1;
     say(`${label}: ${images.length} image${images.length === 1 ? '' : 's'} decoded in ${((performance.now() - started) / 1000).toFixed(2)} s.`);
     return images;
@@ -115,7 +115,7 @@ async function check(names, repeat) {
       let images;
       for (let r = 0; r < repeat; r++) {
         const t0 = performance.now();
-        images = await openBytes(name, bytes);
+        images = await openBytes(name, bytes, r === repeat - 1 && names.length > 1);
         runs.push(performance.now() - t0);
         (entry.timings ||= []).push(lastTimings);
       }
