@@ -97,7 +97,7 @@ def test_default_decompress_name_and_original_size(
     result = run_cli("decompress", copy, "--original-size", "--model", tiny_bundle, cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()
     record = unpack_stream(coded.read_bytes())[0]
-    with Image.open(tmp_path / "a.png") as image:
+    with Image.open(tmp_path / f"{coded.name}.png") as image:  # a.jpg.igpt -> a.jpg.igpt.png
         assert image.size == (record.header.width, record.header.height)
 
 
@@ -156,7 +156,7 @@ def test_several_images(work: Path, tiny_bundle: Path, tmp_path: Path) -> None:
     result = run_cli("decompress", stream, "-o", tmp_path / "out", "--model", tiny_bundle, cwd=work)
     assert result.returncode == 0, result.stderr.decode()
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["ab_000.png", "ab_001.png"]
+    assert names == ["ab_000.igpt.png", "ab_001.igpt.png"]
     to_stdout = run_cli("decompress", stream, "-c", "--model", tiny_bundle, cwd=work)
     assert to_stdout.returncode == 2
 
@@ -313,9 +313,9 @@ def test_trailing_slash_is_always_a_directory(photo_dir: Path) -> None:
     result = run_cli("decompress", stream, "-o", "newdir/", cwd=photo_dir)
     assert result.returncode == 0, result.stderr.decode()
     assert (photo_dir / "newdir").is_dir()
-    assert [p.name for p in (photo_dir / "newdir").iterdir()] == ["p.png"]
+    assert [p.name for p in (photo_dir / "newdir").iterdir()] == ["p.igpt.png"]
     nested = run_cli("decompress", stream, "-o", "a/b/", cwd=photo_dir)
-    assert nested.returncode == 0 and (photo_dir / "a" / "b" / "p.png").is_file()
+    assert nested.returncode == 0 and (photo_dir / "a" / "b" / "p.igpt.png").is_file()
     # Without the slash, one image is one file, as before.
     plain = run_cli("decompress", stream, "-o", "single", cwd=photo_dir)
     assert plain.returncode == 0 and (photo_dir / "single").is_file()
@@ -454,9 +454,9 @@ def test_names_are_stored_only_when_asked(work: Path, tiny_bundle: Path, tmp_pat
     out = run_cli("decompress", stream, "-o", "out/", "--model", tiny_bundle, cwd=tmp_path)
     assert out.returncode == 0, out.stderr.decode()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "holiday.png",
-        "holiday_1.png",
-        "holiday_2.png",
+        "holiday.igpt.png",
+        "holiday_1.igpt.png",
+        "holiday_2.igpt.png",
     ]
     plain = tmp_path / "plain.igpt"
     assert run_cli("compress", a, b, "-o", plain, *args, cwd=tmp_path).returncode == 0

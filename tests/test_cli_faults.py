@@ -299,7 +299,7 @@ def test_two_thousand_images_to_a_directory_under_ulimit_256(work: Path) -> None
     result = run_cli("decompress", "many.igpt", "-o", "out/", "-q", cwd=work, preexec_fn=_few_files)
     assert result.returncode == 0, result.stderr.decode()
     names = {p.name for p in (work / "out").iterdir()}
-    assert names == {f"many_{i:03d}.png" for i in range(2000)}
+    assert names == {f"many_{i:03d}.igpt.png" for i in range(2000)}
 
 
 # --- the output set itself -----------------------------------------------------------------

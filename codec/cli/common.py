@@ -219,6 +219,51 @@ class NamedErrors:
         return False
 
 
+def write_stdout(stream: BinaryIO, data: bytes) -> None:
+    """Write and flush, so that a full disk or a closed device is reported naming
+    <stdout> (a vanished reader stays BrokenPipeError: `| head` is not an error)."""
+    try:
+        stream.write(data)
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), "<stdout>") from None
+
+
+def expand_inputs(
+    inputs: tuple[str, ...], recursive: bool, wanted: Callable[[Path], bool]
+) -> list[str]:
+    """The inputs, each directory replaced (with -r) by the files under it that `wanted`
+    accepts, sorted, hidden files and directories left out (as gzip -r and zstd -r)."""
+    found: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if item == STDIO or not path.is_dir():
+            found.append(item)
+            continue
+        if not recursive:
+            raise Failure(f"{item}: is a directory, not a stream (use -r to read what is in it)")
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and wanted(p)
+        )
+        found.extend(str(p) for p in files)
+    return found
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity, cpusets of containers), not the machine's
+    count: os.cpu_count() would oversubscribe a limited container."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def stdout_binary(force: bool) -> BinaryIO:
     """stdout for binary data; refused on a terminal unless -f."""
     stream = sys.stdout.buffer
@@ -231,7 +276,8 @@ def stdout_binary(force: bool) -> BinaryIO:
 
 
 def run_options(command: Callable) -> Callable:
-    """The options compress and decompress share: model, overwrite, quiet, threads."""
+    """The options compress and decompress share: model, overwrite, quiet/verbose, keep,
+    threads (default: the usable CPUs, os.sched_getaffinity, not os.cpu_count)."""
     for option in reversed(
         [
             click.option(
@@ -245,7 +291,24 @@ def run_options(command: Callable) -> Callable:
             click.option("-f", "--force", is_flag=True, help="Overwrite existing output."),
             click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary."),
             click.option(
-                "--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads."
+                "-v",
+                "--verbose",
+                is_flag=True,
+                help="Show the progress bar and summary (the default; cancels -q).",
+            ),
+            click.option(
+                "-k",
+                "--keep",
+                is_flag=True,
+                help="Keep the inputs: a no-op for gzip/zstd habits (inputs are never removed).",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(min=1),
+                default=usable_cpus,
+                show_default=f"the CPUs this process may use, {usable_cpus()} here",
+                help="Threads: onnxruntime's intra-op threads for thumbnails; for --full "
+                "images the worker threads, each running the model on one thread.",
             ),
         ]
     ):

@@ -15,10 +15,12 @@ from igpt_codec.cli.common import (
     SUFFIX,
     Failure,
     ProgressBar,
+    expand_inputs,
     plural,
     reports_errors,
     run_options,
     stdout_binary,
+    write_stdout,
 )
 from igpt_codec.cli.outputs import OutputSet, is_dir_spelling
 
@@ -47,6 +49,13 @@ def compress_summary(target: str, summary: CompressSummary, side: int | None) ->
     )
 
 
+def _is_image_name(path: Path) -> bool:
+    """A file -r picks up: an extension Pillow opens, and not a stream."""
+    from PIL import Image
+
+    return path.suffix.lower() in Image.registered_extensions() and path.suffix != SUFFIX
+
+
 def _plan(
     inputs: tuple[str, ...], output: str | None, to_stdout: bool
 ) -> tuple[str | None, list[Path]]:
@@ -54,6 +63,8 @@ def _plan(
 
     Every usage error is raised here, before any file is opened or any image read.
     """
+    if not inputs:
+        raise click.UsageError("no input: the directories given hold no image file")
     if inputs.count(STDIO) > 1:
         raise click.UsageError("'-' (stdin) may be given only once")
     if to_stdout:
@@ -99,6 +110,12 @@ def _plan(
     is_flag=True,
     help="Store each input's file name (no directories); decompress names outputs after it.",
 )
+@click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="An INPUT directory means every image file under it (by extension; not .igpt).",
+)
 @run_options
 @reports_errors
 def compress(
@@ -108,9 +125,12 @@ def compress(
     size: int | None,
     full: bool,
     names: bool,
+    recursive: bool,
     model_dir: str | None,
     force: bool,
     quiet: bool,
+    verbose: bool,
+    keep: bool,
     threads: int | None,
 ) -> None:
     """Compress INPUT images (any format Pillow reads; '-' for stdin).
@@ -122,11 +142,14 @@ def compress(
     INPUT.igpt beside it (inputs are never removed); -o OUT or -c puts every image
     into one stream.
     """
+    del keep  # inputs are never removed
+    quiet = quiet and not verbose
     if full and size is not None:
         raise click.UsageError("--full codes the photo at its own size: drop --size")
     if size is None:
         size = DEFAULT_SIZE
     summary_side = None if full else size
+    inputs = tuple(expand_inputs(inputs, recursive, _is_image_name))
     output, targets = _plan(inputs, output, to_stdout)
     outputs = OutputSet(force=force, inputs=[Path(item) for item in inputs if item != STDIO])
     for target in targets:
@@ -160,8 +183,7 @@ def compress(
             elif stdout is not None:
                 buffer = io.BytesIO()  # whole stream first: a failure writes nothing
                 summary = api.compress_to(buffer, images, **kwargs)
-                stdout.write(buffer.getvalue())
-                stdout.flush()
+                write_stdout(stdout, buffer.getvalue())
                 lines.append(compress_summary("<stdout>", summary, summary_side))
             else:
                 with outputs.open(targets[0]) as handle:

@@ -10,8 +10,11 @@ from typing import Any
 import click
 
 from igpt_codec.cli.common import (
+    STDIO,
+    SUFFIX,
     CountingReader,
     NamedErrors,
+    expand_inputs,
     label,
     open_input,
     plural,
@@ -20,16 +23,39 @@ from igpt_codec.cli.common import (
 
 
 @click.command()
-@click.argument("input_name", metavar="INPUT")
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "-r", "--recursive", is_flag=True, help="An INPUT directory means every .igpt file under it."
+)
 @reports_errors
-def info(input_name: str, as_json: bool) -> None:
-    """Describe a stream (INPUT, or '-' for stdin) without loading any model.
+def info(inputs: tuple[str, ...], as_json: bool, recursive: bool) -> None:
+    """Describe streams (INPUT..., '-' for stdin) without loading any model.
 
     Read front to back: a record is shown as soon as it is read. bits/token is
     the whole file's (bytes x 8 / tokens); each record's coder payload is shown
-    as payload bits/token.
+    as payload bits/token. --json gives one object for one INPUT, a list of them
+    for several.
     """
+    names = expand_inputs(inputs, recursive, lambda p: p.name.endswith(SUFFIX))
+    if not names:
+        raise click.UsageError("no input: the directories given hold no .igpt file")
+    if names.count(STDIO) > 1:
+        raise click.UsageError("'-' (stdin) may be given only once")
+    out = click.get_text_stream("stdout")
+    several = len(names) > 1
+    if as_json and several:
+        out.write("[\n")
+    for index, input_name in enumerate(names):
+        if as_json and index:
+            out.write(",\n")
+        _describe_one(input_name, as_json)
+    if as_json and several:
+        out.write("]\n")
+        out.flush()
+
+
+def _describe_one(input_name: str, as_json: bool) -> None:
     from igpt_codec.core.files import regular_file_size
     from igpt_codec.format import iter_records
 

@@ -1,12 +1,23 @@
-"""All-or-nothing output files: every file complete before any is renamed into place.
+"""All-or-nothing output files: every file complete before any is put into place.
 
 `OutputSet` writes each output to a hidden temporary file beside its target
-(`.NAME.XXXXXXXX.partial`, same directory, so the final rename is atomic),
+(`.NAME.XXXXXXXX.partial`, same directory, so the final step is atomic),
 closes it at once (so thousands of outputs hold one descriptor at a time), and
-renames them all only in `commit()`. On any failure, or an interrupt, `abort()`
-removes every temporary file, every file already renamed that did not exist
+puts them all into place only in `commit()`. On any failure, or an interrupt,
+`abort()` removes every temporary file, every file already placed that did not exist
 before, and every directory the set created. Errors name the target, never the
 temporary file.
+
+Placing never overwrites what it was not allowed to: without `force`, a target that
+did not exist is created with `os.link(temp, target)`, which fails if another process
+made the name meanwhile (two decompressions racing for one name: one wins, the other
+says so), so there is no window between a check and a rename. With `force`, or for a
+file the user allowed to be replaced, it is `os.replace`.
+
+Special files (a FIFO, a character or block device such as /dev/null) are never
+renamed over: like `zstd -o /dev/null`, the output is written straight into them, and
+no `-f` is needed. The bytes are still held back (in an anonymous temporary file)
+until `commit()`, so a failure writes nothing into them either.
 
 Used by the CLI for every file it writes; nothing here knows about images.
 """
@@ -14,8 +25,11 @@ Used by the CLI for every file it writes; nothing here knows about images.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,8 +52,20 @@ class OutputError(CodecError):
 @dataclass
 class _Pending:
     target: Path
-    temp: Path
+    temp: Path | None
+    """The hidden file beside the target; None for a special file (see `spool`)."""
     existed: bool
+    spool: BinaryIO | None = None
+    """A special file's bytes, held in an anonymous temporary file until commit."""
+
+
+def is_special(path: str | os.PathLike[str]) -> bool:
+    """A FIFO or a device (after links): written into, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def is_dir_spelling(name: str) -> bool:
@@ -110,6 +136,8 @@ class OutputSet:
                 )
         if str(target.absolute()) in self._targets:
             raise OutputError(f"{target}: named twice as an output")
+        if is_special(target):
+            return  # written into at commit, as zstd does: no -f needed, nothing replaced
         if target.is_dir():
             raise OutputError(f"{target} is a directory")
         if (target.exists() or target.is_symlink()) and not self.force:
@@ -135,6 +163,10 @@ class OutputSet:
             raise RuntimeError("output set already committed or aborted")
         target = Path(target)
         self.check(target, create_dirs=create_dirs)
+        if is_special(target):
+            with self._spooled(target) as handle:
+                yield handle
+            return
         existed = target.exists()
         with _signals_blocked():  # a file or directory made here is always recorded for abort()
             try:
@@ -153,6 +185,17 @@ class OutputSet:
         except OSError as exc:
             raise _named(exc, target) from None
 
+    @contextlib.contextmanager
+    def _spooled(self, target: Path) -> Iterator[BinaryIO]:
+        # Anonymous (nothing left on a crash); closed by commit() or abort().
+        spool = tempfile.TemporaryFile()  # noqa: SIM115
+        self._pending.append(_Pending(target, None, True, spool))
+        self._targets.add(str(target.absolute()))
+        try:
+            yield spool  # type: ignore[misc]
+        except OSError as exc:
+            raise _named(exc, target) from None
+
     def _make_dirs(self, directory: Path) -> None:
         missing = []
         for path in (directory, *directory.parents):
@@ -166,33 +209,66 @@ class OutputSet:
     # --- ending ---------------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Rename every complete temporary file onto its target (signals held meanwhile)."""
+        """Put every complete output into place (signals held meanwhile): special files are
+        written into first, then new files are linked and replaced ones renamed."""
         if self._done:
             return
         with _signals_blocked():
             try:
                 for item in self._pending:
-                    if item.target.is_dir():
+                    if item.spool is None and item.target.is_dir():
                         raise OutputError(f"{item.target} is a directory")
-                    if (item.target.exists() and not item.existed) and not self.force:
+                    if item.spool is None and self._appeared(item):
                         raise OutputError(f"{item.target} appeared while working (use -f)")
                 for item in self._pending:
-                    try:
-                        os.replace(item.temp, item.target)
-                    except OSError as exc:
-                        raise _named(exc, item.target) from None
-                    self._renamed.append(item)
+                    if item.spool is not None:
+                        _write_into(item.spool, item.target)
+                for item in self._pending:
+                    if item.spool is None:
+                        self._place(item)
+                        self._renamed.append(item)
             except BaseException:
                 self.abort()
                 raise
         self._done = True
 
+    def _appeared(self, item: _Pending) -> bool:
+        exists = item.target.exists() or item.target.is_symlink()
+        return exists and not item.existed and not self.force
+
+    def _place(self, item: _Pending) -> None:
+        """Rename onto a target the user allowed to replace; otherwise create the name
+        without ever replacing one (a link fails with EEXIST if it appeared meanwhile)."""
+        assert item.temp is not None
+        try:
+            if self.force or item.existed:
+                os.replace(item.temp, item.target)
+                return
+            try:
+                os.link(item.temp, item.target)
+            except FileExistsError:
+                raise OutputError(f"{item.target} appeared while working (use -f)") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                _create_exclusively(item.target)  # no hard links here: reserve, then rename
+                os.replace(item.temp, item.target)
+                return
+            os.unlink(item.temp)
+        except FileExistsError:
+            raise OutputError(f"{item.target} appeared while working (use -f)") from None
+        except OSError as exc:
+            raise _named(exc, item.target) from None
+
     def abort(self) -> None:
         """Remove temporaries, files renamed by this set that are new, created directories."""
         self._done = True
         for item in self._pending:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(item.temp)
+            if item.spool is not None:
+                item.spool.close()
+            elif item.temp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item.temp)
         for item in self._renamed:
             if not item.existed:
                 with contextlib.suppress(FileNotFoundError):
@@ -200,6 +276,23 @@ class OutputSet:
         for path in reversed(self._created_dirs):
             with contextlib.suppress(OSError):
                 path.rmdir()
+
+
+def _create_exclusively(target: Path) -> None:
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _write_into(spool: BinaryIO, target: Path) -> None:
+    """Copy the held bytes into a FIFO or device (opened without creating or truncating
+    anything; a FIFO's open waits for its reader, as with any writer)."""
+    try:
+        spool.seek(0)
+        with open(os.open(target, os.O_WRONLY), "wb") as device:
+            shutil.copyfileobj(spool, device)
+    except OSError as exc:
+        raise _named(exc, target) from None
+    finally:
+        spool.close()
 
 
 @contextlib.contextmanager
