@@ -5,14 +5,20 @@
 tokenizer makes it, and records must be byte-identical to `igpt_codec.compress`'s. Then: 10
 random keys by index reading only their records' bytes; an unreadable image skipped (or
 failing the job); an actor killed mid-run, retried by Ray with no record lost or doubled.
-Sizes are small (16x16) to keep the module within about a minute and a half.
+Hostile inputs (issue 26): links to /dev/zero, FIFOs and oversized files are skipped
+with a reason; a shard that is not a shard fails the job with its cause; SIGTERM leaves
+no staging directory; -q leaves stderr empty.
+Sizes are small (16x16) to keep the module within about two minutes.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +32,7 @@ import igpt_codec
 from igpt_codec.api import resolve_bundle, tokenize
 from igpt_codec.cli.dataset import dataset
 from igpt_codec.datasets.shards import INDEX_JSONL, get_image, load_index, read_record
+from igpt_codec.datasets.workers import MAX_INPUT_BYTES
 from igpt_codec.format import unpack_stream
 from igpt_codec.format.access import iter_record_spans
 
@@ -289,3 +296,76 @@ def test_killed_actor_is_retried_without_lost_or_doubled_records(
         with open(out / "shards" / index[key].shard, "rb") as handle:
             record = read_record(handle, index[key])
         assert np.array_equal(igpt_codec.decode_records([record])[0].tokens, reference_tokens[key])
+
+
+def _small_tree(root: Path, count: int) -> Path:
+    root.mkdir()
+    rng = np.random.default_rng(26)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_hostile_inputs_are_skipped_not_retried(local_ray, tmp_path):
+    """Before: the /dev/zero link raised MemoryError in the actor and Ray retried it
+    without limit; the FIFO hung the job. Now both, and a file over the input limit,
+    are skipped keys with their reasons, and the rest is coded."""
+    src = _small_tree(tmp_path / "src", 3)
+    (src / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(src / "fifo.png")
+    with open(src / "huge.png", "wb") as handle:
+        handle.truncate(MAX_INPUT_BYTES + 1)
+    start = time.perf_counter()
+    report = compress_dataset(src, tmp_path / "out", size=4, shard_images=3, quiet=True)
+    reasons = dict(report.skipped)
+    assert sorted(reasons) == ["fifo.png", "huge.png", "zero.png"]
+    assert "a FIFO" in reasons["fifo.png"] and "a device" in reasons["zero.png"]
+    assert "exceeds the limit" in reasons["huge.png"]
+    assert report.images == 3 and time.perf_counter() - start < 120
+
+
+def test_a_shard_that_is_not_a_shard_fails_with_its_cause(local_ray, compressed, tmp_path):
+    """A shard replaced by another file (/etc/passwd in the audit): before, the job
+    reported Ray's retry advice; now the cause, in one line, quoting nothing of the file."""
+    out, _ = compressed
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    victim = sorted((copy / "shards").iterdir())[0]
+    victim.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 20)
+    with pytest.raises(DatasetError, match="does not match") as caught:
+        decompress_dataset(copy, tmp_path / "decoded", actors=2, quiet=True)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "root" not in message and "retr" not in message
+    assert sorted(os.listdir(tmp_path)) == ["copy"]  # no output, no staging directory
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
+def test_quiet_run_and_sigterm_through_the_command_line(tmp_path):
+    """A quiet job prints nothing (Ray's core_worker 'max_restarts > 0' line included);
+    SIGTERM mid-job exits 143 with one line and leaves no .OUT.*.partial behind."""
+    src = _small_tree(tmp_path / "src", 40)
+    command = [sys.executable, "-m", "igpt_codec", "dataset", "compress", str(src)]
+    done = subprocess.run(
+        [*command, str(tmp_path / "quiet"), "--size", "4", "--shard-images", "20", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout == ""
+    options = ["--size", "12", "--shard-images", "2", "--actors", "1", "-q"]
+    job = subprocess.Popen(
+        [*command, str(tmp_path / "OUT"), *options], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".OUT.*.partial/shards/*.igpt")):
+        assert job.poll() is None and time.monotonic() < deadline, "no shard was staged"
+        time.sleep(0.1)
+    job.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines() == ["error: stopped by SIGTERM"]
+    assert time.monotonic() - sent < 30
+    assert sorted(os.listdir(tmp_path)) == ["quiet", "src"]

@@ -59,6 +59,7 @@ from igpt_codec.datasets.manifest import (
     finish_compress,
     remove_partials,
 )
+from igpt_codec.datasets.quiet import stderr_without
 from igpt_codec.datasets.staging import Staging
 from igpt_codec.datasets.workers import (
     ENTRY_FIELDS,
@@ -99,7 +100,13 @@ takes it fails the job instead of looping for ever (Ray Data's own default: unli
 def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Iterator[Any]:
     """Ray as the caller wants it: the running one (already initialised in this process),
     an existing cluster (`address`, e.g. "auto" or "ray://head:10001"), or a local one
-    started here with `num_cpus` CPUs and shut down at the end."""
+    started here with `num_cpus` CPUs and shut down at the end. `quiet`: no progress, and
+    Ray's own stderr noise filtered (`datasets.quiet`)."""
+    with stderr_without() if quiet else contextlib.nullcontext():
+        yield from _ray_session(address, num_cpus, quiet)
+
+
+def _ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Iterator[Any]:
     try:
         import ray
         import ray.data
@@ -112,9 +119,6 @@ def ray_session(address: str | None, num_cpus: int | None, quiet: bool) -> Itera
         kwargs: dict[str, Any] = {"include_dashboard": False}
         if quiet:
             kwargs.update(log_to_driver=False, logging_level="ERROR")
-            # The core worker's own C++ log (e.g. "core_worker.cc ... max_restarts > 0")
-            # goes to this process's stderr at the level this variable sets.
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         main = threading.current_thread() is threading.main_thread()
         handler = signal.getsignal(signal.SIGTERM) if main else None
         try:
