@@ -28,7 +28,7 @@ const expected = JSON.parse(await readFile(path.join(WEB, 'test', 'reference', '
 let reportResolve;
 const reported = new Promise((resolve) => { reportResolve = resolve; });
 const server = await startServer({
-  modelDirs: [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')],
+  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models')],
   filesDir: GOLDEN,
   onReport: reportResolve,
 });
@@ -44,7 +44,7 @@ try {
       timer = setTimeout(() => reject(new Error(`no report from the page in ${timeoutMs / 1000} s; console: ${browser.consoleLines.slice(-3).join(' | ')}`)), timeoutMs);
     }),
   ]).finally(() => clearTimeout(timer));
-  console.log(`chromium: ${report.userAgent}`);
+  console.log(`chromium: ${report.userAgent}; page warm-up ${report.warmup?.ms?.toFixed(0)} ms (${report.warmup?.note})`);
   for (const result of report.results) {
     const want = expected[result.file];
     if (result.error) {

@@ -54,9 +54,10 @@ export async function startServer({ port = 0, modelDirs = [], filesDir = null, o
       return;
     }
     let file = null;
-    const modelMatch = /^\/models\/([0-9a-f]{16})\/([\w.-]+)$/.exec(url.pathname);
+    const modelMatch = /^\/models\/([0-9a-f]{16}|default)\/([\w.-]+)$/.exec(url.pathname);
     if (modelMatch) {
-      const dir = bundles.get(modelMatch[1]);
+      // models/default/ is the first bundle found: the page warms up on it.
+      const dir = modelMatch[1] === 'default' ? bundles.values().next().value : bundles.get(modelMatch[1]);
       file = dir ? inside(dir, modelMatch[2]) : null;
     } else if (url.pathname.startsWith('/files/') && filesDir) {
       file = inside(filesDir, url.pathname.slice('/files/'.length));

@@ -4,6 +4,7 @@
 // the headless-Chromium test drives the page that way.
 import { decode, readStream, streamInfo, infoLines, CodecError, BundleError, ModelMismatchError } from './index.js';
 import { urlResolver } from './browser.js';
+import { sessionFor, Stepper } from './model.js';
 
 const $ = (id) => document.getElementById(id);
 const model = urlResolver('models/');
@@ -106,6 +107,7 @@ async function rgbSha256(image) {
 
 /** Test mode: decode the named files (each shown in turn) and report hashes and timings. */
 async function check(names, repeat) {
+  const warmup = await ready;
   const results = [];
   for (const name of names) {
     const entry = { file: name };
@@ -127,8 +129,34 @@ async function check(names, repeat) {
     }
     results.push(entry);
   }
-  await fetch('report', { method: 'POST', body: JSON.stringify({ userAgent: navigator.userAgent, results }) });
+  await fetch('report', { method: 'POST', body: JSON.stringify({ userAgent: navigator.userAgent, warmup, results }) });
 }
+
+/**
+ * While the page waits for a file: load the default bundle (models/default/) and run a few
+ * hundred model steps (up to 1,024 or 3 s), so the browser has compiled onnxruntime's WASM to optimised code
+ * (measured: the first decode in a fresh page ran 2-4x slower than later ones). Optional:
+ * without a default bundle the page simply starts cold.
+ */
+async function warmUp(maxSteps = 1024, maxMs = 3000) {
+  const started = performance.now();
+  try {
+    const response = await fetch('models/default/manifest.json');
+    if (!response.ok) return { ms: performance.now() - started, note: 'no default model: cold start' };
+    const bundle = await model((await response.json()).fingerprint);
+    if (!bundle) return { ms: performance.now() - started, note: 'default model not found' };
+    const stepper = new Stepper(bundle, await sessionFor(bundle), 1);
+    let steps = 0;
+    while (steps < maxSteps && performance.now() - started < maxMs) {
+      await stepper.run(Int32Array.of(steps ? steps % 512 : 512), Int32Array.of(steps));
+      steps++;
+    }
+    return { ms: performance.now() - started, note: `bundle ${bundle.fingerprintHex} loaded, ${steps} steps` };
+  } catch (err) {
+    return { ms: performance.now() - started, note: `warm-up failed: ${err.message}` };
+  }
+}
+const ready = warmUp();
 
 const params = new URLSearchParams(location.search);
 if (params.get('check')) check(params.get('check').split(','), Number(params.get('repeat') || 1));
