@@ -19,6 +19,15 @@ from typing import BinaryIO
 
 import numpy as np
 
+from igpt_codec.format.classical import (
+    ClassicalImageRecord,
+    ClassicalPart,
+    ClassicalStart,
+    frame_bodies,
+    join_parts,
+    parse_part,
+    parse_start,
+)
 from igpt_codec.format.errors import (
     BadMagicError,
     ChecksumError,
@@ -33,6 +42,8 @@ from igpt_codec.format.records import (
     CODING_MASK,
     CODING_SHIFT,
     FINGERPRINT_LEN,
+    KIND_CLASSICAL,
+    KIND_CLASSICAL_PART,
     KIND_FULL_IMAGE,
     KIND_MASK,
     KIND_NAME,
@@ -55,8 +66,9 @@ from igpt_codec.format.records import (
 from igpt_codec.format.source import ByteSource
 from igpt_codec.format.varint import encode_varint
 
-AnyRecord = Record | FullImageRecord
-"""What a stream holds: thumbnails (kind 1) and full-resolution images (kinds 3 + 4)."""
+AnyRecord = Record | FullImageRecord | ClassicalImageRecord
+"""What a stream holds: thumbnails (kind 1) and full-resolution images (kinds 3 + 4, or
+kinds 5 + 6 when stored as a classical image file)."""
 
 MAGIC = b"\x89IG"
 """A high-bit byte (7-bit channels break it) and the name."""
@@ -190,13 +202,17 @@ class StreamWriter:
     def write_record(self, record: AnyRecord) -> None:
         """Write a record; a stored name goes first, as an ancillary name record. A
         full-resolution image is its header record followed by its segment records."""
-        if not isinstance(record, Record | FullImageRecord):
+        if not isinstance(record, Record | FullImageRecord | ClassicalImageRecord):
             raise TypeError(f"expected a Record, got {type(record).__name__}")
         fingerprint = record.header.fingerprint
         if record.name is not None:
             self._hold(KIND_NAME | RECORD_ANCILLARY, check_name(record.name), fingerprint)
         if isinstance(record, Record):
             self._hold(record.header.head_bits, _frame_body(record), fingerprint)
+            return
+        if isinstance(record, ClassicalImageRecord):
+            for head, body in frame_bodies(record):
+                self._hold(head, body, fingerprint)
             return
         self._hold(record.header.head_bits, record.header.to_bytes(), fingerprint)
         for segment in record.segments:
@@ -264,7 +280,7 @@ def read_file_header(fileobj: BinaryIO) -> FileHeader:
     return _read_file_header(ByteSource(fileobj))
 
 
-_Parsed = Record | FullImageHeader | Segment | str | None
+_Parsed = Record | FullImageHeader | Segment | ClassicalStart | ClassicalPart | str | None
 
 
 def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[_Parsed, bool]:
@@ -318,6 +334,10 @@ def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[_Parse
         return parse_name(body), final
     if kind == KIND_FULL_IMAGE:
         return FullImageHeader.from_bytes(head, fingerprint, body), final
+    if kind == KIND_CLASSICAL:
+        return parse_start(head, fingerprint, body), final
+    if kind == KIND_CLASSICAL_PART:
+        return parse_part(head, body), final
     if kind == KIND_SEGMENT:
         if head & RECORD_ANCILLARY:
             raise InvalidFieldError(f"record at offset {start}: a segment cannot be ancillary")
@@ -359,10 +379,12 @@ def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[An
             )
         record, final = _read_record(src, head[0], header.fingerprint)
         count += 1
-        if isinstance(record, Segment):
+        if isinstance(record, Segment | ClassicalPart):
             raise InvalidFieldError(
-                f"record {count - 1}: a segment record without its full-image header"
+                f"record {count - 1}: a segment or part record without its image's header"
             )
+        if isinstance(record, ClassicalStart):
+            record, final, count = _read_parts(src, record, header.fingerprint, final, count)
         if isinstance(record, FullImageHeader):
             if final:
                 raise InvalidFieldError(f"record {count - 1}: a full-image header ends the stream")
@@ -413,6 +435,30 @@ def _read_segments(
         assert isinstance(segment, Segment)
         segments.append(segment)
     return FullImageRecord(image, tuple(segments)), final, count
+
+
+def _read_parts(
+    src: ByteSource, start: ClassicalStart, fingerprint: bytes, final: bool, count: int
+) -> tuple[ClassicalImageRecord, bool, int]:
+    """The kind-6 records that complete a classical image file (format/classical.py)."""
+    parts: list[bytes] = []
+    while len(parts) < start.header.part_count - 1:
+        head = src.read_upto(1)
+        if final or not head:
+            raise InvalidFieldError(
+                f"record {count - 1}: the stream ends inside a classical image file "
+                f"({len(parts) + 1} of its {start.header.part_count} parts)"
+            )
+        if head[0] & KIND_MASK != KIND_CLASSICAL_PART:
+            raise InvalidFieldError(
+                f"record {count}: kind {head[0] & KIND_MASK} where part {len(parts) + 1} of a "
+                "classical image file belongs"
+            )
+        part, final = _read_record(src, head[0], fingerprint)
+        count += 1
+        assert isinstance(part, ClassicalPart)
+        parts.append(part.data)
+    return join_parts(start, parts), final, count
 
 
 def pack_stream(records: list[AnyRecord]) -> bytes:

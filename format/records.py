@@ -21,7 +21,14 @@ KIND_FULL_IMAGE = 3
 """A full-resolution image's header: size, mode and window layout; its segments follow."""
 KIND_SEGMENT = 4
 """One segment of the full-resolution image before it: token check and payload."""
-KNOWN_KINDS = frozenset({KIND_THUMBNAIL, KIND_NAME, KIND_FULL_IMAGE, KIND_SEGMENT})
+KIND_CLASSICAL = 5
+"""A full-resolution palette image as a classical image file (PNG, WebP lossless), for
+images the model codes worse (igpt_codec.format.classical); its kind-6 parts follow."""
+KIND_CLASSICAL_PART = 6
+"""A further part of the classical image file of the kind-5 record before it."""
+KNOWN_KINDS = frozenset(
+    {KIND_THUMBNAIL, KIND_NAME, KIND_FULL_IMAGE, KIND_SEGMENT, KIND_CLASSICAL, KIND_CLASSICAL_PART}
+)
 MAX_NAME_LEN = 255
 MAX_KIND = 15
 

@@ -283,7 +283,7 @@ def test_every_single_byte_flip_is_detected() -> None:
     seen: set[str] = set()
     for data in sample_streams():
         for i in range(len(data)):
-            for mask in (0x01, 0x80, 0xFF):
+            for mask in (0x01, 0x08, 0x80, 0xFF):  # 0x08: kind 1 -> 9, unknown
                 flipped = bytearray(data)
                 flipped[i] ^= mask
                 seen.add(type(expect_format_error(bytes(flipped))).__name__)

@@ -1,0 +1,245 @@
+"""Full-resolution palette images as classical image files (record kinds 5 and 6).
+
+Why: on text, line art and other synthetic images the model (trained on photos) can
+cost 2-3x what PNG or WebP lossless cost on the same palette image (issue 28). The
+encoder makes those files too and keeps whichever record is smallest, so by
+construction no image costs more than the best of them plus the record's framing.
+Such a record decodes with Pillow alone, without a model step.
+
+Only representations that every PNG/WebP decoder, a browser's included, returns as
+8-bit RGB are used: an RGB PNG, an indexed PNG (at most 256 colours) and a lossless
+WebP. Their pixels map back to tokens through the palette's RGB colours, which must be
+distinct (true of ImageGPT's 512; a bundle whose colours coincide is never offered this
+coding). bench/classical.py's 16-bit token PNG is left out on purpose: a browser's
+canvas gives 8 bits per channel, so a web decoder could not read it.
+
+The decoder trusts nothing in the file: its structure and size are checked against the
+record before any pixel is decoded (a decompression bomb is refused up front), every
+pixel must be a palette colour, and the tokens must pass the record's token check.
+Layout and rules: format/SPEC.md, "Kinds 5 and 6".
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image, features
+
+from igpt_codec.core.palette import PALETTE_SIZE, grid_to_rgb
+from igpt_codec.format.classical import (
+    CODEC_PNG,
+    CODEC_WEBP_LOSSLESS,
+    MAX_CLASSICAL_FILE,
+    ClassicalImageHeader,
+    ClassicalImageRecord,
+)
+from igpt_codec.format.container import token_check
+from igpt_codec.format.errors import CodecError, PayloadError, TokenChecksumError
+from igpt_codec.pipelines.types import FullImage
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+"""The only chunks allowed: no colour management (gAMA, iCCP, sRGB, cHRM) and no tRNS,
+so every decoder returns the stored RGB values unchanged."""
+WEBP_MAX_SIDE = 16384
+MAX_INDEXED_COLOURS = 256
+NO_WEBP = "this stream holds a WebP-coded image and this Pillow has no WebP support"
+
+
+class MissingCodecError(CodecError):
+    """The stream needs an image codec this Pillow was built without."""
+
+
+def palette_rgb(palette: np.ndarray) -> np.ndarray:
+    """The 512 colours of the tokens as uint8 [512, 3] (grid_to_rgb's rule)."""
+    return grid_to_rgb(np.arange(PALETTE_SIZE)[None, :], palette)[0]
+
+
+def colours_distinct(palette: np.ndarray) -> bool:
+    """True when RGB maps back to tokens: no two palette colours coincide."""
+    return len(np.unique(_keys(palette_rgb(palette)))) == PALETTE_SIZE
+
+
+def _keys(rgb: np.ndarray) -> np.ndarray:
+    flat = rgb.reshape(-1, 3).astype(np.int64)
+    return flat[:, 0] << 16 | flat[:, 1] << 8 | flat[:, 2]
+
+
+def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+WEBP_FAST, WEBP_BEST = 4, 6
+"""WebP lossless efforts: 4 (Pillow's default) is cheap; 6 searches hardest and costs about
+as much time as the model itself on a photo (20 s for 481 x 321 here, 10-100x effort 4)."""
+EFFORT_MARGIN = 0.75
+"""Effort 6 is tried only when the model's record is above this fraction of the best cheap
+file: on photos the model is 0.55-0.71 of the best classical file (issue 28), and effort 6
+is a few per cent below effort 4 (docs/synthetic.md), never 25%."""
+
+
+def candidates(
+    tokens: np.ndarray, palette: np.ndarray, webp_effort: int = WEBP_FAST
+) -> list[tuple[int, bytes]]:
+    """(codec id, file) for every representation this Pillow can write: PNG always (zlib
+    is part of Pillow), RGB and indexed (at most 256 colours); WebP lossless at
+    `webp_effort` when Pillow has it and both sides fit WebP's 16384."""
+    rgb = grid_to_rgb(tokens, palette)
+    height, width = tokens.shape
+    found = [(CODEC_PNG, _save(Image.fromarray(rgb), "PNG", optimize=True))]
+    used, index = np.unique(tokens, return_inverse=True)
+    if used.size <= MAX_INDEXED_COLOURS:
+        indexed = Image.fromarray(index.reshape(tokens.shape).astype(np.uint8), mode="P")
+        indexed.putpalette(palette_rgb(palette)[used].reshape(-1).tolist())
+        found.append((CODEC_PNG, _save(indexed, "PNG", optimize=True)))
+    if features.check("webp") and max(width, height) <= WEBP_MAX_SIDE:
+        options = {"lossless": True, "quality": 100, "method": webp_effort, "exact": True}
+        found.append((CODEC_WEBP_LOSSLESS, _save(Image.fromarray(rgb), "WEBP", **options)))
+    return [(codec, data) for codec, data in found if len(data) <= MAX_CLASSICAL_FILE]
+
+
+def encode_classical(
+    image: FullImage, fingerprint: bytes, palette: np.ndarray, model_bytes: int | None = None
+) -> ClassicalImageRecord | None:
+    """The smallest classical record of `image`, or None when the palette's colours are
+    not distinct (RGB would not map back to tokens).
+
+    `model_bytes`, the size of the model's record, saves WebP effort 6 when the model is
+    well below every cheap file (EFFORT_MARGIN); None always tries it.
+    """
+    if not colours_distinct(palette):
+        return None
+    tokens = np.asarray(image.tokens)
+    found = candidates(tokens, palette)
+    if not found:
+        return None
+    cheapest = min(len(data) for _, data in found)
+    webp = any(codec == CODEC_WEBP_LOSSLESS for codec, _ in found)
+    if webp and (model_bytes is None or model_bytes > EFFORT_MARGIN * cheapest):
+        options = {"lossless": True, "quality": 100, "method": WEBP_BEST, "exact": True}
+        rgb = Image.fromarray(grid_to_rgb(tokens, palette))
+        found.append((CODEC_WEBP_LOSSLESS, _save(rgb, "WEBP", **options)))
+    codec, data = min(found, key=lambda pair: len(pair[1]))
+    header = ClassicalImageHeader(
+        fingerprint, image.width, image.height, image.mode, codec, len(data)
+    )
+    check = token_check(tokens.reshape(-1), header)  # type: ignore[arg-type]
+    best = ClassicalImageRecord(header, data, check, image.name)
+    decode_classical(best, palette, 0)  # the decoder's checks, so a writer never stores a bad file
+    return best
+
+
+def check_file(header: ClassicalImageHeader, data: bytes, where: str) -> None:
+    """The embedded file's structure and size, before any pixel is decoded."""
+    if header.codec == CODEC_PNG:
+        _check_png(header, data, where)
+    else:
+        _check_webp(header, data, where)
+
+
+def _bad(where: str, what: str) -> PayloadError:
+    return PayloadError(f"{where}: the embedded file {what}")
+
+
+def _check_png(header: ClassicalImageHeader, data: bytes, where: str) -> None:
+    if not data.startswith(PNG_SIGNATURE):
+        raise _bad(where, "is not a PNG (bad signature)")
+    pos, seen = len(PNG_SIGNATURE), []
+    while pos < len(data):
+        if pos + 12 > len(data):
+            raise _bad(where, f"is a PNG cut inside a chunk header at byte {pos}")
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            raise _bad(where, f"is a PNG whose {kind!r} chunk runs past its end")
+        if zlib.crc32(data[pos + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            raise _bad(where, f"is a PNG whose {kind!r} chunk fails its CRC")
+        if kind not in PNG_CHUNKS:
+            raise _bad(where, f"is a PNG with a {kind!r} chunk (only IHDR, PLTE, IDAT, IEND)")
+        if kind == b"IHDR":
+            _check_ihdr(header, data[pos + 8 : end - 4], where)
+        seen.append(kind)
+        pos = end
+    order = b"".join(seen)
+    ok = seen and seen[0] == b"IHDR" and seen[-1] == b"IEND" and seen.count(b"IHDR") == 1
+    has_idat = b"IDAT" in seen
+    runs = ok and has_idat and seen.count(b"IEND") == 1 and seen.count(b"PLTE") <= 1
+    if not runs or (b"PLTE" in seen and order.find(b"PLTE") > order.find(b"IDAT")):
+        raise _bad(where, f"is a PNG with chunks out of order ({order.decode('latin-1')})")
+    palette_type = data[len(PNG_SIGNATURE) + 8 + 9] == 3
+    if palette_type != (b"PLTE" in seen):
+        raise _bad(where, "is a PNG whose PLTE chunk does not match its colour type")
+
+
+def _check_ihdr(header: ClassicalImageHeader, body: bytes, where: str) -> None:
+    if len(body) != 13:
+        raise _bad(where, "is a PNG with an IHDR of the wrong length")
+    width, height, depth, colour, method, filters, interlace = struct.unpack(">IIBBBBB", body)
+    if (width, height) != (header.width, header.height):
+        raise _bad(where, f"is {width}x{height}; the record says {header.width}x{header.height}")
+    if not ((colour == 2 and depth == 8) or (colour == 3 and depth in (1, 2, 4, 8))):
+        raise _bad(where, f"is a PNG of colour type {colour} at {depth} bits (not RGB8/indexed)")
+    if method or filters or interlace > 1:
+        raise _bad(where, "is a PNG with an unknown compression, filter or interlace method")
+
+
+def _check_webp(header: ClassicalImageHeader, data: bytes, where: str) -> None:
+    if len(data) < 25 or data[:4] != b"RIFF" or data[8:16] != b"WEBPVP8L":
+        raise _bad(where, "is not a simple lossless WebP (RIFF, WEBP, VP8L)")
+    (riff,) = struct.unpack_from("<I", data, 4)
+    (size,) = struct.unpack_from("<I", data, 16)
+    if riff != len(data) - 8 or 20 + size + (size & 1) != len(data):
+        raise _bad(where, "is a WebP whose sizes do not match its length")
+    if size & 1 and data[-1] != 0:
+        raise _bad(where, "is a WebP whose padding byte is not zero")
+    (bits,) = struct.unpack_from("<I", data, 21)
+    width, height = (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+    if data[20] != 0x2F or bits >> 29:
+        raise _bad(where, "is a VP8L stream with a bad signature or version")
+    if (width, height) != (header.width, header.height):
+        raise _bad(where, f"is {width}x{height}; the record says {header.width}x{header.height}")
+    if bits >> 28 & 1:
+        raise _bad(where, "is a WebP that says it uses alpha")
+
+
+def decode_classical(record: ClassicalImageRecord, palette: np.ndarray, index: int) -> FullImage:
+    """The palette image of a kind-5 record: file checks, Pillow, RGB to tokens, token
+    check. Every failure is one line naming the record."""
+    header = record.header
+    where = f"record {index} ({header.codec_name})"
+    if header.codec == CODEC_WEBP_LOSSLESS and not features.check("webp"):
+        raise MissingCodecError(f"record {index}: {NO_WEBP}")
+    check_file(header, record.data, where)
+    fmt = "PNG" if header.codec == CODEC_PNG else "WEBP"
+    try:
+        with Image.open(io.BytesIO(record.data), formats=[fmt]) as opened:
+            if opened.size != (header.width, header.height):
+                raise _bad(where, f"opens as {opened.size}, not the record's size")
+            opened.load()
+            rgb = np.asarray(opened.convert("RGB"))
+    except PayloadError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
+        raise _bad(where, f"does not decode ({type(exc).__name__}: {exc})") from None
+    colours = _keys(palette_rgb(palette))
+    order = np.argsort(colours, kind="stable")
+    keys = _keys(rgb)
+    at = np.minimum(np.searchsorted(colours[order], keys), PALETTE_SIZE - 1)
+    wrong = colours[order][at] != keys
+    if wrong.any():
+        first = int(np.argmax(wrong))
+        y, x = divmod(first, header.width)
+        raise _bad(where, f"has a pixel at ({x}, {y}) that is not a palette colour")
+    tokens = order[at].astype(np.uint16)
+    if token_check(tokens, header) != record.token_check:  # type: ignore[arg-type]
+        raise TokenChecksumError(
+            f"record {index}: the decoded tokens fail the record's token check: the record "
+            "is damaged, or the bundle's palette differs from the encoder's"
+        )
+    return FullImage(tokens.reshape(header.height, header.width), header.mode, record.name)

@@ -1,0 +1,283 @@
+"""Classical-image records (kinds 5 and 6, issue 28): the format, the embedded file's
+checks, and the guarantee that no full-resolution image costs more than the best of
+PNG and WebP lossless on its palette image plus a few bytes.
+
+The guarantee test codes the synthetic set (bench/synthetic.py) and crops of held-out
+photos with the default model; the rest needs no model.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from igpt_codec.core.palette import grid_to_rgb, pixels_to_tokens
+from igpt_codec.format.classical import (
+    CODEC_PNG,
+    CODEC_WEBP_LOSSLESS,
+    PART_SIZE,
+    ClassicalImageHeader,
+    ClassicalImageRecord,
+)
+from igpt_codec.format.container import pack_stream, token_check, unpack_stream
+from igpt_codec.format.errors import (
+    CodecError,
+    InvalidFieldError,
+    PayloadError,
+    TokenChecksumError,
+)
+from igpt_codec.pipelines import classical
+from igpt_codec.pipelines.classical import (
+    NO_WEBP,
+    MissingCodecError,
+    colours_distinct,
+    decode_classical,
+    encode_classical,
+)
+from igpt_codec.pipelines.types import FullImage
+
+FP = bytes(range(8))
+
+
+@pytest.fixture(scope="module")
+def palette() -> np.ndarray:
+    from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+
+    return load_bundle(DEFAULT_BUNDLE_DIR).palette
+
+
+@pytest.fixture(scope="module")
+def synthetic(palette: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    from bench.synthetic import synthetic_images
+
+    return [
+        (name, pixels_to_tokens(rgb, palette).reshape(rgb.shape[:2]))
+        for name, rgb in synthetic_images()
+    ]
+
+
+def _record(palette: np.ndarray, tokens: np.ndarray, codec: int, data: bytes, **kw: object):
+    h, w = tokens.shape
+    fields = {"width": w, "height": h, "mode": "RGB", "codec": codec, "file_length": len(data)}
+    fields.update(kw)
+    header = ClassicalImageHeader(FP, **fields)  # type: ignore[arg-type]
+    return ClassicalImageRecord(header, data, token_check(tokens.reshape(-1), header))
+
+
+def _png(rgb: np.ndarray, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+def _tokens(seed: int = 0, shape: tuple[int, int] = (20, 30), colours: int = 512) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, colours, shape).astype(np.uint16)
+
+
+# --- the format ------------------------------------------------------------------------
+
+
+def test_default_palette_colours_are_distinct(palette: np.ndarray) -> None:
+    assert colours_distinct(palette)
+    same = palette.copy()
+    same[1] = same[0]
+    assert not colours_distinct(same)
+    assert encode_classical(FullImage(_tokens(), "RGB"), FP, same) is None
+
+
+@pytest.mark.parametrize("size", [1, 5, PART_SIZE, PART_SIZE + 1, 2 * PART_SIZE + 7])
+def test_records_round_trip_in_parts(size: int) -> None:
+    data = bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8))
+    header = ClassicalImageHeader(FP, 3, 4, "P", CODEC_WEBP_LOSSLESS, size)
+    record = ClassicalImageRecord(header, data, 513, name="a.png")
+    stream = pack_stream([record, record])
+    assert unpack_stream(stream) == [record, record]
+    # 12-byte file header; per record: head, length, body, check, CRC; a name record.
+    assert len(stream) < 2 * size + 12 + 2 * (header.part_count * 9 + 20 + 11)
+
+
+def _frames(stream: bytes) -> list[tuple[int, bytes]]:
+    from igpt_codec.format.access import iter_record_spans
+
+    return [(s.offset, stream[s.offset : s.offset + s.length]) for s in iter_record_spans(stream)]
+
+
+def _raw(records: list[tuple[int, bytes]]) -> bytes:
+    from igpt_codec.format.container import StreamWriter
+
+    buffer = io.BytesIO()
+    writer = StreamWriter(buffer)
+    for head, body in records:
+        writer.write_raw_record(head, body, FP)
+    writer.close()
+    return buffer.getvalue()
+
+
+def test_bad_headers_are_refused() -> None:
+    good = ClassicalImageHeader(FP, 3, 4, "RGB", CODEC_PNG, 5)
+    body = good.to_bytes() + b"\x01\x02" + b"abcde"
+    assert unpack_stream(_raw([(5, body)]))[0].data == b"abcde"
+    for first in (0x00, 0x03, 0x11):  # codec 0, codec 3, reserved bit 4
+        bad = bytes([first]) + body[1:]
+        with pytest.raises(InvalidFieldError, match=r"codec id|reserved"):
+            unpack_stream(_raw([(5, bad)]))
+    with pytest.raises(InvalidFieldError, match="coding 0"):
+        unpack_stream(_raw([(5 | 0x20, body)]))
+    with pytest.raises(InvalidFieldError, match="must hold 5"):
+        unpack_stream(_raw([(5, body[:-1])]))
+    with pytest.raises(InvalidFieldError, match="must hold 5"):
+        unpack_stream(_raw([(5, body + b"x")]))
+    with pytest.raises(InvalidFieldError, match="without its image"):
+        unpack_stream(_raw([(6, b"abc")]))
+    with pytest.raises(InvalidFieldError):
+        ClassicalImageHeader(FP, 3, 4, "RGB", 7, 5)
+
+
+def test_parts_must_follow_whole() -> None:
+    size = PART_SIZE + 10
+    header = ClassicalImageHeader(FP, 3, 4, "RGB", CODEC_PNG, size)
+    first = header.to_bytes() + b"\x00\x00" + bytes(PART_SIZE)
+    with pytest.raises(InvalidFieldError, match="ends inside a classical image"):
+        unpack_stream(_raw([(5, first)]))
+    with pytest.raises(InvalidFieldError, match="where part 1"):
+        unpack_stream(_raw([(5, first), (1 | 0x40, b"x")]))
+    with pytest.raises(InvalidFieldError, match="must hold 10"):
+        unpack_stream(_raw([(5, first), (6, bytes(11))]))
+    assert len(unpack_stream(_raw([(5, first), (6, bytes(10))]))[0].data) == size
+
+
+# --- the embedded file -----------------------------------------------------------------
+
+
+def test_candidates_round_trip(palette: np.ndarray) -> None:
+    for tokens in (_tokens(0), _tokens(1, (37, 5), 3), _tokens(2, (1, 1))):
+        record = encode_classical(FullImage(tokens, "L", "x.png"), FP, palette)
+        assert record is not None
+        decoded = decode_classical(record, palette, 0)
+        assert np.array_equal(decoded.tokens, tokens)
+        assert (decoded.mode, decoded.name) == ("L", "x.png")
+
+
+def test_wrong_size_is_refused_before_decoding(
+    palette: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = _tokens()
+    data = _png(grid_to_rgb(tokens, palette))
+    opened: list[object] = []
+    monkeypatch.setattr(classical.Image, "open", lambda *a, **k: opened.append(a))
+    for w, h in ((31, 20), (30, 21)):
+        record = _record(palette, tokens, CODEC_PNG, data, width=w, height=h)
+        with pytest.raises(PayloadError, match="is 30x20; the record says"):
+            decode_classical(record, palette, 3)
+    assert not opened
+
+
+def test_bomb_dimensions_are_refused_before_decoding(palette: np.ndarray) -> None:
+    """A tiny PNG whose IHDR claims 60000 x 60000 in a record that says 30 x 20."""
+    tokens = _tokens()
+    data = bytearray(_png(grid_to_rgb(tokens, palette)))
+    struct.pack_into(">II", data, 16, 60000, 60000)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    with pytest.raises(PayloadError, match="is 60000x60000"):
+        decode_classical(_record(palette, tokens, CODEC_PNG, bytes(data)), palette, 0)
+
+
+def test_non_palette_pixel_is_refused(palette: np.ndarray) -> None:
+    tokens = _tokens()
+    rgb = grid_to_rgb(tokens, palette).copy()
+    rgb[4, 7] = (1, 2, 3)
+    record = _record(palette, tokens, CODEC_PNG, _png(rgb))
+    with pytest.raises(PayloadError, match=r"pixel at \(7, 4\) that is not a palette colour"):
+        decode_classical(record, palette, 0)
+
+
+def test_token_check_is_checked(palette: np.ndarray) -> None:
+    tokens = _tokens()
+    record = _record(palette, tokens, CODEC_PNG, _png(grid_to_rgb(tokens, palette)))
+    bad = ClassicalImageRecord(record.header, record.data, record.token_check ^ 1)
+    with pytest.raises(TokenChecksumError):
+        decode_classical(bad, palette, 0)
+
+
+@pytest.mark.parametrize("cut", [0, 7, 8, 20, 33, -13, -1])
+def test_truncated_or_garbage_png_is_refused(palette: np.ndarray, cut: int) -> None:
+    tokens = _tokens()
+    data = _png(grid_to_rgb(tokens, palette))
+    for broken in (data[:cut] or b"\x00", data[:cut] + b"garbage!" * 3):
+        with pytest.raises(PayloadError, match="record 0 \\(PNG\\): the embedded file"):
+            decode_classical(_record(palette, tokens, CODEC_PNG, broken), palette, 0)
+
+
+def test_png_with_bad_idat_is_one_line_error(palette: np.ndarray) -> None:
+    tokens = _tokens()
+    data = bytearray(_png(grid_to_rgb(tokens, palette)))
+    at = data.index(b"IDAT")
+    (length,) = struct.unpack_from(">I", data, at - 4)
+    data[at + 4 : at + 4 + length] = bytes(length)  # zeros: not a zlib stream
+    struct.pack_into(">I", data, at + 4 + length, zlib.crc32(bytes(data[at : at + 4 + length])))
+    with pytest.raises(PayloadError, match="does not decode") as caught:
+        decode_classical(_record(palette, tokens, CODEC_PNG, bytes(data)), palette, 0)
+    assert "\n" not in str(caught.value)
+
+
+def test_png_ancillary_chunks_and_alpha_are_refused(palette: np.ndarray) -> None:
+    tokens = _tokens()
+    rgb = grid_to_rgb(tokens, palette)
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Comment", "hello")
+    with pytest.raises(PayloadError, match="tEXt"):
+        decode_classical(_record(palette, tokens, CODEC_PNG, _png(rgb, pnginfo=info)), palette, 0)
+    rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
+    with pytest.raises(PayloadError, match="colour type 6"):
+        decode_classical(_record(palette, tokens, CODEC_PNG, _png(rgba)), palette, 0)
+
+
+def _webp(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "WEBP", lossless=True, exact=True)
+    return buffer.getvalue()
+
+
+def test_webp_checks(palette: np.ndarray) -> None:
+    pytest.importorskip("PIL.WebPImagePlugin")
+    tokens = _tokens()
+    data = _webp(grid_to_rgb(tokens, palette))
+    assert np.array_equal(
+        decode_classical(_record(palette, tokens, 2, data), palette, 0).tokens, tokens
+    )
+    with pytest.raises(PayloadError, match="sizes do not match"):
+        decode_classical(_record(palette, tokens, 2, data + b"\x00\x00"), palette, 0)
+    with pytest.raises(PayloadError, match="is 30x20; the record says 30x21"):
+        decode_classical(_record(palette, tokens, 2, data, height=21), palette, 0)
+    with pytest.raises(PayloadError, match="not a simple lossless WebP"):
+        decode_classical(
+            _record(palette, tokens, 2, _png(grid_to_rgb(tokens, palette))), palette, 0
+        )
+    alpha = bytearray(data)
+    alpha[24] |= 0x10  # bit 28 of the VP8L header: alpha used
+    with pytest.raises(PayloadError, match="uses alpha"):
+        decode_classical(_record(palette, tokens, 2, bytes(alpha)), palette, 0)
+
+
+def test_pillow_without_webp(palette: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Pillow built without WebP: the encoder offers PNG only, and a WebP record is one
+    clear error."""
+    tokens = _tokens(5, (64, 64), 2)
+    record = encode_classical(FullImage(tokens, "RGB"), FP, palette)
+    assert record is not None
+    real = classical.features.check
+    monkeypatch.setattr(classical.features, "check", lambda name: name != "webp" and real(name))
+    webp = _record(palette, tokens, CODEC_WEBP_LOSSLESS, _webp(grid_to_rgb(tokens, palette)))
+    with pytest.raises(MissingCodecError, match=NO_WEBP) as caught:
+        decode_classical(webp, palette, 2)
+    assert isinstance(caught.value, CodecError)
+    png_only = encode_classical(FullImage(tokens, "RGB"), FP, palette)
+    assert png_only is not None and png_only.header.codec == CODEC_PNG
+    assert np.array_equal(decode_classical(png_only, palette, 0).tokens, tokens)
