@@ -112,7 +112,10 @@ async function check(names, repeat) {
   for (const name of names) {
     const entry = { file: name };
     try {
-      const bytes = new Uint8Array(await (await fetch(name.includes('/') ? name : `files/${name}`)).arrayBuffer());
+      // "damaged:F" flips a bit of F; "nomodel:F" is a file whose model the server lacks.
+      const [, how, file] = /^(?:(damaged|nomodel):)?(.*)$/.exec(name);
+      const bytes = new Uint8Array(await (await fetch(file.includes('/') ? file : `files/${file}`)).arrayBuffer());
+      if (how === 'damaged') bytes[bytes.length - 8] ^= 0x10;
       const runs = [];
       let images;
       for (let r = 0; r < repeat; r++) {
@@ -126,6 +129,7 @@ async function check(names, repeat) {
       entry.images = await Promise.all(images.map(async (im) => ({ width: im.width, height: im.height, rgb_sha256: await rgbSha256(im) })));
     } catch (err) {
       entry.error = `${err.name}: ${err.message}`;
+      entry.shown = $('message').textContent; // what the reader of the page sees
     }
     results.push(entry);
   }
