@@ -204,7 +204,7 @@ def _check_usage(inputs: list[str], output: str | None, test: bool, single_sink:
 @click.option(
     "--npy",
     is_flag=True,
-    help="Write each image's palette tokens (numpy .npy, uint16: side*side for a "
+    help="Write each image's palette tokens (numpy .npy, uint16, side x side for a "
     "thumbnail, height x width for --full) instead of a PNG.",
 )
 @click.option(
@@ -369,8 +369,11 @@ def _picture(item: DecodedImage, original_size: bool) -> bytes:
 def _tokens_npy(item: DecodedImage) -> bytes:
     import numpy as np
 
+    tokens = np.asarray(item.tokens, dtype=np.uint16)
+    if not item.full:
+        tokens = tokens.reshape(item.side, item.side)  # as `dataset decompress --format npy`
     buffer = io.BytesIO()
-    np.save(buffer, np.asarray(item.tokens, dtype=np.uint16), allow_pickle=False)
+    np.save(buffer, tokens, allow_pickle=False)
     return buffer.getvalue()
 
 

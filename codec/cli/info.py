@@ -86,6 +86,7 @@ def _info_text(name: str, version: int | None, rows: Iterator[dict], reader: Any
         tokens += row["tokens"]
         coded = (
             "full-resolution palette image"
+            + (f" stored as {row['codec']}" if row.get("codec") else "")
             if row["kind"] == "full"
             else f"{row['side']}x{row['side']} palette thumbnail"
         )
@@ -147,6 +148,21 @@ def _coding_name(head: Any) -> str | None:
 
 def _record_info(index: int, record: Any) -> dict[str, Any]:
     head = record.header
+    if getattr(head, "codec_name", None) is not None:  # kinds 5 and 6: a classical file
+        return {
+            "index": index,
+            "kind": "full",
+            "width": head.width,
+            "height": head.height,
+            "mode": head.mode,
+            "side": None,
+            "tokens": head.token_count,
+            "codec": head.codec_name,
+            "payload_bytes": len(record.data),
+            "payload_bits_per_token": 8 * len(record.data) / head.token_count,
+            "fingerprint": head.fingerprint.hex(),
+            "coding": None,
+        }
     segments = getattr(record, "segments", None)
     if segments is not None:  # a full-resolution image (kinds 3 and 4)
         payload = sum(len(segment.payload) for segment in segments)
