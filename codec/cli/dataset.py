@@ -65,7 +65,8 @@ def _cluster_options(command: Callable) -> Callable:
             click.option(
                 "--retries",
                 type=click.IntRange(min=0),
-                help="Bound actor restarts and task retries (default: Ray Data's, unlimited).",
+                help="Actor restarts and task retries after an actor dies (default: 3; raise "
+                "it on preemptible clusters). A bad input is skipped, never retried.",
             ),
             click.option(
                 "-f", "--force", is_flag=True, help="Replace an existing, non-empty OUT_DIR."
