@@ -3,9 +3,12 @@
 Thin glue over the one-way pipeline: `core.images` opens inputs, `core.palette`
 tokenizes them, `pipelines` code tokens into records, `format` frames them.
 
-What is lossless is the N x N palette-token thumbnail (N <= 32) that ImageGPT
-sees, not the original photo: `DecodedImage.image` is that thumbnail, token for
-token; `DecodedImage.to_original_size()` is only an upscaled approximation.
+What is lossless is the palette image that was coded, not the original photo.
+Thumbnails (the default): the N x N palette-token thumbnail (N <= 32) that ImageGPT
+sees; `DecodedImage.image` is that thumbnail, token for token, and
+`DecodedImage.to_original_size()` only an upscaled approximation. full=True: the
+photo at its own size with every pixel mapped to the 512 palette colours, pixel for
+pixel (colours change; a grey photo comes back in the palette's few greys).
 
 Models. To compress, `model` may be a bundle directory, an already loaded
 `Bundle` (saves re-hashing and lets callers share one), or None for the bundle
@@ -19,8 +22,9 @@ with a one-line message: `InputImageError` (not an image), `FormatError` and its
 subclasses (damaged or foreign stream), `ModelMismatchError` /
 `ModelNotFoundError` (the stream's model is not at hand), `BundleError` (a bad
 bundle), `TokenChecksumError` (the model computed different numbers than the
-encoder's). Wrong argument types raise `TypeError`, a bad `size` `ValueError`,
-and file system problems `OSError`.
+encoder's), `InputStreamError` (a stream path that cannot be opened; also an
+OSError). Wrong argument types raise `TypeError`, a bad `size` (or a size with
+full=True) `ValueError`, and other file system problems `OSError`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from PIL import Image
 from igpt_codec.core.files import regular_file_size
 from igpt_codec.core.images import ImageSource, LoadedImage, load_image
 from igpt_codec.core.palette import grid_to_rgb, image_to_tokens, pixels_to_tokens, tokens_to_image
-from igpt_codec.format import DecodeLimitError, StreamWriter, iter_records
+from igpt_codec.format import CodecError, DecodeLimitError, StreamWriter, iter_records
 from igpt_codec.pipelines.fullres import FullImage
 from igpt_codec.pipelines.stream import (
     AnyImage,
@@ -68,16 +72,37 @@ StreamSource = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryI
 DEFAULT_SIZE = 32
 """ImageGPT's own resolution: 32x32 = 1024 tokens, the model's full context."""
 
+
+class InputStreamError(CodecError, OSError):
+    """A stream path that cannot be opened (missing, unreadable, a directory).
+
+    The rule for inputs given by path is the same both ways: a problem with what the
+    caller passed is a CodecError with a one-line message naming it (compress raises
+    InputImageError for an image path). For a stream it is also an OSError carrying
+    errno and filename, as before.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {(self.strerror or 'cannot open').lower()}"
+
+
 _SINGLE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DecodedImage:
-    """One decoded record: the coded side x side thumbnail and what the original was.
+    """One decoded record: the image that was coded, and what the original was.
 
-    `image` (RGB, side x side) and `tokens` are exactly what was coded. The
-    original photo is not stored: `original_size` and `original_mode` only
-    describe it.
+    A thumbnail record gives the side x side palette thumbnail (`tokens` flat, in the
+    order they were coded, side*side); a full-resolution record (`full`) the palette
+    image at the photo's own size (`tokens` height x width). `grid` is the tokens as
+    rows x columns for both. `image` (RGB) and `tokens` are exactly what was coded,
+    never the original photo: `original_size` and `original_mode` only describe it.
+
+    Equality is by value: two DecodedImages are equal when their tokens, pixels,
+    original size and mode, name and kind are equal (decoding a stream twice gives
+    equal lists), and equal ones hash alike. Do not change `tokens` in place while
+    an image is used as a dict key or set member.
     """
 
     image: Image.Image
@@ -92,7 +117,44 @@ class DecodedImage:
 
     @property
     def side(self) -> int:
+        """A thumbnail's N; for a full-resolution image, its width (see `grid`)."""
         return self.image.width
+
+    @property
+    def grid(self) -> np.ndarray:
+        """The tokens as rows x columns: side x side for a thumbnail, height x width for a
+        full-resolution image (a view, not a copy)."""
+        return self.tokens.reshape(self.image.height, self.image.width)
+
+    def _key(self) -> tuple[object, ...]:
+        tokens = np.ascontiguousarray(self.tokens)
+        return (
+            self.full,
+            tokens.shape,
+            tokens.tobytes(),
+            self.image.mode,
+            self.image.size,
+            self.image.tobytes(),
+            self.original_size,
+            self.original_mode,
+            self.name,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DecodedImage):
+            return NotImplemented
+        return self is other or self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.full,
+                self.original_size,
+                self.original_mode,
+                self.name,
+                np.ascontiguousarray(self.tokens).tobytes(),
+            )
+        )
 
     def to_original_size(self) -> Image.Image:
         """The coded thumbnail scaled (bilinear, RGB) to the original's width and height.
@@ -197,7 +259,7 @@ def compress_to(
     fileobj: BinaryIO,
     images: Images,
     model: ModelSpec = None,
-    size: int = DEFAULT_SIZE,
+    size: int | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
     names: bool = False,
@@ -209,8 +271,10 @@ def compress_to(
     sizes and costs. Raises InputImageError, BundleError, ValueError (no images,
     size outside 1..32 or beyond the model's positions). On failure the end
     marker is not written, so what was written reads as truncated. full=True codes
-    each photo's palette image at its own size (see `compress`).
+    each photo's palette image at its own size (see `compress`); a size with it is a
+    ValueError (it would be ignored). `size` None means DEFAULT_SIZE for thumbnails.
     """
+    size = _thumbnail_size(size, full)
     bundle = resolve_bundle(model)
     token_images = _tokenize_all(images, bundle, size, names, full)
     counting = _CountingWriter(fileobj)
@@ -233,7 +297,7 @@ def compress_to(
 def compress_each(
     images: Images,
     model: ModelSpec = None,
-    size: int = DEFAULT_SIZE,
+    size: int | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
     names: bool = False,
@@ -243,8 +307,10 @@ def compress_each(
 
     Every input is opened and tokenized before the first stream is yielded (a bad
     file fails before any model time is spent); the model codes them in batches.
-    Raises as `compress_to`.
+    Raises as `compress_to`, except that with full=True a `size` is ignored, not refused
+    (the portability harness codes both profiles with one call).
     """
+    size = DEFAULT_SIZE if size is None or full else size
     bundle = resolve_bundle(model)
     token_images = _tokenize_all(images, bundle, size, names, full)
     for item, encoded in zip(
@@ -271,26 +337,40 @@ def compress_each(
 def compress(
     images: Images,
     model: ModelSpec = None,
-    size: int = DEFAULT_SIZE,
+    size: int | None = None,
     threads: int | None = None,
     names: bool = False,
     full: bool = False,
+    progress: Progress | None = None,
 ) -> bytes:
     """One IGP stream holding a record per image, in order, as bytes.
 
     `images`: a path, the bytes of an image file, a binary file object, a PIL
     image, a uint8 numpy array (H x W, H x W x 3 or H x W x 4), or an iterable of
-    any of these. `size` is the side N of the coded N x N thumbnail (1..32).
+    any of these. `size` is the side N of the coded N x N thumbnail (1..32, default
+    DEFAULT_SIZE = 32).
     `names=True` stores the base file name of each path input (ancillary records,
     about 6 bytes plus the name each; `DecodedImage.name` gives it back).
     `full=True` codes the photo's palette image at its own size instead (every pixel
-    mapped to the 512 colours; `size` is ignored): lossless at full resolution, about 1
-    minute per megapixel to compress and 2 to decompress with two threads on two cores
-    (docs/full-resolution.md).
+    mapped to the 512 colours; giving a `size` too is a ValueError). What comes back is
+    that palette image pixel for pixel, not the photo: about 1 minute per megapixel to
+    compress and 2 to decompress with two threads on two cores
+    (docs/full-resolution.md). `progress(done, total)` is called as tokens are coded
+    (total known from the start). `threads` None: onnxruntime's default for thumbnails,
+    one worker per CPU for full resolution.
     Raises InputImageError, BundleError, ValueError (see `compress_to`).
     """
     buffer = io.BytesIO()
-    compress_to(buffer, images, model=model, size=size, threads=threads, names=names, full=full)
+    compress_to(
+        buffer,
+        images,
+        model=model,
+        size=size,
+        threads=threads,
+        progress=progress,
+        names=names,
+        full=full,
+    )
     return buffer.getvalue()
 
 
@@ -311,8 +391,9 @@ def decompress(
     (empty for a valid stream whose records are all of kinds this version
     skips). Raises FormatError subclasses for a damaged stream,
     ModelNotFoundError when the stream's model is not found, DecodeLimitError,
-    TokenChecksumError, OSError for an unreadable path, and TypeError for any
-    other kind of `data`.
+    TokenChecksumError, InputStreamError (a CodecError and an OSError) for a path
+    that cannot be opened, and TypeError for any other kind of `data`.
+    Concatenated streams (`cat a.igpt b.igpt`) decode as one: every image of each.
     """
     max_images = (limits or DecodeLimits()).max_images
     records = []
@@ -402,7 +483,11 @@ def open_records(data: StreamSource) -> Iterator[Iterator[AnyRecord]]:
         raw = bytes(data)
         yield iter_records(io.BytesIO(raw), length=len(raw))
     elif isinstance(data, str | os.PathLike):
-        with open(Path(data), "rb") as handle:
+        try:
+            handle = open(Path(data), "rb")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise InputStreamError(exc.errno, exc.strerror, os.fspath(data)) from None
+        with handle:
             yield iter_records(handle, length=regular_file_size(handle))
     elif hasattr(data, "read"):
         yield iter_records(data)  # type: ignore[arg-type]
@@ -411,6 +496,17 @@ def open_records(data: StreamSource) -> Iterator[Iterator[AnyRecord]]:
             "expected a path, bytes or a binary file object holding an IGP stream, "
             f"not {type(data).__name__}"
         )
+
+
+def _thumbnail_size(size: int | None, full: bool) -> int:
+    """The side to code thumbnails at; a size given with full=True would be ignored, so it
+    is refused."""
+    if full and size is not None:
+        raise ValueError(
+            f"size={size} is a thumbnail's side: full=True codes each photo at its own size "
+            "(drop size)"
+        )
+    return DEFAULT_SIZE if size is None else size
 
 
 def _tokenize_all(

@@ -19,8 +19,9 @@ model is found by the fingerprint the stream names (`igpt_codec.runtime.search`)
 `igpt_codec.pillow.MODEL` to a bundle directory to try it first, `igpt_codec.pillow.LIMITS`
 (codec.DecodeLimits) to bound what an untrusted file may ask for. Save options:
 `size` (side N, 1..32, default 32), `full` (True: the palette image at the
-picture's own size instead of a thumbnail; `im.info["full_resolution"]` says which
-a frame is), `model` (bundle directory, default `igpt_codec.pillow.MODEL` or the shipped
+picture's own size instead of a thumbnail, pixel for pixel in the 512 colours, not
+the picture; a `size` with it is a ValueError; `im.info["full_resolution"]` says
+which a frame is), `model` (bundle directory, default `igpt_codec.pillow.MODEL` or the shipped
 bundle) and `threads`.
 
 Errors are the codec's own: a damaged stream raises its FormatError subclass
@@ -35,7 +36,7 @@ from typing import IO, Any
 from PIL import Image, ImageFile, ImageSequence
 
 import igpt_codec.format as _format
-from igpt_codec.api import DEFAULT_SIZE, DecodedImage, compress_to, decode_records
+from igpt_codec.api import DecodedImage, compress_to, decode_records
 from igpt_codec.format import DecodeLimitError, EmptyStreamError, iter_records
 from igpt_codec.pipelines.stream import DecodeLimits
 
@@ -116,10 +117,12 @@ class IgptImageFile(ImageFile.ImageFile):
 
 
 def _options(im: Image.Image) -> dict[str, Any]:
+    """Save options; `size` with full=True is refused (ValueError), not ignored."""
     info = im.encoderinfo
+    size = info.get("size")
     return {
         "model": info.get("model", MODEL),
-        "size": int(info.get("size", DEFAULT_SIZE)),
+        "size": None if size is None else int(size),
         "threads": info.get("threads", THREADS),
         "full": bool(info.get("full", False)),
     }

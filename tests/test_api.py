@@ -127,9 +127,40 @@ def test_decompress_refuses_other_types(data: object) -> None:
         igpt_codec.decompress(data)  # type: ignore[arg-type]
 
 
-def test_decompress_missing_path_is_os_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        igpt_codec.decompress(tmp_path / "missing.igpt")
+def test_missing_paths_follow_one_rule(tmp_path: Path) -> None:
+    """Issue 25: decompress('missing') raised FileNotFoundError while compress raised
+    InputImageError. Now both are CodecErrors naming the path (the stream's is also an
+    OSError with its errno, as before)."""
+    missing = tmp_path / "missing.igpt"
+    with pytest.raises(igpt_codec.CodecError, match=r"missing\.igpt: no such file") as caught:
+        igpt_codec.decompress(missing)
+    assert isinstance(caught.value, OSError) and caught.value.errno == 2
+    with pytest.raises(igpt_codec.CodecError, match=r"missing\.png: no such file"):
+        igpt_codec.compress(tmp_path / "missing.png", size=SIZE)
+
+
+def test_decoded_images_compare_and_hash_by_value(stream: Path) -> None:
+    """Issue 25 bug 6. Before: == raised "truth value of an array ... is ambiguous" and
+    hash() raised TypeError."""
+    first, second = igpt_codec.decompress(stream), igpt_codec.decompress(stream)
+    assert first == second and first[0] == second[0]
+    assert hash(first[0]) == hash(second[0]) and len({first[0], second[0]}) == 1
+    assert first[0] != "not an image"
+    other = igpt_codec.decompress(igpt_codec.compress(SAMPLE, size=SIZE - 1))[0]
+    assert first[0] != other
+    assert first[0].grid.shape == (SIZE, SIZE)
+
+
+def test_size_with_full_is_refused_and_progress_is_reported() -> None:
+    """Issue 25: compress(size=99, full=True) ignored the size; compress had no progress."""
+    picture = Image.effect_noise((9, 7), 30).convert("RGB")
+    with pytest.raises(ValueError, match="full=True codes each photo at its own size"):
+        igpt_codec.compress(picture, size=SIZE, full=True)
+    calls: list[tuple[int, int | None]] = []
+    data = igpt_codec.compress(picture, full=True, progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1] == (63, 63)
+    (decoded,) = igpt_codec.decompress(data)
+    assert decoded.full and decoded.grid.shape == (7, 9)
 
 
 def test_zero_image_stream_decodes_to_no_images() -> None:

@@ -148,3 +148,12 @@ def test_full_resolution_through_pillow(tmp_path) -> None:
         decoded = im.convert("RGB")
     (expected,) = igpt_codec.decompress(tmp_path / "n.igpt")
     assert expected.full and decoded.tobytes() == expected.image.tobytes()
+
+
+def test_a_size_with_full_is_refused(tmp_path) -> None:
+    """Issue 25: the plugin accepted a size with full=True and ignored it."""
+    from PIL import Image
+
+    picture = Image.effect_noise((9, 5), 30).convert("RGB")
+    with pytest.raises(ValueError, match="own size"):
+        picture.save(tmp_path / "n.igpt", full=True, size=8)

@@ -146,7 +146,7 @@ def compress(
     quiet = quiet and not verbose
     if full and size is not None:
         raise click.UsageError("--full codes the photo at its own size: drop --size")
-    if size is None:
+    if size is None and not full:
         size = DEFAULT_SIZE
     summary_side = None if full else size
     inputs = tuple(expand_inputs(inputs, recursive, _is_image_name))
