@@ -113,6 +113,11 @@ class Tiling:
         """The segment record that holds a band's group (its chain's, with chain_segments)."""
         return group if self.chain_segments else band_number * len(self.segments()) + group
 
+    def real_width(self, column: int) -> int:
+        """Real (not padding) cells in each row of a window of this column: window_width,
+        or fewer in the narrow last column."""
+        return min(self.window_width, self.width - self.columns[column])
+
     def cell_positions(self) -> np.ndarray:
         """The model position of each window cell, raster order: row * grid + col."""
         rows, cols = np.divmod(
@@ -123,15 +128,23 @@ class Tiling:
     def window_tokens(self, image: np.ndarray, band: Band, column: int) -> np.ndarray:
         """The cells of one window as a [rows, window_width] array, padding filled in."""
         x0 = self.columns[column]
-        cells = image[band.top : band.top + band.rows, x0 : x0 + self.window_width]
-        if cells.shape[1] < self.window_width:
-            pad = np.repeat(cells[:, -1:], self.window_width - cells.shape[1], axis=1)
-            cells = np.concatenate([cells, pad], axis=1)
+        real = self.real_width(column)
+        cells = np.empty((band.rows, self.window_width), dtype=image.dtype)
+        cells[:, :real] = image[band.top : band.top + band.rows, x0 : x0 + real]
+        fill_padding(cells, real)
         return cells
 
     def coded_mask(self, band: Band, column: int) -> np.ndarray:
         """True for the cells of one window that the record codes (not context, not padding)."""
-        real = min(self.window_width, self.width - self.columns[column])
+        real = self.real_width(column)
         mask = np.zeros((band.rows, self.window_width), dtype=bool)
         mask[band.known :, :real] = True
         return mask
+
+
+def fill_padding(rows: np.ndarray, real: int) -> None:
+    """The padding rule (SPEC.md, "Layout"), in place: every cell of `rows` [..., width]
+    right of its first `real` cells becomes the row's last real token. The one copy of the
+    rule: the encoder applies it to whole windows, the decoder to each row as soon as the
+    row's last real token is decoded."""
+    rows[..., real:] = rows[..., real - 1 : real]

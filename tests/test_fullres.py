@@ -233,7 +233,7 @@ SEG = (KIND_SEGMENT, b"\x00\x00\x01")
 @pytest.mark.parametrize(
     ("frames", "error", "match"),
     [
-        ([SEG], InvalidFieldError, "without its full-image header"),
+        ([SEG], InvalidFieldError, "record without its"),
         ([(HEAD.head_bits, HEAD.to_bytes())], InvalidFieldError, "header ends the stream"),
         ([(HEAD.head_bits, HEAD.to_bytes()), SEG], InvalidFieldError, "ends inside"),
         (

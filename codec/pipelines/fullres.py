@@ -25,7 +25,6 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -36,7 +35,8 @@ from igpt_codec.core.freq import cumulative
 from igpt_codec.format.container import SegmentCheck
 from igpt_codec.format.errors import PayloadError, TokenChecksumError
 from igpt_codec.format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
-from igpt_codec.format.tiling import Band, Tiling
+from igpt_codec.format.tiling import Band, Tiling, fill_padding
+from igpt_codec.pipelines.types import FullImage
 from igpt_codec.runtime.contract import SOS
 from igpt_codec.runtime.exact_runner import ExactTokenModel
 
@@ -64,24 +64,6 @@ Progress = Callable[[int, int], None]
 """progress(pixels_done, pixels_total)."""
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class FullImage:
-    """A palette image at its own size, with what the container records about it."""
-
-    tokens: np.ndarray
-    """uint16 [height, width] palette indices."""
-    mode: str
-    name: str | None = None
-
-    @property
-    def height(self) -> int:
-        return int(self.tokens.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.tokens.shape[1])
 
 
 def grid_of(n_positions: int) -> int:
@@ -159,21 +141,17 @@ def encode_full(
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
         coded: dict[int, Segment] = {}
         ideal = 0.0
-        encoder = check = None
-        for band_number, band in enumerate(bands):
-            number = tiling.segment_index(band_number, group)
-            if encoder is None:
-                encoder, check = RangeEncoder(), SegmentCheck(header, number)
-            symbols, (low, width, total) = _band_intervals(
-                model, tiling, image.tokens, band, groups[group], positions, mixer
-            )
-            encoder.encode_intervals(low.tolist(), (low + width).tolist(), total.tolist())
-            ideal += float(-np.log2(width / total).sum())
-            check.add(symbols)
-            report.add(len(symbols))
-            if _segment_ends(tiling, band_number, len(bands)):
-                coded[number] = Segment(encoder.finish()[0], check.value)
-                encoder = None
+        for number, segment_bands in _chain_segments(tiling, bands, group):
+            encoder, check = RangeEncoder(), SegmentCheck(header, number)
+            for band in segment_bands:
+                symbols, (low, width, total) = _band_intervals(
+                    model, tiling, image.tokens, band, groups[group], positions, mixer
+                )
+                encoder.encode_intervals(low.tolist(), (low + width).tolist(), total.tolist())
+                ideal += float(-np.log2(width / total).sum())
+                check.add(symbols)
+                report.add(len(symbols))
+            coded[number] = Segment(encoder.finish()[0], check.value)
         return coded, ideal
 
     chains = _run_parallel(chain, range(len(groups)), workers)
@@ -182,10 +160,12 @@ def encode_full(
     return FullImageRecord(header, segments, image.name), sum(ideal for _, ideal in chains)
 
 
-def _segment_ends(tiling: Tiling, band_number: int, band_count: int) -> bool:
-    """Whether a chain's segment record ends with this band: always without chain
-    segments, at the last band with them."""
-    return not tiling.chain_segments or band_number + 1 == band_count
+def _chain_segments(tiling: Tiling, bands: list[Band], group: int) -> list[tuple[int, list[Band]]]:
+    """The segment records of one chain, in coding order, each with the bands it holds: one
+    record for the whole chain with chain segments, one per band without."""
+    if tiling.chain_segments:
+        return [(tiling.segment_index(0, group), bands)]
+    return [(tiling.segment_index(b, group), [band]) for b, band in enumerate(bands)]
 
 
 def _band_intervals(
@@ -271,54 +251,63 @@ def decode_full(
 
     def chain(group: int) -> None:
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
-        decoder = shadow = check = None
-        for band_number, band in enumerate(bands):
-            if cancel.is_set():
-                return
-            number = tiling.segment_index(band_number, group)
-            segment = record.segments[number]
-            if decoder is None:
-                decoder, shadow = RangeDecoder(segment.payload), RangeEncoder()
-                check = SegmentCheck(header, number)
-            try:
-                symbols = _decode_band(
-                    model,
-                    tiling,
-                    image,
-                    band,
-                    groups[group],
-                    positions,
-                    decoder,
-                    shadow,
-                    mixer,
-                    cancel,
-                )
+        for number, segment_bands in _chain_segments(tiling, bands, group):
+            reader = _SegmentReader(header, record.segments[number], number, index)
+            for band in segment_bands:
+                if cancel.is_set():
+                    return
+                try:
+                    symbols = _decode_band(
+                        model,
+                        tiling,
+                        image,
+                        band,
+                        groups[group],
+                        positions,
+                        reader.decoder,
+                        reader.shadow,
+                        mixer,
+                        cancel,
+                    )
+                except PayloadError as exc:
+                    raise PayloadError(f"{reader.where}: {exc}") from None
                 if symbols is None:  # cancelled
                     return
-                check.add(symbols)
+                reader.check.add(symbols)
                 report.add(len(symbols))
-                if not _segment_ends(tiling, band_number, len(bands)):
-                    continue
-                if shadow.finish()[0] != segment.payload:
-                    raise PayloadError(
-                        "a segment's payload is not the encoder's canonical output for the "
-                        "tokens it decodes to (bytes changed or appended)"
-                    )
-            except PayloadError as exc:
-                raise PayloadError(f"record {index}, segment {number}: {exc}") from None
-            if check.value != segment.token_check:
-                raise TokenChecksumError(
-                    f"record {index}, segment {number}: the decoded tokens fail the token "
-                    "check: the record is damaged, or the model computes other numbers than "
-                    "the encoder's"
-                )
-            decoder = None
+            reader.finish()
 
     try:
         _run_parallel(chain, range(len(groups)), workers)
     finally:
         cancel.set()
     return FullImage(image, header.mode, record.name)
+
+
+class _SegmentReader:
+    """One segment record being decoded: its range decoder, the shadow encoder that must
+    give back its payload byte for byte, and its running token check. Errors name the
+    record and the segment."""
+
+    def __init__(self, header: FullImageHeader, segment: Segment, number: int, index: int) -> None:
+        self.segment = segment
+        self.where = f"record {index}, segment {number}"
+        self.decoder = RangeDecoder(segment.payload)
+        self.shadow = RangeEncoder()
+        self.check = SegmentCheck(header, number)
+
+    def finish(self) -> None:
+        """The segment's end: the payload must be canonical and the token check match."""
+        if self.shadow.finish()[0] != self.segment.payload:
+            raise PayloadError(
+                f"{self.where}: a segment's payload is not the encoder's canonical output for "
+                "the tokens it decodes to (bytes changed or appended)"
+            )
+        if self.check.value != self.segment.token_check:
+            raise TokenChecksumError(
+                f"{self.where}: the decoded tokens fail the token check: the record is "
+                "damaged, or the model computes other numbers than the encoder's"
+            )
 
 
 class _Progress:
@@ -371,10 +360,11 @@ def _decode_band(
     n_cells = band.rows * width
     batch = len(columns)
     cells, mask = _group_windows(tiling, image, band, columns)
-    real = [min(width, tiling.width - tiling.columns[c]) for c in columns]
+    real = [tiling.real_width(c) for c in columns]
     first = band.known * width
     # The windows that code each column (all but the narrow last column's padding).
     live_by_col = [[w for w in range(batch) if col < real[w]] for col in range(width)]
+    narrow = [w for w in range(batch) if real[w] < width]
     # The known rows (and SOS) in one call: its last table is the first coded cell's.
     ids = np.concatenate([np.full((batch, 1), SOS), cells[:, :first]], axis=1)
     pos = np.broadcast_to(positions[: first + 1], ids.shape)
@@ -397,9 +387,9 @@ def _decode_band(
             cells[live, cell] = symbols
             if mixer is not None:
                 mixer.update(step, symbols)
-        for w in range(batch):
-            if col >= real[w]:  # padding: the row's last real token again
-                cells[w, cell] = cells[w, cell - col + real[w] - 1]
+        for w in narrow:
+            if col == real[w] - 1:  # the row's last real token: its padding follows it
+                fill_padding(cells[w, cell - col : cell - col + width], real[w])
         if cell + 1 < n_cells:
             tables = stepper.step(cells[:, cell], positions[cell + 1])
     coded_rows = slice(band.top + band.known, band.top + band.rows)

@@ -1,60 +1,73 @@
-"""Tokens <-> records: the model drives the range coder both ways.
+"""Stream-level dispatch: images to records and back, each to its own coder.
 
-The model gives an integer frequency table for every token; the coder codes the
-token under it. The decoder recomputes every table from the tokens it has
-decoded so far; nothing but the coded bits is stored.
+A thumbnail goes to igpt_codec.pipelines.thumbnail, a full-resolution image to
+igpt_codec.pipelines.fullres. Both directions plan the work the same way: the images (or
+records) are cut into groups, each coded by one call of its kind's coder, and the results
+come back in input order (`_in_order`). Decoding admits every record exactly once
+before any model work on it: the model's fingerprint and coding, the geometry the model
+can code, and its charge against DecodeLimits (igpt_codec.pipelines.limits).
 
-Exact bundles (the default) output the tables themselves, and their numbers do
-not depend on how the work is cut: the encoder runs each image in one call
-(whole sequence), the decoder token by token with the KV cache, in batches of
-any grouping. Float32 bundles (kept for measurement) give probabilities that
-`quantize_probs` turns into tables; both sides step token by token, and the
-files decode only where the floats round the same way.
-
-The decoder also re-encodes what it decodes and requires the payload to be the
-encoder's own output byte for byte, so each token sequence has exactly one
-payload (the format is canonical), and checks the record's 16-bit token check.
-The model's ideal bits (-log2 of each coded token's share of its table) are
-summed for reporting only.
+The names that lived here before the split (TokenImage, DecodeLimits, check_side, ...)
+are re-exported, so `igpt_codec.pipelines.stream` still offers them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from igpt_codec.core.coder import RangeDecoder, RangeEncoder
-from igpt_codec.core.freq import FREQ_BITS, cumulative, quantize_probs
 from igpt_codec.core.palette import MAX_SIDE, PALETTE_SIZE
-from igpt_codec.format.container import token_check
-from igpt_codec.format.errors import (
-    DecodeLimitError,
-    InvalidFieldError,
-    ModelMismatchError,
-    PayloadError,
-    TokenChecksumError,
+from igpt_codec.format.errors import InvalidFieldError, ModelMismatchError
+from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord, Record
+from igpt_codec.pipelines.fullres import decode_full, encode_full, grid_of, make_header
+from igpt_codec.pipelines.limits import Budget, DecodeLimits
+from igpt_codec.pipelines.thumbnail import (
+    check_side,
+    check_tokens,
+    coding_of,
+    decode_batch,
+    encode_exact,
+    encode_float,
 )
-from igpt_codec.format.records import (
-    CODING_ADAPTIVE,
-    CODING_EXACT,
-    CODING_FLOAT32,
-    FullImageRecord,
-    Record,
-    RecordHeader,
+from igpt_codec.pipelines.types import (
+    AnyImage,
+    AnyRecord,
+    EncodedImage,
+    FullImage,
+    Progress,
+    TokenCounter,
+    TokenImage,
+    token_count,
 )
-from igpt_codec.pipelines.fullres import FullImage, decode_full, encode_full, grid_of, make_header
-from igpt_codec.runtime.contract import SOS
 from igpt_codec.runtime.exact_runner import ExactTokenModel
 from igpt_codec.runtime.float_runner import TokenModel
-from igpt_codec.runtime.positions import positions
 
 if TYPE_CHECKING:
     from igpt_codec.runtime.bundle import Bundle
+
+__all__ = [
+    "DECODE_WINDOW",
+    "FULL_CODINGS",
+    "MAX_BATCH",
+    "AnyImage",
+    "AnyRecord",
+    "DecodeLimits",
+    "EncodedImage",
+    "FullImage",
+    "Progress",
+    "TokenImage",
+    "check_side",
+    "coding_of",
+    "decode",
+    "encode",
+    "full_workers",
+    "plan_batches",
+    "token_count",
+]
 
 MAX_BATCH = 16
 """Largest decoder batch. Batch 16 decodes ~4x faster per token than batch 1 with the
@@ -63,80 +76,17 @@ default model (docs/runtime-notes.md); more only adds memory."""
 DECODE_WINDOW = 4 * MAX_BATCH
 """Records a streaming decoder reads ahead to form batches; bounds memory and latency."""
 
-Progress = Callable[[int, int | None], None]
-"""progress(tokens_done, tokens_total or None when the total is not known yet)."""
-
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    """Work a stream may ask of the decoder, as zstd bounds its window.
-
-    A record costs the model one step per token whatever its size in bytes (an empty
-    payload decodes to a whole image), so a server that decodes untrusted streams sets
-    these. The defaults are far above any honest single file (65,536 images of 32x32)
-    and still bound a hostile one to about three hours of one core.
-    """
-
-    max_images: int = 1 << 16
-    max_tokens: int = 1 << 26
-
-
-@dataclass(frozen=True)
-class TokenImage:
-    """One image as palette tokens, with the geometry the container records."""
-
-    tokens: np.ndarray
-    side: int
-    width: int
-    height: int
-    mode: str
-    name: str | None = None
-    """The original file name, stored only when asked (compress --names)."""
-
-
-AnyImage = TokenImage | FullImage
-"""A thumbnail (side x side tokens) or a full-resolution palette image."""
-AnyRecord = Record | FullImageRecord
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    """A coded record and the model's ideal cost of its tokens, in bits (reporting only)."""
-
-    record: AnyRecord
-    ideal_bits: float
-
-    @property
-    def payload_bytes(self) -> int:
-        if isinstance(self.record, FullImageRecord):
-            return sum(len(segment.payload) for segment in self.record.segments)
-        return len(self.record.payload)
-
-
-def token_count(image: AnyImage) -> int:
-    return int(image.tokens.size)
-
-
 FULL_CODINGS = frozenset({CODING_EXACT, CODING_ADAPTIVE})
 """Codings a full-resolution image may have: plain exact tables (the first full-resolution
 files) or exact tables refined by adaptive context mixing (what the encoder writes)."""
 
+_T = TypeVar("_T")
 
-def coding_of(bundle: Bundle) -> int:
-    """The record coding value of a bundle's profile."""
-    return CODING_EXACT if bundle.exact else CODING_FLOAT32
-
-
-def check_side(side: int, bundle: Bundle) -> None:
-    """A side the tokenizer can produce and the model has positions for."""
-    if not 1 <= side <= MAX_SIDE:
-        raise ValueError(f"size must be 1..{MAX_SIDE}, got {side}")
-    if side * side > bundle.n_positions:
-        raise ValueError(
-            f"size {side} needs {side * side} positions; the model has {bundle.n_positions}"
-        )
+# The former private names, kept for bench/profiles.py, which times the coders alone.
+_Counter = TokenCounter
+_encode_exact = encode_exact
+_encode_float = encode_float
+_decode_batch = decode_batch
 
 
 def plan_batches(keys: Sequence[Hashable], max_batch: int) -> list[list[int]]:
@@ -151,6 +101,50 @@ def plan_batches(keys: Sequence[Hashable], max_batch: int) -> list[list[int]]:
     ]
 
 
+def full_workers(threads: int | None) -> int:
+    """Worker threads for a full-resolution image: `threads`, or one per CPU. Each runs the
+    model with one onnxruntime thread (independent segments beat intra-op threads on these
+    small matrices: docs/full-resolution.md)."""
+    return threads if threads is not None else max(1, os.cpu_count() or 1)
+
+
+class _Models:
+    """The sessions one encode or decode call needs, each made on first use.
+
+    Thumbnails use a session with `threads` intra-op threads (the bundle's profile picks
+    exact or float); full-resolution images share one single-threaded session across
+    their worker threads (onnxruntime's run is thread-safe and releases the GIL).
+    """
+
+    def __init__(self, bundle: Bundle, threads: int | None) -> None:
+        self.bundle = bundle
+        self.threads = threads
+        self._thumbnail: ExactTokenModel | TokenModel | None = None
+        self._full: ExactTokenModel | None = None
+
+    def thumbnail(self) -> ExactTokenModel | TokenModel:
+        if self._thumbnail is None:
+            kind = ExactTokenModel if self.bundle.exact else TokenModel
+            self._thumbnail = kind(self.bundle, threads=self.threads)
+        return self._thumbnail
+
+    def full(self) -> ExactTokenModel:
+        if self._full is None:
+            self._full = ExactTokenModel(self.bundle, threads=1)
+        return self._full
+
+
+def _group_key(item: AnyImage | AnyRecord, index: int, exact: bool) -> Hashable:
+    """Items with equal keys may share one batch: thumbnails of one side (float encoding
+    and all decoding step them together); an exact thumbnail encode and a full-resolution
+    image are each a group of their own."""
+    if isinstance(item, FullImage | FullImageRecord):
+        return ("full", index)
+    if isinstance(item, TokenImage) and exact:
+        return ("one", index)
+    return item.side if isinstance(item, TokenImage) else item.header.side
+
+
 def encode(
     images: Sequence[AnyImage],
     bundle: Bundle,
@@ -162,37 +156,40 @@ def encode(
     """Code each image into a record; yields in input order as soon as each is done.
 
     Exact bundles code every image from one whole-sequence call (its tables equal the
-    decoder's token-by-token ones bit for bit); float bundles step token by token.
-    Full-resolution images (FullImage) need an exact bundle; each is coded window by
-    window (igpt_codec.pipelines.fullres).
+    decoder's token-by-token ones bit for bit); float bundles step token by token, a
+    batch of same-side images at a time. Full-resolution images (FullImage) need an
+    exact bundle; each is coded window by window (igpt_codec.pipelines.fullres).
     """
     for image in images:
-        _check_tokens(image, bundle)
-    counter = _Counter(sum(token_count(image) for image in images), progress)
-    if bundle.exact:
-        models: dict = {}
-
-        def thumbnail_model() -> ExactTokenModel:
-            if "thumbnail" not in models:
-                models["thumbnail"] = ExactTokenModel(bundle, threads=threads)
-            return models["thumbnail"]
-
-        return (
-            _encode_full(
-                _full_model(bundle, threads, models), bundle, image, counter, full_workers(threads)
-            )
-            if isinstance(image, FullImage)
-            else _encode_exact(thumbnail_model(), bundle, image, counter)
-            for image in images
-        )
-    float_model = TokenModel(bundle, threads=threads)
+        _check_image(image, bundle)
+    counter = TokenCounter(sum(token_count(image) for image in images), progress)
+    models = _Models(bundle, threads)
+    if not bundle.exact:
+        models.thumbnail()  # a float bundle's session fails here, not at the first image
+    keys = [_group_key(image, i, bundle.exact) for i, image in enumerate(images)]
 
     def run() -> Iterator[tuple[int, EncodedImage]]:
-        for batch in plan_batches([image.side for image in images], max_batch):
+        for batch in plan_batches(keys, max_batch):
             members = [images[i] for i in batch]
-            yield from zip(batch, _encode_float(float_model, bundle, members, counter), strict=True)
+            yield from zip(batch, _encode_group(models, members, counter, threads), strict=True)
 
     return _in_order(run())
+
+
+def _encode_group(
+    models: _Models, members: list[AnyImage], counter: TokenCounter, threads: int | None
+) -> list[EncodedImage]:
+    """One planned group: a full-resolution image, one exact thumbnail, or a batch of
+    same-side float thumbnails."""
+    bundle = models.bundle
+    first = members[0]
+    if isinstance(first, FullImage):
+        return [_encode_full(models.full(), bundle, first, counter, full_workers(threads))]
+    thumbnails = [member for member in members if isinstance(member, TokenImage)]
+    model = models.thumbnail()
+    if isinstance(model, ExactTokenModel):
+        return [encode_exact(model, bundle, image, counter) for image in thumbnails]
+    return encode_float(model, bundle, thumbnails, counter)
 
 
 def decode(
@@ -203,46 +200,53 @@ def decode(
     max_batch: int = MAX_BATCH,
     progress: Progress | None = None,
     limits: DecodeLimits | None = None,
-) -> Iterator[TokenImage]:
+) -> Iterator[TokenImage | FullImage]:
     """Decode records in order: fingerprint, coding and limits first, token checks after.
 
-    A sequence is checked whole before any model work and batched as a whole; a lazy
-    iterable (a pipe) is read DECODE_WINDOW records at a time. Raises ModelMismatchError,
-    DecodeLimitError, InvalidFieldError, PayloadError (non-canonical payload) and
-    TokenChecksumError (decoded tokens fail the record's check).
+    Yields a TokenImage for a thumbnail record and a FullImage for a full-resolution one.
+    A sequence is admitted whole before any model work and batched as a whole; a lazy
+    iterable (a pipe) is read DECODE_WINDOW records at a time, each window admitted
+    before its model work. Raises ModelMismatchError, DecodeLimitError,
+    InvalidFieldError, PayloadError (non-canonical payload) and TokenChecksumError
+    (decoded tokens fail the record's check).
     """
-    limits = limits or DecodeLimits()
+    budget = Budget(limits or DecodeLimits())
     total = None
     window = DECODE_WINDOW
-    budget = _Budget(limits)
+    admitted_upfront = isinstance(records, Sequence)
     if isinstance(records, Sequence):
         for index, record in enumerate(records):
-            _check_record(record, index, bundle)
-            budget.charge(record, index)
+            _admit(record, index, bundle, budget)
         total = sum(record.header.token_count for record in records)
         window = max(1, len(records))
-        budget = _Budget(limits, charged=True)
-    counter = _Counter(total, progress)
-    models: list[ExactTokenModel | TokenModel] = []
-    full_models: dict = {}
+    counter = TokenCounter(total, progress)
+    models = _Models(bundle, threads)
 
-    def run() -> Iterator[tuple[int, TokenImage]]:
+    def run() -> Iterator[tuple[int, TokenImage | FullImage]]:
         for indices, batch in _window_batches(records, max_batch, window):
-            for index, record in zip(indices, batch, strict=True):
-                _check_record(record, index, bundle)
-                budget.charge(record, index)
-            if isinstance(batch[0], FullImageRecord):
-                model = _full_model(bundle, threads, full_models)
-                workers = full_workers(threads)
-                yield indices[0], _decode_full(model, indices[0], batch[0], counter, workers)
-                continue
-            if not models:
-                kind = ExactTokenModel if bundle.exact else TokenModel
-                models.append(kind(bundle, threads=threads))
-            decoded = _decode_batch(models[0], bundle, indices, batch, counter)
+            if not admitted_upfront:
+                for index, record in zip(indices, batch, strict=True):
+                    _admit(record, index, bundle, budget)
+            decoded = _decode_group(models, indices, batch, counter, threads)
             yield from zip(indices, decoded, strict=True)
 
     return _in_order(run())
+
+
+def _decode_group(
+    models: _Models,
+    indices: list[int],
+    batch: list[AnyRecord],
+    counter: TokenCounter,
+    threads: int | None,
+) -> list[TokenImage] | list[FullImage]:
+    """One planned group: a full-resolution image, or a batch of same-side thumbnails."""
+    first = batch[0]
+    if isinstance(first, FullImageRecord):
+        workers = full_workers(threads)
+        return [_decode_full(models.full(), indices[0], first, counter, workers)]
+    thumbnails = [record for record in batch if isinstance(record, Record)]
+    return decode_batch(models.thumbnail(), models.bundle, indices, thumbnails, counter)
 
 
 def _in_order(pairs: Iterable[tuple[int, _T]]) -> Iterator[_T]:
@@ -258,70 +262,27 @@ def _in_order(pairs: Iterable[tuple[int, _T]]) -> Iterator[_T]:
         raise AssertionError(f"batches skipped record {next_index}")
 
 
-class _Counter:
-    """Tokens done across batches, reported through the optional callback."""
-
-    def __init__(self, total: int | None, progress: Progress | None) -> None:
-        self.total = total
-        self.done = 0
-        self._progress = progress
-
-    def advance(self, n: int) -> None:
-        self.advance_to(self.done + n)
-
-    def advance_to(self, done: int) -> None:
-        self.done = done
-        if self._progress is not None:
-            self._progress(self.done, self.total)
-
-
-class _Budget:
-    """Images and tokens charged against DecodeLimits before any model work on them."""
-
-    def __init__(self, limits: DecodeLimits, charged: bool = False) -> None:
-        self.limits = limits
-        self.charged = charged
-        self.images = 0
-        self.tokens = 0
-
-    def charge(self, record: AnyRecord, index: int) -> None:
-        if self.charged:
-            return
-        self.images += 1
-        self.tokens += record.header.token_count
-        if self.images > self.limits.max_images:
-            raise DecodeLimitError(
-                f"record {index}: the stream holds more than {self.limits.max_images} images "
-                "(the decoder's limit; raise DecodeLimits.max_images to decode it)"
-            )
-        if self.tokens > self.limits.max_tokens:
-            raise DecodeLimitError(
-                f"record {index}: the stream holds more than {self.limits.max_tokens} tokens "
-                "(the decoder's limit; raise DecodeLimits.max_tokens to decode it)"
-            )
-
-
-def _check_tokens(image: AnyImage, bundle: Bundle) -> None:
-    if isinstance(image, FullImage):
-        if not bundle.exact:
-            raise ValueError(
-                f"full-resolution coding needs an exact bundle; {bundle.fingerprint.hex()} is "
-                f"{bundle.profile}"
-            )
-        tokens = image.tokens
-        if tokens.ndim != 2 or not tokens.size or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"expected [height, width] integer tokens, got {tokens.shape}")
-        if not 0 <= int(tokens.min()) <= int(tokens.max()) < PALETTE_SIZE:
-            raise ValueError(f"tokens must be 0..{PALETTE_SIZE - 1}")
+def _check_image(image: AnyImage, bundle: Bundle) -> None:
+    if not isinstance(image, FullImage):
+        check_tokens(image, bundle)
         return
-    check_side(image.side, bundle)
-    tokens = image.tokens
-    if tokens.shape != (image.side**2,) or not np.issubdtype(tokens.dtype, np.integer):
+    if not bundle.exact:
         raise ValueError(
-            f"expected {image.side**2} integer tokens, got {tokens.dtype} {tokens.shape}"
+            f"full-resolution coding needs an exact bundle; {bundle.fingerprint.hex()} is "
+            f"{bundle.profile}"
         )
-    if tokens.size and not 0 <= int(tokens.min()) <= int(tokens.max()) < PALETTE_SIZE:
+    tokens = image.tokens
+    if tokens.ndim != 2 or not tokens.size or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"expected [height, width] integer tokens, got {tokens.shape}")
+    if not 0 <= int(tokens.min()) <= int(tokens.max()) < PALETTE_SIZE:
         raise ValueError(f"tokens must be 0..{PALETTE_SIZE - 1}")
+
+
+def _admit(record: AnyRecord, index: int, bundle: Bundle, budget: Budget) -> None:
+    """Everything checked of a record before model work on it, once per record: the model
+    it was coded with, its coding, a geometry the model can code, then its charge."""
+    _check_record(record, index, bundle)
+    budget.charge(record.header, index)
 
 
 def _check_record(record: AnyRecord, index: int, bundle: Bundle) -> None:
@@ -339,20 +300,20 @@ def _check_record(record: AnyRecord, index: int, bundle: Bundle) -> None:
             f"record {index} says coding {head.coding}, but bundle "
             f"{bundle.fingerprint.hex()} is {bundle.profile}"
         )
-    if full:
+    if isinstance(record, FullImageRecord):
         if not bundle.exact:
             raise InvalidFieldError(
                 f"record {index} is a full-resolution image, which only exact bundles code"
             )
-        if head.grid != grid_of(bundle.n_positions):
+        if record.header.grid != grid_of(bundle.n_positions):
             raise InvalidFieldError(
-                f"record {index} was cut into {head.grid}-wide windows; the model's are "
-                f"{grid_of(bundle.n_positions)}"
+                f"record {index} was cut into {record.header.grid}-wide windows; the model's "
+                f"are {grid_of(bundle.n_positions)}"
             )
         return
-    if head.side > MAX_SIDE or head.token_count > bundle.n_positions:
+    if record.header.side > MAX_SIDE or record.header.token_count > bundle.n_positions:
         raise InvalidFieldError(
-            f"record {index} has side {head.side}; the model has only "
+            f"record {index} has side {record.header.side}; the model has only "
             f"{bundle.n_positions} positions"
         )
 
@@ -365,69 +326,14 @@ def _window_batches(
     iterator = iter(records)
     start = 0
     while chunk := list(islice(iterator, window)):
-        keys = [
-            ("full", i) if isinstance(record, FullImageRecord) else record.header.side
-            for i, record in enumerate(chunk)
-        ]
+        keys = [_group_key(record, i, exact=False) for i, record in enumerate(chunk)]
         for batch in plan_batches(keys, max_batch):
             yield [start + i for i in batch], [chunk[i] for i in batch]
         start += len(chunk)
 
 
-def _header(bundle: Bundle, image: TokenImage) -> RecordHeader:
-    return RecordHeader(
-        fingerprint=bundle.fingerprint,
-        width=image.width,
-        height=image.height,
-        mode=image.mode,
-        side=image.side,
-        token_count=image.side**2,
-        coding=coding_of(bundle),
-    )
-
-
-def _code_row(encoder: RangeEncoder, cum: np.ndarray, tokens: np.ndarray) -> float:
-    """Code tokens[t] under the table cum[t] for every t; returns the ideal bits."""
-    for table, symbol in zip(cum, tokens.tolist(), strict=True):
-        encoder.encode_symbol(table, symbol)
-    chosen = cum[np.arange(len(tokens)), tokens + 1] - cum[np.arange(len(tokens)), tokens]
-    return float(-np.log2(chosen / cum[:, -1].astype(np.float64)).sum())
-
-
-def _encode_exact(
-    model: ExactTokenModel, bundle: Bundle, image: TokenImage, counter: _Counter
-) -> EncodedImage:
-    """One image from one whole-sequence call: SOS + all tokens but the last."""
-    tokens = image.tokens.astype(np.int64)
-    ids = np.concatenate([[SOS], tokens[:-1]])[None, :]
-    pos = positions(image.side, bundle.position_layout, bundle.n_positions)[None, :]
-    freqs, _ = model.run(ids, pos, model.start(1), keep_cache=False)
-    encoder = RangeEncoder()
-    ideal = _code_row(encoder, cumulative(freqs[0]), tokens)
-    counter.advance(tokens.size)
-    payload, _ = encoder.finish()
-    header = _header(bundle, image)
-    record = Record(header, payload, token_check(tokens, header), image.name)
-    return EncodedImage(record, ideal)
-
-
-def full_workers(threads: int | None) -> int:
-    """Worker threads for a full-resolution image: `threads`, or one per CPU. Each runs the
-    model with one onnxruntime thread (independent segments beat intra-op threads on these
-    small matrices: docs/full-resolution.md)."""
-    return threads if threads is not None else max(1, os.cpu_count() or 1)
-
-
-def _full_model(bundle: Bundle, threads: int | None, cache: dict) -> ExactTokenModel:
-    """One single-threaded session shared by the worker threads (onnxruntime's run is
-    thread-safe and releases the GIL)."""
-    if "full" not in cache:
-        cache["full"] = ExactTokenModel(bundle, threads=1)
-    return cache["full"]
-
-
 def _encode_full(
-    model: ExactTokenModel, bundle: Bundle, image: FullImage, counter: _Counter, workers: int
+    model: ExactTokenModel, bundle: Bundle, image: FullImage, counter: TokenCounter, workers: int
 ) -> EncodedImage:
     header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_ADAPTIVE)
     start = counter.done
@@ -442,7 +348,7 @@ def _encode_full(
 
 
 def _decode_full(
-    model: ExactTokenModel, index: int, record: FullImageRecord, counter: _Counter, workers: int
+    model: ExactTokenModel, index: int, record: FullImageRecord, counter: TokenCounter, workers: int
 ) -> FullImage:
     start = counter.done
     return decode_full(
@@ -452,75 +358,3 @@ def _decode_full(
         progress=lambda done, _total: counter.advance_to(start + done),
         workers=workers,
     )
-
-
-def _encode_float(
-    model: TokenModel, bundle: Bundle, members: list[TokenImage], counter: _Counter
-) -> list[EncodedImage]:
-    """Float profile: token by token (its whole-sequence floats differ in the last bits)."""
-    rows, steps = len(members), members[0].side ** 2
-    tokens = np.stack([member.tokens.astype(np.int64) for member in members])
-    tables = np.zeros((rows, steps, PALETTE_SIZE + 1), np.int64)
-    state = model.start(rows)
-    feed = np.full(rows, SOS, dtype=np.int64)
-    for t in range(steps):
-        probs, state = model.step(feed, state)
-        tables[:, t] = cumulative(quantize_probs(probs, FREQ_BITS))
-        feed = tokens[:, t]
-        counter.advance(rows)
-    encoded = []
-    for member, row_tokens, cum in zip(members, tokens, tables, strict=True):
-        encoder = RangeEncoder()
-        ideal = _code_row(encoder, cum, row_tokens)
-        payload, _ = encoder.finish()
-        header = _header(bundle, member)
-        record = Record(header, payload, token_check(row_tokens, header), member.name)
-        encoded.append(EncodedImage(record, ideal))
-    return encoded
-
-
-def _decode_batch(
-    model: ExactTokenModel | TokenModel,
-    bundle: Bundle,
-    indices: list[int],
-    batch: list[Record],
-    counter: _Counter,
-) -> list[TokenImage]:
-    """Token by token with the KV cache; every row also re-encodes what it decodes."""
-    head = batch[0].header
-    rows, steps = len(batch), head.token_count
-    decoders = [RangeDecoder(record.payload) for record in batch]
-    shadows = [RangeEncoder() for _ in batch]
-    tokens = np.zeros((rows, steps), dtype=np.int64)
-    pos = positions(head.side, bundle.position_layout, bundle.n_positions)
-    state = model.start(rows)
-    stepper = model.stepper(state) if bundle.exact else None
-    feed = np.full((rows, 1), SOS, dtype=np.int64)
-    for t in range(steps):
-        if stepper is not None:
-            cum = cumulative(stepper.step(feed[:, 0], int(pos[t])))
-        else:
-            probs, state = model.step(feed[:, 0], state)
-            cum = cumulative(quantize_probs(probs, FREQ_BITS))
-        for row in range(rows):
-            symbol = decoders[row].decode_symbol(cum[row])
-            shadows[row].encode_symbol(cum[row], symbol)
-            tokens[row, t] = symbol
-        feed = tokens[:, t : t + 1]
-        counter.advance(rows)
-    decoded = []
-    for index, record, row_tokens, shadow in zip(indices, batch, tokens, shadows, strict=True):
-        if shadow.finish()[0] != record.payload:
-            raise PayloadError(
-                f"record {index}: the payload is not the encoder's canonical output for the "
-                "tokens it decodes to (bytes changed or appended)"
-            )
-        if token_check(row_tokens, record.header) != record.token_check:
-            raise TokenChecksumError(
-                f"record {index}: the decoded tokens fail the record's token check: the "
-                "record is damaged, or the model computes other numbers than the encoder's"
-            )
-        h = record.header
-        tokens_u16 = row_tokens.astype(np.uint16)
-        decoded.append(TokenImage(tokens_u16, h.side, h.width, h.height, h.mode, record.name))
-    return decoded

@@ -23,7 +23,9 @@ or `format.iter_records` on a pipe that returns short reads); only a stream the
 container accepts goes on to a full decode through the API (`igpt_codec.decompress`,
 also on a pipe, or `igpt_codec.iter_decompress`), which costs model time. A stream that
 asks for more than TOKEN_BUDGET tokens, and the cases that test the limits, go to
-`igpt_codec.pipelines.stream.decode` with `DecodeLimits` instead (the API does not take limits).
+`igpt_codec.pipelines.stream.decode` with `DecodeLimits` instead: the same limits the API
+takes (`igpt_codec.decompress(..., limits=...)`), applied to the records the container
+layer already read, so the case does not pay for a second read.
 
 The re-framing helpers below are written from the documented layout, version 2 (file
 header: magic, version byte, 8-byte fingerprint; each record: head byte, a varint
