@@ -183,9 +183,8 @@ def _small_int(text: str) -> int:
     return int(text)
 
 
-def _parse_line(path: Path, number: int, line: bytes) -> IndexEntry | None:
-    """One JSON Lines line as an entry (None for a blank line); ShardIndexError otherwise."""
-    where = f"{path}:{number}"
+def _parse_line(where: str, line: bytes) -> dict[str, Any] | None:
+    """One JSON Lines line as a row (None for a blank line); ShardIndexError otherwise."""
     if len(line) > MAX_INDEX_LINE:
         raise ShardIndexError(f"{where}: the line is longer than {MAX_INDEX_LINE} bytes")
     try:
@@ -204,13 +203,10 @@ def _parse_line(path: Path, number: int, line: bytes) -> IndexEntry | None:
         raise ShardIndexError(f"{where}: {exc} (at most {_MAX_DIGITS})") from None
     if not isinstance(row, dict):
         raise ShardIndexError(f"{where}: an index line must be an object")
-    try:
-        return IndexEntry.from_dict(row)
-    except ShardIndexError as exc:
-        raise ShardIndexError(f"{where}: {exc}") from None
+    return row
 
 
-def _iter_jsonl(path: Path) -> Iterator[IndexEntry]:
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         handle, _ = open_regular(path, "index")
     except DatasetFileError as exc:
@@ -222,12 +218,12 @@ def _iter_jsonl(path: Path) -> Iterator[IndexEntry]:
             if not line:
                 return
             number += 1
-            entry = _parse_line(path, number, line)
-            if entry is not None:
-                yield entry
+            row = _parse_line(f"{path}:{number}", line)
+            if row is not None:
+                yield f"{path}:{number}", row
 
 
-def _iter_parquet(path: Path) -> Iterator[IndexEntry]:
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
@@ -238,20 +234,33 @@ def _iter_parquet(path: Path) -> Iterator[IndexEntry]:
         raise ShardIndexError(str(exc)) from None
     with handle:
         try:
-            batches = pq.ParquetFile(handle).iter_batches()
-            for batch in batches:
+            number = 0
+            for batch in pq.ParquetFile(handle).iter_batches():
                 for row in batch.to_pylist():
-                    yield IndexEntry.from_dict(row)
+                    number += 1
+                    yield f"{path}: row {number}", row
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise ShardIndexError(
                 f"{path}: not a readable Parquet index ({type(exc).__name__})"
             ) from None
 
 
+def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) of an index file, each line or row checked for shape only."""
+    return _parquet_rows(path) if path.suffix == ".parquet" else _jsonl_rows(path)
+
+
+def _entry(where: str, row: dict[str, Any]) -> IndexEntry:
+    try:
+        return IndexEntry.from_dict(row)
+    except ShardIndexError as exc:
+        raise ShardIndexError(f"{where}: {exc}") from None
+
+
 def iter_index(path: str | os.PathLike[str]) -> Iterator[IndexEntry]:
     """Entries of an index file: JSON Lines (standard library only) or Parquet (pyarrow)."""
-    path = Path(path)
-    return _iter_parquet(path) if path.suffix == ".parquet" else _iter_jsonl(path)
+    for where, row in _rows(Path(path)):
+        yield _entry(where, row)
 
 
 def index_path(root: str | os.PathLike[str]) -> Path:
@@ -268,7 +277,9 @@ def find_entry(root: str | os.PathLike[str], key: str) -> IndexEntry:
 
     The pass does not stop at the key: a key listed twice is refused here too, so an
     entry placed before the real one (a decoy pointing at another shard) is never
-    served. A service answering many lookups loads the index once (`load_index`).
+    served. Every line is read as bounded JSON; only the key's own entry is validated
+    field by field (a full validation of every line is `load_index`). A service
+    answering many lookups loads the index once (`load_index`).
     A missing key's error says why where it can: the input was skipped when the dataset
     was made (dataset.json records the reason), or keys ending in /KEY exist.
     """
@@ -277,13 +288,14 @@ def find_entry(root: str | os.PathLike[str], key: str) -> IndexEntry:
         raise ShardIndexError(f"{root}: no {INDEX_JSONL} (not a dataset directory?)")
     found = None
     similar: list[str] = []
-    for entry in iter_index(path):
-        if entry.key == key:
+    for where, row in _rows(path):
+        other = row.get("key")
+        if other == key:
             if found is not None:
                 raise ShardIndexError(f"{root}: key {show_key(key)} is listed twice in the index")
-            found = entry
-        elif len(similar) < 3 and entry.key.endswith("/" + key):
-            similar.append(entry.key)
+            found = _entry(where, row)
+        elif len(similar) < 3 and isinstance(other, str) and other.endswith("/" + key):
+            similar.append(other)
     if found is None:
         message = f"{root}: no image with key {show_key(key)} in the index"
         reason = skipped_reason(root, key)
