@@ -1,4 +1,4 @@
-"""Datasets on Ray Data (igpt_codec.datasets.runner): a local 2-CPU Ray cluster started by the tests.
+"""Datasets on Ray Data (igpt_codec.datasets.runner): a local 2-CPU Ray the tests start.
 
 200 photos from the shared training set go through `compress_dataset` (2 actors) and
 `decompress_dataset`; every image must come back token for token as the single-machine
