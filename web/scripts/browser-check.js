@@ -2,7 +2,7 @@
 // Headless Chromium loads index.html, decodes a thumbnail golden file and a
 // full-resolution one, and the pixels' sha256 must equal the Python decoder's
 // (test/reference/python_pixels.json). Saves a screenshot of the page.
-//   node scripts/browser-check.js [--screenshot PATH] [--repeat N] [--files a.igpt,b.igpt] [--json OUT]
+//   node scripts/browser-check.js [--screenshot PATH] [--repeat N] [--files a.igpt,b.igpt] [--json OUT] [--cold]
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +25,7 @@ const repeat = Number(option('--repeat', '1'));
 const screenshot = option('--screenshot', null);
 const jsonOut = option('--json', null);
 const timeoutMs = Number(option('--timeout', '300')) * 1000;
+const warm = args.includes('--cold') ? '&warm=0' : '';
 
 const expected = JSON.parse(await readFile(path.join(WEB, 'test', 'reference', 'python_pixels.json'), 'utf8'));
 let reportResolve;
@@ -38,7 +39,7 @@ const server = await startServer({
 const browser = await launchChromium();
 let failures = 0;
 try {
-  const url = `http://127.0.0.1:${server.port}/index.html?check=${files.join(',')}&repeat=${repeat}`;
+  const url = `http://127.0.0.1:${server.port}/index.html?check=${files.join(',')}&repeat=${repeat}${warm}`;
   await browser.page('Page.navigate', { url });
   let timer;
   const report = await Promise.race([

@@ -160,7 +160,8 @@ async function warmUp(maxSteps = 1024, maxMs = 3000) {
     return { ms: performance.now() - started, note: `warm-up failed: ${err.message}` };
   }
 }
-const ready = warmUp();
-
 const params = new URLSearchParams(location.search);
+// ?warm=0 skips the warm-up (to measure a cold start).
+const ready = params.get('warm') === '0' ? Promise.resolve({ ms: 0, note: 'no warm-up (?warm=0)' }) : warmUp();
+
 if (params.get('check')) check(params.get('check').split(','), Number(params.get('repeat') || 1));

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# All the speed figures in one go (Python native, Node, Chromium warm and cold), merged into
+# docs/bench-results/web_speed.json. Python runs from a checkout of the reference code:
+#   PYREF=/work/ref PYTHON=/work/main/.venv/bin/python web/scripts/speed.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d)
+(cd "${PYREF:?set PYREF to a checkout with the Python codec}" && PYTHONPATH="$PYREF" "${PYTHON:-python3}" "$OLDPWD/scripts/make_bench_data.py" "$tmp" > "$tmp/python.json")
+cmp "$tmp/bench_16.igpt" test/data/bench_16.igpt  # the same streams as the committed ones
+node scripts/bench.js > "$tmp/node.json"
+node scripts/browser-check.js --files test/data/bench_1.igpt,test/data/bench_16.igpt --repeat 4 --json "$tmp/browser.json"
+node scripts/browser-check.js --cold --files test/data/bench_1.igpt --json "$tmp/cold.json"
+node scripts/speed.js "$tmp/python.json" "$tmp/node.json" "$tmp/browser.json" "$tmp/cold.json" > ../docs/bench-results/web_speed.json
+cat ../docs/bench-results/web_speed.json
