@@ -9,6 +9,7 @@ quote nothing read from a foreign file, and finish promptly (a FIFO must not han
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import igpt_codec
 from igpt_codec.api import resolve_bundle
@@ -32,11 +35,13 @@ from igpt_codec.datasets.shards import (
     decode_shard,
     encode_shard,
     find_entry,
+    iter_index,
     load_index,
     load_record,
     write_index_jsonl,
     write_shard,
 )
+from igpt_codec.format.errors import CodecError
 
 FOREIGN = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n" * 4
 """Stands in for /etc/passwd: a file that is not a shard, whose bytes must not leak."""
@@ -337,3 +342,67 @@ def test_index_and_shards_get_the_umask_mode(tmp_path, bundle):
     for path in (root / INDEX_JSONL, root / "shards" / entries[0].shard, tmp_path / "plain"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert not list(tmp_path.rglob("*.partial"))
+
+
+# --- property: any index line, any entry over a real shard -> one CodecError or a record --
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_mutated_index_line_is_an_entry_or_one_error(tmp_path_factory, data):
+    """Byte flips, insertions and cuts of a valid line: the reader returns an entry or
+    raises ShardIndexError, never another exception."""
+    row = {
+        "key": "sub/img03.jpg",
+        "shard": "c269b89826850a4ed8ec.igpt",
+        "record": 1,
+        "offset": 41,
+        "length": 27,
+        "prev_crc": 845158614,
+        "side": 4,
+        "fingerprint": "31a033f09ae0fc74",
+        "width": 10,
+        "height": 13,
+        "mode": "RGB",
+    }
+    line = bytearray(json.dumps(row).encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(line)))
+        action = data.draw(st.sampled_from(["flip", "insert", "cut", "digits"]))
+        if action == "flip" and at < len(line):
+            line[at] ^= data.draw(st.integers(1, 255))
+        elif action == "insert":
+            line[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif action == "cut":
+            del line[at : at + data.draw(st.integers(1, 8))]
+        else:
+            line[at:at] = b"9" * data.draw(st.integers(1, 30))
+    path = tmp_path_factory.mktemp("fuzz") / INDEX_JSONL
+    path.write_bytes(bytes(line) + b"\n")
+    with contextlib.suppress(ShardIndexError):
+        list(iter_index(path))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_entry_over_a_real_shard_reads_its_record_or_one_error(tmp_path_factory, bundle, data):
+    """Offsets, lengths and prev_crc drawn at random over a real shard: read_record
+    returns a record only when the entry is right, else a CodecError quoting no CRC."""
+    root = tmp_path_factory.mktemp("ds")
+    entries = _make(root, bundle, ["a", "b", "c", "d"], seed=9)
+    size = (root / "shards" / entries[0].shard).stat().st_size
+    base = data.draw(st.sampled_from(entries))
+    offset = data.draw(st.integers(12, size + 4))
+    length = data.draw(st.integers(5, size + 8))
+    prev = data.draw(st.sampled_from([base.prev_crc, *(e.prev_crc for e in entries), 0]))
+    try:
+        entry = IndexEntry.from_dict(
+            {**json.loads(base.to_json()), "offset": offset, "length": length, "prev_crc": prev}
+        )
+        record = load_record(root, entry)
+    except CodecError as exc:
+        assert "stored" not in str(exc) and "0x" not in str(exc)
+    else:
+        right = next(e for e in entries if e.offset == offset)
+        assert (length, prev) == (right.length, right.prev_crc)
+        assert record.header.side == right.side
