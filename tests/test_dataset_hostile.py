@@ -163,6 +163,8 @@ def test_a_fifo_shard_or_index_is_refused_at_once(ds):
     try:
         error = _finishes(lambda: load_record(root, entries[0]))
         assert isinstance(error, ShardIndexError) and "FIFO" in str(error)
+        error = _finishes(lambda: decode_shard(root, entries, None))  # the Ray decompress path
+        assert isinstance(error, ShardIndexError) and "FIFO" in str(error)
     finally:
         _release(shard)
     index = root / INDEX_JSONL
