@@ -164,3 +164,28 @@ def test_an_exit_the_with_block_never_sees_removes_the_staging_directory(tmp_pat
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120)
     assert done.returncode == 15
     assert os.listdir(tmp_path) == []
+
+
+def test_force_keeps_the_old_output_when_another_job_wins(tmp_path, monkeypatch):
+    """-f moves the old OUT aside; if another job's OUT appears before the new one is
+    renamed in, neither is lost: the error names where the old one is kept."""
+    target = tmp_path / "OUT"
+    target.mkdir()
+    (target / "old").write_text("0")
+    real = staging.rename_noreplace
+
+    def racing(source: Path, dest: Path) -> None:
+        if dest == target and source.name.endswith(".partial"):
+            target.mkdir()
+            (target / "theirs").write_text("B")
+        real(source, dest)
+
+    monkeypatch.setattr(staging, "rename_noreplace", racing)
+    with (
+        pytest.raises(StagingError, match="kept as") as caught,
+        Staging(target, force=True) as staged,
+    ):
+        (staged / "mine").write_text("A")
+    assert os.listdir(target) == ["theirs"]
+    kept = Path(str(caught.value).rsplit("kept as ", 1)[1])
+    assert os.listdir(kept) == ["old"]

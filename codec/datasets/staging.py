@@ -149,9 +149,12 @@ class Staging:
         try:
             rename_noreplace(self.path, self.target)
         except FileExistsError:
+            error = self._taken()
             if old is not None:
-                with contextlib.suppress(OSError):
+                try:
                     rename_noreplace(old, self.target)
-            raise self._taken() from None
+                except OSError:  # the other job's output is there: keep the old one aside
+                    error = self.error(f"{error}; the replaced {self.target.name} is kept as {old}")
+            raise error from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
