@@ -10,6 +10,7 @@ quote nothing read from a foreign file, and finish promptly (a FIFO must not han
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import stat
@@ -408,3 +409,17 @@ def test_any_entry_over_a_real_shard_reads_its_record_or_one_error(tmp_path_fact
         right = next(e for e in entries if e.offset == offset)
         assert (length, prev) == (right.length, right.prev_crc)
         assert record.header.side == right.side
+
+
+def test_original_size_of_a_forged_record_is_bounded(tmp_path, bundle):
+    """A 4x4 record claiming a 65535x65535 original: `get --original-size` would upscale
+    to 12.9 GB; it is refused at Pillow's bomb limit instead, before decoding."""
+    root = tmp_path / "ds"
+    (image,) = igpt_codec.api.tokenize([np.zeros((6, 6, 3), np.uint8)], bundle, 4)
+    forged = dataclasses.replace(image, width=65535, height=65535)
+    shard = encode_shard([("big.png", forged)], bundle)
+    write_shard(root, shard)
+    write_index_jsonl(root / INDEX_JSONL, shard.entries)
+    result = _get(root, "big.png", "--original-size", "-o", tmp_path / "big-out.png")
+    _one_line_error(result, "exceeds Pillow's limit")
+    assert _get(root, "big.png", "-q", "-o", tmp_path / "small.png").exit_code == 0

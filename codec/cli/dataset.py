@@ -321,6 +321,17 @@ def _get(
     outputs = OutputSet(force=force)
     if target is not None:
         outputs.check(target)
+    if original_size:
+        from PIL import Image
+
+        # The size comes from the record: a few bytes of a hostile dataset must not buy
+        # a 65535 x 65535 upscale (12.9 GB). Pillow's own bomb limit is the bound.
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and entry.width * entry.height > limit:
+            raise DatasetUsageError(
+                f"{key}: --original-size of {entry.width}x{entry.height} exceeds Pillow's "
+                f"limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+            )
     image = decode_entry(source, entry, model=model_dir, threads=threads)
     picture = image.to_original_size() if original_size else image.image
     buffer = io.BytesIO()
