@@ -11,14 +11,19 @@ codec on one thread, 3 runs after a warm-up, and prints the timings as JSON.
 import json
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 
 import onnxruntime
-from codec.bundle import load_bundle
 from PIL import Image
 
-from codec import api
-from format.container import pack_stream, unpack_stream
+# The Python codec of a reference checkout (its top-level packages, run with PYTHONPATH set
+# to it), looked up by name: this checkout has its own layout and is not what is run.
+load_bundle = import_module("codec.bundle").load_bundle
+api = import_module("codec.api")
+pack_stream = import_module("format.container").pack_stream
+unpack_stream = import_module("format.container").unpack_stream
+
 
 SAMPLE = Path("samples/bsds500_val_101085.jpg")
 

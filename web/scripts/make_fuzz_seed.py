@@ -12,14 +12,18 @@ windows in two chains. Writes fuzz_seed.igpt and fuzz_seed.json (tokens per imag
 import json
 import sys
 import tempfile
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
-from codec.bundle import load_bundle
 from PIL import Image
 
-from codec import api
-from format.container import pack_stream, unpack_stream
+# The Python codec of a reference checkout (its top-level packages, run with PYTHONPATH set
+# to it), looked up by name: this checkout has its own layout and is not what is run.
+load_bundle = import_module("codec.bundle").load_bundle
+api = import_module("codec.api")
+pack_stream = import_module("format.container").pack_stream
+unpack_stream = import_module("format.container").unpack_stream
 
 
 def main() -> None:

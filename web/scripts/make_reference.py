@@ -12,12 +12,15 @@ rows, so the JS decoder can be compared pixel for pixel without Python at test t
 import hashlib
 import json
 import sys
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
-from codec.bundle import load_bundle
 
-from codec import api
+# The Python codec of a reference checkout (its top-level packages, run with PYTHONPATH set
+# to it), looked up by name: this checkout has its own layout and is not what is run.
+load_bundle = import_module("codec.bundle").load_bundle
+api = import_module("codec.api")
 
 
 def main() -> None:
