@@ -15,7 +15,6 @@ const V1_MAGIC = [0x89, 0x49, 0x47, 0x50, 0x0d, 0x0a, 0x1a, 0x0a];
 export const HEADER_LEN = 12;
 export const MAX_PAYLOAD = 2 ** 20;
 export const MAX_FRAME = 2 ** 20 + 64;
-export const MAX_SIDE = 64;
 const MAX_DIMENSION = 65535;
 
 export const FINAL = 0x80;
