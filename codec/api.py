@@ -30,6 +30,7 @@ full=True) `ValueError`, and other file system problems `OSError`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import os
@@ -430,26 +431,39 @@ def iter_decode(
     progress: Progress | None = None,
     limits: DecodeLimits | None = None,
 ) -> Iterator[DecodedImage]:
-    """Decode records as they arrive. The model is found by the first record's fingerprint.
+    """Decode records as they arrive. The model is found by each record's fingerprint.
 
     A sequence is checked whole before decoding; a lazy iterator is read a window
-    of records at a time, so memory stays bounded on any stream length. Yields
-    DecodedImage; raises as `decompress`.
+    of records at a time, so memory stays bounded on any stream length. Records of
+    concatenated streams may name different models: each run of records under one
+    fingerprint is decoded with its bundle, under what is left of `limits`, with
+    `progress` counting on across runs. Yields DecodedImage; raises as `decompress`.
     """
-    if isinstance(records, Sequence):
-        if not records:
-            return
-        first = records[0]
-        rest: Iterable[AnyRecord] = records
-    else:
-        iterator = iter(records)
-        first = next(iterator, None)
-        if first is None:
-            return
-        rest = itertools.chain([first], iterator)
-    bundle = find_bundle(first.header.fingerprint, model)
-    for item in decode(rest, bundle, threads=threads, progress=progress, limits=limits):
-        yield _to_decoded(item, bundle)
+    budget = limits or DecodeLimits()
+    done_images = done_tokens = 0
+    for fingerprint, run in itertools.groupby(records, key=lambda r: r.header.fingerprint):
+        bundle = find_bundle(fingerprint, model)
+        left = dataclasses.replace(
+            budget,
+            max_images=budget.max_images - done_images,
+            max_tokens=budget.max_tokens - done_tokens,
+        )
+        start = done_tokens
+        report = None if progress is None else _offset_progress(progress, start)
+        # A sequence stays one (admitted whole before any model work); a lazy run is used
+        # once, as it comes.
+        batch: Iterable[AnyRecord] = list(run) if isinstance(records, Sequence) else run  # noqa: B031
+        for item in decode(batch, bundle, threads=threads, progress=report, limits=left):
+            done_images += 1
+            done_tokens += token_count(item)
+            yield _to_decoded(item, bundle)
+
+
+def _offset_progress(progress: Progress, start: int) -> Progress:
+    """Progress of one run of records, counted on from the runs before it."""
+    if not start:
+        return progress
+    return lambda done, total: progress(start + done, None if total is None else start + total)
 
 
 def iter_decompress(

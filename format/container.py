@@ -13,7 +13,7 @@ import dataclasses
 import io
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -298,15 +298,20 @@ def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[_Parse
         )
     minimal = True
     if final:
-        # The final record runs to the end of the stream: read at most one byte past the
-        # largest frame, so a forged or endless stream costs bounded memory.
-        rest = src.read_upto(MAX_FRAME + _U32.size + 1, hashed=False)
-        if len(rest) > MAX_FRAME + _U32.size:
+        # The final record runs to the end of the stream, or to a concatenated stream's
+        # header: read at most a few bytes past the largest frame, so a forged or endless
+        # stream costs bounded memory.
+        want = MAX_FRAME + _U32.size + len(MAGIC) + 1
+        rest = src.read_upto(want, hashed=False)
+        end = _final_end(rest, src.crc, ended=len(rest) < want)
+        if end is None and len(rest) > MAX_FRAME + _U32.size:
             raise LengthOutOfRangeError(
                 f"final record at offset {start} runs past the limit of {MAX_FRAME} bytes"
             )
         if len(rest) < _U32.size:
             raise TruncatedError(f"truncated stream: the final record at offset {start} is cut")
+        if end is not None and isinstance(src, _StreamSource):
+            src.leftover, rest = rest[end:], rest[:end]
         body, crc_bytes = rest[: -_U32.size], rest[-_U32.size :]
         actual = zlib.crc32(body, src.crc)
     else:
@@ -356,17 +361,40 @@ def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[_Parse
     return Record(header, payload, check), final
 
 
-def iter_records(fileobj: BinaryIO, *, length: int | None = None) -> Iterator[AnyRecord]:
+def iter_records(
+    fileobj: BinaryIO,
+    *,
+    length: int | None = None,
+    on_stream: Callable[[int, FileHeader], None] | None = None,
+) -> Iterator[AnyRecord]:
     """Yield the records of a stream, front to back, using only `fileobj.read(n)`.
 
     `length`, when the caller knows the stream's size, lets length fields be checked
     against the bytes that remain. Unknown ancillary records are skipped. A
     full-resolution image is yielded once all its segment records are read, as one
     FullImageRecord. Every defect raises a FormatError subclass; the last record is
-    checked before it is yielded.
+    checked before it is yielded. Concatenated streams (SPEC.md, "Concatenated
+    streams") are read one after the other, each checked on its own; `on_stream(offset,
+    header)` is called as each one's file header is read.
     """
-    src = ByteSource(fileobj, length)
-    header = _read_file_header(src)
+    reader: BinaryIO | _Prepended = fileobj
+    offset = 0
+    while True:
+        src = _StreamSource(reader, length)  # type: ignore[arg-type]
+        header = _read_file_header(src)
+        if on_stream is not None:
+            on_stream(offset, header)
+        yield from _stream_records(src, header)
+        if not src.leftover:
+            return
+        consumed = src.offset - len(src.leftover)
+        offset += consumed
+        length = None if length is None else length - consumed
+        reader = _Prepended.before(src.leftover, reader)
+
+
+def _stream_records(src: _StreamSource, header: FileHeader) -> Iterator[AnyRecord]:
+    """The records of one stream, after its file header, through its FINAL record."""
     count = 0
     name: str | None = None
     while True:
@@ -459,6 +487,58 @@ def _read_parts(
         assert isinstance(part, ClassicalPart)
         parts.append(part.data)
     return join_parts(start, parts), final, count
+
+
+class _StreamSource(ByteSource):
+    """A ByteSource that keeps what was read past the end of a FINAL record: the start of
+    a concatenated stream, handed to the next stream's source."""
+
+    __slots__ = ("leftover",)
+
+    def __init__(self, fileobj: BinaryIO, length: int | None = None) -> None:
+        super().__init__(fileobj, length)
+        self.leftover = b""
+
+
+class _Prepended:
+    """Bytes already read, served before the rest of a file object (`read(n)` only)."""
+
+    def __init__(self, head: bytes, fileobj: BinaryIO) -> None:
+        self._head = head
+        self._file = fileobj
+
+    @classmethod
+    def before(cls, head: bytes, reader: BinaryIO | _Prepended) -> _Prepended:
+        if isinstance(reader, _Prepended):  # flat, however many streams follow
+            return cls(head + reader._head, reader._file)
+        return cls(head, reader)
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return self._file.read(n)
+        if n < 0:
+            data, self._head = self._head + self._file.read(), b""
+            return data
+        data, self._head = self._head[:n], self._head[n:]
+        return data
+
+
+def _final_end(rest: bytes, crc: int, *, ended: bool) -> int | None:
+    """Where a FINAL record read as `rest` ends (after its CRC), or None if nowhere.
+
+    At the end of the input when the input ended and the CRC holds there (one stream, as
+    always); otherwise at the first point, within the frame limit, where the CRC holds
+    and the magic of another stream's header follows (SPEC.md, "Concatenated streams").
+    """
+    whole = ended and _U32.size <= len(rest) <= MAX_FRAME + _U32.size
+    if whole and zlib.crc32(rest[:-4], crc) == _U32.unpack_from(rest, len(rest) - 4)[0]:
+        return len(rest)
+    at = rest.find(MAGIC, _U32.size)
+    while 0 <= at <= MAX_FRAME + _U32.size:
+        if zlib.crc32(rest[: at - _U32.size], crc) == _U32.unpack_from(rest, at - 4)[0]:
+            return at
+        at = rest.find(MAGIC, at + 1)
+    return None
 
 
 def pack_stream(records: list[AnyRecord]) -> bytes:

@@ -219,3 +219,20 @@ def test_decode_limits_are_the_callers() -> None:
             call(data, limits=igpt_codec.DecodeLimits(max_images=2))
         with pytest.raises(igpt_codec.DecodeLimitError):
             call(data, limits=igpt_codec.DecodeLimits(max_tokens=2))
+
+
+def test_concatenated_streams_of_two_models_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: `cat a.igpt b.igpt` is one input. The golden concatenation holds a stream
+    of the tiny model and one of another: each is decoded with its own bundle."""
+    import json
+
+    golden = REPO / "tests" / "golden"
+    monkeypatch.setenv("IGPT_CODEC_MODELS", str(golden / "models"))
+    items = igpt_codec.decompress(golden / "concatenated" / "two_streams.igpt", golden / "model")
+    expected = json.loads((golden / "expected.json").read_text())
+    want = [
+        record["tokens"]
+        for name in ("tiny_one_24.igpt", "default_one_32.igpt")
+        for record in expected[name]["records"]
+    ]
+    assert [item.tokens.ravel().tolist() for item in items] == want

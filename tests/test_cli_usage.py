@@ -312,3 +312,46 @@ def test_gzip_aliases(work: Path) -> None:
     assert run_cli("-V", cwd=work).stdout.startswith(b"igpt-codec ")
     ok(run_cli("decompress", "-k", "-v", "-q", "p.png.igpt", "-o", "k.png", cwd=work))
     assert (work / "p.png.igpt").is_file() and (work / "k.png").is_file()
+
+
+# --- concatenated streams --------------------------------------------------------------------
+
+
+def test_concatenated_streams_in_info_and_decompress(work: Path) -> None:
+    """Before: `cat a.igpt b.igpt | igpt-codec info -` failed with a CRC error."""
+    Image.effect_noise((30, 30), 40).convert("RGB").save(work / "q.jpg")
+    ok(run_cli("compress", "q.jpg", "--size", "2", cwd=work))
+    both = (work / "p.png.igpt").read_bytes() + (work / "q.jpg.igpt").read_bytes()
+    info = run_cli("info", "-", cwd=work, input=both)
+    text = info.stdout.decode()
+    assert info.returncode == 0, info.stderr.decode()
+    assert "stream 2 (concatenated) from byte 25" in text
+    assert "2 images in 2 concatenated streams" in text
+    (work / "both.igpt").write_bytes(both)
+    stderr = ok(run_cli("decompress", "both.igpt", "-o", "out/", cwd=work))
+    assert "2 images (1 4x4 palette thumbnail, 1 2x2 palette thumbnail)" in stderr
+    assert sorted(p.name for p in (work / "out").iterdir()) == [
+        "both_000.igpt.png",
+        "both_001.igpt.png",
+    ]
+
+
+def test_bench_reports_ratio_speed_and_model_and_writes_nothing(work: Path) -> None:
+    before = sorted(p.name for p in work.iterdir())
+    result = run_cli("bench", "p.png", "--size", "4", "--threads", "1", cwd=work)
+    text = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    assert "1 image (4x4 thumbnails), 16 tokens" in text and "round trip OK" in text
+    assert "tokens/s" in text and " model " in text and "1 thread;" in text
+    assert sorted(p.name for p in work.iterdir()) == before
+
+
+def test_animated_gif_and_original_size_with_full_are_said(work: Path) -> None:
+    """Before: only the first frame was coded, silently; --original-size was dropped."""
+    frames = [Image.effect_noise((8, 8), 40).convert("P") for _ in range(3)]
+    frames[0].save(work / "a.gif", save_all=True, append_images=frames[1:])
+    stderr = ok(run_cli("compress", "a.gif", "--size", "2", cwd=work))
+    assert "a.gif: 3 frames: only the first is coded" in stderr
+    ok(run_cli("compress", "p.png", "--full", "-o", "f.igpt", cwd=work))
+    stderr = ok(run_cli("decompress", "f.igpt", "--original-size", "-t", cwd=work))
+    assert "--original-size ignored for full-resolution images" in stderr

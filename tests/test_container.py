@@ -8,6 +8,7 @@ import struct
 import threading
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,9 +297,63 @@ def test_every_truncation_and_extension_is_detected() -> None:
     for data in sample_streams():
         for n in range(len(data)):
             expect_format_error(data[:n])
-        for extra in (b"\x00", b"\x01\x02", data):
+        for extra in (b"\x00", b"\x01\x02", data[len(MAGIC) :]):  # not another stream
             error = expect_format_error(data + extra)
             assert isinstance(error, ChecksumError | LengthOutOfRangeError)
+
+
+# --- concatenated streams (SPEC.md, "Concatenated streams") -------------------------------
+
+
+def read_both_ways(data: bytes) -> list:
+    known = unpack_stream(data)
+    assert list(iter_records(Pipe(data))) == known
+    return known
+
+
+def test_concatenated_streams_read_as_their_records_in_order() -> None:
+    """Issue 25: `cat a.igpt b.igpt` failed with a CRC error; now each stream is read and
+    checked on its own, one after the other."""
+    streams = sample_streams()
+    for first in streams:
+        for second in streams:
+            assert read_both_ways(first + second) == unpack_stream(first) + unpack_stream(second)
+    everything = b"".join(streams)
+    assert read_both_ways(everything) == [r for s in streams for r in unpack_stream(s)]
+    offsets: list[int] = []
+    list(iter_records(io.BytesIO(everything), on_stream=lambda at, head: offsets.append(at)))
+    assert offsets == [sum(len(s) for s in streams[:i]) for i in range(len(streams))]
+
+
+def test_a_damaged_or_cut_second_stream_fails_on_its_own() -> None:
+    first, second = sample_streams()[0], sample_streams()[2]
+    for n in range(1, len(second)):
+        expect_format_error(first + second[:n])
+    for i in range(len(MAGIC) + 1, len(second)):  # past the magic: the second's own checks
+        flipped = bytearray(second)
+        flipped[i] ^= 0x01
+        expect_format_error(first + bytes(flipped))
+
+
+def test_a_concatenation_after_a_full_size_final_record() -> None:
+    """The first stream's FINAL record is as long as a record may be, and the second stream
+    is longer than the reader's window: the boundary is still found, memory stays bounded."""
+    big = Record(RECORD.header, b"\x01" * (MAX_FRAME - 64 - 16), 7)
+    first, second = pack_stream([big]), pack_stream([big, big])
+    records = read_both_ways(first + second)
+    assert len(records) == 3 and all(r.payload == big.payload for r in records)
+
+
+def test_golden_concatenation_of_two_models() -> None:
+    """tests/golden/concatenated/two_streams.igpt = tiny_one_24.igpt + default_one_32.igpt
+    (two streams, two models): the records of each, each under its own fingerprint."""
+    golden = Path(__file__).parent / "golden"
+    parts = [(golden / name).read_bytes() for name in ("tiny_one_24.igpt", "default_one_32.igpt")]
+    data = (golden / "concatenated" / "two_streams.igpt").read_bytes()
+    assert data == b"".join(parts)
+    records = read_both_ways(data)
+    assert records == unpack_stream(parts[0]) + unpack_stream(parts[1])
+    assert len({r.header.fingerprint for r in records}) == 2
 
 
 @settings(max_examples=300, deadline=None)

@@ -2,7 +2,7 @@
 
 Run as `igpt-codec`, `python -m igpt_codec` or `python cli.py` (the repository's entry
 script); all three are `main` here. One module per command: compress, decompress,
-info, export_command (`export`, the only one that imports torch, lazily) and dataset;
+info, bench, export_command (`export`, the only one that imports torch, lazily) and dataset;
 what they share (one-line errors, exit codes, signals, progress, options) is in
 `igpt_codec.cli.common`, and every output file goes through `igpt_codec.cli.outputs`.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import click
 
+from igpt_codec.cli.bench import bench
 from igpt_codec.cli.common import DEFAULT_SIZE, LOSSY_NOTE, ProgressBar, install_signal_handlers
 from igpt_codec.cli.compress import compress
 from igpt_codec.cli.dataset import dataset as dataset_group
@@ -67,13 +68,16 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 def cli() -> None:
     """Lossless ImageGPT codec for N x N palette thumbnails (N <= 32).
 
-    Each image is resized to N x N and quantized to ImageGPT's 512 colours; that
-    thumbnail is coded losslessly under the model's predictions. The original
-    photo is not kept.
+    Which mode: by default each image is resized to N x N and quantized to
+    ImageGPT's 512 colours, and that thumbnail comes back token for token. With
+    `compress --full` the photo keeps its size, every pixel mapped to the 512
+    colours, and that palette image comes back pixel for pixel. Neither is the
+    original photo, which is not kept: for your own pixels back, use PNG, WebP
+    lossless or JPEG XL.
     """
 
 
-for _command in (compress, decompress, info, export_command, dataset_group):
+for _command in (compress, decompress, info, bench, export_command, dataset_group):
     cli.add_command(_command)
 
 

@@ -177,6 +177,8 @@ class CountingReader:
     def __init__(self, fileobj: BinaryIO) -> None:
         self._file = fileobj
         self.count = 0
+        self.starts: list[int] = []
+        """Byte offset of each concatenated stream, for `info`."""
 
     def read(self, n: int = -1) -> bytes:
         data = self._file.read(n)

@@ -34,10 +34,10 @@ def compress_summary(target: str, summary: CompressSummary, side: int | None) ->
     if side is None:
         return (
             f"{target}: {plural(summary.images, 'image')} coded at full resolution, "
-            f"{plural(summary.tokens, 'pixel')}, {summary.stream_bytes} bytes: "
-            f"{summary.bits_per_token:.3f} bits/pixel (file), ratio {summary.ratio:.2f}:1 to "
+            f"{plural(summary.tokens, 'token')} (one per pixel), {summary.stream_bytes} bytes: "
+            f"{summary.bits_per_token:.3f} bits/token (file), ratio {summary.ratio:.2f}:1 to "
             f"24-bit RGB of the palette image; payload {summary.payload_bits_per_token:.3f}, "
-            f"model ideal {summary.ideal_bits_per_token:.3f} bits/pixel"
+            f"model ideal {summary.ideal_bits_per_token:.3f} bits/token"
         )
     return (
         f"{target}: {plural(summary.images, 'image')} coded as {side}x{side} palette "
@@ -101,9 +101,10 @@ def _plan(
 @click.option(
     "--full",
     is_flag=True,
-    help="Code each photo at its own size (every pixel in the 512-colour palette) instead "
-    "of a thumbnail: lossless at full resolution, about 1 minute per megapixel to compress "
-    "and 2 to decompress on two cores.",
+    help="Code each photo at its own size instead of a thumbnail: every pixel is mapped to "
+    "the 512-colour palette and that palette image comes back pixel for pixel (not the "
+    "photo: colours change, a grey photo comes back in the palette's few greys). About 1 "
+    "minute per megapixel to compress and 2 to decompress on two cores.",
 )
 @click.option(
     "--names",
@@ -135,12 +136,13 @@ def compress(
 ) -> None:
     """Compress INPUT images (any format Pillow reads; '-' for stdin).
 
-    Each image is resized to an N x N palette thumbnail (--size, ImageGPT's 512
-    colours), which is what is stored, losslessly; the original photo is not
-    kept. --full keeps the photo's own size instead: every pixel is mapped to the
-    palette and that image is stored losslessly. Without -o each INPUT gets its own
-    INPUT.igpt beside it (inputs are never removed); -o OUT or -c puts every image
-    into one stream.
+    Default: each image is resized to an N x N palette thumbnail (--size, ImageGPT's
+    512 colours), and decompress gives that thumbnail back token for token. --full:
+    the photo at its own size with every pixel mapped to the palette; decompress gives
+    that palette image back pixel for pixel. The photo itself is not kept. Without
+    -o each INPUT gets its own INPUT.igpt beside it (inputs are never removed); -o OUT
+    or -c puts every image into one stream. Only the first frame of an animation is
+    coded (said on stderr).
     """
     del keep  # inputs are never removed
     quiet = quiet and not verbose
@@ -163,6 +165,7 @@ def compress(
         load_image(sys.stdin.buffer.read(), name="<stdin>") if item == STDIO else item
         for item in inputs
     ]
+    notes = [] if quiet else [_frames_note(item) for item in inputs if item != STDIO]
     bar = ProgressBar.for_stderr("compressing", quiet)
     kwargs = {
         "model": model_dir,
@@ -194,5 +197,22 @@ def compress(
     finally:
         bar.close()
     if not quiet:
-        for line in lines:
+        for line in [*filter(None, notes), *lines]:
             click.echo(line, err=True)
+
+
+def _frames_note(path: str) -> str | None:
+    """A line saying that only the first frame of an animation is coded, or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+    except Exception:  # load_image has already said what is wrong, if anything
+        return None
+    if frames <= 1:
+        return None
+    return (
+        f"{path}: {frames} frames: only the first is coded (the Pillow plugin's "
+        "save_all=True codes every frame)"
+    )

@@ -15,7 +15,11 @@ import click
 from igpt_codec.cli.common import Failure, reports_errors
 
 EXPORT_DEPS = frozenset({"torch", "transformers", "onnx", "onnxscript", "safetensors"})
-EXPORT_HINT = "export needs the export extra: pip install torch==2.13.0 && pip install -e .[export]"
+EXPORT_HINT = (
+    "export needs the export extra: pip install torch==2.13.0 'igpt-codec[export]' "
+    "(in a checkout: pip install -e '.[export]')"
+)
+"""Quoted so zsh does not glob the brackets; the wheel form first, the checkout form after."""
 
 
 @click.command("export")

@@ -63,8 +63,17 @@ def _describe_one(input_name: str, as_json: bool) -> None:
     version = _format_version()
     with NamedErrors(name), open_input(input_name) as handle:
         reader = CountingReader(handle)
-        records = iter_records(reader, length=regular_file_size(handle))
-        rows = (_record_info(index, record) for index, record in enumerate(records))
+        starts: list[int] = []  # byte offset of each concatenated stream
+        records = iter_records(
+            reader,
+            length=regular_file_size(handle),
+            on_stream=lambda offset, header: starts.append(offset),
+        )
+        rows = (
+            {**_record_info(index, record), "stream": len(starts) - 1}
+            for index, record in enumerate(records)
+        )
+        reader.starts = starts
         if as_json:
             _info_json(name, version, rows, reader)
         else:
@@ -79,9 +88,13 @@ def _format_version() -> int | None:
 
 def _info_text(name: str, version: int | None, rows: Iterator[dict], reader: Any) -> None:
     tokens = images = 0
+    stream = 0
     for row in rows:
         if not images:
             click.echo(f"{name}: IGP stream, format version {version}")
+        if row["stream"] != stream:
+            stream = row["stream"]
+            click.echo(f"  stream {stream + 1} (concatenated) from byte {reader.starts[stream]}:")
         images += 1
         tokens += row["tokens"]
         coded = (
@@ -100,8 +113,10 @@ def _info_text(name: str, version: int | None, rows: Iterator[dict], reader: Any
     if not images:
         click.echo(f"{name}: IGP stream, format version {version}")
     per_token = f": {8 * reader.count / tokens:.3f} bits/token (file)" if tokens else ""
+    streams = f" in {len(reader.starts)} concatenated streams" if len(reader.starts) > 1 else ""
     click.echo(
-        f"{name}: {plural(images, 'image')}, {tokens} tokens, {reader.count} bytes{per_token}"
+        f"{name}: {plural(images, 'image')}{streams}, {plural(tokens, 'token')}, "
+        f"{reader.count} bytes{per_token}"
     )
 
 
@@ -121,6 +136,7 @@ def _info_json(name: str, version: int | None, rows: Iterator[dict], reader: Any
         images += 1
         tokens += row["tokens"]
     totals = {
+        "streams": len(reader.starts),
         "images": images,
         "tokens": tokens,
         "stream_bytes": reader.count,
