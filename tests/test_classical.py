@@ -281,3 +281,122 @@ def test_pillow_without_webp(palette: np.ndarray, monkeypatch: pytest.MonkeyPatc
     png_only = encode_classical(FullImage(tokens, "RGB"), FP, palette)
     assert png_only is not None and png_only.header.codec == CODEC_PNG
     assert np.array_equal(decode_classical(png_only, palette, 0).tokens, tokens)
+
+
+# --- through the codec: the guarantee, dispatch, limits, CLI ---------------------------
+
+
+def _reference_floor(tokens: np.ndarray, palette: np.ndarray) -> int:
+    """min(PNG, WebP lossless) as bench/classical.py makes them (PNG: RGB or indexed;
+    WebP: effort 6), independent of the encoder's own candidates."""
+    from bench.classical import png_indexed, png_rgb, webp_lossless
+
+    flat = tokens.reshape(-1).astype(np.int64)
+    rgb = grid_to_rgb(tokens, palette)
+    sizes = [len(make(flat, rgb)[0]) for make in (png_rgb, png_indexed)]
+    if classical.features.check("webp"):
+        sizes.append(len(webp_lossless(flat, rgb)[0]))
+    return min(sizes)
+
+
+def _photo_crops(palette: np.ndarray, count: int, side: int) -> list[tuple[str, np.ndarray]]:
+    from bench.fullres import heldout_paths, load_photo
+
+    paths = [p for p in heldout_paths(limit=count) if p.is_file()]
+    if not paths:
+        pytest.skip("held-out photos not found under ../shared/data")
+    out = []
+    for path in paths:
+        rgb = np.asarray(load_photo(path, crop=(side, side)).rgb, dtype=np.uint8)
+        out.append((path.name, pixels_to_tokens(rgb, palette).reshape(rgb.shape[:2])))
+    return out
+
+
+def test_never_worse_than_png_or_webp(
+    palette: np.ndarray, synthetic: list[tuple[str, np.ndarray]]
+) -> None:
+    """Issue 28's guarantee: no image above 1.01 x min(PNG, WebP lossless) + 64 bytes, on
+    the synthetic set and on held-out photos (top-left 96 x 96 of each, to stay in CI
+    time; bench/synthetic_bench.py runs the whole set); classical records round trip."""
+    from igpt_codec.format.container import unpack_stream
+    from igpt_codec.pipelines.stream import decode, encode
+    from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+
+    bundle = load_bundle(DEFAULT_BUNDLE_DIR)
+    images = [(name, tokens[:96, :96]) for name, tokens in synthetic]
+    images += _photo_crops(palette, 2, 96)
+    kept = {}
+    for name, tokens in images:
+        image = FullImage(np.ascontiguousarray(tokens, dtype=np.uint16), "RGB")
+        record = next(iter(encode([image], bundle, threads=2))).record
+        stream = pack_stream([record])
+        floor = _reference_floor(tokens, palette)
+        assert len(stream) <= 1.01 * floor + 64, (name, len(stream), floor)
+        kept[name] = type(record).__name__
+        if isinstance(record, ClassicalImageRecord):
+            (decoded,) = decode(unpack_stream(stream), bundle)
+            assert np.array_equal(decoded.tokens, tokens), name
+    # Both outcomes occur: text goes to a classical file, photos stay with the model.
+    assert kept["text_serif_20"] == "ClassicalImageRecord"
+    assert "FullImageRecord" in {kept[name] for name, _ in images[-2:]}
+
+
+def test_dispatch_decodes_classical_records_between_others(palette: np.ndarray) -> None:
+    from igpt_codec.pipelines.stream import DecodeLimits, TokenImage, decode, encode
+    from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+
+    bundle = load_bundle(DEFAULT_BUNDLE_DIR)
+    from bench.synthetic import stripes_and_checks
+
+    flat = pixels_to_tokens(stripes_and_checks(12)[100:164, :64], palette).reshape(64, 64)
+    thumb = TokenImage(_tokens(4, (64,)).astype(np.uint16), 8, 100, 80, "RGB")
+    images = [thumb, FullImage(flat, "L", "flat.png"), thumb]
+    records = [e.record for e in encode(images, bundle, threads=1)]
+    assert isinstance(records[1], ClassicalImageRecord)
+    stream = pack_stream(records)
+    got = list(decode(unpack_stream(stream), bundle, max_batch=2))
+    assert np.array_equal(got[1].tokens, flat) and got[1].name == "flat.png"
+    assert np.array_equal(got[0].tokens, thumb.tokens) and np.array_equal(
+        got[2].tokens, thumb.tokens
+    )
+    # A record is charged its pixels before anything is decoded.
+    from igpt_codec.format.errors import DecodeLimitError
+
+    with pytest.raises(DecodeLimitError, match="tokens"):
+        list(decode(unpack_stream(stream), bundle, limits=DecodeLimits(max_tokens=100)))
+
+
+def test_cli_compress_info_decompress(tmp_path, palette: np.ndarray) -> None:
+    import subprocess
+    import sys
+
+    from bench.synthetic import stripes_and_checks
+
+    source = tmp_path / "stripes.png"
+    Image.fromarray(stripes_and_checks(12)[100:164, :64]).save(source)
+    stream = tmp_path / "stripes.igpt"
+
+    def cli(*args: object) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "igpt_codec", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    assert cli("compress", "--full", source, "-o", stream).returncode == 0
+    shown = cli("info", stream)
+    assert shown.returncode == 0 and "stored as" in shown.stdout, shown
+    out = tmp_path / "back.png"
+    assert cli("decompress", stream, "-o", out).returncode == 0
+    with Image.open(out) as back, Image.open(source) as original:
+        tokens = pixels_to_tokens(np.asarray(original.convert("RGB")), palette)
+        assert np.array_equal(
+            np.asarray(back.convert("RGB")).reshape(-1, 3), palette_rgb_of(tokens, palette)
+        )
+    damaged = bytearray(stream.read_bytes())
+    damaged[-5] ^= 0xFF
+    bad = tmp_path / "bad.igpt"
+    bad.write_bytes(bytes(damaged))
+    result = cli("decompress", bad, "-o", tmp_path / "bad.png")
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+
+
+def palette_rgb_of(tokens: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    return classical.palette_rgb(palette)[tokens.astype(np.int64)]

@@ -36,9 +36,9 @@ from igpt_codec.format.classical import (
     ClassicalImageHeader,
     ClassicalImageRecord,
 )
-from igpt_codec.format.container import token_check
+from igpt_codec.format.container import pack_stream, token_check
 from igpt_codec.format.errors import CodecError, PayloadError, TokenChecksumError
-from igpt_codec.pipelines.types import FullImage
+from igpt_codec.pipelines.types import AnyRecord, EncodedImage, FullImage
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
@@ -132,6 +132,22 @@ def encode_classical(
     best = ClassicalImageRecord(header, data, check, image.name)
     decode_classical(best, palette, 0)  # the decoder's checks, so a writer never stores a bad file
     return best
+
+
+def framed_size(record: AnyRecord | ClassicalImageRecord) -> int:
+    """Bytes of a one-record stream holding `record`: what the choice compares."""
+    return len(pack_stream([record]))
+
+
+def keep_smaller(
+    encoded: EncodedImage, image: FullImage, fingerprint: bytes, palette: np.ndarray
+) -> EncodedImage:
+    """The model's record, or the classical one when that is smaller (the guarantee)."""
+    model_bytes = framed_size(encoded.record)
+    alternative = encode_classical(image, fingerprint, palette, model_bytes)
+    if alternative is not None and framed_size(alternative) < model_bytes:
+        return EncodedImage(alternative, encoded.ideal_bits)
+    return encoded
 
 
 def check_file(header: ClassicalImageHeader, data: bytes, where: str) -> None:

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from igpt_codec.core.palette import MAX_SIDE, PALETTE_SIZE
+from igpt_codec.format.classical import ClassicalImageRecord
 from igpt_codec.format.errors import InvalidFieldError, ModelMismatchError
 from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord, Record
+from igpt_codec.pipelines.classical import decode_classical, keep_smaller
 from igpt_codec.pipelines.fullres import decode_full, encode_full, grid_of, make_header
 from igpt_codec.pipelines.limits import Budget, DecodeLimits
 from igpt_codec.pipelines.thumbnail import (
@@ -138,7 +140,7 @@ def _group_key(item: AnyImage | AnyRecord, index: int, exact: bool) -> Hashable:
     """Items with equal keys may share one batch: thumbnails of one side (float encoding
     and all decoding step them together); an exact thumbnail encode and a full-resolution
     image are each a group of their own."""
-    if isinstance(item, FullImage | FullImageRecord):
+    if isinstance(item, FullImage | FullImageRecord | ClassicalImageRecord):
         return ("full", index)
     if isinstance(item, TokenImage) and exact:
         return ("one", index)
@@ -242,6 +244,10 @@ def _decode_group(
 ) -> list[TokenImage] | list[FullImage]:
     """One planned group: a full-resolution image, or a batch of same-side thumbnails."""
     first = batch[0]
+    if isinstance(first, ClassicalImageRecord):  # kinds 5 and 6: Pillow, no model step
+        decoded = decode_classical(first, models.bundle.palette, indices[0])
+        counter.advance(first.header.token_count)
+        return [decoded]
     if isinstance(first, FullImageRecord):
         workers = full_workers(threads)
         return [_decode_full(models.full(), indices[0], first, counter, workers)]
@@ -292,6 +298,8 @@ def _check_record(record: AnyRecord, index: int, bundle: Bundle) -> None:
             f"record {index} was coded with model {head.fingerprint.hex()}, "
             f"but the bundle at hand is {bundle.fingerprint.hex()}"
         )
+    if isinstance(record, ClassicalImageRecord):
+        return  # a classical file needs only the bundle's palette, whatever its profile
     full = isinstance(record, FullImageRecord)
     # A full-resolution image's coding is the writer's choice among the exact ones.
     allowed = FULL_CODINGS if full and bundle.exact else {coding_of(bundle)}
@@ -344,7 +352,8 @@ def _encode_full(
         progress=lambda done, _total: counter.advance_to(start + done),
         workers=workers,
     )
-    return EncodedImage(record, ideal)
+    # The guarantee (issue 28): a PNG or WebP record instead when that is smaller.
+    return keep_smaller(EncodedImage(record, ideal), image, bundle.fingerprint, bundle.palette)
 
 
 def _decode_full(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from igpt_codec.format.classical import ClassicalImageRecord
 from igpt_codec.format.records import FullImageRecord, Record
 
 Progress = Callable[[int, int | None], None]
@@ -51,8 +52,9 @@ class FullImage:
 
 AnyImage = TokenImage | FullImage
 """A thumbnail (side x side tokens) or a full-resolution palette image."""
-AnyRecord = Record | FullImageRecord
-"""A thumbnail record or a full-resolution image's header with its segments."""
+AnyRecord = Record | FullImageRecord | ClassicalImageRecord
+"""A thumbnail record, a full-resolution image's header with its segments, or a
+full-resolution image stored as a classical file (kinds 5 and 6)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class EncodedImage:
     def payload_bytes(self) -> int:
         if isinstance(self.record, FullImageRecord):
             return sum(len(segment.payload) for segment in self.record.segments)
+        if isinstance(self.record, ClassicalImageRecord):
+            return len(self.record.data)
         return len(self.record.payload)
 
 
