@@ -2,6 +2,8 @@
 
 Thin glue over the one-way pipeline: `core.images` opens inputs, `core.palette`
 tokenizes them, `pipelines` code tokens into records, `format` frames them.
+Longer than 400 lines on purpose: it is the whole public surface (what the facade
+re-exports), and its docstrings are the reference users read with help().
 
 What is lossless is the palette image that was coded, not the original photo.
 Thumbnails (the default): the N x N palette-token thumbnail (N <= 32) that ImageGPT

@@ -4,7 +4,12 @@ Written and read strictly front to back, so compress can write to a pipe and
 decompress can read from one. Record CRCs are chained: each covers the file
 header and every frame before it, so a record is handed to the caller only once
 everything up to its end has been checked. The last record carries FINAL and no
-length: it runs to the end of the stream, whose last 4 bytes are its CRC.
+length: it runs to the end of the stream, whose last 4 bytes are its CRC, or to
+the header of a concatenated stream (SPEC.md, "Concatenated streams").
+
+Longer than 400 lines on purpose: the writer, the frame parser and the stream walk
+(image groups, parts, concatenation) share one set of private checks, and splitting
+them would make those checks public API of the format package.
 """
 
 from __future__ import annotations
