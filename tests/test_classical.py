@@ -400,3 +400,16 @@ def test_cli_compress_info_decompress(tmp_path, palette: np.ndarray) -> None:
 
 def palette_rgb_of(tokens: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return classical.palette_rgb(palette)[tokens.astype(np.int64)]
+
+
+def test_golden_file_holds_both_codecs_beside_other_kinds() -> None:
+    """tests/golden/default_classical.igpt (decoded by tests/test_golden.py): WebP and PNG
+    records between a thumbnail and a model-coded image."""
+    from pathlib import Path
+
+    from igpt_codec.format.records import FullImageRecord, Record
+
+    golden = Path(__file__).parent / "golden" / "default_classical.igpt"
+    records = unpack_stream(golden.read_bytes())
+    kinds = [getattr(r.header, "codec", type(r)) for r in records]
+    assert kinds == [CODEC_WEBP_LOSSLESS, Record, CODEC_PNG, FullImageRecord]

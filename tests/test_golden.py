@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from igpt_codec import api
+from igpt_codec.format.classical import ClassicalImageRecord
 from igpt_codec.format.container import pack_stream, unpack_stream
 from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord
 from igpt_codec.pipelines.fullres import FullImage, encode_full
@@ -111,6 +112,9 @@ def test_same_tokens_encode_to_the_same_bytes(name: str) -> None:
     records = []
     for want, old in zip(entry["records"], stored, strict=True):
         tokens = np.array(want["tokens"], np.uint16)
+        if isinstance(old, ClassicalImageRecord):  # a PNG/WebP file: its bytes are the
+            records.append(old)  # encoder library's, not the format's (no canonical file)
+            continue
         if want.get("full"):
             image = FullImage(tokens, want["mode"])
             records.append(encode_full(model, image, old.header)[0])

@@ -13,8 +13,10 @@ bundle into models/<fingerprint>/ first, so its golden files keep decoding.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,31 @@ def images() -> dict[str, Image.Image]:
         "palette": second.quantize(64),
         "second": second,
         "wide": photo.resize((1100, 40)),
+        **synthetic(),
     }
+
+
+def synthetic() -> dict[str, Image.Image]:
+    """Images a classical file codes better than the model (issue 28: kinds 5 and 6)."""
+    from bench.synthetic import pixel_art, stripes_and_checks
+
+    return {
+        "stripes": Image.fromarray(stripes_and_checks(12)),
+        "sprites": Image.fromarray(pixel_art(10)),
+    }
+
+
+@contextlib.contextmanager
+def without_webp() -> Iterator[None]:
+    """What a Pillow built without WebP writes: the PNG record."""
+    from igpt_codec.pipelines import classical
+
+    real = classical.features.check
+    classical.features.check = lambda name: name != "webp" and real(name)
+    try:
+        yield
+    finally:
+        classical.features.check = real
 
 
 def frozen_model() -> Path:
@@ -119,6 +145,18 @@ def main() -> None:
         # What `compress --full` writes with the shipped model of the day: coding 2, one
         # segment per chain over several bands.
         "default_full_chain.igpt": (default, [("photo", ("full", (150, 100, 246, 190)))]),
+        # Full-resolution images stored as classical files (kinds 5 and 6, issue 28), where
+        # they beat the model: lossless WebP, and PNG (as a Pillow without WebP writes it),
+        # between a thumbnail and a model-coded crop.
+        "default_classical.igpt": (
+            default,
+            [
+                ("stripes", ("full", (0, 0, 96, 64))),
+                ("grey", 8),
+                ("sprites", ("full-png", (8, 8, 72, 72))),
+                ("photo", ("full", (200, 120, 232, 140))),
+            ],
+        ),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
@@ -129,10 +167,11 @@ def main() -> None:
         records = []
         inputs = []
         for key, size in items:
-            if isinstance(size, tuple):  # ("full", crop box)
+            if isinstance(size, tuple):  # ("full" or "full-png", crop box)
                 crop = pics[key].crop(size[1])
                 inputs.append((crop, 0, True))
-                records += unpack_stream(api.compress([crop], bundle, full=True))
+                with without_webp() if size[0] == "full-png" else contextlib.nullcontext():
+                    records += unpack_stream(api.compress([crop], bundle, full=True))
             else:
                 inputs.append((pics[key], size, False))
                 records += unpack_stream(api.compress([pics[key]], bundle, size=size))
