@@ -356,3 +356,17 @@ def test_animated_gif_and_original_size_with_full_are_said(work: Path) -> None:
     ok(run_cli("compress", "p.png", "--full", "-o", "f.igpt", cwd=work))
     stderr = ok(run_cli("decompress", "f.igpt", "--original-size", "-t", cwd=work))
     assert "--original-size ignored for full-resolution images" in stderr
+
+
+def test_dev_stdout_redirected_to_a_file_is_written_through(work: Path) -> None:
+    """/dev/stdout names a regular file when stdout is redirected to one. Before: "already
+    exists" (and with -f, as root, the /dev/stdout link itself would have been replaced)."""
+    with open(work / "out.png", "wb") as out:
+        result = subprocess.run(
+            [sys.executable, str(CLI), "decompress", "p.png.igpt", "-o", "/dev/stdout", "-q"],
+            stdout=out, stderr=subprocess.PIPE, cwd=work, timeout=300, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert os.path.islink("/dev/stdout")
+    with Image.open(work / "out.png") as image:
+        assert image.size == (4, 4)

@@ -14,12 +14,11 @@ made the name meanwhile (two decompressions racing for one name: one wins, the o
 says so), so there is no window between a check and a rename. With `force`, or for a
 file the user allowed to be replaced, it is `os.replace`.
 
-Special files (a FIFO, a character or block device such as /dev/null) are never
-renamed over: like `zstd -o /dev/null`, the output is written straight into them, and
-no `-f` is needed. The bytes are still held back (in an anonymous temporary file)
-until `commit()`, so a failure writes nothing into them either.
-
-Used by the CLI for every file it writes; nothing here knows about images.
+Special files (a FIFO, a character or block device such as /dev/null, and names of
+open descriptors such as /dev/stdout) are never renamed over: like
+`zstd -o /dev/null`, the output is written straight into them, and no `-f` is
+needed. The bytes are still held back (in an anonymous temporary file) until
+`commit()`, so a failure writes nothing into them either.
 """
 
 from __future__ import annotations
@@ -59,8 +58,21 @@ class _Pending:
     """A special file's bytes, held in an anonymous temporary file until commit."""
 
 
+_FD_NAMES = ("/dev/stdout", "/dev/stderr")
+_FD_DIRS = ("/dev/fd/", "/proc/self/fd/")
+
+
+def _names_a_descriptor(path: str | os.PathLike[str]) -> bool:
+    """/dev/stdout and the like: links to an open descriptor, whatever file it is."""
+    name = os.fspath(path)
+    return name in _FD_NAMES or name.startswith(_FD_DIRS)
+
+
 def is_special(path: str | os.PathLike[str]) -> bool:
-    """A FIFO or a device (after links): written into, never replaced."""
+    """A FIFO, a device, or a name for an open descriptor (/dev/stdout, even when it is a
+    redirected regular file): written into, never replaced."""
+    if _names_a_descriptor(path):
+        return True
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
@@ -287,7 +299,10 @@ def _write_into(spool: BinaryIO, target: Path) -> None:
     anything; a FIFO's open waits for its reader, as with any writer)."""
     try:
         spool.seek(0)
-        with open(os.open(target, os.O_WRONLY), "wb") as device:
+        # Appending to a descriptor's name keeps a `>>` redirection's data (and a `>` one is
+        # empty already); a FIFO or device ignores the flag.
+        flags = os.O_WRONLY | (os.O_APPEND if _names_a_descriptor(target) else 0)
+        with open(os.open(target, flags), "wb") as device:
             shutil.copyfileobj(spool, device)
     except OSError as exc:
         raise _named(exc, target) from None
