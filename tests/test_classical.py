@@ -413,3 +413,23 @@ def test_golden_file_holds_both_codecs_beside_other_kinds() -> None:
     records = unpack_stream(golden.read_bytes())
     kinds = [getattr(r.header, "codec", type(r)) for r in records]
     assert kinds == [CODEC_WEBP_LOSSLESS, Record, CODEC_PNG, FullImageRecord]
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_pillow_bomb_guard_is_a_one_line_error(palette: np.ndarray) -> None:
+    """A record that honestly claims 20000 x 10000 (a caller raised the limits): Pillow's own
+    decompression-bomb guard (an Exception, not an OSError) is reported as one line."""
+    ihdr = struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)
+    data = (
+        classical.PNG_SIGNATURE
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\0"))
+        + _chunk(b"IEND", b"")
+    )
+    header = ClassicalImageHeader(FP, 20000, 10000, "RGB", CODEC_PNG, len(data))
+    with pytest.raises(PayloadError, match="does not decode") as caught:
+        decode_classical(ClassicalImageRecord(header, data, 0), palette, 0)
+    assert "\n" not in str(caught.value)

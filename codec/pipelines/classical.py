@@ -241,7 +241,15 @@ def decode_classical(record: ClassicalImageRecord, palette: np.ndarray, index: i
             rgb = np.asarray(opened.convert("RGB"))
     except PayloadError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        struct.error,
+        zlib.error,
+        Image.DecompressionBombError,
+    ) as exc:
         raise _bad(where, f"does not decode ({type(exc).__name__}: {exc})") from None
     colours = _keys(palette_rgb(palette))
     order = np.argsort(colours, kind="stable")
