@@ -224,6 +224,28 @@ def _check_webp(header: ClassicalImageHeader, data: bytes, where: str) -> None:
         raise _bad(where, "is a WebP that says it uses alpha")
 
 
+MAP_CHUNK = 1 << 18
+"""Pixels mapped per step: the int64 keys of a chunk (2 MB), not of the whole image."""
+
+
+def _rgb_to_tokens(flat: np.ndarray, palette: np.ndarray, where: str, width: int) -> np.ndarray:
+    """Each pixel's token (the palette colour it is), in chunks; a pixel that is no palette
+    colour is refused with its position."""
+    colours = _keys(palette_rgb(palette))
+    order = np.argsort(colours, kind="stable")
+    table = colours[order]
+    tokens = np.empty(len(flat), dtype=np.uint16)
+    for start in range(0, len(flat), MAP_CHUNK):
+        keys = _keys(flat[start : start + MAP_CHUNK])
+        at = np.minimum(np.searchsorted(table, keys), PALETTE_SIZE - 1)
+        wrong = table[at] != keys
+        if wrong.any():
+            y, x = divmod(start + int(np.argmax(wrong)), width)
+            raise _bad(where, f"has a pixel at ({x}, {y}) that is not a palette colour")
+        tokens[start : start + len(keys)] = order[at]
+    return tokens
+
+
 def decode_classical(record: ClassicalImageRecord, palette: np.ndarray, index: int) -> FullImage:
     """The palette image of a kind-5 record: file checks, Pillow, RGB to tokens, token
     check. Every failure is one line naming the record."""
@@ -251,16 +273,7 @@ def decode_classical(record: ClassicalImageRecord, palette: np.ndarray, index: i
         Image.DecompressionBombError,
     ) as exc:
         raise _bad(where, f"does not decode ({type(exc).__name__}: {exc})") from None
-    colours = _keys(palette_rgb(palette))
-    order = np.argsort(colours, kind="stable")
-    keys = _keys(rgb)
-    at = np.minimum(np.searchsorted(colours[order], keys), PALETTE_SIZE - 1)
-    wrong = colours[order][at] != keys
-    if wrong.any():
-        first = int(np.argmax(wrong))
-        y, x = divmod(first, header.width)
-        raise _bad(where, f"has a pixel at ({x}, {y}) that is not a palette colour")
-    tokens = order[at].astype(np.uint16)
+    tokens = _rgb_to_tokens(rgb.reshape(-1, 3), palette, where, header.width)
     if token_check(tokens, header) != record.token_check:  # type: ignore[arg-type]
         raise TokenChecksumError(
             f"record {index}: the decoded tokens fail the record's token check: the record "
