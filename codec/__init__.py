@@ -1,12 +1,14 @@
-"""igpt-codec: lossless coding of ImageGPT's N x N palette-token thumbnails.
+"""igpt-codec: lossless coding of ImageGPT palette images.
 
-An image is resized to N x N (N <= 32) and quantized to ImageGPT's 512 colours;
-that thumbnail is coded losslessly under an ImageGPT model's predictions. The
-original photo is not stored (only its size and mode).
+Which mode: by default an image is resized to N x N (N <= 32) and quantized to
+ImageGPT's 512 colours, and that thumbnail comes back token for token. With
+full=True the photo keeps its size, every pixel mapped to the 512 colours, and
+that palette image comes back pixel for pixel. Neither is the original photo,
+which is not stored (only its size and mode).
 
-    import codec
-    data = codec.compress("photo.jpg", size=32)     # bytes: one IGP stream
-    images = codec.decompress(data)                  # [codec.DecodedImage]
+    import igpt_codec
+    data = igpt_codec.compress("photo.jpg", size=32)  # bytes: one IGP stream
+    images = igpt_codec.decompress(data)              # [igpt_codec.DecodedImage]
     images[0].image.save("thumb.png")
 
 `compress` takes a path, image-file bytes, a binary file object, a PIL image, a
