@@ -370,3 +370,20 @@ def test_dev_stdout_redirected_to_a_file_is_written_through(work: Path) -> None:
     assert os.path.islink("/dev/stdout")
     with Image.open(work / "out.png") as image:
         assert image.size == (4, 4)
+
+
+@pytest.mark.parametrize(
+    "photo",
+    ["p.png", "p", ".png", "a.b.c.jpg", "x.igpt.png", "x.igpt", "img_000.igpt.png", "ü.JPEG"],
+)
+def test_no_made_up_name_is_the_photo_or_a_stored_name(photo: str) -> None:
+    """The naming rule, for any photo name: `photo.igpt` (compress's default) decodes to
+    names that are never `photo`, numbered or not, and a stored name never comes back as
+    itself."""
+    from igpt_codec.cli.decompress import OutputNames
+
+    for several in (False, True):
+        for output in (None, "out/"):
+            names = OutputNames.plan(f"{photo}.igpt", output, several)
+            made = [names.target(i) for i in range(3)] + [names.target(3, photo)]
+            assert all(p.name != photo and p.name.endswith(".igpt.png") for p in made), made
