@@ -387,3 +387,18 @@ def test_no_made_up_name_is_the_photo_or_a_stored_name(photo: str) -> None:
             names = OutputNames.plan(f"{photo}.igpt", output, several)
             made = [names.target(i) for i in range(3)] + [names.target(3, photo)]
             assert all(p.name != photo and p.name.endswith(".igpt.png") for p in made), made
+
+
+def test_progress_without_a_total_gives_the_rate() -> None:
+    """Decompressing from a pipe, the total is unknown: the bar says the rate and the time
+    (before: "decompressing 6144 tokens" alone). From a file the total is read first."""
+    from igpt_codec.cli.common import ProgressBar
+    from igpt_codec.cli.decompress import _stream_tokens
+
+    stream = io.StringIO()
+    bar = ProgressBar("decompressing", enabled=True, stream=stream, delay=0)
+    bar(6144, None)
+    assert "6144 tokens," in stream.getvalue() and "tokens/s" in stream.getvalue()
+    golden = REPO / "tests" / "golden"
+    assert _stream_tokens(str(golden / "tiny_one_24.igpt")) == 24 * 24
+    assert _stream_tokens(str(golden / "concatenated" / "two_streams.igpt")) == 24 * 24 + 32 * 32

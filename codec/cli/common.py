@@ -153,8 +153,9 @@ class ProgressBar:
                 f"{self._label} [{bar:<{self.WIDTH}}] {fraction:4.0%} "
                 f"{done}/{total} tokens, {left:.0f}s left"
             )
-        else:
-            text = f"{self._label} {done} tokens"
+        else:  # a pipe: no total to count down to, so say the rate
+            rate = done / elapsed if elapsed > 0 else 0.0
+            text = f"{self._label} {done} tokens, {rate:.0f} tokens/s, {elapsed:.0f}s"
         self._stream.write(f"\r{text}\x1b[K")
         self._stream.flush()
 
