@@ -132,6 +132,10 @@ class ProgressBar:
         self._drawn_at = 0.0
         self._drawn = False
 
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
     @classmethod
     def for_stderr(cls, label: str, quiet: bool) -> ProgressBar:
         return cls(label, enabled=not quiet and sys.stderr.isatty())

@@ -304,8 +304,8 @@ class _Decoder:
 
         name = label(input_name)
         sink = self.stdout is not None or self.special is not None
-        total = None if self.quiet else _stream_tokens(input_name)
         bar = ProgressBar.for_stderr("decompressing", self.quiet)
+        total = _stream_tokens(input_name) if bar.enabled else None  # read only for the bar
         kinds = Kinds()
         targets: list[Path] = []
         try:
