@@ -54,9 +54,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-PROFILES = ("exact", "float", "full")
+PROFILES = ("exact", "float", "full", "synthetic")
 """exact and float: 32x32 thumbnails under each profile's bundle; full: a full-resolution
-crop of each photo (FULL_CROP, coding 2: adaptive context mixing) under the exact bundle."""
+crop of each photo (FULL_CROP, coding 2: adaptive context mixing) under the exact bundle;
+synthetic: bench/synthetic.py's images at full resolution (most kept as PNG/WebP files,
+record kinds 5 and 6, decoded by Pillow), the photos ignored."""
 SIDE = 32
 FULL_CROP = (96, 64)
 """Width and height of the full-resolution crops (the photo's centre): 6 windows, so
@@ -231,7 +233,7 @@ def prepare_bundles(
     work: Path, profiles: Sequence[str], log: Any, float_parent: Path = FLOAT_PARENT
 ) -> dict[str, str]:
     """Each profile's bundle under work/bundles; returns their fingerprints."""
-    from igpt_codec.runtime.bundle import load_bundle
+    from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 
     fingerprints = {}
     for profile in profiles:
@@ -240,8 +242,8 @@ def prepare_bundles(
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        if profile in ("exact", "full"):
-            shutil.copytree(REPO / "codec" / "models" / "default", target)
+        if profile in ("exact", "full", "synthetic"):
+            shutil.copytree(DEFAULT_BUNDLE_DIR, target)  # the snapshot has no codec/
         else:
             export_float_bundle(target, float_parent)
         bundle = load_bundle(target)
@@ -268,9 +270,18 @@ def encode_profile(work: Path, profile: str, photos: Sequence[Path], log: Any) -
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    full = profile == "full"
-    loaded = [load_image(path) for path in photos]
-    if full:
+    full = profile in ("full", "synthetic")
+    if profile == "synthetic":
+        from PIL import Image
+
+        from bench.synthetic import synthetic_images
+
+        pictures = synthetic_images()
+        photos = [Path("synthetic") / name for name, _ in pictures]
+        loaded = [load_image(Image.fromarray(rgb)) for _, rgb in pictures]
+    else:
+        loaded = [load_image(path) for path in photos]
+    if profile == "full":
         loaded = [load_image(centre_crop(item.rgb, FULL_CROP)) for item in loaded]
     tokens = [
         item.tokens.astype(np.uint16).reshape(-1)
@@ -292,7 +303,7 @@ def encode_profile(work: Path, profile: str, photos: Sequence[Path], log: Any) -
         "bundle_profile": bundle.profile,
         "fingerprint": bundle.fingerprint.hex(),
         "side": None if full else SIDE,
-        "full_crop": FULL_CROP if full else None,
+        "full_crop": FULL_CROP if profile == "full" else None,
         "files": names,
         "photos": [label(path) for path in photos],
         "bytes": sizes,
