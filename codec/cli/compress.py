@@ -34,7 +34,7 @@ def compress_summary(target: str, summary: CompressSummary, side: int | None) ->
     if side is None:
         return (
             f"{target}: {plural(summary.images, 'image')} coded at full resolution, "
-            f"{plural(summary.tokens, 'token')} (one per pixel), {summary.stream_bytes} bytes: "
+            f"{plural(summary.tokens, 'pixel')} (one token each), {summary.stream_bytes} bytes: "
             f"{summary.bits_per_token:.3f} bits/token (file), ratio {summary.ratio:.2f}:1 to "
             f"24-bit RGB of the palette image; payload {summary.payload_bits_per_token:.3f}, "
             f"model ideal {summary.ideal_bits_per_token:.3f} bits/token"
