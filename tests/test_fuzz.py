@@ -9,7 +9,9 @@ crashing, hanging, memory-hungry and dying reader and check that each is counted
 from __future__ import annotations
 
 import os
+import random
 import time
+import tracemalloc
 
 import pytest
 
@@ -142,3 +144,29 @@ def test_worker_watchdog_counts_hang_memory_crash_and_death() -> None:
     assert report.failures == 4
     assert report.worker_starts == 3  # restarted after the hang and after the death
     assert sum(report.counts.values()) == 6
+
+
+def test_forged_full_layouts_are_refused_or_decoded_within_the_work_budget(
+    ctx: fuzz.Context,
+) -> None:
+    """Issue 26: forged windows per segment, context rows, width and height (segments
+    and token checks made to match) must give a one-line error or the all-zero image,
+    each case within about the work budget, never a hang or a blow-up."""
+    rng = random.Random(26)
+    outcomes: dict[str, int] = {}
+    base = ctx.full[0]
+    header, frames, _ = base.layout
+    started = time.monotonic()
+    tracemalloc.start()
+    for index in range(60):
+        forgery = fuzz._e_full_layout(rng, header, frames, ctx)
+        data = fuzz.build_stream(forgery.header, forgery.frames)
+        case = fuzz.Case(index, "recrc", "full_layout", base.name, data, forgery.expect, work=True)
+        case_started = time.monotonic()
+        result = fuzz.classify(ctx, case, fuzz.MEMORY_BOUND)
+        assert result["outcome"] in forgery.expect, (result, fuzz.parse_stream(data)[1][:1])
+        assert time.monotonic() - case_started < 10
+        outcomes[result["outcome"]] = outcomes.get(result["outcome"], 0) + 1
+    tracemalloc.stop()
+    assert outcomes.get("clean_error", 0) > 10 and outcomes.get("forged_valid", 0) > 3, outcomes
+    assert time.monotonic() - started < 120

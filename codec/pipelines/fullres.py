@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import numpy as np
@@ -36,9 +36,11 @@ from igpt_codec.format.container import SegmentCheck
 from igpt_codec.format.errors import PayloadError, TokenChecksumError
 from igpt_codec.format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
 from igpt_codec.format.tiling import Band, Tiling, fill_padding
+from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK
 from igpt_codec.pipelines.types import FullImage
 from igpt_codec.runtime.contract import SOS
 from igpt_codec.runtime.exact_runner import ExactTokenModel
+from igpt_codec.runtime.kv_cache import stacked
 
 CONTEXT_ROWS = 4
 """Rows above each band fed but not coded. Chosen by measurement (docs/full-resolution.md):
@@ -278,7 +280,7 @@ def decode_full(
             reader.finish()
 
     try:
-        _run_parallel(chain, range(len(groups)), workers)
+        _run_parallel(chain, range(len(groups)), workers, cancel)
     finally:
         cancel.set()
     return FullImage(image, header.mode, record.name)
@@ -326,19 +328,37 @@ class _Progress:
                 self._callback(self._done, self._total)
 
 
-def _run_parallel(function: Callable[[int], _T], items: range, workers: int) -> list[_T]:
+def _run_parallel(
+    function: Callable[[int], _T],
+    items: range,
+    workers: int,
+    cancel: threading.Event | None = None,
+) -> list[_T]:
     """function(i) for every i, in `workers` threads (in this thread when 1); results in
-    order. The first exception cancels what has not started and is raised here."""
+    order. The first exception in any thread, or a signal's (KeyboardInterrupt, or what a
+    handler raises), sets `cancel` at once, before the pool is left: leaving a ThreadPoolExecutor
+    block waits for every running chain, so the workers must see the event first (they
+    test it between cells and return). Then what has not started is dropped, and the
+    exception is raised here."""
     if workers <= 1 or len(items) <= 1:
         return [function(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        futures = [pool.submit(function, i) for i in items]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
+    futures = [pool.submit(function, i) for i in items]
+    try:
+        # Wait for the first failure, not for the futures in order: chain 0 may run for
+        # minutes after chain 1 has failed.
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            future.result()  # raises the failure, if any, without waiting for the others
+        return [future.result() for future in futures]
+    except BaseException:
+        if cancel is not None:
+            cancel.set()
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode_band(
@@ -365,12 +385,18 @@ def _decode_band(
     # The windows that code each column (all but the narrow last column's padding).
     live_by_col = [[w for w in range(batch) if col < real[w]] for col in range(width)]
     narrow = [w for w in range(batch) if real[w] < width]
-    # The known rows (and SOS) in one call: its last table is the first coded cell's.
+    # The known rows (and SOS) fed at once, KNOWN_ROWS_CHUNK windows per call (a call's
+    # memory grows with its batch): each call's last table is its first coded cell's.
     ids = np.concatenate([np.full((batch, 1), SOS), cells[:, :first]], axis=1)
-    pos = np.broadcast_to(positions[: first + 1], ids.shape)
-    freqs, state = model.run(ids, pos, model.start(batch))
-    stepper = model.stepper(state)
-    tables = freqs[:, -1]
+    pos = positions[: first + 1]
+    parts = []
+    for start in range(0, batch, KNOWN_ROWS_CHUNK):
+        chunk = ids[start : start + KNOWN_ROWS_CHUNK]
+        freqs, state = model.run(chunk, np.broadcast_to(pos, chunk.shape), model.start(len(chunk)))
+        parts.append((freqs[:, -1], state))
+    tables = np.concatenate([table for table, _ in parts])
+    stepper = model.stepper(parts[0][1] if len(parts) == 1 else stacked([s for _, s in parts]))
+    del parts
     for cell in range(first, n_cells):
         if cancel is not None and cancel.is_set():
             return None

@@ -1,54 +1,220 @@
 """What a stream may ask of the decoder (DecodeLimits), and the budget that charges
-each record against it before any model work on it.
+each record against it from its header, before any model work or allocation for it.
 
-A record costs the model one step per token whatever its size in bytes (an empty
-payload decodes to a whole image), so the limits bound work, not bytes.
+Why work and not bytes: a record costs the model one step per token whatever its size
+(an empty payload decodes to a whole image), and a full-resolution header chooses what
+each token costs: windows per segment set the decoder's batch (a step of 1 window costs
+about 3.7x a 32-window step per token), context rows are cells fed but not coded. So a
+full-resolution image is charged *work*, model cells fed weighted by the batch overhead
+(`full_image_work`), and the header's layout fields are held to what this codec's
+encoder writes unless the caller opts in. docs/hardening.md has the measured costs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
 
 from igpt_codec.format.errors import DecodeLimitError
 from igpt_codec.format.records import FullImageHeader, RecordHeader
+
+ENV_MAX_PIXELS = "IGPT_CODEC_MAX_PIXELS"
+"""Environment variable read for DecodeLimits.max_pixels's default (scripts, servers)."""
+ENV_MAX_WORK = "IGPT_CODEC_MAX_WORK"
+"""Environment variable read for DecodeLimits.max_work's default."""
+ENV_MAX_MEMORY = "IGPT_CODEC_MAX_MEMORY"
+"""Environment variable read for DecodeLimits.max_memory's default (bytes)."""
+
+DEFAULT_MAX_PIXELS = 1 << 24
+"""16.8 MP per full-resolution image (4096 x 4096): about 35 CPU-minutes of decoding."""
+DEFAULT_MAX_WORK = 1 << 24
+"""Work units per stream (`full_image_work`); an honest photo costs about 1.1-1.3 units
+per pixel, so this admits a 13 MP photo, and bounds the worst forged layout to the
+figure docs/hardening.md measures."""
+DEFAULT_MAX_MEMORY = 1 << 31
+"""Estimated peak bytes of one full-resolution decode (`full_image_memory`): 2 GiB."""
+
+ENCODER_SEGMENT_WINDOWS = 32
+"""Most windows per segment this codec's encoder writes (fullres.SEGMENT_WINDOWS)."""
+ENCODER_CONTEXT_ROWS = 4
+"""Most context rows this codec's encoder writes (fullres.CONTEXT_ROWS)."""
+
+STEP_OVERHEAD = 3
+"""A decoder step's fixed cost, in windows: a step of a group costs about (3 + windows)
+cells' work. Measured per token, 418 us at 1 window against 147-193 us at 16-32 (issue
+26: 559 and 150); per work unit 72-117 us across every layout tried (docs/hardening.md)."""
+
+KNOWN_ROWS_CHUNK = 1
+"""Windows per call when the decoder feeds a band's known rows (their caches are stacked
+after). One call for the whole group made the decode's peak memory grow with the group:
+measured peak RSS of a 2048 x 64 decode at 32 windows per segment, 680 MB with one call,
+265 MB one window at a time, at the same CPU per token (docs/hardening.md)."""
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class DecodeLimits:
     """Work a stream may ask of the decoder, as zstd bounds its window.
 
-    A record costs the model one step per token whatever its size in bytes (an empty
-    payload decodes to a whole image), so a server that decodes untrusted streams sets
-    these. The defaults are far above any honest single file (65,536 images of 32x32)
-    and still bound a hostile one to about three hours of one core.
+    A server that decodes untrusted streams sets these; the defaults admit any file this
+    codec's encoder writes up to about 13 MP and bound a hostile one to the figures in
+    docs/hardening.md (CPU time and peak memory). max_pixels, max_work and max_memory
+    default to the environment variables IGPT_CODEC_MAX_PIXELS, IGPT_CODEC_MAX_WORK and
+    IGPT_CODEC_MAX_MEMORY when set.
+
+    - max_images, max_tokens: records and tokens per stream (thumbnails and full images).
+    - max_pixels: width x height of one full-resolution image.
+    - max_work: full-resolution work per stream (full_image_work: model cells fed,
+      weighted by the decoder's per-step overhead).
+    - max_memory: estimated peak bytes of one full-resolution decode (full_image_memory);
+      the decoder runs fewer worker threads when that fits, and refuses when one does not.
+    - max_segment_windows, max_context_rows: the layout fields a header may give; the
+      defaults are what this codec's encoder writes, the format allows 255 and 24.
     """
 
     max_images: int = 1 << 16
     max_tokens: int = 1 << 26
+    max_pixels: int = field(default_factory=lambda: _env_int(ENV_MAX_PIXELS, DEFAULT_MAX_PIXELS))
+    max_work: int = field(default_factory=lambda: _env_int(ENV_MAX_WORK, DEFAULT_MAX_WORK))
+    max_memory: int = field(default_factory=lambda: _env_int(ENV_MAX_MEMORY, DEFAULT_MAX_MEMORY))
+    max_segment_windows: int = ENCODER_SEGMENT_WINDOWS
+    max_context_rows: int = ENCODER_CONTEXT_ROWS
+
+
+def full_image_work(header: FullImageHeader) -> int:
+    """Work units of decoding one full-resolution image, from its header alone.
+
+    Every band feeds each of its windows rows x window_width cells (context, coded and
+    padding alike), one step per cell for a whole group, and a step costs about
+    STEP_OVERHEAD windows more than its windows: work = bands x rows x window_width x
+    (windows + STEP_OVERHEAD x groups). Computed without listing the bands (a header may
+    ask for 65,535 of them).
+    """
+    tiling = header.tiling
+    rows, width = tiling.window_height, tiling.window_width
+    columns = math.ceil(header.width / width)
+    groups = math.ceil(columns / header.segment_windows)
+    return (
+        _band_count(header.height, rows, header.context_rows)
+        * rows
+        * width
+        * (columns + STEP_OVERHEAD * groups)
+    )
+
+
+def _band_count(height: int, rows: int, context: int) -> int:
+    """len(Tiling.bands()): the first band codes `rows` rows, each later one rows - context
+    (the last one, moved up to the bottom edge, fewer)."""
+    if height <= rows:
+        return 1
+    return 1 + math.ceil((height - rows) / (rows - context))
+
+
+def full_image_memory(header: FullImageHeader, cache_bytes_per_cell: int, workers: int) -> int:
+    """Estimated peak bytes of decoding one full-resolution image with `workers` threads.
+
+    The image (uint16) and, per worker, its group's windows: each window's KV cache
+    (cache_bytes_per_cell x its cells, rounded up to the cache's chunks, twice for the
+    copy made when it grows), its cells and tables (int64), and the adaptive mixer's
+    count tables (3 levels of 16 MB). The known-rows call is cut into KNOWN_ROWS_CHUNK
+    windows, whose cost the cache term already covers. Measured with the default model
+    (2,304 cache bytes per cell): 118 MB peak RSS at 1 window, 265 MB at 32, about 4.7 MB
+    per window, which the cache term (2 x 2.4 MB) matches; the rest is the process.
+    """
+    tiling = header.tiling
+    cells = tiling.window_height * tiling.window_width
+    windows = min(header.segment_windows, math.ceil(header.width / tiling.window_width))
+    per_window = 2 * cache_bytes_per_cell * (cells + 64) + 8 * cells + 4 * 513 * 8
+    per_worker = windows * per_window + 3 * (16 << 20)
+    return 2 * header.width * header.height + workers * per_worker
 
 
 class Budget:
-    """Images and tokens of one stream, charged against DecodeLimits record by record.
-
-    `charge` is called exactly once per record, from its header, before any model work
-    on it; it raises DecodeLimitError naming the record and the limit to raise.
-    """
+    """Images, tokens and work of one stream, charged against DecodeLimits from each
+    record's header, exactly once per record, before any model work or allocation for it.
+    Raises DecodeLimitError naming the record, what it asks and the limit to raise."""
 
     def __init__(self, limits: DecodeLimits) -> None:
         self.limits = limits
         self.images = 0
         self.tokens = 0
+        self.work = 0
 
     def charge(self, header: RecordHeader | FullImageHeader, index: int) -> None:
+        limits = self.limits
         self.images += 1
         self.tokens += header.token_count
-        if self.images > self.limits.max_images:
+        if self.images > limits.max_images:
             raise DecodeLimitError(
-                f"record {index}: the stream holds more than {self.limits.max_images} images "
+                f"record {index}: the stream holds more than {limits.max_images} images "
                 "(the decoder's limit; raise DecodeLimits.max_images to decode it)"
             )
-        if self.tokens > self.limits.max_tokens:
+        if self.tokens > limits.max_tokens:
             raise DecodeLimitError(
-                f"record {index}: the stream holds more than {self.limits.max_tokens} tokens "
+                f"record {index}: the stream holds more than {limits.max_tokens} tokens "
                 "(the decoder's limit; raise DecodeLimits.max_tokens to decode it)"
             )
+        if isinstance(header, FullImageHeader):
+            self._charge_full(header, index)
+
+    def _charge_full(self, header: FullImageHeader, index: int) -> None:
+        limits = self.limits
+        size = f"record {index}: a {header.width}x{header.height} image"
+        if header.segment_windows > limits.max_segment_windows:
+            raise DecodeLimitError(
+                f"{size} asks for {header.segment_windows} windows per segment; this codec "
+                f"writes at most {limits.max_segment_windows} (raise "
+                "DecodeLimits.max_segment_windows to decode it)"
+            )
+        if header.context_rows > limits.max_context_rows:
+            raise DecodeLimitError(
+                f"{size} asks for {header.context_rows} context rows; this codec writes at "
+                f"most {limits.max_context_rows} (raise DecodeLimits.max_context_rows to "
+                "decode it)"
+            )
+        if header.token_count > limits.max_pixels:
+            raise DecodeLimitError(
+                f"{size} has {header.token_count} pixels, more than the decoder's limit of "
+                f"{limits.max_pixels} (raise DecodeLimits.max_pixels or {ENV_MAX_PIXELS})"
+            )
+        self.work += full_image_work(header)
+        if self.work > limits.max_work:
+            raise DecodeLimitError(
+                f"{size} brings the stream's decoding work to {self.work} units, more than "
+                f"the decoder's limit of {limits.max_work} (raise DecodeLimits.max_work or "
+                f"{ENV_MAX_WORK})"
+            )
+
+
+def workers_within(
+    header: FullImageHeader,
+    cache_bytes_per_cell: int,
+    workers: int,
+    limits: DecodeLimits,
+    index: int,
+) -> int:
+    """The most worker threads, up to `workers`, whose estimated peak memory fits
+    limits.max_memory; DecodeLimitError naming the image's size when one does not fit."""
+    for count in range(max(1, workers), 0, -1):
+        if full_image_memory(header, cache_bytes_per_cell, count) <= limits.max_memory:
+            return count
+    need = full_image_memory(header, cache_bytes_per_cell, 1)
+    raise DecodeLimitError(
+        f"record {index}: a {header.width}x{header.height} image with "
+        f"{header.segment_windows} windows per segment needs about {need >> 20} MiB to "
+        f"decode, more than the decoder's limit of {limits.max_memory >> 20} MiB (raise "
+        f"DecodeLimits.max_memory or {ENV_MAX_MEMORY})"
+    )

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from igpt_codec.core.errors import BundleError
 from igpt_codec.core.palette import MAX_SIDE, PALETTE_SIZE
 from igpt_codec.format.classical import ClassicalImageRecord
-from igpt_codec.format.errors import InvalidFieldError, ModelMismatchError
+from igpt_codec.format.errors import DecodeLimitError, InvalidFieldError, ModelMismatchError
 from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord, Record
 from igpt_codec.pipelines.classical import decode_classical, keep_smaller
 from igpt_codec.pipelines.fullres import decode_full, encode_full, grid_of, make_header
-from igpt_codec.pipelines.limits import Budget, DecodeLimits
+from igpt_codec.pipelines.limits import Budget, DecodeLimits, workers_within
 from igpt_codec.pipelines.thumbnail import (
     check_side,
     check_tokens,
@@ -229,7 +230,7 @@ def decode(
             if not admitted_upfront:
                 for index, record in zip(indices, batch, strict=True):
                     _admit(record, index, bundle, budget)
-            decoded = _decode_group(models, indices, batch, counter, threads)
+            decoded = _decode_group(models, indices, batch, counter, threads, budget.limits)
             yield from zip(indices, decoded, strict=True)
 
     return _in_order(run())
@@ -241,6 +242,7 @@ def _decode_group(
     batch: list[AnyRecord],
     counter: TokenCounter,
     threads: int | None,
+    limits: DecodeLimits,
 ) -> list[TokenImage] | list[FullImage]:
     """One planned group: a full-resolution image, or a batch of same-side thumbnails."""
     first = batch[0]
@@ -249,8 +251,7 @@ def _decode_group(
         counter.advance(first.header.token_count)
         return [decoded]
     if isinstance(first, FullImageRecord):
-        workers = full_workers(threads)
-        return [_decode_full(models.full(), indices[0], first, counter, workers)]
+        return [_decode_full(models, indices[0], first, counter, threads, limits)]
     thumbnails = [record for record in batch if isinstance(record, Record)]
     return decode_batch(models.thumbnail(), models.bundle, indices, thumbnails, counter)
 
@@ -357,13 +358,36 @@ def _encode_full(
 
 
 def _decode_full(
-    model: ExactTokenModel, index: int, record: FullImageRecord, counter: TokenCounter, workers: int
+    models: _Models,
+    index: int,
+    record: FullImageRecord,
+    counter: TokenCounter,
+    threads: int | None,
+    limits: DecodeLimits,
 ) -> FullImage:
+    """One full-resolution image, with as many worker threads as its estimated memory
+    allows; running out of memory anyway is reported as the image's size, not as a fault
+    of the model."""
+    header = record.header
+    bundle = models.bundle
+    cache_bytes = 2 * 4 * bundle.n_layer * bundle.n_head * bundle.head_dim  # float32 K and V
+    chains = len(header.tiling.segments())
+    workers = workers_within(header, cache_bytes, min(full_workers(threads), chains), limits, index)
     start = counter.done
-    return decode_full(
-        model,
-        record,
-        index,
-        progress=lambda done, _total: counter.advance_to(start + done),
-        workers=workers,
-    )
+    try:
+        return decode_full(
+            models.full(),
+            record,
+            index,
+            progress=lambda done, _total: counter.advance_to(start + done),
+            workers=workers,
+        )
+    except (MemoryError, BundleError) as exc:
+        if isinstance(exc, BundleError) and "alloc" not in str(exc).lower():
+            raise
+        raise DecodeLimitError(
+            f"record {index}: a {header.width}x{header.height} image with "
+            f"{header.segment_windows} windows per segment and {header.context_rows} context "
+            f"rows needs more memory than this machine gave the decoder ({workers} worker "
+            "threads); decode it with fewer threads or more memory"
+        ) from None

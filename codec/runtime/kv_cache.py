@@ -116,3 +116,19 @@ class KVState:
     cache: KVCache = field(repr=False)
     batch: int
     length: int
+
+
+def stacked(states: list[KVState]) -> KVState:
+    """One state holding the sequences of `states` (all of one length), in order.
+
+    Why: a caller may feed a large batch's prefix in several smaller calls (their memory
+    grows with the batch) and step the whole batch from one cache afterwards; the exact
+    graph's numbers do not depend on how the batch was cut.
+    """
+    length = states[0].length
+    if any(state.length != length for state in states):
+        raise ValueError("states to stack must all have the same length")
+    keys = np.concatenate([state.cache.all_keys for state in states], axis=1)
+    values = np.concatenate([state.cache.all_values for state in states], axis=1)
+    cache = KVCache(keys, values, length)
+    return KVState(cache, sum(state.batch for state in states), length)

@@ -87,6 +87,9 @@ HARD_RSS_CAP = 1 << 30
 TOKEN_BUDGET = 256
 """A stream asking for more tokens goes to the pipeline with DecodeLimits(max_tokens=this)."""
 IMAGE_BUDGET = 64
+WORK_BUDGET = 8192
+"""Work units (igpt_codec.pipelines.limits.full_image_work) a forged full-resolution layout
+may cost a case: about a second of one core at most (docs/hardening.md)."""
 CORPUS_SEED = 20261202
 
 # --- the documented layout, version 2 ----------------------------------------------------
@@ -303,6 +306,7 @@ class Case:
     api: str = "decompress"
     limits: tuple[int, int] | None = None
     chunks: int = 0  # seed of the pipe's read sizes
+    work: bool = False  # decoded under WORK_BUDGET (Forgery.work)
 
 
 @dataclass
@@ -314,6 +318,9 @@ class Forgery:
     expect: frozenset[str]
     limits: tuple[int, int] | None = None
     final: bool = True
+    work: bool = False
+    """Decode under DecodeLimits(max_work=WORK_BUDGET) and the default layout and pixel
+    limits, not the TOKEN_BUDGET cap: a forged full-resolution layout."""
 
 
 CLEAN = frozenset({"clean_error"})
@@ -814,6 +821,82 @@ def _e_full_chain(rng: random.Random, header: bytes, frames: list[Frame], ctx: C
     return Forgery(header, frames, CLEAN)
 
 
+def _zero_segments(
+    fingerprint: bytes, head: int, body: bytes, layout: tuple[int, int, int, int, int, bool]
+) -> list[Frame]:
+    """The segment records of an all-zero image under a kind-3 header, from SPEC.md
+    ("Layout", "Kind 4"): empty payloads (they decode to token 0) and the token check of
+    each segment's count of zeros, so the container and the token checks accept them."""
+    width, height, grid, context, windows, chain = layout
+    w, h = min(grid, width), min(grid, height)
+    reals = [min(w, width - x) for x in range(0, width, w)]
+    groups = [reals[i : i + windows] for i in range(0, len(reals), windows)]
+    coded = [h]  # coded rows of each band
+    start = h
+    while start < height:
+        top = min(start - context, height - h)
+        coded.append(h - (start - top))
+        start = top + h
+    counts = [0] * (len(groups) if chain else len(coded) * len(groups))
+    for band, rows in enumerate(coded):
+        for group, real in enumerate(groups):
+            counts[group if chain else band * len(groups) + group] += rows * sum(real)
+    seg_head = 4 | head & 0x30
+    frames = []
+    for index, count in enumerate(counts):
+        crc = zlib.crc32(bytes([seg_head]) + fingerprint + body + encode_varint(index))
+        check = zlib.crc32(bytes(2 * count), crc) & 0xFFFF
+        frames.append(Frame(seg_head, struct.pack("<H", check)))
+    return frames
+
+
+def _e_full_layout(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
+    """A full-resolution image replaced by a valid all-zero one whose header forges the
+    layout (windows per segment 1..255, context rows 0..24, width and height up to 65535,
+    the CHAIN bit), segments and token checks made to match (SPEC.md): the decoder must
+    refuse it from the header (limits: layout, pixels, work, memory) or decode it to zeros
+    within the work budget, never run past it."""
+    frames = list(frames)
+    i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK == 3])
+    end = i + 1
+    while end < len(frames) and frames[end].head & KIND_MASK == 4:
+        end += 1
+    small = rng.random() < 0.7
+    top = 300 if small else 0xFFFF
+    width = rng.choice([1, 2, 31, 32, 33, 64, rng.randint(1, top)])
+    height = rng.choice([1, 2, 31, 32, 33, rng.randint(1, top)])
+    if not small:  # most of these must be refused from the header alone
+        width, height = rng.randint(1, 0xFFFF), rng.randint(1, 0xFFFF)
+    grid = 32
+    context = rng.choice([0, 4, rng.randint(0, 24)])
+    windows = rng.choice([1, 2, 32, 33, 255, rng.randint(1, 255)])
+    chain = rng.random() < 0.7
+    segments = _full_segment_count(width, height, grid, context, windows, chain)
+    if segments > 4096:  # the container reads every segment before the decoder's limits
+        width, height = width % 300 + 1, height % 300 + 1
+    layout = (width, height, grid, context, windows, chain)
+    body = (
+        bytes([context | (0x20 if chain else 0)])
+        + encode_varint(width)
+        + encode_varint(height)
+        + bytes([grid, windows])
+    )
+    head = frames[i].head & ~FINAL
+    zeros = _zero_segments(header[-FINGERPRINT_LEN:], head, body, layout)
+    frames[i:end] = [Frame(head, body), *zeros]
+    return Forgery(header, frames, CLEAN_OR_FORGED, work=True)
+
+
+def _full_segment_count(
+    width: int, height: int, grid: int, context: int, windows: int, chain: bool
+) -> int:
+    w, h = min(grid, width), min(grid, height)
+    columns = -(-width // w)
+    groups = -(-columns // windows)
+    bands = 1 if height <= h else 1 + -(-(height - h) // (h - context))
+    return groups if chain else groups * bands
+
+
 def _e_head_byte(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
     """Any other head byte: the same output only if the decoded records are unchanged
     (another unknown skippable kind); a thumbnail's head is in its token check; the
@@ -862,6 +945,7 @@ EDITS: dict[str, tuple[Callable[..., Forgery], float, str]] = {
     "full_bits": (_e_full_bits, 1.5, "full"),
     "full_coding": (_e_full_coding, 0.7, "full"),
     "full_chain": (_e_full_chain, 0.5, "full"),
+    "full_layout": (_e_full_layout, 1.5, "full"),
 }
 RECRC_ONLY = {"limits", "many"}
 
@@ -921,7 +1005,19 @@ def make_case(ctx: Context, seed: int, index: int, weights: dict[str, float]) ->
     recomputed = build_stream(forgery.header, forgery.frames, final=forgery.final)
     if family == "field" and data == recomputed:
         expect = forgery.expect  # stale CRCs that are still right (the edit kept them)
-    return Case(index, family, name, base.name, data, expect, reader, api, forgery.limits, chunks)
+    return Case(
+        index,
+        family,
+        name,
+        base.name,
+        data,
+        expect,
+        reader,
+        api,
+        forgery.limits,
+        chunks,
+        forgery.work,
+    )
 
 
 # --- running one case ------------------------------------------------------------------------
@@ -960,6 +1056,13 @@ def decode_full(case: Case, records: list[Any], bundle: Any) -> Output:
     """Layer (b): the full decode, through the API where it takes the stream as it is."""
     from igpt_codec.pipelines.stream import DecodeLimits, decode
 
+    if case.work:  # a forged layout: bounded by work and the default layout limits
+        limits = DecodeLimits(max_images=IMAGE_BUDGET, max_work=WORK_BUDGET)
+        items = decode(records, bundle, threads=1, limits=limits)
+        return tuple(
+            _signature(i.tokens, getattr(i, "side", 0), (i.width, i.height), i.mode, i.name)
+            for i in items
+        )
     tokens = sum(record.header.token_count for record in records)
     if case.limits is not None or tokens > TOKEN_BUDGET or len(records) > IMAGE_BUDGET:
         images, max_tokens = case.limits or (IMAGE_BUDGET, TOKEN_BUDGET)
