@@ -434,3 +434,30 @@ def test_pillow_bomb_guard_is_a_one_line_error(palette: np.ndarray) -> None:
     with pytest.raises(PayloadError, match="does not decode") as caught:
         decode_classical(ClassicalImageRecord(header, data, 0), palette, 0)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("codec", [CODEC_PNG, CODEC_WEBP_LOSSLESS])
+def test_every_byte_flip_of_the_file_is_a_clean_error(palette: np.ndarray, codec: int) -> None:
+    """Every single-byte change of an embedded file (its record rebuilt around it, so the
+    frame CRC passes) gives a one-line CodecError or the very same tokens, never anything
+    else: PNG's chunk CRCs, WebP's sizes, Pillow's errors, the palette and token checks."""
+    if codec == CODEC_WEBP_LOSSLESS and not classical.features.check("webp"):
+        pytest.skip("this Pillow has no WebP")
+    tokens = _tokens(6, (12, 10), 5)
+    rgb = grid_to_rgb(tokens, palette)
+    data = _png(rgb, optimize=True) if codec == CODEC_PNG else _webp(rgb)
+    outcomes = set()
+    for at in range(len(data)):
+        for mask in (0x01, 0x80, 0xFF):
+            flipped = bytearray(data)
+            flipped[at] ^= mask
+            record = _record(palette, tokens, codec, bytes(flipped))
+            try:
+                decoded = decode_classical(record, palette, 0)
+            except CodecError as exc:
+                assert "\n" not in str(exc)
+                outcomes.add(type(exc).__name__)
+            else:
+                assert np.array_equal(decoded.tokens, tokens)
+                outcomes.add("same")
+    assert "PayloadError" in outcomes
