@@ -76,11 +76,13 @@ def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
 
 WEBP_FAST, WEBP_BEST = 4, 6
 """WebP lossless efforts: 4 (Pillow's default) is cheap; 6 searches hardest and costs about
-as much time as the model itself on a photo (20 s for 481 x 321 here, 10-100x effort 4)."""
+as much time as the model itself on a photo (8-20 s for 481 x 321 on a shared 2-core
+machine, 4-100x effort 4)."""
 EFFORT_MARGIN = 0.75
 """Effort 6 is tried only when the model's record is above this fraction of the best cheap
-file: on photos the model is 0.55-0.71 of the best classical file (issue 28), and effort 6
-is a few per cent below effort 4 (docs/synthetic.md), never 25%."""
+file: on photos the model is 0.55-0.72 of the best classical file, and effort 6 was
+0.91-1.01 of effort 4 on 20 images (docs/synthetic.md), so skipping it there cannot lose
+the guarantee. Both efforts are kept as candidates: effort 6 is sometimes larger."""
 
 
 def candidates(
