@@ -81,8 +81,9 @@ machine, 4-100x effort 4)."""
 EFFORT_MARGIN = 0.75
 """Effort 6 is tried only when the model's record is above this fraction of the best cheap
 file: on photos the model is 0.55-0.72 of the best classical file, and effort 6 was
-0.91-1.01 of effort 4 on 20 images (docs/synthetic.md), so skipping it there cannot lose
-the guarantee. Both efforts are kept as candidates: effort 6 is sometimes larger."""
+0.91-1.01 of effort 4 on 20 images (docs/synthetic.md): skipping it keeps the guarantee
+unless effort 6 were 25% below effort 4. Both efforts stay candidates (6 is sometimes
+larger)."""
 
 
 def candidates(
