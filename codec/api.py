@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import itertools
 import os
@@ -47,8 +48,10 @@ from PIL import Image
 from igpt_codec.core.files import regular_file_size
 from igpt_codec.core.images import ImageSource, LoadedImage, load_image
 from igpt_codec.core.palette import grid_to_rgb, image_to_tokens, pixels_to_tokens, tokens_to_image
-from igpt_codec.format import CodecError, DecodeLimitError, StreamWriter, iter_records
+from igpt_codec.format import CodecError, DecodeLimitError, StreamWriter
+from igpt_codec.format import iter_records as _iter_records
 from igpt_codec.pipelines.fullres import FullImage
+from igpt_codec.pipelines.limits import check_image_header
 from igpt_codec.pipelines.stream import (
     AnyImage,
     AnyRecord,
@@ -400,7 +403,7 @@ def decompress(
     """
     max_images = (limits or DecodeLimits()).max_images
     records = []
-    with open_records(data) as reader:
+    with open_records(data, limits) as reader:
         for record in reader:
             records.append(record)
             if len(records) > max_images:  # before holding the whole stream in memory
@@ -482,19 +485,25 @@ def iter_decompress(
     (final record, end marker, record count) run when the stream is exhausted;
     consume the iterator to the end before trusting it.
     """
-    with open_records(data) as records:
+    with open_records(data, limits) as records:
         yield from iter_decode(
             records, model=model, threads=threads, progress=progress, limits=limits
         )
 
 
 @contextlib.contextmanager
-def open_records(data: StreamSource) -> Iterator[Iterator[AnyRecord]]:
+def open_records(
+    data: StreamSource, limits: DecodeLimits | None = None
+) -> Iterator[Iterator[AnyRecord]]:
     """The records of a stream given as a path, bytes or binary file object, read lazily.
 
     A path is opened here and closed on exit; a regular file's size bounds every
-    length field before it is read. Raises TypeError for any other kind of input.
+    length field before it is read. `limits` refuse a full-resolution image from its
+    header, before its segment records are read. Raises TypeError for any other kind
+    of input.
     """
+    check = functools.partial(check_image_header, limits=limits or DecodeLimits())
+    iter_records = functools.partial(_iter_records, on_image=check)
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
         yield iter_records(io.BytesIO(raw), length=len(raw))

@@ -371,6 +371,7 @@ def iter_records(
     *,
     length: int | None = None,
     on_stream: Callable[[int, FileHeader], None] | None = None,
+    on_image: Callable[[FullImageHeader], None] | None = None,
 ) -> Iterator[AnyRecord]:
     """Yield the records of a stream, front to back, using only `fileobj.read(n)`.
 
@@ -380,7 +381,9 @@ def iter_records(
     FullImageRecord. Every defect raises a FormatError subclass; the last record is
     checked before it is yielded. Concatenated streams (SPEC.md, "Concatenated
     streams") are read one after the other, each checked on its own; `on_stream(offset,
-    header)` is called as each one's file header is read.
+    header)` is called as each one's file header is read. `on_image(header)` is called
+    as each full-resolution image header is read, before its segment records: a
+    decoder's limits refuse a header there (SPEC.md: the charge happens at the header).
     """
     reader: BinaryIO | _Prepended = fileobj
     offset = 0
@@ -389,7 +392,7 @@ def iter_records(
         header = _read_file_header(src)
         if on_stream is not None:
             on_stream(offset, header)
-        yield from _stream_records(src, header)
+        yield from _stream_records(src, header, on_image)
         if not src.leftover:
             return
         consumed = src.offset - len(src.leftover)
@@ -398,7 +401,11 @@ def iter_records(
         reader = _Prepended.before(src.leftover, reader)
 
 
-def _stream_records(src: _StreamSource, header: FileHeader) -> Iterator[AnyRecord]:
+def _stream_records(
+    src: _StreamSource,
+    header: FileHeader,
+    on_image: Callable[[FullImageHeader], None] | None = None,
+) -> Iterator[AnyRecord]:
     """The records of one stream, after its file header, through its FINAL record."""
     count = 0
     name: str | None = None
@@ -421,6 +428,8 @@ def _stream_records(src: _StreamSource, header: FileHeader) -> Iterator[AnyRecor
         if isinstance(record, FullImageHeader):
             if final:
                 raise InvalidFieldError(f"record {count - 1}: a full-image header ends the stream")
+            if on_image is not None:
+                on_image(record)
             record, final, count = _read_segments(src, record, header.fingerprint, count)
         if isinstance(record, str):
             if name is not None:

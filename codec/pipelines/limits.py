@@ -171,32 +171,50 @@ class Budget:
             self._charge_full(header, index)
 
     def _charge_full(self, header: FullImageHeader, index: int) -> None:
-        limits = self.limits
-        size = f"record {index}: a {header.width}x{header.height} image"
-        if header.segment_windows > limits.max_segment_windows:
-            raise DecodeLimitError(
-                f"{size} asks for {header.segment_windows} windows per segment; this codec "
-                f"writes at most {limits.max_segment_windows} (raise "
-                "DecodeLimits.max_segment_windows to decode it)"
-            )
-        if header.context_rows > limits.max_context_rows:
-            raise DecodeLimitError(
-                f"{size} asks for {header.context_rows} context rows; this codec writes at "
-                f"most {limits.max_context_rows} (raise DecodeLimits.max_context_rows to "
-                "decode it)"
-            )
-        if header.token_count > limits.max_pixels:
-            raise DecodeLimitError(
-                f"{size} has {header.token_count} pixels, more than the decoder's limit of "
-                f"{limits.max_pixels} (raise DecodeLimits.max_pixels or {ENV_MAX_PIXELS})"
-            )
+        check_image_header(header, self.limits, f"record {index}: ")
         self.work += full_image_work(header)
-        if self.work > limits.max_work:
+        if self.work > self.limits.max_work:
             raise DecodeLimitError(
-                f"{size} brings the stream's decoding work to {self.work} units, more than "
-                f"the decoder's limit of {limits.max_work} (raise DecodeLimits.max_work or "
-                f"{ENV_MAX_WORK})"
+                f"record {index}: a {header.width}x{header.height} image brings the stream's "
+                f"decoding work to {self.work} units, more than the decoder's limit of "
+                f"{self.limits.max_work} (raise DecodeLimits.max_work or {ENV_MAX_WORK})"
             )
+
+
+def check_image_header(header: FullImageHeader, limits: DecodeLimits, where: str = "") -> None:
+    """What one full-resolution header may ask on its own: its layout fields, its pixels,
+    its tokens and its work. The stream reader calls it as it parses the header, before
+    reading the image's segment records (SPEC.md: the charge happens at the record's
+    header), and the Budget again with the stream's totals. `where` prefixes the message."""
+    size = f"{where}a {header.width}x{header.height} image"
+    if header.segment_windows > limits.max_segment_windows:
+        raise DecodeLimitError(
+            f"{size} asks for {header.segment_windows} windows per segment; this codec "
+            f"writes at most {limits.max_segment_windows} (raise "
+            "DecodeLimits.max_segment_windows to decode it)"
+        )
+    if header.context_rows > limits.max_context_rows:
+        raise DecodeLimitError(
+            f"{size} asks for {header.context_rows} context rows; this codec writes at "
+            f"most {limits.max_context_rows} (raise DecodeLimits.max_context_rows to "
+            "decode it)"
+        )
+    if header.token_count > limits.max_pixels:
+        raise DecodeLimitError(
+            f"{size} has {header.token_count} pixels, more than the decoder's limit of "
+            f"{limits.max_pixels} (raise DecodeLimits.max_pixels or {ENV_MAX_PIXELS})"
+        )
+    if header.token_count > limits.max_tokens:
+        raise DecodeLimitError(
+            f"{size} holds more than {limits.max_tokens} tokens (the decoder's limit; "
+            "raise DecodeLimits.max_tokens to decode it)"
+        )
+    work = full_image_work(header)
+    if work > limits.max_work:
+        raise DecodeLimitError(
+            f"{size} asks for {work} units of decoding work, more than the decoder's limit "
+            f"of {limits.max_work} (raise DecodeLimits.max_work or {ENV_MAX_WORK})"
+        )
 
 
 def workers_within(
