@@ -63,9 +63,16 @@ def float_weights(lean) -> FloatWeights:
 
 
 def float_forward(
-    w: FloatWeights, ids: np.ndarray, pos: np.ndarray, ranges: Calibration | None = None
+    w: FloatWeights,
+    ids: np.ndarray,
+    pos: np.ndarray,
+    ranges: Calibration | None = None,
+    attention_span: int | None = None,
 ):
     """Log-probabilities (float64 [B, T, 512]) of the float model; collects activation ranges.
+
+    attention_span S: token t sees positions t-S..t only (the banded model the exact graph
+    of that span computes); None: full causal attention.
 
     torch for speed (this runs over every calibration photo); float64 so the reference
     is not itself a source of error in the figures.
@@ -90,6 +97,8 @@ def float_forward(
         h = w.n_head
         d = e // h
         causal = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
+        if attention_span is not None:
+            causal |= torch.tril(torch.ones(n, n, dtype=torch.bool), -attention_span - 1)
         for i, blk in enumerate(w.blocks):
             p = {k: t(v) for k, v in blk.items()}
             seen = ranges.layers[i] if ranges else None
@@ -140,8 +149,12 @@ def build_exact(
     calibration: int | None = None,
     check: int | None = None,
     chunk: int = 16,
+    attention_span: int | None = None,
 ) -> ExactResult:
-    """Write the exact graph of `lean` to out_path; return the plan and the measured figures."""
+    """Write the exact graph of `lean` to out_path; return the plan and the measured figures.
+
+    attention_span: calibration, graph and cost all use the banded model (t sees t-S..t).
+    """
     w = float_weights(lean)
     calib_tokens, check_tokens = load_calibration()
     calib_tokens = calib_tokens[:calibration]
@@ -149,13 +162,15 @@ def build_exact(
     ranges = Calibration.empty(len(w.blocks))
     for start in range(0, len(calib_tokens), chunk):
         ids, pos = _inputs(calib_tokens[start : start + chunk])
-        float_forward(w, ids, pos, ranges)
+        float_forward(w, ids, pos, ranges, attention_span)
     plan = build_plan(w, ranges)
-    build_graph(plan, out_path)
+    build_graph(plan, out_path, attention_span)
     ids, pos = _inputs(check_tokens)
     float_bits = 0.0
     for start in range(0, len(ids), chunk):
-        logp = float_forward(w, ids[start : start + chunk], pos[start : start + chunk])
+        logp = float_forward(
+            w, ids[start : start + chunk], pos[start : start + chunk], None, attention_span
+        )
         chosen = np.take_along_axis(logp, check_tokens[start : start + chunk, :, None], -1)
         float_bits -= float(chosen.sum()) / LN2
     session = _session(out_path)

@@ -1,13 +1,15 @@
 """An ExactPlan -> the exact step graph (ONNX, opset 17), built node by node.
 
-Contract `exact-int-v1` (codec/runtime/: exact_io_names): inputs input_ids and
+Contract `exact-int-v1` (codec/runtime/: exact_io_names; with an attention span,
+`exact-int-v1-span`: the same names, the cache a ring, see `_span_masks`): inputs input_ids and
 position_ids int64 [batch, seq], past_length int64 [], per layer past.{i}.key
 float32 [batch, heads, head_dim, capacity] and past.{i}.value [batch, heads,
 capacity, head_dim]; outputs freqs int32 [batch, seq, 512] (each >= 1: the range
 coder's table, no float step after the graph) and per layer new.{i}.key / value.
 Every tensor holds integers; the ops are only those whose result is exact on
 integers below 2^53 (Gather, GatherElements, Add, Sub, Mul, MatMul, Gemm, ReduceSum(Square),
-ReduceMax, Where, Min, Clip, Round, Div followed by Round: see exact_plan.py).
+ReduceMax, Where, Min, Clip, Round, Div followed by Round; int64 Mod, Or, Less for the span
+masks: see exact_plan.py).
 """
 
 from __future__ import annotations
@@ -121,8 +123,53 @@ def _linear(g: _Builder, x: str, lin: Linear, tag: str) -> str:
     return g.op("Round", [out])
 
 
-def build_graph(plan: ExactPlan, path: Path) -> None:
-    """Write the exact step graph for `plan` to `path`."""
+def _span_masks(g: _Builder, span: int, capacity: str, new_pos: str) -> tuple[str, str]:
+    """(hidden cache slots [seq, C], hidden new tokens [seq, seq]) for an attention span S.
+
+    The cache is a ring of C slots (C from the buffers' shape): position a lives in slot
+    a mod C, so after past_length p tokens slot j holds a(j) = p - 1 - back(j) with
+    back(j) = (p - 1 - j) mod C, computed as (p + (C - 1 - j)) mod C (a non-negative
+    operand, so Mod's sign convention never matters). Query i of this call (position p + i)
+    sees slot j iff the slot was written (a(j) >= 0, i.e. back(j) < p) and lies within the
+    span ((p + i) - a(j) <= S, i.e. i + back(j) < S); it sees new token i' iff
+    i - S <= i' <= i. Any past_length and any seq are then valid: a step, a whole window at
+    past 0, a chunk of a window after earlier chunks. With C >= every position (a plain
+    linear cache), a(j) = j: the same masks, so a ring and a linear cache give the same
+    tables. All integer ops on int64 (exact); the masks are built once per call.
+    """
+    c = g.op("Squeeze", [capacity, "c.i0"])
+    minus_one = g.const("c.span.minus1", -1, np.int64)
+    reverse = g.op(
+        "Range", [g.op("Sub", [c, g.const("c.span.one", 1, np.int64)]), minus_one, minus_one]
+    )
+    back = g.op("Mod", [g.op("Add", [reverse, PAST_LENGTH]), c])
+    unwritten = g.op("GreaterOrEqual", [back, PAST_LENGTH])
+    s = g.const("c.span", span, np.int64)
+    query = g.op("Unsqueeze", [new_pos, "c.axis1"])
+    too_old = g.op("GreaterOrEqual", [g.op("Add", [query, back]), s])
+    hidden_past = g.op("Or", [unwritten, too_old])
+    offset = g.op("Sub", [query, g.op("Unsqueeze", [new_pos, "c.i0"])])
+    hidden_new = g.op(
+        "Or",
+        [g.op("Less", [offset, g.const("c.span.zero", 0, np.int64)]), g.op("Greater", [offset, s])],
+    )
+    return hidden_past, hidden_new
+
+
+def build_graph(plan: ExactPlan, path: Path, attention_span: int | None = None) -> None:
+    """Write the exact step graph for `plan` to `path`.
+
+    attention_span S (None: full causal attention, contract exact-int-v1): token t attends
+    to positions t-S..t only, and the cache buffers are a ring (contract exact-int-v1-span,
+    `_span_masks`). The arithmetic per attended position is the same, so the tables of a
+    whole sequence and of steps through the ring are the same integers.
+    """
+    if attention_span is not None and (
+        isinstance(attention_span, bool)
+        or not isinstance(attention_span, int)
+        or attention_span < 1
+    ):
+        raise ValueError(f"attention_span must be a positive integer, got {attention_span!r}")
     g = _Builder()
     e, h, d = plan.n_embd, plan.n_head, plan.head_dim
     n_layer = len(plan.layers)
@@ -164,13 +211,21 @@ def build_graph(plan: ExactPlan, path: Path) -> None:
     one = g.const("c.one", 1, np.int64)
     f_zero = g.const("c.fzero", 0.0, np.float32)
     f_big = g.const("c.big", -BIG, np.float32)
-    cache_pos = g.op("Range", [zero, g.op("Squeeze", [capacity, "c.i0"]), one])
-    mask_past = g.op("Where", [g.op("GreaterOrEqual", [cache_pos, PAST_LENGTH]), f_big, f_zero])
-    new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
-    later = g.op(
-        "Greater", [g.op("Unsqueeze", [new_pos, "c.i0"]), g.op("Unsqueeze", [new_pos, "c.axis1"])]
-    )
-    mask_new = g.op("Where", [later, f_big, f_zero])
+    if attention_span is None:
+        # Node order as first written: a re-export of a bundle without a span keeps its bytes.
+        cache_pos = g.op("Range", [zero, g.op("Squeeze", [capacity, "c.i0"]), one])
+        mask_past = g.op("Where", [g.op("GreaterOrEqual", [cache_pos, PAST_LENGTH]), f_big, f_zero])
+        new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
+        later = g.op(
+            "Greater",
+            [g.op("Unsqueeze", [new_pos, "c.i0"]), g.op("Unsqueeze", [new_pos, "c.axis1"])],
+        )
+        mask_new = g.op("Where", [later, f_big, f_zero])
+    else:
+        new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
+        hidden_past, hidden_new = _span_masks(g, attention_span, capacity, new_pos)
+        mask_past = g.op("Where", [hidden_past, f_big, f_zero])
+        mask_new = g.op("Where", [hidden_new, f_big, f_zero])
     split_sizes = g.op("Concat", [capacity, seq], axis=0)
 
     for i, layer in enumerate(plan.layers):

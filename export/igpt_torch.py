@@ -14,6 +14,7 @@ imagegpt-medium and -large).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -34,6 +35,16 @@ class IGPTShape:
     n_inner: int | None = None
     layer_norm_epsilon: float = 1e-5
     scale_attn_by_inverse_layer_idx: bool = False
+    attention_span: int | None = None
+    """S: token t attends to positions t-S..t only (a banded causal mask; None = all of
+    0..t). Not an ImageGPTConfig field: transformers keeps it as an extra config attribute
+    (saved in config.json, read back by from_config) but its own model ignores it, so the
+    export carries it itself (export_bundle's attention_span, the manifest's model section)."""
+
+    def __post_init__(self) -> None:
+        span = self.attention_span
+        if span is not None and (isinstance(span, bool) or not isinstance(span, int) or span < 1):
+            raise ValueError(f"attention_span must be a positive integer, got {span!r}")
 
     @property
     def head_dim(self) -> int:
@@ -63,10 +74,12 @@ class IGPTShape:
             n_inner=config.n_inner,
             layer_norm_epsilon=config.layer_norm_epsilon,
             scale_attn_by_inverse_layer_idx=bool(config.scale_attn_by_inverse_layer_idx),
+            attention_span=getattr(config, "attention_span", None),
         )
 
     def to_config_kwargs(self) -> dict:
-        return {
+        span = {} if self.attention_span is None else {"attention_span": self.attention_span}
+        return span | {
             "vocab_size": self.vocab_size,
             "n_positions": self.n_positions,
             "n_embd": self.n_embd,
@@ -123,16 +136,22 @@ class Attention(nn.Module):
         if shape.scale_attn_by_inverse_layer_idx:
             divisor *= layer_idx + 1
         self.divisor = divisor
+        self.span = shape.attention_span
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
-        """Full causal sequence with SDPA: the fast path for training."""
+        """Full causal sequence with SDPA: the fast path for training (banded with a span)."""
         b, t, c = x.shape
         q, k, v = (self._heads(z) for z in self.c_attn(x).split(c, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / self.divisor)
+        if self.span is None or self.span >= t - 1:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / self.divisor)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=banded_mask(t, self.span, x.device), scale=1.0 / self.divisor
+            )
         return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
 
     def forward_step(
@@ -186,6 +205,12 @@ class Attention(nn.Module):
             self.c_attn.weight[:, :c] /= self.divisor
             self.c_attn.bias[:c] /= self.divisor
         self.divisor = 1.0
+
+
+def banded_mask(t: int, span: int, device: torch.device | None = None) -> torch.Tensor:
+    """bool [t, t], True where query i may attend key j: i - span <= j <= i."""
+    offset = torch.arange(t, device=device).unsqueeze(1) - torch.arange(t, device=device)
+    return (offset >= 0) & (offset <= span)
 
 
 class MLP(nn.Module):
@@ -259,6 +284,9 @@ class IGPT(nn.Module):
         the first past_length (int64 scalar tensor) positions are valid. Returns the logits
         [B, t, vocab-1] and [new_k0, new_v0, ...] ([B, H, D, t] and [B, H, t, D]).
         """
+        if self.shape.attention_span is not None:
+            # The float step graph has no ring cache; spans are exported as exact graphs only.
+            raise ValueError("the float step graph does not support an attention span")
         tr = self.transformer
         new_pos = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = tr.wte(input_ids) + tr.wpe(new_pos + past_length)
@@ -278,9 +306,15 @@ class IGPT(nn.Module):
         return self.lm_head(tr.ln_f(x)), news
 
 
-def from_transformers(model) -> IGPT:
-    """Copy an ImageGPTForCausalImageModeling's weights into the lean module (strict)."""
+def from_transformers(model, attention_span: int | None = None) -> IGPT:
+    """Copy an ImageGPTForCausalImageModeling's weights into the lean module (strict).
+
+    attention_span overrides the config's (a checkpoint trained with a span carries it in
+    config.json); None keeps the config's, which is None for every stock checkpoint.
+    """
     shape = IGPTShape.from_config(model.config)
+    if attention_span is not None:
+        shape = dataclasses.replace(shape, attention_span=attention_span)
     lean = IGPT(shape)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith(".attn.bias")}
     lean.load_state_dict(state, strict=True)

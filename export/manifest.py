@@ -16,6 +16,7 @@ from typing import Any
 from igpt_codec.export.igpt_torch import IGPTShape
 from igpt_codec.runtime.contract import (
     BUNDLE_FORMAT_VERSION,
+    EXACT_SPAN_CONTRACT,
     KV_CHUNK,
     MODEL_FILE,
     PALETTE_FILE,
@@ -75,17 +76,38 @@ def build_manifest(
     """
     table = file_table(bundle_dir, files)
     exact = profile == PROFILE_EXACT
+    span = shape.attention_span
+    if span is not None and not exact:
+        raise ValueError("an attention span needs the exact profile")
+    cache_layout: dict[str, Any] = {
+        "key": ["batch", "heads", "head_dim", "capacity"],
+        "value": ["batch", "heads", "capacity", "head_dim"],
+        "new_key": ["batch", "heads", "head_dim", "seq"],
+        "new_value": ["batch", "heads", "seq", "head_dim"],
+        "dtype": "float32" + (" holding int8 values" if exact else ""),
+        "past_length": "int64 scalar: valid positions at the front of the buffers",
+        "chunk": KV_CHUNK,
+        "capacity": f"{KV_CHUNK} * max(1, ceil(past_length / {KV_CHUNK}))",
+        "unused_positions": "zero",
+    }
+    if span is not None:
+        cache_layout |= {
+            "past_length": "int64 scalar: tokens fed so far (absolute)",
+            "capacity": f"{span} (the span): a ring, position p in slot p mod capacity",
+            "ring": span,
+            "unused_positions": "any finite value (masked)",
+        }
     manifest: dict[str, Any] = {
         "bundle_format_version": BUNDLE_FORMAT_VERSION,
         "fingerprint": None,
         "fingerprint_rule": (
             f"first 8 bytes of sha256(sha256({MODEL_FILE}) || sha256({PALETTE_FILE}) "
             "|| sha256 of any other file by name || sha256(coding fields as sorted compact "
-            "JSON: bundle_format_version, profile, graph_contract, positions, model shape, "
-            "io inputs/outputs)), raw digests"
+            "JSON: bundle_format_version, profile, graph_contract, positions, model shape "
+            "(and attention_span where present), io inputs/outputs)), raw digests"
         ),
         "profile": profile,
-        "graph_contract": PROFILE_CONTRACTS[profile],
+        "graph_contract": PROFILE_CONTRACTS[profile] if span is None else EXACT_SPAN_CONTRACT,
         "positions": positions if exact else RASTER,
         "source": source,
         "model": {
@@ -99,22 +121,14 @@ def build_manifest(
             "n_inner": shape.n_inner,
             "layer_norm_epsilon": shape.layer_norm_epsilon,
             "scale_attn_by_inverse_layer_idx": shape.scale_attn_by_inverse_layer_idx,
+            # Only with a span: a coding field (in the fingerprint) where present.
+            **({} if span is None else {"attention_span": span}),
         },
         "io": {
             "inputs": list(inputs),
             "outputs": list(outputs),
             "dynamic_axes": ["batch", "seq", "capacity"],
-            "cache_layout": {
-                "key": ["batch", "heads", "head_dim", "capacity"],
-                "value": ["batch", "heads", "capacity", "head_dim"],
-                "new_key": ["batch", "heads", "head_dim", "seq"],
-                "new_value": ["batch", "heads", "seq", "head_dim"],
-                "dtype": "float32" + (" holding int8 values" if exact else ""),
-                "past_length": "int64 scalar: valid positions at the front of the buffers",
-                "chunk": KV_CHUNK,
-                "capacity": f"{KV_CHUNK} * max(1, ceil(past_length / {KV_CHUNK}))",
-                "unused_positions": "zero",
-            },
+            "cache_layout": cache_layout,
         },
         "opset": opset,
         "exporter": EXACT_EXPORTER if exact else EXPORTER,

@@ -69,6 +69,7 @@ def export_bundle(
     force: bool = False,
     calibration_images: int | None = None,
     positions: str = GRID,
+    attention_span: int | None = None,
 ) -> dict[str, Any]:
     """Export SOURCE to a bundle directory and return its manifest.
 
@@ -78,6 +79,11 @@ def export_bundle(
     transformers within parity_tol (max |logit difference|) or nothing is written.
     `positions` (exact only): "grid" gives token (row, col) of any N x N image the
     position row * 32 + col the model knows; "raster" feeds 0..N²-1 (codec/runtime/positions.py).
+    `attention_span` S (exact only): token t attends to positions t-S..t, the cache is a ring
+    of S slots (contract exact-int-v1-span, another fingerprint); None takes the checkpoint's
+    config.json field `attention_span` (absent: full attention). Parity against transformers
+    is measured without the span (transformers has none: it proves the weights were read
+    right); the exact graph's cost is measured against the float model with the span.
     """
     if positions not in LAYOUTS:
         raise ExportError(f"unknown position layout {positions!r} (choose from {LAYOUTS})")
@@ -89,7 +95,9 @@ def export_bundle(
     timing: dict[str, float] = {}
 
     resolved = resolve_source(source, palette)
-    lean, shape = _lean_model(resolved.model)
+    lean, shape = _lean_model(resolved.model, attention_span)
+    if shape.attention_span is not None and profile != "exact":
+        raise ExportError("an attention span is exported only with the exact profile")
     images = list(parity_images) if parity_images is not None else default_parity_images()
     sequences = parity_sequences(images, resolved.palette, min(parity_tokens, shape.n_positions))
     timing["load"] = _lap(started)
@@ -115,7 +123,12 @@ def export_bundle(
             parity = exact_parity(lean, sequences, reference[0])
             _enforce(parity, parity_tol, sequences)
             log.info("building the exact graph of %s (%d layers)", source, shape.n_layer)
-            result = build_exact(lean, tmp / MODEL_FILE, calibration=calibration_images)
+            result = build_exact(
+                lean,
+                tmp / MODEL_FILE,
+                calibration=calibration_images,
+                attention_span=shape.attention_span,
+            )
             timing["exact_graph"] = _lap(t)
             extra["exact"] = result.report
             inputs, outputs = exact_io_names(shape.n_layer)
@@ -181,12 +194,28 @@ def exact_parity(lean, sequences: np.ndarray, ref_logits: np.ndarray) -> dict[st
     }
 
 
-def _lean_model(hf_model):
+def _lean_model(hf_model, attention_span: int | None = None):
+    """The lean module and its shape; the span from the argument or else the checkpoint."""
+    import dataclasses
+
     from igpt_codec.export.igpt_torch import IGPTShape, from_transformers
 
     try:
         shape = IGPTShape.from_config(hf_model.config)
-        return from_transformers(hf_model), shape
+    except (ValueError, RuntimeError) as exc:
+        raise ExportError(f"unsupported ImageGPT checkpoint: {one_line(exc)}") from exc
+    if attention_span is not None:
+        if shape.attention_span not in (None, attention_span):
+            raise ExportError(
+                f"attention span {attention_span} differs from the checkpoint's "
+                f"{shape.attention_span}"
+            )
+        try:
+            shape = dataclasses.replace(shape, attention_span=attention_span)
+        except ValueError as exc:
+            raise ExportError(one_line(exc)) from exc
+    try:
+        return from_transformers(hf_model, shape.attention_span), shape
     except (ValueError, RuntimeError) as exc:
         raise ExportError(f"unsupported ImageGPT checkpoint: {one_line(exc)}") from exc
 

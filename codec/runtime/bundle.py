@@ -24,6 +24,7 @@ import numpy as np
 from igpt_codec.core.errors import BundleError
 from igpt_codec.runtime.contract import (
     BUNDLE_FORMAT_VERSION,
+    EXACT_SPAN_CONTRACT,
     KV_CHUNK,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -59,6 +60,9 @@ class Bundle:
     position_layout: str
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    attention_span: int | None = None
+    """S of contract exact-int-v1-span (token t sees t-S..t; the runner's cache is a ring of
+    S slots, codec/runtime/ring_cache.py); None: full attention over a linear cache."""
 
     @property
     def exact(self) -> bool:
@@ -90,7 +94,12 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     if profile not in PROFILE_CONTRACTS:
         raise BundleError(f"unknown bundle profile {profile!r}; re-export with this version")
     contract = manifest.get("graph_contract")
-    if contract != PROFILE_CONTRACTS[profile]:
+    span = model.get("attention_span")
+    if span is not None and (not isinstance(span, int) or isinstance(span, bool) or span < 1):
+        raise BundleError("manifest model.attention_span must be a positive integer")
+    if span is not None and (profile != PROFILE_EXACT or contract != EXACT_SPAN_CONTRACT):
+        raise BundleError(f"an attention span needs graph contract {EXACT_SPAN_CONTRACT}")
+    if span is None and contract != PROFILE_CONTRACTS[profile]:
         raise BundleError(f"graph contract {contract} does not belong to profile {profile}")
     layout = manifest.get("positions")
     if layout not in LAYOUTS or (profile == PROFILE_FLOAT and layout != RASTER):
@@ -108,6 +117,8 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     cache = io.get("cache_layout")
     if not isinstance(cache, dict) or cache.get("chunk") != KV_CHUNK:
         raise BundleError(f"manifest io.cache_layout must give chunk {KV_CHUNK}")
+    if span is not None and (cache.get("ring") != span or isinstance(cache.get("ring"), bool)):
+        raise BundleError(f"manifest io.cache_layout must give ring {span} (the span)")
     return Bundle(
         path=root,
         manifest=manifest,
@@ -122,6 +133,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         position_layout=layout,
         input_names=inputs,
         output_names=outputs,
+        attention_span=span,
     )
 
 

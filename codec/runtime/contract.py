@@ -36,6 +36,11 @@ PROFILE_FLOAT = "float32"
 """The float32 step graph: its probabilities round differently on other CPUs and runtimes,
 so its files decode only where they were written. Kept for parity and measurement."""
 PROFILE_CONTRACTS = {PROFILE_EXACT: PROFILE_EXACT, PROFILE_FLOAT: GRAPH_CONTRACT}
+EXACT_SPAN_CONTRACT = "exact-int-v1-span"
+"""The exact graph with a bounded attention span S (manifest model.attention_span): token t
+sees positions t-S..t only, and its cache is a ring of `capacity` slots in which position p
+lives in slot p mod capacity (codec/runtime/ring_cache.py; the runner keeps capacity = S).
+Same io names as exact-int-v1; another contract, so another fingerprint."""
 
 SOS = 512
 VOCAB = 512
@@ -126,12 +131,16 @@ def coding_fields(manifest: dict[str, Any]) -> dict[str, Any]:
     """
     model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
     io = manifest.get("io") if isinstance(manifest.get("io"), dict) else {}
+    shape = {k: model.get(k) for k in ("n_layer", "n_head", "head_dim", "n_positions")}
+    # Only where present: bundles without a span keep the fields (and fingerprints) they had.
+    if "attention_span" in model:
+        shape["attention_span"] = model["attention_span"]
     return {
         "bundle_format_version": manifest.get("bundle_format_version"),
         "profile": manifest.get("profile"),
         "graph_contract": manifest.get("graph_contract"),
         "positions": manifest.get("positions"),
-        "model": {k: model.get(k) for k in ("n_layer", "n_head", "head_dim", "n_positions")},
+        "model": shape,
         "io": {k: io.get(k) for k in ("inputs", "outputs")},
     }
 

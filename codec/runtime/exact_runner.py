@@ -23,6 +23,7 @@ from igpt_codec.runtime.contract import (
     exact_io_names,
 )
 from igpt_codec.runtime.kv_cache import KVCache, KVState, checked_ids
+from igpt_codec.runtime.ring_cache import RingCache
 from igpt_codec.runtime.session import first_line, open_session, run_session
 
 
@@ -53,9 +54,17 @@ class ExactTokenModel:
         self._new_names = outputs[1:]
 
     def start(self, batch: int) -> KVState:
-        """An empty cache (past length 0); the first token fed must be SOS."""
+        """An empty cache (past length 0); the first token fed must be SOS.
+
+        A bundle with an attention span S gets a ring of S slots (ring_cache.py), else the
+        linear cache that grows in chunks.
+        """
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        span = self.bundle.attention_span
+        if span is not None:
+            ring = RingCache.empty(self.n_layer, (batch, *self._heads), span)
+            return KVState(ring, batch, 0)  # type: ignore[arg-type]
         cache = KVCache.empty(self.n_layer, (batch, *self._heads), 0)
         return KVState(cache, batch, 0)
 

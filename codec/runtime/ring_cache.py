@@ -1,0 +1,115 @@
+"""The ring-buffer key/value cache of a graph with a bounded attention span (exact-int-v1-span).
+
+Why: a decode step reads its whole cache (docs/speed.md), and with an attention span S a
+token never looks further back than S positions, so the cache needs S slots, not the
+window's 1,024. Position p lives in slot p mod S; the graph works out from past_length
+which slot holds which position and masks slots not yet written or out of the span
+(export/exact_graph.py, `_span_masks`). The attention arithmetic is exact integer
+arithmetic, so the order of the slots does not change a bit of the tables.
+
+Same interface as kv_cache.KVCache (for_writing, appended, appended_step, feeds, length),
+so the exact runner and its stepper drive either, and the same KVState wraps it. Kept
+apart from kv_cache.py: the linear cache grows and copies, the ring never does.
+
+Run-time module: numpy and onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from igpt_codec.runtime.kv_cache import KVState
+from igpt_codec.runtime.kv_cache import stacked as stacked_linear
+
+
+class RingCache:
+    """S slots of keys [L, B, H, D, S] and values [L, B, H, S, D]; position p in slot p mod S.
+
+    Only the newest state (length == `length`) may write. An older state can be stepped
+    again only while the ring has not wrapped since (length <= S): then a copy holds it
+    exactly (slots written later lie beyond its past and are masked). Beyond that its keys
+    are overwritten, and going back is refused rather than silently computing other tables.
+    """
+
+    __slots__ = ("all_keys", "all_values", "feeds", "keys", "length", "values")
+
+    def __init__(self, all_keys: np.ndarray, all_values: np.ndarray, length: int):
+        if all_keys.shape[-1] != all_values.shape[-2] or all_keys.shape[-1] < 1:
+            raise ValueError("ring keys and values must have the same number of slots (>= 1)")
+        self.all_keys = all_keys
+        self.all_values = all_values
+        self.keys = list(all_keys)
+        self.values = list(all_values)
+        self.length = length
+        # OrtValues wrap the numpy memory (no copy): writes into the slots are seen by the graph.
+        self.feeds = [
+            ort.OrtValue.ortvalue_from_numpy(b)
+            for pair in zip(self.keys, self.values, strict=True)
+            for b in pair
+        ]
+
+    @classmethod
+    def empty(
+        cls, n_layer: int, shape: tuple[int, int, int], span: int, dtype=np.float32
+    ) -> RingCache:
+        batch, heads, head_dim = shape
+        keys = np.zeros((n_layer, batch, heads, head_dim, span), dtype)
+        values = np.zeros((n_layer, batch, heads, span, head_dim), dtype)
+        return cls(keys, values, 0)
+
+    @property
+    def capacity(self) -> int:
+        """The number of slots (the span): fixed, whatever the length."""
+        return self.all_keys.shape[-1]
+
+    def for_writing(self, past: int) -> RingCache:
+        """This cache if its newest state is `past` long, else a copy holding that state."""
+        if self.length == past:
+            return self
+        if past > self.length or self.length > self.capacity:
+            raise ValueError(
+                f"a ring cache of {self.capacity} slots at length {self.length} no longer "
+                f"holds the state at length {past}"
+            )
+        return RingCache(self.all_keys.copy(), self.all_values.copy(), past)
+
+    def appended(self, news: Sequence[np.ndarray], past: int) -> RingCache:
+        """The graph's new keys and values (k0, v0, k1, ...) of positions past.. written into
+        their slots; of a call longer than the ring only the last `capacity` positions stay."""
+        seq = news[0].shape[-1]
+        keep = min(seq, self.capacity)
+        slots = np.arange(past + seq - keep, past + seq) % self.capacity
+        for i in range(len(self.keys)):
+            self.keys[i][..., slots] = news[2 * i][..., seq - keep :]
+            self.values[i][:, :, slots] = news[2 * i + 1][:, :, seq - keep :]
+        self.length = past + seq
+        return self
+
+    def appended_step(self, keys: np.ndarray, values: np.ndarray, past: int) -> RingCache:
+        """appended() for one position of every layer, stacked: keys [L, B, H, D, 1], values
+        [L, B, H, 1, D]. Never reallocates, so a stepper's binding stays valid."""
+        slot = past % self.capacity
+        self.all_keys[..., slot] = keys[..., 0]
+        self.all_values[:, :, :, slot] = values[:, :, :, 0]
+        self.length = past + 1
+        return self
+
+
+def stacked(states: list[KVState]) -> KVState:
+    """One state holding the sequences of `states` (all of one length), in order.
+
+    The ring counterpart of kv_cache.stacked (which it calls for linear caches): the slot
+    of a position depends on the length alone, so rings of one length stack along the batch.
+    """
+    if not all(isinstance(state.cache, RingCache) for state in states):
+        return stacked_linear(states)
+    length = states[0].length
+    if any(state.length != length for state in states):
+        raise ValueError("states to stack must all have the same length")
+    keys = np.concatenate([state.cache.all_keys for state in states], axis=1)
+    values = np.concatenate([state.cache.all_values for state in states], axis=1)
+    cache = RingCache(keys, values, length)
+    return KVState(cache, sum(state.batch for state in states), length)  # type: ignore[arg-type]

@@ -1,0 +1,209 @@
+"""An exact graph with a bounded attention span and its ring-buffer cache (issue 23).
+
+With a span S a token sees positions t-S..t only, and the decoder's cache is a ring of S
+slots (position p in slot p mod S). These tests prove the tables are the same integers
+however the work is cut: one whole-window call, token by token through a ring that wraps
+many times, a known-rows call then steps, chunks after a past, a plain linear cache; that
+the float banded model and the exact graph agree in bits; that the span is part of the
+fingerprint; and that bundles without a span are untouched (tests/test_golden.py decodes
+the committed files).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CALIBRATION_IMAGES
+
+from igpt_codec.core.errors import BundleError
+from igpt_codec.runtime.bundle import load_bundle
+from igpt_codec.runtime.contract import EXACT_SPAN_CONTRACT, PROFILE_EXACT, SOS
+from igpt_codec.runtime.exact_runner import ExactTokenModel
+from igpt_codec.runtime.kv_cache import KVCache, KVState
+from igpt_codec.runtime.positions import GRID, positions
+from igpt_codec.runtime.ring_cache import RingCache, stacked
+
+SPAN = 64
+TOKENS = 1024
+
+
+@pytest.fixture(scope="module")
+def span_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_dir: Path) -> Path:
+    """The tiny checkpoint (same weights as tiny_bundle) exported with a span of 64."""
+    from igpt_codec.export.onnx_export import export_bundle
+
+    out = tmp_path_factory.mktemp("span") / "tiny_span"
+    export_bundle(
+        str(tiny_checkpoint_dir),
+        out,
+        calibration_images=CALIBRATION_IMAGES,
+        attention_span=SPAN,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(span_bundle: Path) -> ExactTokenModel:
+    return ExactTokenModel(load_bundle(span_bundle), threads=1)
+
+
+@pytest.fixture(scope="module")
+def photos() -> np.ndarray:
+    """int64 [4, 1024]: SOS + tokens of four check photos (32 x 32), real predictions."""
+    from igpt_codec.export.exact_export import load_calibration
+
+    tokens = load_calibration()[1][:4]
+    return np.concatenate([np.full((4, 1), SOS), tokens[:, :-1]], axis=1)
+
+
+def grid(batch: int) -> np.ndarray:
+    return np.broadcast_to(positions(32, GRID), (batch, TOKENS)).copy()
+
+
+@pytest.fixture(scope="module")
+def whole(model: ExactTokenModel, photos: np.ndarray) -> np.ndarray:
+    freqs, _ = model.run(photos, grid(4), model.start(4), keep_cache=False)
+    return freqs
+
+
+def stepped(model: ExactTokenModel, ids: np.ndarray, state: KVState) -> np.ndarray:
+    """Tables of ids[:, state.length:] fed one position at a time through the stepper."""
+    stepper = model.stepper(state)
+    pos = positions(32, GRID)
+    out = [
+        stepper.step(ids[:, t], int(pos[t])).astype(np.int64) for t in range(state.length, TOKENS)
+    ]
+    return np.stack(out, axis=1)
+
+
+def test_bundle_records_the_span(span_bundle: Path) -> None:
+    bundle = load_bundle(span_bundle)
+    assert bundle.attention_span == SPAN and bundle.exact and bundle.profile == PROFILE_EXACT
+    assert bundle.manifest["graph_contract"] == EXACT_SPAN_CONTRACT
+    assert bundle.manifest["io"]["cache_layout"]["ring"] == SPAN
+    assert isinstance(ExactTokenModel(bundle).start(2).cache, RingCache)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_whole_window_equals_steps_through_the_ring(
+    model: ExactTokenModel, photos: np.ndarray, whole: np.ndarray, batch: int
+) -> None:
+    """1,024 steps through a ring of 64 slots (16 wrap-arounds) = one whole-window call."""
+    state = model.start(batch)
+    first, state = model.run(photos[:batch, :1], grid(batch)[:, :1], state)
+    assert state.cache.capacity == SPAN
+    rest = stepped(model, photos[:batch], state)
+    got = np.concatenate([first, rest], axis=1)
+    assert got.min() >= 1
+    assert np.array_equal(got, whole[:batch])
+
+
+def test_known_rows_then_steps_and_chunks(
+    model: ExactTokenModel, photos: np.ndarray, whole: np.ndarray
+) -> None:
+    """A call of 128 tokens at past 0 (longer than the ring: its last 64 positions stay),
+    then steps; and chunks of any length after a past (100 at 128, 300 at 228, ...)."""
+    known, state = model.run(photos[:, :128], grid(4)[:, :128], model.start(4))
+    assert state.length == 128
+    got = np.concatenate([known, stepped(model, photos, state)], axis=1)
+    assert np.array_equal(got, whole)
+
+    state, parts = model.start(4), []
+    for start, stop in [(0, 10), (10, 128), (128, 228), (228, 528), (528, 529), (529, TOKENS)]:
+        freqs, state = model.run(photos[:, start:stop], grid(4)[:, start:stop], state)
+        parts.append(freqs)
+    assert np.array_equal(np.concatenate(parts, axis=1), whole)
+
+
+def test_ring_equals_linear_cache_and_stacks(
+    model: ExactTokenModel, photos: np.ndarray, whole: np.ndarray
+) -> None:
+    """The graph reads a plain linear cache the same way (slot j = position j), and rings
+    of separate calls stack along the batch as the full-resolution decoder stacks them."""
+    steps = 300
+    state = KVState(KVCache.empty(model.n_layer, (1, *model._heads), 0), 1, 0)
+    out = []
+    for t in range(steps):
+        freqs, state = model.run(photos[:1, t : t + 1], grid(1)[:, t : t + 1], state)
+        out.append(freqs[:, 0])
+    assert isinstance(state.cache, KVCache) and state.cache.capacity > SPAN
+    assert np.array_equal(np.stack(out, axis=1), whole[:1, :steps])
+
+    halves = [model.run(photos[i : i + 2, :96], grid(2)[:, :96], model.start(2))[1] for i in (0, 2)]
+    both = stacked(halves)
+    assert isinstance(both.cache, RingCache) and both.batch == 4
+    assert np.array_equal(stepped(model, photos, both), whole[:, 96:])
+
+
+def test_an_overwritten_ring_state_is_refused(model: ExactTokenModel, photos: np.ndarray) -> None:
+    early, state = None, model.start(1)
+    _, early = model.run(photos[:1, :40], grid(1)[:, :40], state)
+    _, later = model.run(photos[:1, 40:60], grid(1)[:, 40:60], early)
+    # Not wrapped yet: the older state is copied and computes its own tables again.
+    again, _ = model.run(photos[:1, 40:41], grid(1)[:, 40:41], early)
+    fresh, _ = model.run(photos[:1, :41], grid(1)[:, :41], model.start(1), keep_cache=False)
+    assert np.array_equal(again[:, 0], fresh[:, 40])
+    _, wrapped = model.run(photos[:1, 60:100], grid(1)[:, 60:100], later)
+    with pytest.raises(ValueError, match="no longer holds"):
+        model.run(photos[:1, 60:61], grid(1)[:, 60:61], later)
+    assert wrapped.length == 100
+
+
+def test_float_banded_model_and_exact_graph_agree_in_bits(
+    tiny_checkpoint_dir: Path, photos: np.ndarray, whole: np.ndarray
+) -> None:
+    """The torch model with the span (IGPT.forward, banded SDPA) against the exact graph:
+    close in bits, and closer than the same weights without the span."""
+    import torch
+    from transformers import ImageGPTForCausalImageModeling
+
+    from igpt_codec.export.exact_export import coded_bits, float_forward, float_weights
+    from igpt_codec.export.igpt_torch import from_transformers
+
+    hf = ImageGPTForCausalImageModeling.from_pretrained(tiny_checkpoint_dir).eval()
+    banded, full = from_transformers(hf, SPAN), from_transformers(hf)
+    ids, pos = torch.from_numpy(photos), torch.from_numpy(grid(4))
+    targets = torch.from_numpy(np.concatenate([photos[:, 1:], photos[:, :1]], axis=1))[:, :-1]
+    bits = {}
+    with torch.no_grad():
+        for name, lean in [("banded", banded), ("full", full)]:
+            logp = torch.log_softmax(lean.double()(ids, pos).double(), -1)[:, :-1]
+            bits[name] = -float(logp.gather(-1, targets[..., None]).sum()) / math.log(2)
+    reference = float_forward(float_weights(banded), photos, grid(4), attention_span=SPAN)
+    ref_bits = -float(np.take_along_axis(reference[:, :-1], targets.numpy()[..., None], -1).sum())
+    exact_bits = coded_bits(whole[:, :-1], targets.numpy())
+    assert abs(ref_bits / math.log(2) / bits["banded"] - 1) < 1e-9
+    cost = exact_bits / bits["banded"] - 1
+    assert abs(cost) < 0.03, cost
+    assert abs(cost) < abs(exact_bits / bits["full"] - 1)
+
+
+def test_span_changes_the_fingerprint_and_is_covered(
+    span_bundle: Path, tiny_bundle: Path, copy_bundle
+) -> None:
+    with_span, without = load_bundle(span_bundle), load_bundle(tiny_bundle)
+    assert without.attention_span is None
+    assert "attention_span" not in without.manifest["model"]
+    assert with_span.fingerprint != without.fingerprint
+    edited = copy_bundle(span_bundle)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["model"]["attention_span"] = 128
+    manifest["io"]["cache_layout"]["ring"] = 128
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="fingerprint mismatch"):
+        load_bundle(edited)
+
+
+def test_export_refuses_a_span_it_cannot_honour(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    from igpt_codec.export.errors import ExportError
+    from igpt_codec.export.onnx_export import export_bundle
+
+    with pytest.raises(ExportError, match="exact profile"):
+        export_bundle(str(tiny_checkpoint_dir), tmp_path / "f", profile="float", attention_span=64)
+    with pytest.raises(ExportError, match="positive integer"):
+        export_bundle(str(tiny_checkpoint_dir), tmp_path / "z", attention_span=0)
+    assert not (tmp_path / "f").exists() and not (tmp_path / "z").exists()
