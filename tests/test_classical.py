@@ -461,3 +461,12 @@ def test_every_byte_flip_of_the_file_is_a_clean_error(palette: np.ndarray, codec
                 assert np.array_equal(decoded.tokens, tokens)
                 outcomes.add("same")
     assert "PayloadError" in outcomes
+
+
+def test_webp_is_not_tried_past_its_side_limit(palette: np.ndarray) -> None:
+    """libwebp refuses sides over 16383 (the encoder raised ValueError at 16384): such an
+    image gets a PNG record."""
+    tokens = np.zeros((1, 16384), dtype=np.uint16)
+    record = encode_classical(FullImage(tokens, "RGB"), FP, palette)
+    assert record is not None and record.header.codec == CODEC_PNG
+    assert np.array_equal(decode_classical(record, palette, 0).tokens, tokens)

@@ -44,7 +44,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
 """The only chunks allowed: no colour management (gAMA, iCCP, sRGB, cHRM) and no tRNS,
 so every decoder returns the stored RGB values unchanged."""
-WEBP_MAX_SIDE = 16384
+WEBP_MAX_SIDE = 16383
+"""libwebp's WEBP_MAX_DIMENSION: a wider or taller image is PNG only."""
 MAX_INDEXED_COLOURS = 256
 NO_WEBP = "this stream holds a WebP-coded image and this Pillow has no WebP support"
 
