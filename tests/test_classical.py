@@ -102,12 +102,6 @@ def test_records_round_trip_in_parts(size: int) -> None:
     assert len(stream) < 2 * size + 12 + 2 * (header.part_count * 9 + 20 + 11)
 
 
-def _frames(stream: bytes) -> list[tuple[int, bytes]]:
-    from igpt_codec.format.access import iter_record_spans
-
-    return [(s.offset, stream[s.offset : s.offset + s.length]) for s in iter_record_spans(stream)]
-
-
 def _raw(records: list[tuple[int, bytes]]) -> bytes:
     from igpt_codec.format.container import StreamWriter
 
