@@ -207,3 +207,26 @@ def test_export_refuses_a_span_it_cannot_honour(tiny_checkpoint_dir: Path, tmp_p
     with pytest.raises(ExportError, match="positive integer"):
         export_bundle(str(tiny_checkpoint_dir), tmp_path / "z", attention_span=0)
     assert not (tmp_path / "f").exists() and not (tmp_path / "z").exists()
+
+
+def test_checkpoint_carries_its_span(tmp_path: Path) -> None:
+    """A model trained with a span saves it in config.json (transformers keeps the extra
+    attribute), the export reads it back, and a conflicting export argument is refused."""
+    from transformers import ImageGPTForCausalImageModeling
+
+    from igpt_codec.export.errors import ExportError
+    from igpt_codec.export.igpt_torch import IGPT, IGPTShape, to_transformers
+    from igpt_codec.export.make_random_checkpoint import write_preprocessor_config
+    from igpt_codec.export.onnx_export import export_bundle
+
+    shape = IGPTShape(n_embd=32, n_layer=1, n_head=2, attention_span=32)
+    ckpt = tmp_path / "ckpt"
+    to_transformers(IGPT(shape)).save_pretrained(ckpt)
+    write_preprocessor_config(
+        ckpt, np.load(Path(__file__).parents[1] / "export/data/imagegpt_clusters.npy")
+    )
+    loaded = ImageGPTForCausalImageModeling.from_pretrained(ckpt)
+    assert IGPTShape.from_config(loaded.config).attention_span == 32
+    with pytest.raises(ExportError, match="differs from the checkpoint's 32"):
+        export_bundle(str(ckpt), tmp_path / "out", attention_span=16)
+    assert not (tmp_path / "out").exists()
