@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import TypeVar
 
 import numpy as np
 
@@ -37,6 +34,7 @@ from igpt_codec.format.errors import PayloadError, TokenChecksumError
 from igpt_codec.format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
 from igpt_codec.format.tiling import Band, Tiling, fill_padding
 from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK
+from igpt_codec.pipelines.parallel import PixelProgress, Progress, run_parallel
 from igpt_codec.pipelines.types import FullImage
 from igpt_codec.runtime.contract import SOS
 from igpt_codec.runtime.exact_runner import ExactTokenModel
@@ -61,11 +59,6 @@ ENCODE_CALL_WINDOWS = 1
 a 1.1 MP photo with 2 threads 365 MB at 2 against 967 MB at 8): a call's attention
 intermediates grow with the batch and fall out of cache, and one 1,024-token window
 is already work enough to hide the per-call overhead."""
-
-Progress = Callable[[int, int], None]
-"""progress(pixels_done, pixels_total)."""
-
-_T = TypeVar("_T")
 
 
 def grid_of(n_positions: int) -> int:
@@ -137,7 +130,7 @@ def encode_full(
     tiling = header.tiling
     positions = tiling.cell_positions()
     bands, groups = tiling.bands(), tiling.segments()
-    report = _Progress(progress, header.token_count)
+    report = PixelProgress(progress, header.token_count)
 
     def chain(group: int) -> tuple[dict[int, Segment], float]:
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
@@ -156,7 +149,7 @@ def encode_full(
             coded[number] = Segment(encoder.finish()[0], check.value)
         return coded, ideal
 
-    chains = _run_parallel(chain, range(len(groups)), workers)
+    chains = run_parallel(chain, range(len(groups)), workers)
     coded = {number: segment for segments, _ in chains for number, segment in segments.items()}
     segments = tuple(coded[number] for number in range(tiling.record_count))
     return FullImageRecord(header, segments, image.name), sum(ideal for _, ideal in chains)
@@ -248,7 +241,7 @@ def decode_full(
     image = np.zeros((header.height, header.width), dtype=np.uint16)
     groups = tiling.segments()
     bands = tiling.bands()
-    report = _Progress(progress, header.token_count)
+    report = PixelProgress(progress, header.token_count)
     cancel = threading.Event()
 
     def chain(group: int) -> None:
@@ -280,7 +273,7 @@ def decode_full(
             reader.finish()
 
     try:
-        _run_parallel(chain, range(len(groups)), workers, cancel)
+        run_parallel(chain, range(len(groups)), workers, cancel)
     finally:
         cancel.set()
     return FullImage(image, header.mode, record.name)
@@ -310,55 +303,6 @@ class _SegmentReader:
                 f"{self.where}: the decoded tokens fail the token check: the record is "
                 "damaged, or the model computes other numbers than the encoder's"
             )
-
-
-class _Progress:
-    """Pixels done across worker threads, reported through the optional callback."""
-
-    def __init__(self, callback: Progress | None, total: int) -> None:
-        self._callback = callback
-        self._total = total
-        self._done = 0
-        self._lock = threading.Lock()
-
-    def add(self, count: int) -> None:
-        with self._lock:
-            self._done += count
-            if self._callback is not None:
-                self._callback(self._done, self._total)
-
-
-def _run_parallel(
-    function: Callable[[int], _T],
-    items: range,
-    workers: int,
-    cancel: threading.Event | None = None,
-) -> list[_T]:
-    """function(i) for every i, in `workers` threads (in this thread when 1); results in
-    order. The first exception in any thread, or a signal's (KeyboardInterrupt, or what a
-    handler raises), sets `cancel` at once, before the pool is left: leaving a ThreadPoolExecutor
-    block waits for every running chain, so the workers must see the event first (they
-    test it between cells and return). Then what has not started is dropped, and the
-    exception is raised here."""
-    if workers <= 1 or len(items) <= 1:
-        return [function(i) for i in items]
-    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
-    futures = [pool.submit(function, i) for i in items]
-    try:
-        # Wait for the first failure, not for the futures in order: chain 0 may run for
-        # minutes after chain 1 has failed.
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in done:
-            future.result()  # raises the failure, if any, without waiting for the others
-        return [future.result() for future in futures]
-    except BaseException:
-        if cancel is not None:
-            cancel.set()
-        for future in futures:
-            future.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode_band(

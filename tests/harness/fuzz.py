@@ -485,8 +485,8 @@ def _e_kind(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context
     frames[i] = replace(frames[i], head=frames[i].head & 0x30 | flags | kind)
     if kind == KIND_NAME or (variant == 2 and _named(frames)):  # a name for a skipped image
         return Forgery(header, frames, CLEAN_OR_FORGED)
-    if kind in (3, 4):  # full-image kinds are known and never ANCILLARY: always refused
-        return Forgery(header, frames, CLEAN)
+    if kind in (3, 4, 5, 6):  # full-image and classical kinds are known and never
+        return Forgery(header, frames, CLEAN)  # ANCILLARY: always refused
     return Forgery(header, frames, FORGED if variant == 2 else CLEAN)
 
 
@@ -717,8 +717,8 @@ def _e_insert_record(
     frames.insert(rng.randrange(len(frames) + 1), Frame(head, rng.randbytes(rng.randint(0, 32))))
     if kind == KIND_NAME:  # random bytes as a name: refused, or a name for the next image
         return Forgery(header, frames, CLEAN_OR_FORGED)
-    if kind in (3, 4):  # full-image kinds are known and never ANCILLARY: always refused
-        return Forgery(header, frames, CLEAN)
+    if kind in (3, 4, 5, 6):  # full-image and classical kinds are known and never
+        return Forgery(header, frames, CLEAN)  # ANCILLARY: always refused
     if variant == 2:  # skipped; refused between a name record and its image
         return Forgery(header, frames, CLEAN_OR_SAME if _named(frames) else IDENTICAL)
     return Forgery(header, frames, CLEAN)
@@ -831,21 +831,24 @@ def _zero_segments(
     w, h = min(grid, width), min(grid, height)
     reals = [min(w, width - x) for x in range(0, width, w)]
     groups = [reals[i : i + windows] for i in range(0, len(reals), windows)]
-    coded = [h]  # coded rows of each band
-    start = h
-    while start < height:
-        top = min(start - context, height - h)
-        coded.append(h - (start - top))
-        start = top + h
-    counts = [0] * (len(groups) if chain else len(coded) * len(groups))
-    for band, rows in enumerate(coded):
-        for group, real in enumerate(groups):
-            counts[group if chain else band * len(groups) + group] += rows * sum(real)
+    sums = [sum(real) for real in groups]
+    if chain:  # a chain's bands code every row of the image once
+        counts = [height * columns for columns in sums]
+    else:
+        coded = [h]  # coded rows of each band (at most 4096 segments: see the caller)
+        start = h
+        while start < height:
+            top = min(start - context, height - h)
+            coded.append(h - (start - top))
+            start = top + h
+        counts = [rows * columns for rows in coded for columns in sums]
     seg_head = 4 | head & 0x30
     frames = []
     for index, count in enumerate(counts):
-        crc = zlib.crc32(bytes([seg_head]) + fingerprint + body + encode_varint(index))
-        check = zlib.crc32(bytes(2 * count), crc) & 0xFFFF
+        check = 0  # an image this big is refused from its header: its checks are not read
+        if width * height <= 1 << 20:
+            crc = zlib.crc32(bytes([seg_head]) + fingerprint + body + encode_varint(index))
+            check = zlib.crc32(bytes(2 * count), crc) & 0xFFFF
         frames.append(Frame(seg_head, struct.pack("<H", check)))
     return frames
 
