@@ -535,7 +535,7 @@ def snapshot_code(work: Path) -> Path:
     code = work / "code"
     if code.exists():
         shutil.rmtree(code)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt", "models", "data")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt", "models")
     for source, target in CODE_LAYOUT.items():
         shutil.copytree(REPO / source, code / target, ignore=ignore)
     # The shipped model is what the default bundle path names; training data stays behind.
