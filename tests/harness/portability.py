@@ -538,7 +538,7 @@ def snapshot_code(work: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pt", "models")
     for source, target in CODE_LAYOUT.items():
         shutil.copytree(REPO / source, code / target, ignore=ignore)
-    # The shipped model is what the default bundle path names; training data stays behind.
+    # The shipped model, where the default bundle path names it (igpt_codec/models).
     shutil.copytree(REPO / "codec" / "models", code / "igpt_codec" / "models", ignore=ignore)
     return code
 
