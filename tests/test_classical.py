@@ -464,3 +464,20 @@ def test_webp_is_not_tried_past_its_side_limit(palette: np.ndarray) -> None:
     record = encode_classical(FullImage(tokens, "RGB"), FP, palette)
     assert record is not None and record.header.codec == CODEC_PNG
     assert np.array_equal(decode_classical(record, palette, 0).tokens, tokens)
+
+
+def test_every_truncation_and_byte_flip_of_a_stream_is_refused() -> None:
+    """The framing of kinds 5 and 6 under the container's checks: a stream cut anywhere, or
+    with any byte changed, raises a FormatError (record CRCs, lengths, parts)."""
+    from igpt_codec.format.errors import FormatError
+
+    header = ClassicalImageHeader(FP, 3, 4, "RGB", CODEC_PNG, 9)
+    stream = pack_stream([ClassicalImageRecord(header, b"abcdefgh\x00", 7, name="n.png")])
+    for cut in range(len(stream)):
+        with pytest.raises(FormatError):
+            unpack_stream(stream[:cut])
+    for at in range(len(stream)):
+        flipped = bytearray(stream)
+        flipped[at] ^= 0x01
+        with pytest.raises(FormatError):
+            unpack_stream(bytes(flipped))
