@@ -22,6 +22,7 @@ import pytest
 
 from igpt_codec import api
 from igpt_codec.core.errors import BundleError
+from igpt_codec.format.classical import CODEC_PNG, ClassicalImageHeader, ClassicalImageRecord
 from igpt_codec.format.container import SegmentCheck, pack_stream
 from igpt_codec.format.errors import CodecError, DecodeLimitError
 from igpt_codec.format.records import CODING_EXACT, FullImageHeader, FullImageRecord, Segment
@@ -309,3 +310,15 @@ def test_a_header_is_refused_before_its_segments_are_read(bundle) -> None:
         with pytest.raises(DecodeLimitError, match=r"a 8160x8224 image has 67107840 pixels"):
             read(source, model=bundle, threads=1)
         assert source.read_bytes < 100, f"{source.read_bytes} of {len(data)} bytes read"
+
+
+def test_classical_images_are_held_to_the_pixel_cap(bundle) -> None:
+    """Kinds 5 and 6 cost no model work, but Pillow allocates their pixels whole."""
+    header = ClassicalImageHeader(bundle.fingerprint, 5000, 4000, "P", CODEC_PNG, 1)
+    record = ClassicalImageRecord(header, b"\0", 0)
+    with pytest.raises(DecodeLimitError, match=r"a 5000x4000 image has 20000000 pixels"):
+        list(decode([record], bundle, threads=1, progress=no_model_work))
+    with pytest.raises(DecodeLimitError, match="200 pixels"):
+        small = ClassicalImageHeader(bundle.fingerprint, 20, 10, "P", CODEC_PNG, 1)
+        record = ClassicalImageRecord(small, b"\0", 0)
+        list(decode([record], bundle, limits=DecodeLimits(max_pixels=199)))

@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from igpt_codec.format.classical import ClassicalImageHeader
 from igpt_codec.format.errors import DecodeLimitError
 from igpt_codec.format.records import FullImageHeader, RecordHeader
 
@@ -153,7 +154,9 @@ class Budget:
         self.tokens = 0
         self.work = 0
 
-    def charge(self, header: RecordHeader | FullImageHeader, index: int) -> None:
+    def charge(
+        self, header: RecordHeader | FullImageHeader | ClassicalImageHeader, index: int
+    ) -> None:
         limits = self.limits
         self.images += 1
         self.tokens += header.token_count
@@ -169,6 +172,14 @@ class Budget:
             )
         if isinstance(header, FullImageHeader):
             self._charge_full(header, index)
+        elif not isinstance(header, RecordHeader) and header.token_count > limits.max_pixels:
+            # A classical (PNG/WebP) image costs no model work, but its pixels are still
+            # allocated whole by Pillow: the same cap per image.
+            raise DecodeLimitError(
+                f"record {index}: a {header.width}x{header.height} image has "
+                f"{header.token_count} pixels, more than the decoder's limit of "
+                f"{limits.max_pixels} (raise DecodeLimits.max_pixels or {ENV_MAX_PIXELS})"
+            )
 
     def _charge_full(self, header: FullImageHeader, index: int) -> None:
         check_image_header(header, self.limits, f"record {index}: ")
