@@ -178,7 +178,7 @@ def test_float_banded_model_and_exact_graph_agree_in_bits(
     exact_bits = coded_bits(whole[:, :-1], targets.numpy())
     assert abs(ref_bits / math.log(2) / bits["banded"] - 1) < 1e-9
     cost = exact_bits / bits["banded"] - 1
-    assert abs(cost) < 0.03, cost
+    assert abs(cost) < 0.005, cost  # measured: -0.016% (docs/speed.md)
     assert abs(cost) < abs(exact_bits / bits["full"] - 1)
 
 
