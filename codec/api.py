@@ -51,7 +51,7 @@ from igpt_codec.core.palette import grid_to_rgb, image_to_tokens, pixels_to_toke
 from igpt_codec.format import CodecError, DecodeLimitError, StreamWriter
 from igpt_codec.format import iter_records as _iter_records
 from igpt_codec.pipelines.fullres import FullImage
-from igpt_codec.pipelines.limits import check_image_header
+from igpt_codec.pipelines.limits import WorkTally, check_image_header
 from igpt_codec.pipelines.stream import (
     AnyImage,
     AnyRecord,
@@ -445,23 +445,27 @@ def iter_decode(
     `progress` counting on across runs. Yields DecodedImage; raises as `decompress`.
     """
     budget = limits or DecodeLimits()
-    done_images = done_tokens = 0
+    done_images = done_tokens = done_work = 0
     for fingerprint, run in itertools.groupby(records, key=lambda r: r.header.fingerprint):
         bundle = find_bundle(fingerprint, model)
         left = dataclasses.replace(
             budget,
             max_images=budget.max_images - done_images,
             max_tokens=budget.max_tokens - done_tokens,
+            max_work=budget.max_work - done_work,
         )
         start = done_tokens
         report = None if progress is None else _offset_progress(progress, start)
         # A sequence stays one (admitted whole before any model work); a lazy run is used
         # once, as it comes.
         batch: Iterable[AnyRecord] = list(run) if isinstance(records, Sequence) else run  # noqa: B031
+        work = WorkTally()  # carried across runs, as images and tokens are
+        batch = work.watch(batch)
         for item in decode(batch, bundle, threads=threads, progress=report, limits=left):
             done_images += 1
             done_tokens += token_count(item)
             yield _to_decoded(item, bundle)
+        done_work += work.total
 
 
 def _offset_progress(progress: Progress, start: int) -> Progress:

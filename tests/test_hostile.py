@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +323,18 @@ def test_classical_images_are_held_to_the_pixel_cap(bundle) -> None:
         small = ClassicalImageHeader(bundle.fingerprint, 20, 10, "P", CODEC_PNG, 1)
         record = ClassicalImageRecord(small, b"\0", 0)
         list(decode([record], bundle, limits=DecodeLimits(max_pixels=199)))
+
+
+def test_work_is_carried_across_concatenated_streams_of_two_models(bundle) -> None:
+    """Runs of records under different models are decoded by separate calls; each used to
+    get the whole max_work again, so alternating models multiplied the limit."""
+    tiny_dir = Path(__file__).resolve().parent / "golden" / "model"
+    tiny = load_bundle(tiny_dir)
+    records = [forged(tiny.fingerprint, 40, 40), forged(bundle.fingerprint, 40, 40)]
+    work = full_image_work(records[0].header)
+    allow = DecodeLimits(max_work=work + work // 2)
+    images = api.iter_decode(records, model=tiny_dir, threads=1, limits=allow)
+    first = next(images)
+    assert first.tokens.shape == (40, 40)
+    with pytest.raises(DecodeLimitError, match="record 0: a 40x40 image asks for"):
+        next(images)

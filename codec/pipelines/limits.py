@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from igpt_codec.format.classical import ClassicalImageHeader
 from igpt_codec.format.errors import DecodeLimitError
@@ -247,3 +249,29 @@ def workers_within(
         f"decode, more than the decoder's limit of {limits.max_memory >> 20} MiB (raise "
         f"DecodeLimits.max_memory or {ENV_MAX_MEMORY})"
     )
+
+
+class WorkTally:
+    """The full-resolution work of records as a decoder takes them, for a caller that
+    splits one stream into several decode calls (concatenated streams under different
+    models) and must carry `max_work` across them, as it carries images and tokens."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def watch(self, records: Iterable[Any]) -> Iterable[Any]:
+        """`records` as they were (a sequence stays one), counted as they are taken."""
+        if isinstance(records, Sequence):
+            self.total += sum(_work_of(record) for record in records)
+            return records
+        return self._counted(records)
+
+    def _counted(self, records: Iterable[Any]) -> Iterator[Any]:
+        for record in records:
+            self.total += _work_of(record)
+            yield record
+
+
+def _work_of(record: Any) -> int:
+    header = getattr(record, "header", None)
+    return full_image_work(header) if isinstance(header, FullImageHeader) else 0
