@@ -37,6 +37,11 @@ its timeout is a hang, a worker past the hard RSS cap is killed as memory. Insid
 worker each case's Python allocations are traced (tracemalloc peak) and its RSS high
 water mark is watched. See docs/fuzzing.md.
 
+One module of about 1,500 lines, over the project's 400, because a campaign is one
+reproducible unit: a case is a function of (seed, index, corpus), so the re-framing, the
+generators and their weights, the worker and the report change together, and splitting
+them would spread one case's definition over several files.
+
     python -m tests.harness.fuzz --cases 2000 --seed 1
     python -m tests.harness.fuzz --cases 100000 --seed 12 --json /tmp/fuzz.json
     python -m tests.harness.fuzz --seed 1 --case 1234        # one case, in process, traceback
