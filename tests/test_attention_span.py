@@ -230,3 +230,34 @@ def test_checkpoint_carries_its_span(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="differs from the checkpoint's 32"):
         export_bundle(str(ckpt), tmp_path / "out", attention_span=16)
     assert not (tmp_path / "out").exists()
+
+
+def test_thumbnail_round_trip_with_a_span_bundle(span_bundle: Path) -> None:
+    """The thumbnail coder needs no change: one call to encode, the ring to decode."""
+    from igpt_codec import api
+
+    rng = np.random.default_rng(3)
+    image = (rng.integers(0, 4, (40, 56, 3)) * 60).astype(np.uint8)
+    for size in (32, 12):
+        (decoded,) = api.decompress(api.compress(image, model=span_bundle, size=size), span_bundle)
+        expected = api.tokenize([image], load_bundle(span_bundle), size)[0]
+        assert np.array_equal(decoded.tokens, np.asarray(expected.tokens).reshape(-1))
+
+
+def test_full_resolution_round_trip_needs_only_ring_stacking(
+    span_bundle: Path, model: ExactTokenModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full-resolution decoder stacks its known-rows states with kv_cache.stacked, which
+    builds a linear cache; with ring_cache.stacked (what pipelines/fullres.py needs to
+    import, docs/speed.md) encoder (whole windows) and decoder (known rows, then the ring)
+    agree. The known-rows call (129 tokens at past 0) is longer than the ring as it is."""
+    from igpt_codec.format.records import CODING_ADAPTIVE
+    from igpt_codec.pipelines import fullres
+
+    monkeypatch.setattr(fullres, "stacked", stacked)
+    bundle = load_bundle(span_bundle)
+    tokens = np.random.default_rng(5).integers(0, 512, (70, 90)).astype(np.int64)
+    image = fullres.FullImage(tokens, "RGB")
+    header = fullres.make_header(image, bundle.fingerprint, 32, CODING_ADAPTIVE, 4, 32, True)
+    record, _ = fullres.encode_full(model, image, header)
+    assert np.array_equal(fullres.decode_full(model, record, 0).tokens, tokens)
