@@ -778,7 +778,8 @@ def main_run(args: argparse.Namespace) -> int:
         "encode_onnxruntime": onnxruntime.__version__,
         "code": json.loads(state_path.read_text()) if state_path.is_file() else None,
         "layout": f"one stream per photo, {SIDE}x{SIDE} (profile full: the photo's centre "
-        f"{FULL_CROP[0]}x{FULL_CROP[1]} at full resolution), {n} photos per profile",
+        f"{FULL_CROP[0]}x{FULL_CROP[1]} at full resolution), {n} photos per profile"
+        " (synthetic: its own images)",
         "profiles": profiles,
         "encode": encode,
         "columns": [],
@@ -803,8 +804,10 @@ def main_run(args: argparse.Namespace) -> int:
             entry["skipped"] = why
             report["columns"].append(entry)
             continue
-        subset = spread(n, args.emulated_limit if column.emulated else None)
         for profile in profiles:
+            # Profiles hold different numbers of files (the synthetic set has its own size).
+            count = len(encode[profile]["files"])
+            subset = spread(count, args.emulated_limit if column.emulated else None)
             entry["runs"][profile] = run_column(column, work, profile, subset, args.timeout, log)
         report["columns"].append(entry)
         out.mkdir(parents=True, exist_ok=True)
