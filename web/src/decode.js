@@ -42,7 +42,8 @@ function batches(records) {
   const out = [];
   for (const record of records) {
     const last = out[out.length - 1];
-    if (record.type === 'thumbnail' && last && last[0].type === 'thumbnail' && last[0].side === record.side && last.length < MAX_BATCH) last.push(record);
+    const joins = last && last[0].type === 'thumbnail' && last[0].stream === record.stream && last[0].side === record.side;
+    if (record.type === 'thumbnail' && joins && last.length < MAX_BATCH) last.push(record);
     else out.push([record]);
   }
   return out;
@@ -63,12 +64,15 @@ export async function decode(input, options = {}) {
   if (info.images > limits.maxImages) throw new DecodeLimitError(`the stream holds ${info.images} images; the limit is ${limits.maxImages}`);
   if (info.tokens > limits.maxTokens) throw new DecodeLimitError(`the stream holds ${info.tokens} tokens; the limit is ${limits.maxTokens}`);
   const t0 = performance.now();
-  const bundle = await resolveModel(options.model, parsed.header.fingerprintHex);
-  for (const record of parsed.records) checkRecord(record, bundle);
+  // One model per stream (concatenated streams may name several).
+  const bundles = [];
+  for (const stream of parsed.streams) bundles.push(await resolveModel(options.model, stream.fingerprintHex));
+  for (const record of parsed.records) checkRecord(record, bundles[record.stream]);
   const t1 = performance.now();
-  const session = await sessionFor(bundle);
+  const sessions = [];
+  for (const bundle of bundles) sessions.push(await sessionFor(bundle));
   const t2 = performance.now();
-  const colours = colourTable(bundle.palette);
+  const colours = bundles.map((bundle) => colourTable(bundle.palette));
   let done = 0;
   // onProgress may return a promise (a page uses one to let the browser paint).
   const onTokens = async (n) => {
@@ -77,6 +81,9 @@ export async function decode(input, options = {}) {
   };
   const images = [];
   for (const batch of batches(parsed.records)) {
+    const { stream } = batch[0];
+    const bundle = bundles[stream];
+    const session = sessions[stream];
     const decoded = batch[0].type === 'full'
       ? [await decodeFull(bundle, session, batch[0], onTokens)]
       : await decodeThumbnails(bundle, session, batch, onTokens);
@@ -86,7 +93,7 @@ export async function decode(input, options = {}) {
       const height = full ? record.height : record.side;
       images.push({
         index: record.index, kind: full ? 'full' : 'thumbnail', width, height,
-        rgba: tokensToRgba(decoded[i], colours), tokens: decoded[i], side: full ? null : record.side,
+        rgba: tokensToRgba(decoded[i], colours[stream]), tokens: decoded[i], side: full ? null : record.side,
         mode: record.mode, originalWidth: record.width, originalHeight: record.height, name: record.name,
       });
     });

@@ -148,6 +148,36 @@ function parseFullHeader(head, body) {
   return image;
 }
 
+const readU32 = (bytes, at) => (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24)) >>> 0;
+
+/**
+ * Where the FINAL record starting at `start` ends (the offset of its CRC), by the rule of
+ * SPEC.md "Concatenated streams": the end of the input when its last 4 bytes are the CRC
+ * of what precedes them; else the first point where a matching CRC is followed by the
+ * magic (the next stream starts there); else the stream is damaged.
+ */
+function finalRecordEnd(bytes, start, chain) {
+  const from = start + 1; // B starts after the head byte
+  const available = bytes.length - from;
+  const limit = MAX_FRAME + 8;
+  const head = bytes.subarray(start, start + 1);
+  if (available <= limit) {
+    if (available < 4) throw new TruncatedError(`truncated stream: the final record at offset ${start} is cut`);
+    const end = bytes.length - 4;
+    if (crc32(bytes.subarray(start, end), chain) === readU32(bytes, end)) return end;
+  }
+  // Rule 2: scan for a CRC match followed by the magic, the CRC kept running byte by byte.
+  let crc = crc32(head, chain);
+  const last = Math.min(MAX_FRAME + 4, available - 7); // room for the CRC and the magic
+  for (let e = 4; e <= last; e++) {
+    const at = from + e;
+    if (bytes[at] === MAGIC[0] && bytes[at + 1] === MAGIC[1] && bytes[at + 2] === MAGIC[2] && readU32(bytes, at - 4) === crc) return at - 4;
+    crc = crc32(bytes.subarray(at - 4, at - 3), crc);
+  }
+  if (available > limit) throw new LengthOutOfRangeError(`final record at offset ${start} runs past the limit of ${MAX_FRAME} bytes`);
+  throw new ChecksumError(`record at offset ${start}: CRC mismatch; the stream is truncated or has bytes appended`);
+}
+
 /**
  * The frame of the record whose head byte is at `pos`: {head, body, final, next}.
  * Checks length limits, the chained CRC (state.crc, updated) and the length's minimality.
@@ -164,11 +194,8 @@ function readFrame(bytes, pos, state) {
   }
   let body, frameEnd, crcAt, minimal = true;
   if (final) {
-    const rest = bytes.length - (pos + 1);
-    if (rest > MAX_FRAME + 4) throw new LengthOutOfRangeError(`final record at offset ${start} runs past the limit of ${MAX_FRAME} bytes`);
-    if (rest < 4) throw new TruncatedError(`truncated stream: the final record at offset ${start} is cut`);
-    body = bytes.subarray(pos + 1, bytes.length - 4);
-    frameEnd = bytes.length - 4;
+    frameEnd = finalRecordEnd(bytes, start, state.crc);
+    body = bytes.subarray(pos + 1, frameEnd);
     crcAt = frameEnd;
   } else {
     const r = readVarint(bytes, pos + 1, MAX_FRAME, 'record length', bytes.length, LengthOutOfRangeError, true);
@@ -207,10 +234,22 @@ function parseSegment(frame) {
  */
 export function readStream(input) {
   const bytes = input instanceof Uint8Array ? input : new Uint8Array(input);
-  const header = readFileHeader(bytes);
-  const state = { crc: crc32(bytes.subarray(0, HEADER_LEN)) };
   const records = [];
-  let pos = HEADER_LEN;
+  const streams = [];
+  let pos = 0;
+  // Concatenated streams (SPEC.md): each with its own header, CRC chain and FINAL record.
+  do {
+    const header = readFileHeader(bytes.subarray(pos));
+    streams.push({ offset: pos, ...header });
+    pos = readOne(bytes, pos, header, streams.length - 1, records);
+  } while (pos < bytes.length);
+  return { header: streams[0], streams, records };
+}
+
+/** The records of the stream whose file header is at `offset`; returns where it ends. */
+function readOne(bytes, offset, header, streamIndex, records) {
+  const state = { crc: crc32(bytes.subarray(offset, offset + HEADER_LEN)) };
+  let pos = offset + HEADER_LEN;
   let count = 0;
   let name = null;
   for (;;) {
@@ -259,12 +298,10 @@ export function readStream(input) {
       record.index = records.length;
       record.name = name;
       record.fingerprint = header.fingerprint;
+      record.stream = streamIndex;
       records.push(record);
       name = null;
     }
-    if (final) {
-      if (pos !== bytes.length) throw new ChecksumError('bytes after the final record');
-      return { header, records };
-    }
+    if (final) return pos;
   }
 }

@@ -41,3 +41,13 @@ for (const [name, entry] of Object.entries(expected)) {
     });
   });
 }
+
+test('concatenated streams (tests/golden/concatenated/two_streams.igpt): each under its own model', async () => {
+  const bytes = readFileSync(path.join(GOLDEN, 'concatenated', 'two_streams.igpt'));
+  const { images } = await decode(bytes, { model: resolver });
+  const want = [...expected['tiny_one_24.igpt'].records, ...expected['default_one_32.igpt'].records];
+  assert.deepEqual(images.map((im) => Array.from(im.tokens)), want.map((r) => r.tokens.flat()));
+  // The magic and garbage after a stream is a damaged second stream, not extra images.
+  const tail = Buffer.concat([readFileSync(path.join(GOLDEN, 'tiny_one_24.igpt')), Buffer.from([0x89, 0x49, 0x47, 2, 1, 2, 3])]);
+  await assert.rejects(decode(tail, { model: resolver }), /./);
+});
