@@ -7,6 +7,7 @@ import { streamInfo } from './info.js';
 import { sessionFor } from './model.js';
 import { decodeThumbnails } from './thumbnail.js';
 import { decodeFull } from './fullres.js';
+import { decodeClassical } from './classical.js';
 import { colourTable, tokensToRgba } from './palette.js';
 
 export const DEFAULT_LIMITS = { maxImages: 2 ** 16, maxTokens: 2 ** 26 };
@@ -24,6 +25,7 @@ async function resolveModel(model, fingerprintHex) {
 
 /** Refuse records this bundle cannot decode, before any work (Python: _check_record). */
 function checkRecord(record, bundle) {
+  if (record.type === 'classical') return; // coding 0 checked by the reader; no model step
   const full = record.type === 'full';
   const allowed = full ? [CODING_EXACT, CODING_ADAPTIVE] : [CODING_EXACT];
   if (!allowed.includes(record.coding)) {
@@ -51,7 +53,8 @@ function batches(records) {
 
 /**
  * Decode a stream. options.model: a bundle from loadBundle, or an async function
- * fingerprintHex -> bundle. options.onProgress(doneTokens, totalTokens).
+ * fingerprintHex -> bundle. options.onProgress(doneTokens, totalTokens). options.decodeWebp
+ * (file, width, height) -> RGBA bytes, for kind-5 WebP records (a page passes one).
  * Returns {info, images: [{index, kind, width, height, rgba, tokens, side, mode,
  * originalWidth, originalHeight, name}]}.
  */
@@ -84,17 +87,24 @@ export async function decode(input, options = {}) {
     const { stream } = batch[0];
     const bundle = bundles[stream];
     const session = sessions[stream];
-    const decoded = batch[0].type === 'full'
-      ? [await decodeFull(bundle, session, batch[0], onTokens)]
-      : await decodeThumbnails(bundle, session, batch, onTokens);
+    let decoded;
+    if (batch[0].type === 'classical') {
+      decoded = [await decodeClassical(batch[0], colours[stream], options.decodeWebp)];
+      await onTokens(batch[0].tokens);
+    } else if (batch[0].type === 'full') {
+      decoded = [await decodeFull(bundle, session, batch[0], onTokens)];
+    } else {
+      decoded = await decodeThumbnails(bundle, session, batch, onTokens);
+    }
     batch.forEach((record, i) => {
-      const full = record.type === 'full';
+      const full = record.type !== 'thumbnail'; // kinds 3+4 and 5+6 are full-resolution images
       const width = full ? record.width : record.side;
       const height = full ? record.height : record.side;
       images.push({
         index: record.index, kind: full ? 'full' : 'thumbnail', width, height,
         rgba: tokensToRgba(decoded[i], colours[stream]), tokens: decoded[i], side: full ? null : record.side,
         mode: record.mode, originalWidth: record.width, originalHeight: record.height, name: record.name,
+        storedAs: record.type === 'classical' ? record.codecName : null,
       });
     });
   }

@@ -21,5 +21,7 @@ export class PayloadError extends FormatError {}
 export class TokenChecksumError extends CodecError {}
 export class ModelMismatchError extends CodecError {}
 export class DecodeLimitError extends CodecError {}
+/** A classical record in a format this decoder cannot decode (WebP without a WebP decoder). */
+export class MissingCodecError extends CodecError {}
 /** The model bundle is missing, incomplete or fails its own hashes (not a file defect). */
 export class BundleError extends CodecError {}

@@ -2,7 +2,7 @@
 // its size (thumbnails also upscaled, pixelated) and what the file holds.
 // ?check=a.igpt,b.igpt (files under /files/) decodes them and POSTs hashes to /report:
 // the headless-Chromium test drives the page that way.
-import { decode, readStream, streamInfo, infoLines, CodecError, BundleError, ModelMismatchError } from './index.js';
+import { decode, readStream, streamInfo, infoLines, CodecError, BundleError, ModelMismatchError, PayloadError } from './index.js';
 import { urlResolver } from './browser.js';
 import { sessionFor, Stepper } from './model.js';
 
@@ -10,6 +10,20 @@ const $ = (id) => document.getElementById(id);
 const model = urlResolver('models/');
 const THUMBNAIL_VIEW = 256; // CSS pixels a thumbnail is scaled up to
 let lastTimings = null;
+
+/** Kind-5 WebP records: the browser decodes them, colour conversion off (SPEC.md). */
+async function decodeWebp(file, width, height) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(new Blob([file], { type: 'image/webp' }), { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  } catch {
+    throw new PayloadError('embedded WebP does not decode');
+  }
+  const canvas = new OffscreenCanvas(width, height);
+  const context = canvas.getContext('2d');
+  context.drawImage(bitmap, 0, 0);
+  return context.getImageData(0, 0, width, height).data;
+}
 
 function say(text, isError = false) {
   $('message').textContent = text;
@@ -46,7 +60,7 @@ function render(images, append) {
       canvas.style.height = `${image.height * scale}px`;
       text += ` thumbnail of a ${image.originalWidth}×${image.originalHeight} ${image.mode} image (shown ×${scale})`;
     } else {
-      text += ` full-resolution ${image.mode} image`;
+      text += ` full-resolution ${image.mode} image${image.storedAs ? ` (stored as ${image.storedAs})` : ''}`;
     }
     if (image.name) text += ` — ${image.name}`;
     caption.textContent = text;
@@ -72,7 +86,7 @@ async function openBytes(label, bytes, append = false) {
     $('info').hidden = false;
     say(`Decoding ${info.images} image${info.images === 1 ? '' : 's'} (${info.tokens} tokens)…`);
     const started = performance.now();
-    const { images, timings } = await decode(bytes, { model, onProgress: progressUpdater() });
+    const { images, timings } = await decode(bytes, { model, decodeWebp, onProgress: progressUpdater() });
     lastTimings = timings;
     render(images, append);
     $('progress').value = 1;

@@ -13,7 +13,7 @@ function chunk(type, data) {
 }
 
 /** PNG bytes of an RGBA image, written as RGB (decoded images are opaque). */
-export function encodePng(width, height, rgba) {
+export function encodePng(width, height, rgba, level = 6) {
   const raw = new Uint8Array(height * (1 + 3 * width));
   for (let y = 0; y < height; y++) {
     const row = y * (1 + 3 * width); // filter byte 0 (none), then the pixels
@@ -30,7 +30,7 @@ export function encodePng(width, height, rgba) {
   const parts = [
     Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a),
     chunk('IHDR', header),
-    chunk('IDAT', deflateSync(raw)),
+    chunk('IDAT', deflateSync(raw, { level })),
     chunk('IEND', new Uint8Array(0)),
   ];
   return Buffer.concat(parts);

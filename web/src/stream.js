@@ -23,6 +23,10 @@ export const KIND_THUMBNAIL = 1;
 export const KIND_NAME = 2;
 export const KIND_FULL = 3;
 export const KIND_SEGMENT = 4;
+export const KIND_CLASSICAL = 5;
+export const KIND_CLASSICAL_PART = 6;
+const PART_SIZE = 2 ** 20; // bytes of the embedded file per kind-5/6 record
+const MAX_FILE_LENGTH = 2 ** 32 - 1;
 export const CODING_EXACT = 0;
 export const CODING_FLOAT32 = 1;
 export const CODING_ADAPTIVE = 2;
@@ -188,7 +192,7 @@ function readFrame(bytes, pos, state) {
   const kind = kindOf(head);
   const final = Boolean(head & FINAL);
   if (kind === 0) throw new InvalidFieldError(`record at offset ${start}: kind 0 is not a record`);
-  const known = kind <= KIND_SEGMENT;
+  const known = kind <= KIND_CLASSICAL_PART;
   if (!known && !(head & ANCILLARY)) {
     throw new UnknownRecordKindError(`record at offset ${start}: unknown must-understand record kind ${kind}`);
   }
@@ -226,6 +230,32 @@ function parseSegment(frame) {
   const payload = body.slice(2);
   checkPayload(payload);
   return { head, tokenCheck: body[0] | (body[1] << 8), payload };
+}
+
+/** Kind 5 (SPEC.md "Kinds 5 and 6"): a classical image file (PNG or WebP) of the pixels. */
+function parseClassical(frame) {
+  const { head, body } = frame;
+  if (head & ANCILLARY) throw new InvalidFieldError(`record at offset ${frame.start}: a classical image cannot be ancillary`);
+  if (codingOf(head) !== CODING_EXACT) throw new InvalidFieldError(`record at offset ${frame.start}: a classical image has coding 0`);
+  const end = body.length;
+  if (end < 1) throw new InvalidFieldError('classical image record is empty');
+  const codec = body[0] & 0x0f;
+  if (body[0] & 0x30) throw new InvalidFieldError('classical image: reserved bits set');
+  if (codec !== 1 && codec !== 2) throw new InvalidFieldError(`classical image codec ${codec} is reserved`);
+  const { mode, next: afterMode } = readMode(body, 1, body[0] >> 6, end);
+  const width = readDimension(body, afterMode, end, 'width');
+  const height = readDimension(body, width.next, end, 'height');
+  const length = readVarint(body, height.next, MAX_FILE_LENGTH, 'file length', end, InvalidFieldError);
+  if (length.value < 1) throw new InvalidFieldError('classical image file length 0');
+  const bodyEnd = length.next;
+  const first = Math.min(length.value, PART_SIZE);
+  if (end !== bodyEnd + 2 + first) throw new InvalidFieldError(`record at offset ${frame.start}: the first part of the file has the wrong length`);
+  return {
+    type: 'classical', head, coding: CODING_EXACT, codec, codecName: codec === 1 ? 'PNG' : 'WebP lossless', mode,
+    width: width.value, height: height.value, tokens: width.value * height.value, fileLength: length.value,
+    headerBody: body.slice(0, bodyEnd), tokenCheck: body[bodyEnd] | (body[bodyEnd + 1] << 8),
+    parts: [body.slice(bodyEnd + 2)], partCount: Math.ceil(length.value / PART_SIZE),
+  };
 }
 
 /**
@@ -271,6 +301,23 @@ function readOne(bytes, offset, header, streamIndex, records) {
       continue;
     } else if (frame.kind === KIND_SEGMENT) {
       throw new InvalidFieldError(`record ${count - 1}: a segment record without its full-image header`);
+    } else if (frame.kind === KIND_CLASSICAL_PART) {
+      throw new InvalidFieldError(`record ${count - 1}: a classical image part without its kind-5 record`);
+    } else if (frame.kind === KIND_CLASSICAL) {
+      record = parseClassical(frame);
+      let left = record.fileLength - record.parts[0].length;
+      while (record.parts.length < record.partCount) {
+        if (final || pos >= bytes.length) throw new InvalidFieldError(`record ${count - 1}: the stream ends inside a classical image`);
+        if (kindOf(bytes[pos]) !== KIND_CLASSICAL_PART) throw new InvalidFieldError(`record ${count}: kind ${kindOf(bytes[pos])} where part ${record.parts.length} of a classical image belongs`);
+        const part = readFrame(bytes, pos, state);
+        pos = part.next;
+        count++;
+        final = part.final;
+        if ((part.head & ANCILLARY) || codingOf(part.head) !== CODING_EXACT) throw new InvalidFieldError(`record ${count - 1}: a classical image part has coding 0 and is not ancillary`);
+        if (part.body.length !== Math.min(PART_SIZE, left)) throw new InvalidFieldError(`record ${count - 1}: a classical image part has the wrong length`);
+        record.parts.push(part.body.slice());
+        left -= part.body.length;
+      }
     } else if (frame.kind === KIND_THUMBNAIL) {
       record = parseThumbnail(frame.head, frame.body);
     } else {

@@ -56,3 +56,22 @@ function concat(parts) {
   }
   return out;
 }
+
+/**
+ * The frames of a kind-5 record (and its kind-6 parts) holding `tokens` as a PNG, for tests:
+ * RGB, filter 0, zlib at `level` (0 stores: a large file for a multi-part record).
+ */
+export async function classicalFrames(tokens, width, height, bundle, { level = 9, mode = 0 } = {}) {
+  const { colourTable, tokensToRgba } = await import('../src/palette.js');
+  const { encodePng } = await import('../src/png.js');
+  const { thumbnailCheck } = await import('../src/checks.js');
+  const rgba = tokensToRgba(tokens, colourTable(bundle.palette));
+  const file = new Uint8Array(encodePng(width, height, rgba, level));
+  const body = concat([Uint8Array.of(1 | (mode << 6)), encodeVarint(width), encodeVarint(height), encodeVarint(file.length)]);
+  const record = { head: 0x05, fingerprint: bundle.fingerprint, headerBody: body };
+  const check = thumbnailCheck(record, tokens);
+  const part = 2 ** 20;
+  const frames = [{ head: 0x05, body: concat([body, Uint8Array.of(check & 0xff, check >> 8), file.subarray(0, part)]) }];
+  for (let at = part; at < file.length; at += part) frames.push({ head: 0x06, body: file.slice(at, at + part) });
+  return { frames, file };
+}

@@ -1,15 +1,29 @@
-// Fuzz: 2,400 mutations of a small stream (tiny golden model, 175 tokens). Each must end
-// in a clean CodecError or decode to the right tokens; never a wrong image, never a
-// stray exception type, never a hang (the whole run is timed and bounded).
+// Fuzz: 2,400 mutations of a small stream (tiny golden model, 195 tokens, a PNG record
+// among them). Each must end in a clean CodecError or decode to the right tokens; never a
+// wrong image, never a stray exception type, never a hang (the run is timed and bounded).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { decode, CodecError } from '../src/index.js';
-import { WEB, tinyBundle, readJson, splitFrames, joinFrames } from '../support/helpers.js';
+import { WEB, tinyBundle, readJson, splitFrames, joinFrames, classicalFrames } from '../support/helpers.js';
 
-const seed = new Uint8Array(readFileSync(path.join(WEB, 'test', 'data', 'fuzz_seed.igpt')));
-const seedTokens = readJson(path.join(WEB, 'test', 'data', 'fuzz_seed.json')).tokens.map((t) => t.join(','));
+const seedFile = new Uint8Array(readFileSync(path.join(WEB, 'test', 'data', 'fuzz_seed.igpt')));
+const seedFileTokens = readJson(path.join(WEB, 'test', 'data', 'fuzz_seed.json')).tokens;
+// The committed seed plus a 5x4 PNG record (kind 5), built at test time.
+let seed;
+let seedTokens;
+let header;
+let frames;
+
+async function buildSeed(model) {
+  ({ header, frames } = splitFrames(seedFile));
+  const tokens = Uint16Array.from({ length: 20 }, (_, i) => (i * 37) % 512);
+  const classical = await classicalFrames(tokens, 5, 4, model);
+  frames = [...frames, ...classical.frames];
+  seed = joinFrames(header, frames);
+  seedTokens = [...seedFileTokens, Array.from(tokens)].map((t) => t.join(','));
+}
 
 /** Deterministic PRNG (mulberry32), so a failing case can be replayed by its number. */
 function rng(seedValue) {
@@ -23,7 +37,6 @@ function rng(seedValue) {
   };
 }
 
-const { header, frames } = splitFrames(seed);
 
 /** Mutations: raw ones (no CRC fix: must match the seed exactly or fail) and forged ones
  * (CRCs recomputed: each decoded image must be one of the seed's, in order). */
@@ -82,6 +95,7 @@ const PLAN = [['flip', 800], ['truncate', 300], ['append', 100], ['field', 700],
 
 test('fuzz: 2,400 mutated streams end in a clean error or the right images', async () => {
   const model = await tinyBundle();
+  await buildSeed(model);
   const started = Date.now();
   const outcomes = { error: 0, correct: 0 };
   const errorNames = {};

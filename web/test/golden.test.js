@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { decode } from '../src/index.js';
-import { GOLDEN, WEB, resolver, readJson } from '../support/helpers.js';
+import { decode, readStream, MissingCodecError } from '../src/index.js';
+import { GOLDEN, WEB, resolver, readJson, splitFrames, joinFrames } from '../support/helpers.js';
 
 const expected = readJson(path.join(GOLDEN, 'expected.json'));
 const pythonPixels = readJson(path.join(WEB, 'test', 'reference', 'python_pixels.json'));
@@ -22,20 +22,54 @@ function rgbHash(image) {
   return createHash('sha256').update(rgb).digest('hex');
 }
 
+/**
+ * Node has no WebP decoder (the browser check decodes those records): a file holding a
+ * WebP record must fail with MissingCodecError, and the rest of its records are checked
+ * in a stream re-framed without them (their token checks do not depend on position).
+ */
+function withoutWebp(bytes) {
+  const { records } = readStream(bytes);
+  const webp = records.map((r) => r.type === 'classical' && r.codec === 2);
+  if (!webp.includes(true)) return { bytes, kept: records.map((_, i) => i) };
+  const { header, frames } = splitFrames(bytes);
+  // Frames grouped by record: a name (2) joins the next image; segments (4) and parts (6)
+  // join the image before them.
+  const groups = [];
+  let pending = [];
+  for (const frame of frames) {
+    const kind = frame.head & 0x0f;
+    if (kind === 2) pending.push(frame);
+    else if (kind === 4 || kind === 6) groups[groups.length - 1].push(frame);
+    else {
+      groups.push([...pending, frame]);
+      pending = [];
+    }
+  }
+  assert.equal(groups.length, records.length);
+  const kept = records.map((_, i) => i).filter((i) => !webp[i]);
+  return { bytes: joinFrames(header, kept.flatMap((i) => groups[i])), kept };
+}
+
 for (const [name, entry] of Object.entries(expected)) {
   test(`golden ${name} decodes to its committed tokens and Python's pixels`, async () => {
-    const bytes = readFileSync(path.join(GOLDEN, name));
+    const original = readFileSync(path.join(GOLDEN, name));
+    const { bytes, kept } = withoutWebp(new Uint8Array(original));
+    if (bytes !== original && kept.length !== entry.records.length) {
+      await assert.rejects(decode(original, { model: resolver }), MissingCodecError);
+    }
     const { images, info } = await decode(bytes, { model: resolver });
-    assert.equal(info.stream_bytes, entry.bytes);
-    assert.equal(images.length, entry.records.length);
-    images.forEach((image, i) => {
+    if (kept.length === entry.records.length) assert.equal(info.stream_bytes, entry.bytes);
+    assert.equal(images.length, kept.length);
+    images.forEach((image, j) => {
+      const i = kept[j];
       const want = entry.records[i];
       assert.deepEqual(Array.from(image.tokens), want.tokens.flat(), `${name} image ${i} tokens`);
       assert.equal(image.kind === 'full', Boolean(want.full), `${name} image ${i} kind`);
       assert.deepEqual([image.originalWidth, image.originalHeight], want.size);
       assert.equal(image.mode, want.mode);
       if (!want.full) assert.equal(image.side, want.side);
-      const py = pythonPixels[name][i];
+      const py = pythonPixels[name]?.[i];
+      if (!py) return; // newer than the Python reference data: the tokens decide (and the browser check)
       assert.deepEqual([image.width, image.height], [py.width, py.height]);
       assert.equal(rgbHash(image), py.rgb_sha256, `${name} image ${i} pixels differ from Python's`);
     });
