@@ -30,6 +30,7 @@ from `Image.open`, a missing model `ModelNotFoundError` from `load()`.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import IO, Any
 
@@ -38,6 +39,7 @@ from PIL import Image, ImageFile, ImageSequence
 import igpt_codec.format as _format
 from igpt_codec.api import DecodedImage, compress_to, decode_records
 from igpt_codec.format import DecodeLimitError, EmptyStreamError, iter_records
+from igpt_codec.pipelines.limits import check_image_header
 from igpt_codec.pipelines.stream import DecodeLimits
 
 FORMAT = "IGPT"
@@ -50,7 +52,9 @@ MODEL: str | os.PathLike[str] | None = None
 THREADS: int | None = None
 """onnxruntime intra-op threads for decoding and saving (None: onnxruntime's default)."""
 LIMITS: DecodeLimits | None = None
-"""Images and tokens a stream may hold (None: the decoder's defaults); checked on open."""
+"""What a stream may ask of the decoder (None: the decoder's defaults, which the
+IGPT_CODEC_MAX_* environment variables set): images and each full-resolution header are
+checked on open, as each is read; the rest when `load()` decodes."""
 
 
 def _accept(prefix: bytes) -> bool:
@@ -66,9 +70,13 @@ class IgptImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         assert self.fp is not None
-        max_images = (LIMITS or DecodeLimits()).max_images
+        limits = LIMITS or DecodeLimits()
+        max_images = limits.max_images
         records = []
-        for record in iter_records(self.fp):
+        # Each full-resolution header is checked as it is parsed, before its segment
+        # records are read (issue 26: a header may ask for millions of them).
+        check = functools.partial(check_image_header, limits=limits)
+        for record in iter_records(self.fp, on_image=check):
             records.append(record)
             if len(records) > max_images:
                 raise DecodeLimitError(

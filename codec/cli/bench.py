@@ -9,10 +9,21 @@ round trip token for token. Nothing is written.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from igpt_codec.cli.common import DEFAULT_SIZE, Failure, plural, reports_errors, usable_cpus
+from igpt_codec.cli.common import (
+    DEFAULT_SIZE,
+    Failure,
+    limit_options,
+    plural,
+    reports_errors,
+    usable_cpus,
+)
+
+if TYPE_CHECKING:
+    from igpt_codec.pipelines.limits import DecodeLimits
 
 
 @click.command("bench")
@@ -30,11 +41,19 @@ from igpt_codec.cli.common import DEFAULT_SIZE, Failure, plural, reports_errors,
     help="As for compress.",
 )
 @reports_errors
+@limit_options
 def bench(
-    inputs: tuple[str, ...], size: int | None, full: bool, model_dir: str | None, threads: int
+    inputs: tuple[str, ...],
+    size: int | None,
+    full: bool,
+    model_dir: str | None,
+    threads: int,
+    limits: DecodeLimits,
 ) -> None:
     """Compress IMAGE... into one stream in memory, decompress it, check the tokens, and
-    report the ratio, the speed of both ways and the model. Writes nothing."""
+    report the ratio, the speed of both ways and the model. Writes nothing. The decode
+    runs under the decoder's limits, as decompress does (a --full photo over 16.8 MP
+    needs --max-pixels)."""
     if full and size is not None:
         raise click.UsageError("--full codes the photo at its own size: drop --size")
     from igpt_codec import api
@@ -45,7 +64,7 @@ def bench(
     started = time.perf_counter()
     data = api.compress(list(inputs), bundle, size=side, threads=threads, full=full)
     coded = time.perf_counter()
-    decoded = api.decompress(data, bundle, threads=threads)
+    decoded = api.decompress(data, bundle, threads=threads, limits=limits)
     done = time.perf_counter()
     tokens = sum(int(item.tokens.size) for item in decoded)
     for want, got in zip(expected, decoded, strict=True):

@@ -8,6 +8,7 @@ writes `p.png.igpt.png`. Every name decompress makes itself ends in `.igpt.png`
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from igpt_codec.cli.common import (
     ProgressBar,
     expand_inputs,
     label,
+    limit_options,
     open_input,
     plural,
     reports_errors,
@@ -36,6 +38,7 @@ from igpt_codec.cli.outputs import OutputSet, is_dir_spelling, is_special
 
 if TYPE_CHECKING:
     from igpt_codec.api import DecodedImage
+    from igpt_codec.pipelines.limits import DecodeLimits
 
 MARK = ".igpt"
 """Put before the extension of every name decompress makes up."""
@@ -115,20 +118,32 @@ def _peek(records: Iterator[Any], name: str) -> tuple[Iterator[Any], bool]:
     return itertools.chain(ahead, records), second is not None
 
 
-def _stream_tokens(input_name: str) -> int | None:
+def _stream_tokens(input_name: str, limits: DecodeLimits) -> int | None:
     """Tokens of every image in a regular file, read without decoding (for the progress
-    bar's total and ETA); None for pipes, where the stream can be read only once."""
+    bar's total and ETA); None for pipes, where the stream can be read only once. A
+    header the limits refuse stops the count before its segments are read."""
     if input_name == STDIO or not Path(input_name).is_file():
         return None
     from igpt_codec.core.files import regular_file_size
-    from igpt_codec.format import FormatError, iter_records
+    from igpt_codec.format import CodecError
 
     try:
         with open(input_name, "rb") as handle:
-            records = iter_records(handle, length=regular_file_size(handle))
+            records = _records(handle, regular_file_size(handle), limits)
             return sum(record.header.token_count for record in records)
-    except (OSError, FormatError):
+    except (OSError, CodecError):
         return None  # reported by the decoding pass, with the input's name
+
+
+def _records(handle: BinaryIO, length: int | None, limits: DecodeLimits) -> Iterator[Any]:
+    """The stream's records, each full-resolution header checked against `limits` as it
+    is parsed, before its segment records are read (as the API's readers do): a header
+    asking for millions of segments is refused after reading it alone (issue 26)."""
+    from igpt_codec.format import iter_records
+    from igpt_codec.pipelines.limits import check_image_header
+
+    check = functools.partial(check_image_header, limits=limits)
+    return iter_records(handle, length=length, on_image=check)
 
 
 class Kinds:
@@ -221,6 +236,7 @@ def _check_usage(inputs: list[str], output: str | None, test: bool, single_sink:
 )
 @run_options
 @reports_errors
+@limit_options
 def decompress(
     inputs: tuple[str, ...],
     output: str | None,
@@ -235,6 +251,7 @@ def decompress(
     verbose: bool,
     keep: bool,
     threads: int | None,
+    limits: DecodeLimits,
 ) -> None:
     """Decompress streams (INPUT..., '-' for stdin) into PNG images.
 
@@ -244,6 +261,11 @@ def decompress(
     stream names (see --model). A stream with no image this version decodes is an
     error for every output form. Concatenated streams (cat a.igpt b.igpt) decode as
     one.
+
+    The decoder refuses, from its header and before any model work, a full-resolution
+    image over --max-pixels, a stream over --max-work, a decode over --max-memory, and
+    layouts this encoder never writes (unless --allow-any-layout): one error line
+    naming the limit to raise (docs/hardening.md).
     """
     del keep  # inputs are never removed
     quiet = quiet and not verbose
@@ -271,6 +293,7 @@ def decompress(
         model=model_dir,
         threads=threads,
         quiet=quiet,
+        limits=limits,
     )
     lines = []
     with outputs:
@@ -296,21 +319,22 @@ class _Decoder:
     model: str | None
     threads: int | None
     quiet: bool
+    limits: DecodeLimits
 
     def run(self, input_name: str) -> str:
         from igpt_codec import api
         from igpt_codec.core.files import regular_file_size
-        from igpt_codec.format import iter_records
 
         name = label(input_name)
         sink = self.stdout is not None or self.special is not None
         bar = ProgressBar.for_stderr("decompressing", self.quiet)
-        total = _stream_tokens(input_name) if bar.enabled else None  # read only for the bar
+        # Read only for the bar's total.
+        total = _stream_tokens(input_name, self.limits) if bar.enabled else None
         kinds = Kinds()
         targets: list[Path] = []
         try:
             with NamedErrors(name), open_input(input_name) as handle:
-                records = iter_records(handle, length=regular_file_size(handle))
+                records = _records(handle, regular_file_size(handle), self.limits)
                 stream, several = _peek(records, name)
                 if several and sink:
                     raise click.UsageError(
@@ -327,6 +351,7 @@ class _Decoder:
                     model=self.model,
                     threads=self.threads,
                     progress=lambda done, known: bar(done, known or total),
+                    limits=self.limits,
                 )
                 for index, item in enumerate(decoded):
                     kinds.add(item)
