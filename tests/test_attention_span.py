@@ -244,17 +244,15 @@ def test_thumbnail_round_trip_with_a_span_bundle(span_bundle: Path) -> None:
         assert np.array_equal(decoded.tokens, np.asarray(expected.tokens).reshape(-1))
 
 
-def test_full_resolution_round_trip_needs_only_ring_stacking(
-    span_bundle: Path, model: ExactTokenModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The full-resolution decoder stacks its known-rows states with kv_cache.stacked, which
-    builds a linear cache; with ring_cache.stacked (what pipelines/fullres.py needs to
-    import, docs/speed.md) encoder (whole windows) and decoder (known rows, then the ring)
-    agree. The known-rows call (129 tokens at past 0) is longer than the ring as it is."""
+def test_full_resolution_round_trip_with_a_span(span_bundle: Path, model: ExactTokenModel) -> None:
+    """The full-resolution decoder stacks its known-rows states with ring_cache.stacked
+    (rings and linear caches alike), so encoder (whole windows) and decoder (known rows,
+    then the ring) agree. The known-rows call (129 tokens at past 0) is longer than the
+    ring."""
     from igpt_codec.format.records import CODING_ADAPTIVE
     from igpt_codec.pipelines import fullres
 
-    monkeypatch.setattr(fullres, "stacked", stacked)
+    assert fullres.stacked is stacked
     bundle = load_bundle(span_bundle)
     tokens = np.random.default_rng(5).integers(0, 512, (70, 90)).astype(np.int64)
     image = fullres.FullImage(tokens, "RGB")

@@ -38,7 +38,7 @@ from igpt_codec.pipelines.parallel import PixelProgress, Progress, run_parallel
 from igpt_codec.pipelines.types import FullImage
 from igpt_codec.runtime.contract import SOS
 from igpt_codec.runtime.exact_runner import ExactTokenModel
-from igpt_codec.runtime.kv_cache import stacked
+from igpt_codec.runtime.ring_cache import stacked
 
 CONTEXT_ROWS = 4
 """Rows above each band fed but not coded. Chosen by measurement (docs/full-resolution.md):
