@@ -50,6 +50,7 @@ from igpt_codec.core.images import ImageSource, LoadedImage, load_image
 from igpt_codec.core.palette import grid_to_rgb, image_to_tokens, pixels_to_tokens, tokens_to_image
 from igpt_codec.format import CodecError, DecodeLimitError, StreamWriter
 from igpt_codec.format import iter_records as _iter_records
+from igpt_codec.format.classical import CODEC_NAMES, ClassicalImageRecord
 from igpt_codec.pipelines.fullres import FullImage
 from igpt_codec.pipelines.limits import WorkTally, check_image_header
 from igpt_codec.pipelines.stream import (
@@ -186,6 +187,12 @@ class CompressSummary:
     stream_bytes: int
     payload_bytes: int
     ideal_bits: float
+    """The model's ideal cost of the images it coded (not of those in `stored_as`)."""
+    stored_as: tuple[str, ...] = ()
+    """The codec of each image stored as a classical file instead of the model's coding
+    ('PNG', 'WebP lossless'; record kinds 5 and 6, kept when smaller), in order."""
+    model_tokens: int | None = None
+    """Tokens of the images the model coded; None: every token."""
 
     @property
     def bits_per_token(self) -> float:
@@ -199,8 +206,10 @@ class CompressSummary:
 
     @property
     def ideal_bits_per_token(self) -> float:
-        """The model's own -log2 p per token: what a perfect coder would pay."""
-        return self.ideal_bits / self.tokens
+        """The model's own -log2 p per token it coded: what a perfect coder would pay
+        (NaN when every image is stored as a classical file)."""
+        tokens = self.tokens if self.model_tokens is None else self.model_tokens
+        return self.ideal_bits / tokens if tokens else float("nan")
 
     @property
     def ratio(self) -> float:
@@ -284,19 +293,27 @@ def compress_to(
     bundle = resolve_bundle(model)
     token_images = _tokenize_all(images, bundle, size, names, full)
     counting = _CountingWriter(fileobj)
-    payload_bytes = 0
+    payload_bytes = model_tokens = 0
     ideal_bits = 0.0
+    stored_as: list[str] = []
     with _stream_writer(counting, bundle) as writer:
-        for encoded in encode(token_images, bundle, threads=threads, progress=progress):
+        coded = encode(token_images, bundle, threads=threads, progress=progress)
+        for item, encoded in zip(token_images, coded, strict=True):
             writer.write_record(encoded.record)
             payload_bytes += encoded.payload_bytes
-            ideal_bits += encoded.ideal_bits
+            if isinstance(encoded.record, ClassicalImageRecord):
+                stored_as.append(CODEC_NAMES[encoded.record.header.codec])
+            else:
+                ideal_bits += encoded.ideal_bits
+                model_tokens += token_count(item)
     return CompressSummary(
         images=len(token_images),
         tokens=sum(token_count(item) for item in token_images),
         stream_bytes=counting.written,
         payload_bytes=payload_bytes,
         ideal_bits=ideal_bits,
+        stored_as=tuple(stored_as),
+        model_tokens=model_tokens,
     )
 
 
@@ -313,10 +330,10 @@ def compress_each(
 
     Every input is opened and tokenized before the first stream is yielded (a bad
     file fails before any model time is spent); the model codes them in batches.
-    Raises as `compress_to`, except that with full=True a `size` is ignored, not refused
-    (the portability harness codes both profiles with one call).
+    Raises as `compress_to`: a `size` with full=True is a ValueError, as there (it would
+    be ignored).
     """
-    size = DEFAULT_SIZE if size is None or full else size
+    size = _thumbnail_size(size, full)
     bundle = resolve_bundle(model)
     token_images = _tokenize_all(images, bundle, size, names, full)
     for item, encoded in zip(
@@ -328,6 +345,7 @@ def compress_each(
         with _stream_writer(buffer, bundle) as writer:
             writer.write_record(encoded.record)
         data = buffer.getvalue()
+        classical = isinstance(encoded.record, ClassicalImageRecord)
         yield (
             data,
             CompressSummary(
@@ -335,7 +353,9 @@ def compress_each(
                 tokens=token_count(item),
                 stream_bytes=len(data),
                 payload_bytes=encoded.payload_bytes,
-                ideal_bits=encoded.ideal_bits,
+                ideal_bits=0.0 if classical else encoded.ideal_bits,
+                stored_as=(CODEC_NAMES[encoded.record.header.codec],) if classical else (),
+                model_tokens=0 if classical else token_count(item),
             ),
         )
 

@@ -36,8 +36,8 @@ def compress_summary(target: str, summary: CompressSummary, side: int | None) ->
             f"{target}: {plural(summary.images, 'image')} coded at full resolution, "
             f"{plural(summary.tokens, 'pixel')} (one token each), {summary.stream_bytes} bytes: "
             f"{summary.bits_per_token:.3f} bits/token (file), ratio {summary.ratio:.2f}:1 to "
-            f"24-bit RGB of the palette image; payload {summary.payload_bits_per_token:.3f}, "
-            f"model ideal {summary.ideal_bits_per_token:.3f} bits/token"
+            f"24-bit RGB of the palette image; payload {summary.payload_bits_per_token:.3f}"
+            f"{_ideal_or_stored(summary)}"
         )
     return (
         f"{target}: {plural(summary.images, 'image')} coded as {side}x{side} palette "
@@ -46,6 +46,24 @@ def compress_summary(target: str, summary: CompressSummary, side: int | None) ->
         f"{summary.bits_per_token:.3f} bits/token (file), ratio {summary.ratio:.2f}:1 to "
         f"24-bit RGB of the thumbnail; payload {summary.payload_bits_per_token:.3f}, "
         f"model ideal {summary.ideal_bits_per_token:.3f} bits/token"
+    )
+
+
+def _ideal_or_stored(summary: CompressSummary) -> str:
+    """', model ideal X bits/token' for what the model coded; for an image kept as a PNG
+    or WebP file (record kinds 5 and 6, when smaller) what it is stored as instead: the
+    model's ideal is not what such a file costs."""
+    stored = summary.stored_as
+    if not stored:
+        return f", model ideal {summary.ideal_bits_per_token:.3f} bits/token"
+    codecs = " or ".join(dict.fromkeys(stored))
+    if len(stored) == summary.images:
+        what = "stored as" if len(stored) == 1 else "all stored as"
+        return f" bits/token, {what} {codecs} (smaller than the model's coding)"
+    return (
+        f", model ideal {summary.ideal_bits_per_token:.3f} bits/token over the "
+        f"{plural(summary.images - len(stored), 'image')} the model coded; "
+        f"{len(stored)} stored as {codecs} (smaller than the model's coding)"
     )
 
 

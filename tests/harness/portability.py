@@ -290,7 +290,7 @@ def encode_profile(work: Path, profile: str, photos: Sequence[Path], log: Any) -
     started = time.perf_counter()
     names, sizes = [], []
     for index, (data, _summary) in enumerate(
-        compress_each(loaded, model=bundle, size=SIDE, threads=1, full=full)
+        compress_each(loaded, model=bundle, size=None if full else SIDE, threads=1, full=full)
     ):
         name = f"{index:03d}.igpt"
         (out / name).write_bytes(data)
