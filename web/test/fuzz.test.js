@@ -79,7 +79,7 @@ function mutate(kind, rand) {
       else if (op === 2) {
         const j = int(copy.length);
         [copy[i], copy[j]] = [copy[j], copy[i]];
-      } else copy.splice(int(copy.length + 1), 0, { head: (rand() < 0.5 ? 0x40 : 0) | (5 + int(11)) | (int(4) << 4), body: Uint8Array.from({ length: int(6) }, () => int(256)) });
+      } else copy.splice(int(copy.length + 1), 0, { head: (rand() < 0.5 ? 0x40 : 0) | (7 + int(9)) | (int(4) << 4), body: Uint8Array.from({ length: int(6) }, () => int(256)) });
       return { bytes: joinFrames(header, copy), forged: true };
     }
     case 'header': {

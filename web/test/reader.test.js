@@ -63,9 +63,9 @@ test('frame errors: CRC, appended bytes, missing end, lengths, kinds', () => {
   flipped[20] ^= 1;
   refuses(flipped, igpt.ChecksumError);
   refuses(Uint8Array.of(...seed, 0), igpt.ChecksumError);
-  const unfinished = joinFrames(header, [...frames, { head: 0x45, body: Uint8Array.of(1) }]);
+  const unfinished = joinFrames(header, [...frames, { head: 0x47, body: Uint8Array.of(1) }]);
   assert.equal(igpt.readStream(unfinished).records.length, 4); // an unknown ancillary kind is skipped
-  refuses(joinFrames(header, [...frames.slice(0, 1), { head: 0x05, body: Uint8Array.of(1) }]), igpt.UnknownRecordKindError);
+  refuses(joinFrames(header, [...frames.slice(0, 1), { head: 0x07, body: Uint8Array.of(1) }]), igpt.UnknownRecordKindError);
   refuses(joinFrames(header, [{ head: 0x00, body: Uint8Array.of(1) }]), igpt.InvalidFieldError);
   refuses(joinFrames(header, [{ ...frames[1], head: frames[1].head | 0x30 }]), igpt.InvalidFieldError); // coding 3
   refuses(joinFrames(header, [{ ...frames[1], head: frames[1].head | 0x20 }]), igpt.InvalidFieldError); // coding 2 thumbnail
@@ -88,7 +88,7 @@ test('name records: attach to the next image; refused at the end or twice', () =
   const name = frames[0];
   refuses(joinFrames(header, [frames[1], name]), igpt.InvalidFieldError);
   refuses(joinFrames(header, [name, name, frames[1]]), igpt.InvalidFieldError);
-  refuses(joinFrames(header, [name, { head: 0x45, body: Uint8Array.of(1) }, frames[1]]), igpt.InvalidFieldError);
+  refuses(joinFrames(header, [name, { head: 0x47, body: Uint8Array.of(1) }, frames[1]]), igpt.InvalidFieldError);
   refuses(joinFrames(header, [{ head: name.head, body: new TextEncoder().encode('a/b') }, frames[1]]), igpt.InvalidFieldError);
 });
 
