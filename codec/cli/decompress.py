@@ -118,7 +118,7 @@ def _peek(records: Iterator[Any], name: str) -> tuple[Iterator[Any], bool]:
     return itertools.chain(ahead, records), second is not None
 
 
-def _stream_tokens(input_name: str, limits: DecodeLimits) -> int | None:
+def _stream_tokens(input_name: str, limits: DecodeLimits | None = None) -> int | None:
     """Tokens of every image in a regular file, read without decoding (for the progress
     bar's total and ETA); None for pipes, where the stream can be read only once. A
     header the limits refuse stops the count before its segments are read."""
@@ -126,7 +126,9 @@ def _stream_tokens(input_name: str, limits: DecodeLimits) -> int | None:
         return None
     from igpt_codec.core.files import regular_file_size
     from igpt_codec.format import CodecError
+    from igpt_codec.pipelines.limits import DecodeLimits
 
+    limits = limits or DecodeLimits()
     try:
         with open(input_name, "rb") as handle:
             records = _records(handle, regular_file_size(handle), limits)
