@@ -23,7 +23,7 @@ from test_hostile import CountingReads, forged
 
 from igpt_codec import api
 from igpt_codec.cli import cli
-from igpt_codec.cli.common import ByteSize, flag_wording
+from igpt_codec.cli.limits import ByteSize, flag_wording
 from igpt_codec.format.container import pack_stream
 from igpt_codec.format.errors import DecodeLimitError
 from igpt_codec.format.records import CODING_EXACT, FullImageHeader, FullImageRecord, Segment

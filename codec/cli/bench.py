@@ -16,11 +16,11 @@ import click
 from igpt_codec.cli.common import (
     DEFAULT_SIZE,
     Failure,
-    limit_options,
     plural,
     reports_errors,
     usable_cpus,
 )
+from igpt_codec.cli.limits import limit_options
 
 if TYPE_CHECKING:
     from igpt_codec.pipelines.limits import DecodeLimits

@@ -26,7 +26,6 @@ from igpt_codec.cli.common import (
     ProgressBar,
     expand_inputs,
     label,
-    limit_options,
     open_input,
     plural,
     reports_errors,
@@ -34,6 +33,7 @@ from igpt_codec.cli.common import (
     stdout_binary,
     write_stdout,
 )
+from igpt_codec.cli.limits import limit_options
 from igpt_codec.cli.outputs import OutputSet, is_dir_spelling, is_special
 
 if TYPE_CHECKING:
