@@ -17,7 +17,35 @@ import onnxruntime as ort
 from igpt_codec.runtime.contract import SOS, cache_capacity
 
 
-class KVCache:
+class CacheBuffers:
+    """Every layer's key and value buffer as slices of two stacked arrays, wrapped once as
+    OrtValues: what the linear cache (below) and the ring (ring_cache.py) share.
+
+    The layer is the outer axis (contiguous), so a decode step appends all layers' keys in
+    one assignment; the OrtValues wrap the numpy memory (no copy), so writes into the
+    buffers are seen by the graph.
+    """
+
+    __slots__ = ("all_keys", "all_values", "feeds", "keys", "length", "values")
+
+    def __init__(self, all_keys: np.ndarray, all_values: np.ndarray, length: int):
+        self.all_keys = all_keys
+        self.all_values = all_values
+        self.keys = list(all_keys)
+        self.values = list(all_values)
+        self.length = length
+        self.feeds = [
+            ort.OrtValue.ortvalue_from_numpy(b)
+            for pair in zip(self.keys, self.values, strict=True)
+            for b in pair
+        ]
+
+    @property
+    def capacity(self) -> int:
+        return self.all_keys.shape[-1]
+
+
+class KVCache(CacheBuffers):
     """Preallocated K/V buffers shared by the states of one batch of sequences.
 
     Keys are stored [B, H, D, capacity] (q @ keys needs no transpose), values
@@ -26,22 +54,7 @@ class KVCache:
     KVState behaves as immutable while the usual forward-only loop never copies the cache.
     """
 
-    __slots__ = ("all_keys", "all_values", "feeds", "keys", "length", "values")
-
-    def __init__(self, all_keys: np.ndarray, all_values: np.ndarray, length: int):
-        # Every layer's buffer is one slice of a stacked array (contiguous: the layer is the
-        # outer axis), so a decode step appends all layers' keys in one assignment.
-        self.all_keys = all_keys
-        self.all_values = all_values
-        self.keys = list(all_keys)
-        self.values = list(all_values)
-        self.length = length
-        # OrtValues wrap the numpy memory (no copy): writes into the buffers are seen by the graph.
-        self.feeds = [
-            ort.OrtValue.ortvalue_from_numpy(b)
-            for pair in zip(self.keys, self.values, strict=True)
-            for b in pair
-        ]
+    __slots__ = ()
 
     @classmethod
     def empty(
@@ -52,10 +65,6 @@ class KVCache:
         keys = np.zeros((n_layer, batch, heads, head_dim, capacity), dtype)
         values = np.zeros((n_layer, batch, heads, capacity, head_dim), dtype)
         return cls(keys, values, length)
-
-    @property
-    def capacity(self) -> int:
-        return self.all_keys.shape[-1]
 
     def for_writing(self, past: int) -> KVCache:
         """This cache if its newest state is `past` long, else a copy (copy on write)."""

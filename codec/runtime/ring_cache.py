@@ -19,13 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import onnxruntime as ort
 
-from igpt_codec.runtime.kv_cache import KVState
+from igpt_codec.runtime.kv_cache import CacheBuffers, KVState
 from igpt_codec.runtime.kv_cache import stacked as stacked_linear
 
 
-class RingCache:
+class RingCache(CacheBuffers):
     """S slots of keys [L, B, H, D, S] and values [L, B, H, S, D]; position p in slot p mod S.
 
     Only the newest state (length == `length`) may write. An older state can be stepped
@@ -34,22 +33,12 @@ class RingCache:
     are overwritten, and going back is refused rather than silently computing other tables.
     """
 
-    __slots__ = ("all_keys", "all_values", "feeds", "keys", "length", "values")
+    __slots__ = ()
 
     def __init__(self, all_keys: np.ndarray, all_values: np.ndarray, length: int):
         if all_keys.shape[-1] != all_values.shape[-2] or all_keys.shape[-1] < 1:
             raise ValueError("ring keys and values must have the same number of slots (>= 1)")
-        self.all_keys = all_keys
-        self.all_values = all_values
-        self.keys = list(all_keys)
-        self.values = list(all_values)
-        self.length = length
-        # OrtValues wrap the numpy memory (no copy): writes into the slots are seen by the graph.
-        self.feeds = [
-            ort.OrtValue.ortvalue_from_numpy(b)
-            for pair in zip(self.keys, self.values, strict=True)
-            for b in pair
-        ]
+        super().__init__(all_keys, all_values, length)
 
     @classmethod
     def empty(
@@ -59,11 +48,6 @@ class RingCache:
         keys = np.zeros((n_layer, batch, heads, head_dim, span), dtype)
         values = np.zeros((n_layer, batch, heads, span, head_dim), dtype)
         return cls(keys, values, 0)
-
-    @property
-    def capacity(self) -> int:
-        """The number of slots (the span): fixed, whatever the length."""
-        return self.all_keys.shape[-1]
 
     def for_writing(self, past: int) -> RingCache:
         """This cache if its newest state is `past` long, else a copy holding that state."""
