@@ -5,6 +5,8 @@ PNG and WebP lossless on its palette image plus a few bytes.
 The guarantee test codes the synthetic set (bench/synthetic.py) and crops of held-out
 photos with the default model; the rest needs no model. One file of ~430 lines because
 the feature's every error path (framing, embedded file, dispatch, CLI) is listed together.
+
+Long: the guarantee, then one test per rule of kinds 5 and 6 and per way a file can lie.
 """
 
 from __future__ import annotations

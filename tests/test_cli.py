@@ -1,4 +1,7 @@
-"""cli.py as a user runs it: subprocesses, exit codes, one-line errors, no partial files."""
+"""cli.py as a user runs it: subprocesses, exit codes, one-line errors, no partial files.
+
+Long: one test per command behaviour users rely on.
+"""
 
 from __future__ import annotations
 

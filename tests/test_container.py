@@ -1,4 +1,7 @@
-"""format.container (version 2): round trips, the SPEC layout, a FormatError per defect."""
+"""format.container (version 2): round trips, the SPEC layout, a FormatError per defect.
+
+Long: one test per SPEC.md rule and per defect class of the container.
+"""
 
 from __future__ import annotations
 

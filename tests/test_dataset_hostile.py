@@ -5,6 +5,8 @@ shards and indexes that are links (to a foreign file, to /dev/zero), FIFOs, devi
 index lines with huge numbers, deep nesting, bad UTF-8, decoy duplicates; another
 dataset's index laid over this one's shard. Each must give one line naming the problem,
 quote nothing read from a foreign file, and finish promptly (a FIFO must not hang).
+
+Long: one test per hostile index or shard input of issue 26.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Full-resolution images (record kinds 3 and 4): the window layout, the container rules
-and lossless round trips of real photos at their own size through the shipped model."""
+and lossless round trips of real photos at their own size through the shipped model.
+
+Long: one test per tiling, coding and chain rule of full-resolution records.
+"""
 
 from __future__ import annotations
 
