@@ -15,6 +15,7 @@ ruff format --check .
 set +e
 python -m pytest -q "$@"
 status=$?
+bash web/scripts/test.sh || [ "$status" -ne 0 ] || status=1  # the web decoder (web/README.md); fails the run too
 set -e
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: failing" >&2
