@@ -1,7 +1,6 @@
 """Bench streams for the web decoder, and native Python onnxruntime's decode speed on them.
 
-    cd /work/ref && PYTHONPATH=/work/ref /work/main/.venv/bin/python \
-        /work/main/web/scripts/make_bench_data.py /work/main/web/test/data
+    .venv/bin/python web/scripts/make_bench_data.py web/test/data
 
 Writes bench_1.igpt (one 32x32 thumbnail) and bench_16.igpt (16 of them: one batch of 16
 in every decoder) coded with the shipped default bundle, then decodes each with the Python
@@ -17,12 +16,12 @@ from pathlib import Path
 import onnxruntime
 from PIL import Image
 
-# The Python codec of a reference checkout (its top-level packages, run with PYTHONPATH set
-# to it), looked up by name: this checkout has its own layout and is not what is run.
-load_bundle = import_module("codec.bundle").load_bundle
-api = import_module("codec.api")
-pack_stream = import_module("format.container").pack_stream
-unpack_stream = import_module("format.container").unpack_stream
+# The Python codec as installed (the checkout's editable install: `.venv`), looked up by
+# name so that these scripts stay outside the package's lint and layer rules.
+load_bundle = import_module("igpt_codec.runtime.bundle").load_bundle
+api = import_module("igpt_codec.api")
+pack_stream = import_module("igpt_codec.format.container").pack_stream
+unpack_stream = import_module("igpt_codec.format.container").unpack_stream
 
 
 SAMPLE = Path("samples/bsds500_val_101085.jpg")

@@ -1,8 +1,7 @@
 """The small stream the JS fuzz mutates (run once, output committed).
 
-    cd /work/ref && PYTHONPATH=/work/ref /work/main/.venv/bin/python \
-        /work/main/web/scripts/make_fuzz_seed.py \
-        /work/main/tests/golden/model /work/main/web/test/data
+    .venv/bin/python web/scripts/make_fuzz_seed.py \
+        tests/golden/model web/test/data
 
 Tiny golden model, few tokens so thousands of mutated decodes stay fast: a named 3x3
 thumbnail, a 4x4 one, a 6x5 full-resolution image (coding 2) and a 40x3 one with two
@@ -18,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# The Python codec of a reference checkout (its top-level packages, run with PYTHONPATH set
-# to it), looked up by name: this checkout has its own layout and is not what is run.
-load_bundle = import_module("codec.bundle").load_bundle
-api = import_module("codec.api")
-pack_stream = import_module("format.container").pack_stream
-unpack_stream = import_module("format.container").unpack_stream
+# The Python codec as installed (the checkout's editable install: `.venv`), looked up by
+# name so that these scripts stay outside the package's lint and layer rules.
+load_bundle = import_module("igpt_codec.runtime.bundle").load_bundle
+api = import_module("igpt_codec.api")
+pack_stream = import_module("igpt_codec.format.container").pack_stream
+unpack_stream = import_module("igpt_codec.format.container").unpack_stream
 
 
 def main() -> None:

@@ -1,8 +1,7 @@
 """Streams for the Node/WASM portability column: the 105 held-out photos, 32x32, one stream
 each, encoded natively by the Python codec with the shipped default bundle.
 
-    cd /work/ref && PYTHONPATH=/work/ref /work/main/.venv/bin/python \
-        /work/main/web/scripts/make_portability_data.py OUT_DIR
+    .venv/bin/python web/scripts/make_portability_data.py OUT_DIR
 
 Writes OUT_DIR/NNN.igpt and OUT_DIR/tokens.json (the encoder's tokens, by file name), the
 inputs of scripts/portability.js.
@@ -13,11 +12,11 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
-# The Python codec of a reference checkout (its top-level packages, run with PYTHONPATH set
-# to it), looked up by name: this checkout has its own layout and is not what is run.
+# The Python codec as installed (the checkout's editable install: `.venv`), looked up by
+# name so that these scripts stay outside the package's lint and layer rules.
 validation_images = import_module("bench.data").validation_images
-api = import_module("codec.api")
-load_bundle = import_module("codec.bundle").load_bundle
+api = import_module("igpt_codec.api")
+load_bundle = import_module("igpt_codec.runtime.bundle").load_bundle
 
 
 def main() -> None:

@@ -1,8 +1,7 @@
 """Reference pixels from the Python decoder, for the JS tests (run once, output committed).
 
-    cd /work/ref && PYTHONPATH=/work/ref /work/main/.venv/bin/python \
-        /work/main/web/scripts/make_reference.py /work/main/tests/golden > \
-        /work/main/web/test/reference/python_pixels.json
+    .venv/bin/python web/scripts/make_reference.py tests/golden > \
+        web/test/reference/python_pixels.json
 
 For every golden file: each decoded image's width, height and the sha256 of its RGB bytes
 (row-major, 3 bytes a pixel) as the Python `decompress` writes them, plus the `info --json`
@@ -17,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-# The Python codec of a reference checkout (its top-level packages, run with PYTHONPATH set
-# to it), looked up by name: this checkout has its own layout and is not what is run.
-load_bundle = import_module("codec.bundle").load_bundle
-api = import_module("codec.api")
+# The Python codec as installed (the checkout's editable install: `.venv`), looked up by
+# name so that these scripts stay outside the package's lint and layer rules.
+load_bundle = import_module("igpt_codec.runtime.bundle").load_bundle
+api = import_module("igpt_codec.api")
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # All the speed figures in one go (Python native, Node, Chromium warm and cold), appended to
-# docs/bench-results/web_speed.json (its "runs"). Python runs from a checkout of the reference code:
-#   PYREF=/work/ref PYTHON=/work/main/.venv/bin/python web/scripts/speed.sh
+# docs/bench-results/web_speed.json (its "runs"). Python runs the installed codec (the
+# checkout's editable install):
+#   PYTHON=.venv/bin/python web/scripts/speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
-(cd "${PYREF:?set PYREF to a checkout with the Python codec}" && PYTHONPATH="$PYREF" "${PYTHON:-python3}" "$OLDPWD/scripts/make_bench_data.py" "$tmp" > "$tmp/python.json")
+"${PYTHON:-python3}" scripts/make_bench_data.py "$tmp" > "$tmp/python.json"
 cmp "$tmp/bench_16.igpt" test/data/bench_16.igpt  # the same streams as the committed ones
 node scripts/bench.js > "$tmp/node.json"
 node scripts/browser-check.js --files test/data/bench_1.igpt,test/data/bench_16.igpt --repeat 4 --json "$tmp/browser.json"
