@@ -3,7 +3,8 @@
 import { crc32, tokenBytes } from './crc32.js';
 import { encodeVarint } from './varint.js';
 
-function concat(parts) {
+/** The byte arrays `parts`, joined into one. */
+export function concat(parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {

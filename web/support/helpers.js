@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { concat } from '../src/checks.js';
 import { crc32 } from '../src/crc32.js';
 import { readVarint, encodeVarint } from '../src/varint.js';
 import { bundleResolver, bundleFromDir } from '../src/node.js';
@@ -45,16 +46,6 @@ export function joinFrames(header, frames) {
     parts.push(bytes, Uint8Array.of(crc & 0xff, (crc >>> 8) & 0xff, (crc >>> 16) & 0xff, crc >>> 24));
   });
   return concat(parts);
-}
-
-function concat(parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /**
