@@ -43,12 +43,8 @@ def _module_files() -> dict[str, Path]:
             parts = path.relative_to(folder).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            name = ".".join((prefix, *parts))
-            if name.startswith(f"{PACKAGE}.export") and prefix == PACKAGE:
-                continue
-            modules[name] = path
-    # codec/ holds only the run time: the format and export folders are mapped beside it.
-    return {m: p for m, p in modules.items() if p.parts[-2] != "models"}
+            modules[".".join((prefix, *parts))] = path
+    return modules
 
 
 MODULES = _module_files()
