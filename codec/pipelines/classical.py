@@ -88,23 +88,31 @@ larger)."""
 
 
 def candidates(
-    tokens: np.ndarray, palette: np.ndarray, webp_effort: int = WEBP_FAST
+    tokens: np.ndarray, palette: np.ndarray, rgb: Image.Image
 ) -> list[tuple[int, bytes]]:
     """(codec id, file) for every representation this Pillow can write: PNG always (zlib
-    is part of Pillow), RGB and indexed (at most 256 colours); WebP lossless at
-    `webp_effort` when Pillow has it and both sides fit WebP's 16384."""
-    rgb = grid_to_rgb(tokens, palette)
+    is part of Pillow), RGB and indexed (at most 256 colours); WebP lossless at effort
+    WEBP_FAST when Pillow has it and both sides fit WebP's 16384. `rgb` is the palette
+    image of `tokens`."""
     height, width = tokens.shape
-    found = [(CODEC_PNG, _save(Image.fromarray(rgb), "PNG", optimize=True))]
+    found = [(CODEC_PNG, _save(rgb, "PNG", optimize=True))]
     used, index = np.unique(tokens, return_inverse=True)
     if used.size <= MAX_INDEXED_COLOURS:
         indexed = Image.fromarray(index.reshape(tokens.shape).astype(np.uint8), mode="P")
         indexed.putpalette(palette_rgb(palette)[used].reshape(-1).tolist())
         found.append((CODEC_PNG, _save(indexed, "PNG", optimize=True)))
-    if features.check("webp") and max(width, height) <= WEBP_MAX_SIDE:
-        options = {"lossless": True, "quality": 100, "method": webp_effort, "exact": True}
-        found.append((CODEC_WEBP_LOSSLESS, _save(Image.fromarray(rgb), "WEBP", **options)))
+    if _webp_fits(width, height):
+        found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_FAST)))
     return [(codec, data) for codec, data in found if len(data) <= MAX_CLASSICAL_FILE]
+
+
+def _webp_fits(width: int, height: int) -> bool:
+    """This Pillow writes WebP and the image fits libwebp's sides."""
+    return features.check("webp") and max(width, height) <= WEBP_MAX_SIDE
+
+
+def _webp(rgb: Image.Image, effort: int) -> bytes:
+    return _save(rgb, "WEBP", lossless=True, quality=100, method=effort, exact=True)
 
 
 def encode_classical(
@@ -119,15 +127,14 @@ def encode_classical(
     if not colours_distinct(palette):
         return None
     tokens = np.asarray(image.tokens)
-    found = candidates(tokens, palette)
+    rgb = Image.fromarray(grid_to_rgb(tokens, palette))
+    found = candidates(tokens, palette, rgb)
     if not found:
         return None
     cheapest = min(len(data) for _, data in found)
     webp = any(codec == CODEC_WEBP_LOSSLESS for codec, _ in found)
     if webp and (model_bytes is None or model_bytes > EFFORT_MARGIN * cheapest):
-        options = {"lossless": True, "quality": 100, "method": WEBP_BEST, "exact": True}
-        rgb = Image.fromarray(grid_to_rgb(tokens, palette))
-        found.append((CODEC_WEBP_LOSSLESS, _save(rgb, "WEBP", **options)))
+        found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_BEST)))
     codec, data = min(found, key=lambda pair: len(pair[1]))
     header = ClassicalImageHeader(
         fingerprint, image.width, image.height, image.mode, codec, len(data)
