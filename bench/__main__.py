@@ -13,7 +13,9 @@ from pathlib import Path
 
 from bench import config as presets
 from bench.data import select_images
-from bench.run import CHART_PNG, RESULTS_JSON, RESULTS_MD, run
+from bench.run import CHART_PNG, ONLY_SECTIONS, RESULTS_JSON, RESULTS_MD, run, run_only
+from bench.speed_release import ReleaseError, plan_from
+from bench.speed_release import add_arguments as add_speed_release_arguments
 from igpt_codec.format.errors import CodecError
 
 
@@ -60,6 +62,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--list-images", action="store_true", help="print the images a run would use and exit"
     )
+    parser.add_argument(
+        "--only",
+        choices=ONLY_SECTIONS,
+        help="run this opt-in section alone (speed-release: issue 23's figures beside the "
+        "release, docs/benchmarks.md); a full run leaves it out",
+    )
+    add_speed_release_arguments(parser.add_argument_group("speed-release (with --only)"))
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
@@ -87,10 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         overrides["igpt_s"] = args.igpt_s
     config = make(**overrides)
     try:
+        config = config.with_(speed_release=plan_from(args, config.speed_release))
         if args.list_images:
             print("\n".join(str(p) for p in select_images(config.images, config.limit)))
             return 0
+        if args.only:
+            run_only(config, args.only)
+            for name in (RESULTS_JSON, RESULTS_MD):
+                print(config.out / name)
+            return 0
         run(config)
+    except ReleaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (CodecError, FileNotFoundError) as exc:
         hint = " (pass --model DIR)" if config.model is None and "bundle" in str(exc) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)

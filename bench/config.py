@@ -48,6 +48,28 @@ class ProfilePlan:
     threads: int = 1
 
 
+@dataclass(frozen=True)
+class SpeedReleasePlan:
+    """Issue 23's side-by-side section (bench.speed_release): the release to compare with,
+    rounds per measurement, the sizes; `python -m bench --only speed-release` runs it."""
+
+    release: str = "1df2fe8"
+    fullres_photo: str | None = None
+    """The 768x512 and 24 MP source photo (None: held-out wikipedia-photos/045.png)."""
+    fullres_size: tuple[int, int] = (768, 512)
+    fullres_rounds: int = 3
+    thumb_side: int = 32
+    thumb_batches: tuple[int, ...] = (16, 1)
+    thumb_rounds: int = 5
+    cli_rounds: int = 5
+    ratio_threads: int = 2
+    """CPU time / wall time is reported at this many threads."""
+    mp24: bool = False
+    mp24_size: tuple[int, int] = (6000, 4000)
+    mp24_release: bool = True
+    keep_worktree: bool = False
+
+
 SIZE_TABLE = (8, 16, 24, 28, 32)
 """Issue 10's --size table."""
 
@@ -83,6 +105,7 @@ class BenchConfig:
     fullres_crop: tuple[int, int] | None = None
     """Code only each photo's top-left crop of this size (the quick run)."""
     fullres_threads: tuple[int, ...] = (1, 2)
+    speed_release: SpeedReleasePlan = SpeedReleasePlan()
 
     def with_(self, **changes: Any) -> BenchConfig:
         return replace(self, **changes)
@@ -158,5 +181,6 @@ def quick(**overrides: Any) -> BenchConfig:
         bandwidth_mib=64,
         probe_repeats=3,
         profile_plan=ProfilePlan(rounds=1, cli_runs=1, profile_steps=8),
+        speed_release=SpeedReleasePlan(fullres_rounds=1, thumb_rounds=2, cli_rounds=2),
     )
     return base.with_(**overrides)

@@ -34,6 +34,8 @@ from bench.ours import OursResult, run_ours
 from bench.profiles import compare as compare_profiles
 from bench.profiles import resolve_float
 from bench.sizes import measure_sizes
+from bench.speed_release import markdown as speed_release_markdown
+from bench.speed_release import measure as measure_speed_release
 from bench.stepbench import bundle_summary, run_steps
 from bench.timing import SectionClock, median
 from igpt_codec.runtime.bundle import Bundle, load_bundle
@@ -210,6 +212,43 @@ def fullres_section(
         + (f", crop {config.fullres_crop}" if config.fullres_crop else "")
     )
     return measure_fullres(bundle, chosen, config.fullres_threads, log, config.fullres_crop)
+
+
+def speed_release_section(config: BenchConfig, log: Log) -> dict[str, Any]:
+    """Issue 23's figures beside release 1df2fe8 (bench.speed_release); opt-in only."""
+    images = select_images(config.images, config.limit) if config.images else None
+    return measure_speed_release(config.speed_release, config.out, config.model, images, log=log)
+
+
+ONLY_SECTIONS = ("speed-release",)
+"""Sections `python -m bench --only NAME` runs alone; a full run leaves them out (the
+release comparison needs the git history and ~20-40 minutes)."""
+
+
+def run_only(config: BenchConfig, section: str, log: Log = stderr_log) -> dict[str, Any]:
+    """One opt-in section alone: results.json and results.md with it and the machine."""
+    if section not in ONLY_SECTIONS:
+        raise ValueError(f"unknown section {section!r}; one of {', '.join(ONLY_SECTIONS)}")
+    clock = SectionClock()
+    config.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "config": config.to_json(),
+        "machine": describe_machine(),
+        "notes": [],
+    }
+    start = time.perf_counter()
+    results["speed_release"] = speed_release_section(config, log)
+    clock.lap("speed_release", start)
+    results["machine"]["load_average_end"] = load_average()
+    results["timings_s"] = {**clock.seconds, "total": clock.total()}
+    (config.out / RESULTS_JSON).write_text(
+        json.dumps(results, indent=1, default=_json_default) + "\n"
+    )
+    (config.out / RESULTS_MD).write_text(speed_release_markdown(results["speed_release"]))
+    return results
 
 
 def run(config: BenchConfig, log: Log = stderr_log) -> dict[str, Any]:
