@@ -141,6 +141,13 @@ class SegmentCheck:
     def value(self) -> int:
         return self._crc & 0xFFFF
 
+    @property
+    def band_value(self) -> int:
+        """The band check of the tokens added so far (BAND_CHECKS): the running CRC's low 8
+        bits. One byte: it is an early alarm, not the last word: a forgery passes a band's
+        check with probability 2^-8, then meets the next band's and the segment's 16 bits."""
+        return self._crc & 0xFF
+
 
 def segment_check(tokens: np.ndarray, header: FullImageHeader, index: int) -> int:
     """The token check of a whole segment's tokens (SegmentCheck in one piece)."""
@@ -221,8 +228,7 @@ class StreamWriter:
             return
         self._hold(record.header.head_bits, record.header.to_bytes(), fingerprint)
         for segment in record.segments:
-            body = _U16.pack(segment.token_check) + segment.payload
-            self._hold(record.header.segment_head_bits, body, fingerprint)
+            self._hold(record.header.segment_head_bits, segment.to_bytes(), fingerprint)
 
     def write_raw_record(self, head: int, body: bytes, fingerprint: bytes) -> None:
         """Frame an opaque record, e.g. a kind this library does not know (tools, tests).
@@ -288,9 +294,12 @@ def read_file_header(fileobj: BinaryIO) -> FileHeader:
 _Parsed = Record | FullImageHeader | Segment | ClassicalStart | ClassicalPart | str | None
 
 
-def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[_Parsed, bool]:
+def _read_record(
+    src: ByteSource, head: int, fingerprint: bytes, band_checks: int = 0
+) -> tuple[_Parsed, bool]:
     """One framed record after its head byte: (the record, or None if it is skippable and
-    unknown; whether it is the final one)."""
+    unknown; whether it is the final one). `band_checks`: how many a segment record holds
+    (its image header says)."""
     start = src.offset - 1
     kind = head & KIND_MASK
     final = bool(head & RECORD_FINAL)
@@ -351,12 +360,10 @@ def _read_record(src: ByteSource, head: int, fingerprint: bytes) -> tuple[_Parse
     if kind == KIND_SEGMENT:
         if head & RECORD_ANCILLARY:
             raise InvalidFieldError(f"record at offset {start}: a segment cannot be ancillary")
-        if len(body) < TOKEN_CHECK_LEN:
-            raise InvalidFieldError(f"record at offset {start} ends inside its token check")
-        (check,) = _U16.unpack_from(body, 0)
-        segment_payload = body[TOKEN_CHECK_LEN:]
-        check_payload(segment_payload)
-        return Segment(segment_payload, check), final
+        try:
+            return Segment.from_bytes(body, band_checks), final
+        except InvalidFieldError as exc:
+            raise InvalidFieldError(f"record at offset {start}: {exc}") from None
     header, pos = RecordHeader.from_bytes(head, fingerprint, body)
     if len(body) < pos + TOKEN_CHECK_LEN:
         raise InvalidFieldError(f"record at offset {start} ends inside its token check")
@@ -450,6 +457,7 @@ def _read_segments(
 ) -> tuple[FullImageRecord, bool, int]:
     """The segment records of a full-resolution image: exactly as many as its tiling has."""
     expected = image.tiling.record_count
+    checks = image.band_check_count
     segments: list[Segment] = []
     final = False
     while len(segments) < expected:
@@ -468,7 +476,7 @@ def _read_segments(
                 f"record {count}: kind {head[0] & KIND_MASK} where segment {len(segments)} of "
                 f"{expected} of a full-resolution image belongs"
             )
-        segment, final = _read_record(src, head[0], fingerprint)
+        segment, final = _read_record(src, head[0], fingerprint, checks)
         count += 1
         if (head[0] & CODING_MASK) >> CODING_SHIFT != image.coding:
             raise InvalidFieldError(

@@ -244,6 +244,15 @@ CHAIN_SEGMENTS = 0x20
 """Bit 5 of a kind-3 header's first byte: one segment record per chain. Context rows
 (0..24) need only bits 0-4, so readers before the bit refuse such a header (context
 rows out of range) instead of misreading it."""
+BAND_CHECKS = 0x01
+"""Bit 0 of a kind-3 header's features byte (after segment windows; the byte is present
+only when some bit is set): each chain segment carries a check of every band but its last,
+so a damaged or forged chain fails after one band's decoding, not at the chain's end.
+Readers before the byte refuse such a header (its length) instead of misreading the
+segments."""
+KNOWN_FEATURES = BAND_CHECKS
+BAND_CHECK_LEN = 1
+"""Bytes of one band check: the low 8 bits of the segment's running check CRC."""
 
 
 def _mode_bytes(mode: str, low_bits: int) -> list[bytes]:
@@ -301,12 +310,18 @@ class FullImageHeader:
     chain_segments: bool = False
     """One segment record per chain, spanning every band (igpt_codec.format.tiling); writers set it
     since 2026-12, and files without it (one record per band and group) still read."""
+    band_checks: bool = False
+    """With chain_segments: every segment carries a check of each band but its last (the
+    BAND_CHECKS feature); writers set it since 2026-12-05 on images of several bands."""
 
     def __post_init__(self) -> None:
         _require(self.kind == KIND_FULL_IMAGE, f"record kind {self.kind!r} is not a full image")
+        for name in ("chain_segments", "band_checks"):
+            value = getattr(self, name)
+            _require(isinstance(value, bool), f"{name} must be a bool, got {value!r}")
         _require(
-            isinstance(self.chain_segments, bool),
-            f"chain_segments must be a bool, got {self.chain_segments!r}",
+            self.chain_segments or not self.band_checks,
+            "band checks need the CHAIN layout (a segment of one band has its token check)",
         )
         _require(self.flags == 0, f"unknown record flags {self.flags!r}")
         _require(self.coding in KNOWN_CODINGS, f"unknown coding {self.coding!r}")
@@ -362,12 +377,20 @@ class FullImageHeader:
     def token_count(self) -> int:
         return self.width * self.height
 
+    @property
+    def band_check_count(self) -> int:
+        """Band checks in each segment record: one per band but the last (whose check is
+        the segment's token check), or none without BAND_CHECKS."""
+        return len(self.tiling.bands()) - 1 if self.band_checks else 0
+
     def to_bytes(self) -> bytes:
         """context rows, layout bit and mode code, [mode], width, height, grid, segment
-        windows."""
+        windows, [features]."""
         parts = _mode_bytes(self.mode, self.context_rows | self.chain_segments * CHAIN_SEGMENTS)
         parts += [encode_varint(self.width), encode_varint(self.height)]
         parts.append(bytes([self.grid, self.segment_windows]))
+        if self.band_checks:
+            parts.append(bytes([BAND_CHECKS]))
         return b"".join(parts)
 
     @classmethod
@@ -379,7 +402,16 @@ class FullImageHeader:
         low_bits, mode, pos = _parse_mode(body, 0)
         width, pos = decode_varint(body, pos, MAX_DIMENSION, "width")
         height, pos = decode_varint(body, pos, MAX_DIMENSION, "height")
-        _require(len(body) == pos + 2, "a full-image header has the wrong length")
+        _require(len(body) in (pos + 2, pos + 3), "a full-image header has the wrong length")
+        features = body[pos + 2] if len(body) == pos + 3 else 0
+        _require(
+            len(body) == pos + 2 or features != 0,
+            "a full-image header's features byte is 0 (it is present only when a bit is set)",
+        )
+        _require(
+            not features & ~KNOWN_FEATURES,
+            f"a full-image header asks for features {features:#04x} this reader does not know",
+        )
         return cls(
             fingerprint=fingerprint,
             width=width,
@@ -390,18 +422,45 @@ class FullImageHeader:
             segment_windows=body[pos + 1],
             coding=coding,
             chain_segments=bool(low_bits & CHAIN_SEGMENTS),
+            band_checks=bool(features & BAND_CHECKS),
         )
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One segment record of a full-resolution image: its tokens' check and payload."""
+    """One segment record of a full-resolution image: its tokens' check and payload, and
+    with BAND_CHECKS the check after each band but the last (u8 each)."""
 
     payload: bytes
     token_check: int
+    band_checks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_coded(self.payload, self.token_check)
+        _require(
+            isinstance(self.band_checks, tuple)
+            and all(_is_int(c) and 0 <= c <= 0xFF for c in self.band_checks),
+            f"band checks must be a tuple of u8, got {self.band_checks!r}",
+        )
+
+    def to_bytes(self) -> bytes:
+        """The kind-4 body: u16 token check, the band checks, the payload."""
+        return self.token_check.to_bytes(2, "little") + bytes(self.band_checks) + self.payload
+
+    @classmethod
+    def from_bytes(cls, body: bytes, band_checks: int) -> Segment:
+        """Parse a kind-4 body holding `band_checks` band checks (its image header says
+        how many)."""
+        head = TOKEN_CHECK_LEN + band_checks * BAND_CHECK_LEN
+        _require(len(body) >= TOKEN_CHECK_LEN, "a segment record ends inside its token check")
+        _require(
+            len(body) >= head,
+            f"a segment record ends inside its {band_checks} band checks",
+        )
+        payload = body[head:]
+        check_payload(payload)
+        check = int.from_bytes(body[:TOKEN_CHECK_LEN], "little")
+        return cls(payload, check, tuple(body[TOKEN_CHECK_LEN:head]))
 
 
 @dataclass(frozen=True)
@@ -425,4 +484,9 @@ class FullImageRecord:
             len(self.segments) == expected,
             f"a {self.header.width}x{self.header.height} image has {expected} segments, "
             f"not {len(self.segments)}",
+        )
+        checks = self.header.band_check_count
+        _require(
+            all(len(s.band_checks) == checks for s in self.segments),
+            f"each segment of this image holds {checks} band checks",
         )

@@ -21,6 +21,7 @@ affordable to encode.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -77,15 +78,18 @@ def make_header(
     context_rows: int = CONTEXT_ROWS,
     segment_windows: int | None = None,
     chain_segments: bool = True,
+    band_checks: bool | None = None,
 ) -> FullImageHeader:
     """The header the encoder writes; segment_windows None: at most SEGMENT_WINDOWS, and
     small enough that each band has PARALLEL_CHAINS chains. chain_segments: one segment
     record per chain (what writers use since 2026-12; False: one per band and chain, as
-    the first full-resolution files)."""
+    the first full-resolution files). band_checks None: with chain segments, whenever the
+    image has more than one band (a check per band but the last, one byte each: a damaged
+    chain fails after one band's decoding, not at its end; docs/hardening.md has the cost)."""
     if segment_windows is None:
         columns = math.ceil(image.width / min(grid, image.width))
         segment_windows = min(SEGMENT_WINDOWS, math.ceil(columns / PARALLEL_CHAINS))
-    return FullImageHeader(
+    header = FullImageHeader(
         fingerprint=fingerprint,
         width=image.width,
         height=image.height,
@@ -96,6 +100,9 @@ def make_header(
         coding=coding,
         chain_segments=chain_segments,
     )
+    if band_checks is None:
+        band_checks = chain_segments and len(header.tiling.bands()) > 1
+    return dataclasses.replace(header, band_checks=band_checks) if band_checks else header
 
 
 def _group_windows(
@@ -138,6 +145,7 @@ def encode_full(
         ideal = 0.0
         for number, segment_bands in _chain_segments(tiling, bands, group):
             encoder, check = RangeEncoder(), SegmentCheck(header, number)
+            band_checks = []
             for band in segment_bands:
                 symbols, (low, width, total) = _band_intervals(
                     model, tiling, image.tokens, band, groups[group], positions, mixer
@@ -145,8 +153,11 @@ def encode_full(
                 encoder.encode_intervals(low.tolist(), (low + width).tolist(), total.tolist())
                 ideal += float(-np.log2(width / total).sum())
                 check.add(symbols)
+                band_checks.append(check.band_value)
                 report.add(len(symbols))
-            coded[number] = Segment(encoder.finish()[0], check.value)
+            # Every band's check but the last: the segment's own token check follows it.
+            kept = tuple(band_checks[: header.band_check_count])
+            coded[number] = Segment(encoder.finish()[0], check.value, kept)
         return coded, ideal
 
     chains = run_parallel(chain, range(len(groups)), workers)
@@ -248,7 +259,7 @@ def decode_full(
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
         for number, segment_bands in _chain_segments(tiling, bands, group):
             reader = _SegmentReader(header, record.segments[number], number, index)
-            for band in segment_bands:
+            for band_number, band in enumerate(segment_bands):
                 if cancel.is_set():
                     return
                 try:
@@ -269,6 +280,7 @@ def decode_full(
                 if symbols is None:  # cancelled
                     return
                 reader.check.add(symbols)
+                reader.band_done(band_number)
                 report.add(len(symbols))
             reader.finish()
 
@@ -290,6 +302,17 @@ class _SegmentReader:
         self.decoder = RangeDecoder(segment.payload)
         self.shadow = RangeEncoder()
         self.check = SegmentCheck(header, number)
+
+    def band_done(self, band: int) -> None:
+        """After each band but the last of a segment with band checks: the tokens so far
+        must match the band's check, so a damaged or forged chain stops here, after one
+        band's work, not at the chain's end."""
+        checks = self.segment.band_checks
+        if band < len(checks) and self.check.band_value != checks[band]:
+            raise TokenChecksumError(
+                f"{self.where}: the decoded tokens fail band {band}'s check: the record is "
+                "damaged, or the model computes other numbers than the encoder's"
+            )
 
     def finish(self) -> None:
         """The segment's end: the payload must be canonical and the token check match."""

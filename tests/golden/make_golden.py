@@ -75,6 +75,20 @@ def without_webp() -> Iterator[None]:
         classical.features.check = real
 
 
+@contextlib.contextmanager
+def model_coded() -> Iterator[None]:
+    """The model's record even where a classical file would be smaller (the frozen tiny
+    model codes photos worse than PNG, and a golden file must hold kinds 3 and 4)."""
+    from igpt_codec.pipelines import stream
+
+    real = stream.keep_smaller
+    stream.keep_smaller = lambda encoded, *_args: encoded
+    try:
+        yield
+    finally:
+        stream.keep_smaller = real
+
+
 def frozen_model() -> Path:
     target = HERE / "model"
     if not target.exists():
@@ -145,6 +159,18 @@ def main() -> None:
         # What `compress --full` writes with the shipped model of the day: coding 2, one
         # segment per chain over several bands.
         "default_full_chain.igpt": (default, [("photo", ("full", (150, 100, 246, 190)))]),
+        # Band checks (the BAND_CHECKS feature, written since 2026-12-05): an image of three
+        # bands in two chains, the second 4 columns wide plus padding; then a one-band image,
+        # which the encoder writes without the feature; between thumbnails. Small and under
+        # the tiny model, so the web decoder's golden test stays quick.
+        "tiny_full_band_checks.igpt": (
+            tiny,
+            [
+                ("second", 4),
+                ("photo", ("full-model", (100, 150, 136, 212))),
+                ("grey", ("full-model", (7, 9, 19, 19))),
+            ],
+        ),
         # Full-resolution images stored as classical files (kinds 5 and 6, issue 28), where
         # they beat the model: lossless WebP, and PNG (as a Pillow without WebP writes it),
         # between a thumbnail and a model-coded crop.
@@ -167,10 +193,11 @@ def main() -> None:
         records = []
         inputs = []
         for key, size in items:
-            if isinstance(size, tuple):  # ("full" or "full-png", crop box)
+            if isinstance(size, tuple):  # ("full", "full-png" or "full-model", crop box)
                 crop = pics[key].crop(size[1])
                 inputs.append((crop, 0, True))
-                with without_webp() if size[0] == "full-png" else contextlib.nullcontext():
+                how = {"full-png": without_webp, "full-model": model_coded}
+                with how.get(size[0], contextlib.nullcontext)():
                     records += unpack_stream(api.compress([crop], bundle, full=True))
             else:
                 inputs.append((pics[key], size, False))
