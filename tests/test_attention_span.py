@@ -21,7 +21,15 @@ from conftest import CALIBRATION_IMAGES
 
 from igpt_codec.core.errors import BundleError
 from igpt_codec.runtime.bundle import load_bundle
-from igpt_codec.runtime.contract import EXACT_SPAN_CONTRACT, PROFILE_EXACT, SOS
+from igpt_codec.runtime.contract import (
+    EXACT_FREQS,
+    EXACT_SPAN_CONTRACT,
+    INPUT_IDS,
+    PAST_LENGTH,
+    POSITION_IDS,
+    PROFILE_EXACT,
+    SOS,
+)
 from igpt_codec.runtime.exact_runner import ExactTokenModel
 from igpt_codec.runtime.kv_cache import KVCache, KVState
 from igpt_codec.runtime.positions import GRID, positions
@@ -64,10 +72,68 @@ def grid(batch: int) -> np.ndarray:
     return np.broadcast_to(positions(32, GRID), (batch, TOKENS)).copy()
 
 
+def one_call(model: ExactTokenModel, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The tables of ids in a single graph call at past 0 (run() would cut it in chunks)."""
+    batch, (heads, head_dim) = len(ids), model._heads
+    feeds = {INPUT_IDS: ids, POSITION_IDS: pos, PAST_LENGTH: np.array(0, np.int64)}
+    for i, name in enumerate(model._past_names):
+        shape = (batch, heads, head_dim, 1) if i % 2 == 0 else (batch, heads, 1, head_dim)
+        feeds[name] = np.zeros(shape, np.float32)
+    return model.session.run([EXACT_FREQS], feeds)[0].astype(np.int64)
+
+
 @pytest.fixture(scope="module")
 def whole(model: ExactTokenModel, photos: np.ndarray) -> np.ndarray:
-    freqs, _ = model.run(photos, grid(4), model.start(4), keep_cache=False)
-    return freqs
+    return one_call(model, photos, grid(4))
+
+
+class CountingSession:
+    """The model's session, counting graph calls (run() goes through run_with_ort_values)."""
+
+    def __init__(self, session) -> None:
+        self.session, self.calls = session, 0
+
+    def run_with_ort_values(self, *args, **kwargs):
+        self.calls += 1
+        return self.session.run_with_ort_values(*args, **kwargs)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_run_feeds_long_sequences_in_chunks_of_the_span(
+    model: ExactTokenModel, photos: np.ndarray, whole: np.ndarray, batch: int
+) -> None:
+    """run() of a span bundle cuts a sequence longer than S into calls of S tokens through
+    the ring: the tables of one call, with and without keep_cache, from past 0 and after a
+    past; keep_cache=False leaves the caller's state as it was."""
+    ids, pos, reference = photos[:batch], grid(batch), whole[:batch]
+    session = model.session
+    try:
+        model.session = counting = CountingSession(session)
+        for length in (SPAN - 1, SPAN, SPAN + 1, 2 * SPAN + 5, TOKENS):
+            for keep in (False, True):
+                counting.calls = 0
+                start = model.start(batch)
+                freqs, state = model.run(ids[:, :length], pos[:, :length], start, keep)
+                assert counting.calls == -(-length // SPAN)
+                assert freqs.dtype == np.int64 and np.array_equal(freqs, reference[:, :length])
+                assert state.length == (length if keep else 0)
+                if keep and length < TOKENS:  # the ring after the chunks steps on
+                    nxt, _ = model.run(
+                        ids[:, length : length + 2], pos[:, length : length + 2], state
+                    )
+                    assert np.array_equal(nxt, reference[:, length : length + 2])
+        past = 37
+        _, state = model.run(ids[:, :past], pos[:, :past], model.start(batch))
+        for keep in (False, True):
+            stop = past + 3 * SPAN + 11
+            freqs, after = model.run(ids[:, past:stop], pos[:, past:stop], state, keep)
+            assert np.array_equal(freqs, reference[:, past:stop])
+            if not keep:  # untouched: it steps on from its own past
+                assert after is state and state.length == past
+                nxt, _ = model.run(ids[:, past : past + 1], pos[:, past : past + 1], state)
+                assert np.array_equal(nxt, reference[:, past : past + 1])
+    finally:
+        model.session = session
 
 
 def stepped(model: ExactTokenModel, ids: np.ndarray, state: KVState) -> np.ndarray:

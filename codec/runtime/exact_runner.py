@@ -32,9 +32,10 @@ class ExactTokenModel:
 
     Every value the graph computes is an integer held exactly, so its output does not
     depend on threads, batch grouping, whole-sequence vs token-by-token, the CPU or the
-    onnxruntime release. The encoder therefore runs each image in one call (`run` with the
-    whole sequence); the decoder steps with the KV cache. The tables go straight to the
-    range coder: no float operation follows the graph.
+    onnxruntime release. The encoder therefore runs each image in one `run` with the whole
+    sequence (which a bundle with an attention span feeds through its ring in chunks of S
+    tokens); the decoder steps with the KV cache. The tables go straight to the range
+    coder: no float operation follows the graph.
     """
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
@@ -75,6 +76,9 @@ class ExactTokenModel:
 
         keep_cache=False skips storing the new keys and values (the encoder's single
         whole-sequence call needs no cache afterwards); the returned state is then the input.
+
+        With an attention span S, a sequence longer than S goes through the graph in chunks
+        of S tokens (`_run_chunked`): the same integers, a fraction of the work.
         """
         ids = checked_ids(ids, state, self.n_positions)
         positions = np.asarray(positions)
@@ -82,6 +86,47 @@ class ExactTokenModel:
             raise ValueError(f"positions must be integers shaped like ids {ids.shape}")
         if int(positions.min()) < 0 or int(positions.max()) >= self.n_positions:
             raise ValueError(f"positions must lie in [0, {self.n_positions})")
+        span = self.bundle.attention_span
+        if span is not None and ids.shape[1] > span:
+            return self._run_chunked(ids, positions, state, keep_cache, span)
+        freqs = np.empty((*ids.shape, VOCAB), np.int64)
+        return freqs, self._call(ids, positions, state, keep_cache, freqs)
+
+    def _run_chunked(
+        self, ids: np.ndarray, positions: np.ndarray, state: KVState, keep_cache: bool, chunk: int
+    ) -> tuple[np.ndarray, KVState]:
+        """run() for a span bundle, `chunk` (= S) tokens per graph call through the ring.
+
+        Why: one call of seq tokens computes seq x (C + seq) attention scores (a window at
+        past 0: the 1,024^2 triangle, nearly all of it masked); a chunk of S after a full ring
+        computes S x 2S, every score within reach of the span. The graph accepts any past and
+        seq, and its tables do not depend on how a sequence is cut (tests/test_attention_span.py,
+        tests/test_span_speed_paths.py). keep_cache=False works on a private ring (a fresh
+        one at past 0, else a copy), so the caller's state is left as it was.
+        """
+        seq = ids.shape[1]
+        freqs = np.empty((*ids.shape, VOCAB), np.int64)
+        if keep_cache:
+            work = state
+        elif state.length == 0:
+            work = self.start(state.batch)
+        else:
+            work = KVState(state.cache.forked(state.length), state.batch, state.length)
+        for lo in range(0, seq, chunk):
+            hi = min(lo + chunk, seq)
+            keep = keep_cache or hi < seq
+            work = self._call(ids[:, lo:hi], positions[:, lo:hi], work, keep, freqs[:, lo:hi])
+        return freqs, work if keep_cache else state
+
+    def _call(
+        self,
+        ids: np.ndarray,
+        positions: np.ndarray,
+        state: KVState,
+        keep_cache: bool,
+        freqs: np.ndarray,
+    ) -> KVState:
+        """One graph call on checked inputs; its tables written into `freqs` [B, seq, 512]."""
         past, seq = state.length, ids.shape[1]
         cache = state.cache.for_writing(past)
         feeds = {
@@ -92,12 +137,13 @@ class ExactTokenModel:
             PAST_LENGTH: ort.OrtValue.ortvalue_from_numpy(np.array(past, np.int64)),
         }
         feeds.update(zip(self._past_names, cache.feeds, strict=True))
-        outputs = run_session(self.session, [EXACT_FREQS, *self._new_names], feeds)
-        freqs = outputs[0].numpy().astype(np.int64)
+        names = [EXACT_FREQS, *self._new_names] if keep_cache else [EXACT_FREQS]
+        outputs = run_session(self.session, names, feeds)
+        freqs[...] = outputs[0].numpy()
         if not keep_cache:
-            return freqs, state
+            return state
         news = [o.numpy() for o in outputs[1:]]
-        return freqs, KVState(cache.appended(news, past), state.batch, past + seq)
+        return KVState(cache.appended(news, past), state.batch, past + seq)
 
     def stepper(self, state: KVState) -> ExactStepper:
         """A decoder's token-by-token loop from `state` on, without run()'s per-call costs."""

@@ -70,6 +70,10 @@ class KVCache(CacheBuffers):
         """This cache if its newest state is `past` long, else a copy (copy on write)."""
         return self if self.length == past else self.resized(past, past)
 
+    def forked(self, past: int) -> KVCache:
+        """A copy holding the first `past` positions (a caller that must not touch this one)."""
+        return self.resized(past, past)
+
     def appended(self, news: Sequence[np.ndarray], past: int) -> KVCache:
         """The cache with the graph's new keys and values (k0, v0, k1, ...) after `past`;
         grown into a fresh buffer when they pass its capacity."""

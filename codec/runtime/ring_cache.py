@@ -51,9 +51,11 @@ class RingCache(CacheBuffers):
 
     def for_writing(self, past: int) -> RingCache:
         """This cache if its newest state is `past` long, else a copy holding that state."""
-        if self.length == past:
-            return self
-        if past > self.length or self.length > self.capacity:
+        return self if self.length == past else self.forked(past)
+
+    def forked(self, past: int) -> RingCache:
+        """A copy holding the state at length `past` (which this ring must still hold)."""
+        if past > self.length or (past < self.length and self.length > self.capacity):
             raise ValueError(
                 f"a ring cache of {self.capacity} slots at length {self.length} no longer "
                 f"holds the state at length {past}"
@@ -62,13 +64,23 @@ class RingCache(CacheBuffers):
 
     def appended(self, news: Sequence[np.ndarray], past: int) -> RingCache:
         """The graph's new keys and values (k0, v0, k1, ...) of positions past.. written into
-        their slots; of a call longer than the ring only the last `capacity` positions stay."""
+        their slots; of a call longer than the ring only the last `capacity` positions stay.
+
+        Written as at most two slices of slots (the positions wrap around the ring at most
+        once), not a fancy index: a chunked encode writes S positions per call."""
         seq = news[0].shape[-1]
         keep = min(seq, self.capacity)
-        slots = np.arange(past + seq - keep, past + seq) % self.capacity
+        first = (past + seq - keep) % self.capacity
+        pieces = [(first, min(first + keep, self.capacity))]
+        if first + keep > self.capacity:
+            pieces.append((0, first + keep - self.capacity))
         for i in range(len(self.keys)):
-            self.keys[i][..., slots] = news[2 * i][..., seq - keep :]
-            self.values[i][:, :, slots] = news[2 * i + 1][:, :, seq - keep :]
+            keys, values = news[2 * i][..., seq - keep :], news[2 * i + 1][:, :, seq - keep :]
+            done = 0
+            for lo, hi in pieces:
+                self.keys[i][..., lo:hi] = keys[..., done : done + hi - lo]
+                self.values[i][:, :, lo:hi] = values[:, :, done : done + hi - lo]
+                done += hi - lo
         self.length = past + seq
         return self
 
