@@ -14,13 +14,21 @@ masks: see exact_plan.py).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from igpt_codec.export.exact_plan import BIG, MATMUL_CHUNK, ExactPlan, Linear, Norm
+from igpt_codec.export.exact_plan import (
+    BIG,
+    FLOAT32_EXACT,
+    MATMUL_CHUNK,
+    ExactPlan,
+    Linear,
+    Norm,
+)
 from igpt_codec.runtime.contract import (
     EXACT_FREQS,
     INPUT_IDS,
@@ -52,9 +60,18 @@ class _Builder:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"n{self._count}", **attrs))
         return out
 
-    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
+    def ops(
+        self,
+        op_type: str,
+        inputs: list[str],
+        n_out: int,
+        names: dict[int, str] | None = None,
+        **attrs,
+    ) -> list[str]:
         self._count += 1
         outs = [f"{op_type.lower()}_{self._count}_{i}" for i in range(n_out)]
+        for i, name in (names or {}).items():
+            outs[i] = name
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=f"n{self._count}", **attrs))
         return outs
 
@@ -181,6 +198,48 @@ def build_graph(plan: ExactPlan, path: Path, attention_span: int | None = None) 
     g.const("c.axis_last", [-1], np.int64)
     g.const("c.minus1", [-1], np.int64)
 
+    if attention_span is None:
+        _full_attention_nodes(g, plan)
+    else:
+        _span_nodes(g, plan, attention_span)
+
+    value_infos_in = [
+        helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info(POSITION_IDS, TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info(PAST_LENGTH, TensorProto.INT64, []),
+    ]
+    value_infos_out = [
+        helper.make_tensor_value_info(EXACT_FREQS, TensorProto.INT32, ["batch", "seq", 512])
+    ]
+    for i in range(n_layer):
+        value_infos_in += [
+            helper.make_tensor_value_info(inputs[3 + 2 * i], F32, ["batch", h, d, "capacity"]),
+            helper.make_tensor_value_info(inputs[4 + 2 * i], F32, ["batch", h, "capacity", d]),
+        ]
+        value_infos_out += [
+            helper.make_tensor_value_info(outputs[1 + 2 * i], F32, ["batch", h, d, "seq"]),
+            helper.make_tensor_value_info(outputs[2 + 2 * i], F32, ["batch", h, "seq", d]),
+        ]
+    graph = helper.make_graph(
+        g.nodes, "igpt_exact_step", value_infos_in, value_infos_out, initializer=g.inits
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        # Part of the file, hence of the fingerprint: the exporter's name as first written
+        # (before the package moved into igpt_codec), so a re-export keeps the same bytes.
+        producer_name="igpt-codec export.exact_graph",
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _full_attention_nodes(g: _Builder, plan: ExactPlan) -> None:
+    """The nodes of contract exact-int-v1, in the order first written: a re-export of a bundle
+    without a span must keep its bytes (its fingerprint), so nothing here may change."""
+    h, d = plan.n_head, plan.head_dim
+    inputs, outputs = exact_io_names(len(plan.layers))
     ids_shape = g.op("Shape", [INPUT_IDS])
     batch = g.op("Slice", [ids_shape, g.const("c.i0", [0], np.int64), "c.axis1"])
     seq = g.op("Slice", [ids_shape, "c.axis1", g.const("c.i2", [2], np.int64)])
@@ -211,21 +270,14 @@ def build_graph(plan: ExactPlan, path: Path, attention_span: int | None = None) 
     one = g.const("c.one", 1, np.int64)
     f_zero = g.const("c.fzero", 0.0, np.float32)
     f_big = g.const("c.big", -BIG, np.float32)
-    if attention_span is None:
-        # Node order as first written: a re-export of a bundle without a span keeps its bytes.
-        cache_pos = g.op("Range", [zero, g.op("Squeeze", [capacity, "c.i0"]), one])
-        mask_past = g.op("Where", [g.op("GreaterOrEqual", [cache_pos, PAST_LENGTH]), f_big, f_zero])
-        new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
-        later = g.op(
-            "Greater",
-            [g.op("Unsqueeze", [new_pos, "c.i0"]), g.op("Unsqueeze", [new_pos, "c.axis1"])],
-        )
-        mask_new = g.op("Where", [later, f_big, f_zero])
-    else:
-        new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
-        hidden_past, hidden_new = _span_masks(g, attention_span, capacity, new_pos)
-        mask_past = g.op("Where", [hidden_past, f_big, f_zero])
-        mask_new = g.op("Where", [hidden_new, f_big, f_zero])
+    cache_pos = g.op("Range", [zero, g.op("Squeeze", [capacity, "c.i0"]), one])
+    mask_past = g.op("Where", [g.op("GreaterOrEqual", [cache_pos, PAST_LENGTH]), f_big, f_zero])
+    new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
+    later = g.op(
+        "Greater",
+        [g.op("Unsqueeze", [new_pos, "c.i0"]), g.op("Unsqueeze", [new_pos, "c.axis1"])],
+    )
+    mask_new = g.op("Where", [later, f_big, f_zero])
     split_sizes = g.op("Concat", [capacity, seq], axis=0)
 
     for i, layer in enumerate(plan.layers):
@@ -289,33 +341,183 @@ def build_graph(plan: ExactPlan, path: Path, attention_span: int | None = None) 
     out_shape = g.op("Concat", [batch, seq, g.const("c.vocab", [512], np.int64)], axis=0)
     g.op("Reshape", [freqs, out_shape], out=EXACT_FREQS)
 
-    value_infos_in = [
-        helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "seq"]),
-        helper.make_tensor_value_info(POSITION_IDS, TensorProto.INT64, ["batch", "seq"]),
-        helper.make_tensor_value_info(PAST_LENGTH, TensorProto.INT64, []),
-    ]
-    value_infos_out = [
-        helper.make_tensor_value_info(EXACT_FREQS, TensorProto.INT32, ["batch", "seq", 512])
-    ]
-    for i in range(n_layer):
-        value_infos_in += [
-            helper.make_tensor_value_info(inputs[3 + 2 * i], F32, ["batch", h, d, "capacity"]),
-            helper.make_tensor_value_info(inputs[4 + 2 * i], F32, ["batch", h, "capacity", d]),
-        ]
-        value_infos_out += [
-            helper.make_tensor_value_info(outputs[1 + 2 * i], F32, ["batch", h, d, "seq"]),
-            helper.make_tensor_value_info(outputs[2 + 2 * i], F32, ["batch", h, "seq", d]),
-        ]
-    graph = helper.make_graph(
-        g.nodes, "igpt_exact_step", value_infos_in, value_infos_out, initializer=g.inits
+
+# ---------------------------------------------------------------- the span graph
+
+# Contract exact-int-v1-span is not shipped with any bundle yet, so its graph is free to
+# differ from the full-attention graph above: the same plan, the same integers, fewer and
+# cheaper nodes (issue 23; docs/speed.md, "Fewer nodes"). Each rewrite below computes the
+# very values of the node chain it replaces (tests/test_span_speed_paths.py compares the
+# tables of both builders on one plan, bit for bit).
+
+
+def _norm_lean(g: _Builder, x: str, norm: Norm, tag: str) -> str:
+    """_norm with the threshold count in two levels (_norm_scale); int8-valued float32."""
+    ss = g.op("ReduceSumSquare", [x], axes=[1], keepdims=1)
+    scale = _norm_scale(g, ss, norm, tag)
+    return _to_f32(g, _clip8(g, g.op("Round", [g.op("Mul", [x, scale])])))
+
+
+def norm_blocks(norm: Norm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coarse [J], rows [J + 1, B], row_scales [J + 1, B + 1]) for _norm_scale.
+
+    The thresholds T (K of them, non-decreasing) in J blocks of B = ceil(sqrt(K)): coarse
+    holds each block's first threshold; row c (c >= 1) holds block c - 1, padded with +inf;
+    row 0 is all +inf. row_scales[c, f] = scales[B (c - 1) + f], row 0 all scales[0]. With
+    c = #{coarse <= ss} and f = #{rows[c] <= ss}: the count #{T <= ss} is B (c - 1) + f for
+    c >= 1 (the block's first threshold is <= ss, so f >= 1) and 0 for c = 0 (f = 0), so
+    row_scales[c, f] = scales[count], what _norm gathers.
+    """
+    thresholds, scales = norm.thresholds, norm.scales
+    k = len(thresholds)
+    block = math.isqrt(k - 1) + 1 if k > 1 else 1
+    n_blocks = -(-k // block)
+    rows = np.full((n_blocks + 1, block), np.inf)
+    row_scales = np.full((n_blocks + 1, block + 1), scales[0])
+    for c in range(1, n_blocks + 1):
+        lo, hi = block * (c - 1), min(block * c, k)
+        rows[c, : hi - lo] = thresholds[lo:hi]
+        row_scales[c, : hi - lo + 1] = scales[lo : hi + 1]
+    return thresholds[::block], rows, row_scales
+
+
+def _norm_scale(g: _Builder, ss: str, norm: Norm, tag: str) -> str:
+    """scales[#{T <= ss}] per row of ss [N, 1], as _norm finds it, in two levels.
+
+    Why: _norm compares every row with all ~1,100 thresholds (three passes over N x K), a
+    quarter of a chunked encode and a tenth of a batch-16 step; here a row meets about
+    2 sqrt(K) of them (norm_blocks), for 5 more nodes. Integer counts and lookups only.
+    """
+    coarse, rows, row_scales = norm_blocks(norm)
+    above = g.op("GreaterOrEqual", [ss, g.const(f"{tag}.coarse", coarse)])
+    c = g.op("ReduceSum", [g.op("Cast", [above], to=TensorProto.INT32), "c.axis1"], keepdims=0)
+    row = g.op("Gather", [g.const(f"{tag}.rows", rows), c])
+    within = g.op("GreaterOrEqual", [ss, row])
+    f = g.op("ReduceSum", [g.op("Cast", [within], to=TensorProto.INT32), "c.axis1"], keepdims=1)
+    chosen = g.op("Gather", [g.const(f"{tag}.row_scales", row_scales), c])
+    return g.op("GatherElements", [chosen, f], axis=1)
+
+
+def _linear_lean(g: _Builder, x: str, lin: Linear, tag: str) -> str:
+    """_linear with the bias inside the float32 product (Gemm) where that stays exact.
+
+    round((x @ W + b) * M) equals _linear's round(x @ W * M + b * M) bit for bit: both sums
+    are exact (every term a multiple of M's power of two, below 2^53). Gemm adds the bias
+    among the float32 partial sums, exact while |x @ W| + |b| < 2^24 (acc_bound); a layer
+    beyond that, or one split into chunks, keeps _linear. One Add fewer per biased layer.
+    """
+    if lin.weight.shape[0] > MATMUL_CHUNK or float(lin.acc_bound().max()) >= FLOAT32_EXACT:
+        return _linear(g, x, lin, tag)
+    w = g.op("Cast", [g.const(f"{tag}.weight0", lin.weight, np.int8)], to=F32)
+    if np.any(lin.bias):
+        acc = g.op("Gemm", [x, w, g.const(f"{tag}.bias", lin.bias, np.float32)])
+    else:
+        acc = g.op("MatMul", [x, w])
+    scaled = g.op(
+        "Mul", [g.op("Cast", [acc], to=F64), g.const(f"{tag}.multiplier", lin.multiplier)]
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        # Part of the file, hence of the fingerprint: the exporter's name as first written
-        # (before the package moved into igpt_codec), so a re-export keeps the same bytes.
-        producer_name="igpt-codec export.exact_graph",
+    return g.op("Round", [scaled])
+
+
+def _flat_lookup(g: _Builder, table: str, index: str, shape: str) -> str:
+    """_lookup with the output shape given (computed once per call, or a constant) instead
+    of a Shape node per lookup."""
+    flat = g.op("GatherElements", [table, g.op("Reshape", [index, "c.minus1"])], axis=0)
+    return g.op("Reshape", [flat, shape])
+
+
+def _span_nodes(g: _Builder, plan: ExactPlan, span: int) -> None:
+    """The nodes of contract exact-int-v1-span: _full_attention_nodes' arithmetic on the
+    ring, with fewer nodes per call.
+
+    Against that graph: shapes and the mask built once per call (one additive mask over
+    cache slots and new tokens, added once per layer after one Concat of the scores); q, k
+    and v cut from one Reshape/Transpose/Split; table lookups without a Shape node each;
+    the exp index binned in int32 (Cast, Div by 2^shift: the gap is a non-negative integer,
+    so truncation is the floor); biases inside Gemm (_linear_lean); norms in two levels
+    (_norm_scale).
+    """
+    h, d = plan.n_head, plan.head_dim
+    inputs, outputs = exact_io_names(len(plan.layers))
+    ids_shape = g.op("Shape", [INPUT_IDS])
+    batch = g.op("Slice", [ids_shape, g.const("c.i0", [0], np.int64), "c.axis1"])
+    seq = g.op("Slice", [ids_shape, "c.axis1", g.const("c.i2", [2], np.int64)])
+    cache_shape = g.op("Shape", [inputs[3]])
+    capacity = g.op(
+        "Slice", [cache_shape, g.const("c.i3", [3], np.int64), g.const("c.i4", [4], np.int64)]
     )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    qkv_shape = g.op("Concat", [batch, seq, g.const("c.qkv_hd", [3 * h, d], np.int64)], axis=0)
+    width = g.op("Add", [capacity, seq])
+    heads = g.const("c.h", [h], np.int64)
+    weights_shape = g.op("Concat", [batch, heads, seq, width], axis=0)
+    split_sizes = g.op("Concat", [capacity, seq], axis=0)
+    out_shape = g.op("Concat", [batch, seq, g.const("c.vocab", [512], np.int64)], axis=0)
+
+    # Embeddings as in _full_attention_nodes: int32 tables, their sum cast once to float64.
+    x = g.op(
+        "Add",
+        [
+            g.op("Gather", [g.const("wte", plan.wte, np.int32), INPUT_IDS]),
+            g.op("Gather", [g.const("wpe", plan.wpe, np.int32), POSITION_IDS]),
+        ],
+    )
+    x = g.op("Reshape", [g.op("Cast", [x], to=F64), "c.flat"])
+
+    zero, one = g.const("c.zero", 0, np.int64), g.const("c.one", 1, np.int64)
+    new_pos = g.op("Range", [zero, g.op("Squeeze", [seq, "c.i0"]), one])
+    hidden_past, hidden_new = _span_masks(g, span, capacity, new_pos)
+    hidden = g.op("Concat", [hidden_past, hidden_new], axis=-1)
+    f_big, f_zero = g.const("c.big", -BIG, np.float32), g.const("c.fzero", 0.0, np.float32)
+    mask = g.op("Where", [hidden, f_big, f_zero])
+
+    for i, layer in enumerate(plan.layers):
+        t = f"h{i}"
+        a = _norm_lean(g, x, layer.norm1, f"{t}.ln_1")
+        qkv = _to_f32(g, _clip8(g, _linear_lean(g, a, layer.qkv, f"{t}.qkv")))
+        # Columns are (q, k, v) x heads x head_dim: [B, seq, 3H, D] -> [B, 3H, seq, D].
+        qkv = g.op("Transpose", [g.op("Reshape", [qkv, qkv_shape])], perm=[0, 2, 1, 3])
+        q, k, v = g.ops("Split", [qkv], 3, names={2: outputs[2 + 2 * i]}, axis=1)
+        k = g.op("Transpose", [k], perm=[0, 1, 3, 2], out=outputs[1 + 2 * i])
+        past_k, past_v = inputs[3 + 2 * i], inputs[4 + 2 * i]
+        # One row of scores per query over cache slots and new tokens (the Concat copies
+        # scores, never the cache), masked by one Add.
+        scores = g.op("Concat", [g.op("MatMul", [q, past_k]), g.op("MatMul", [q, k])], axis=-1)
+        scores = g.op("Add", [scores, mask])
+        # The gap to the row maximum is a non-negative integer below 2^24 (|scores| < 2^22,
+        # mask -2^23: exact_plan.check_bounds), so int32 holds it and Div is the floor.
+        gap = g.op("Sub", [g.op("ReduceMax", [scores], axes=[-1], keepdims=1), scores])
+        index = g.op("Cast", [gap], to=TensorProto.INT32)
+        if layer.exp_shift:
+            index = g.op("Div", [index, g.const(f"{t}.exp_bin", 2**layer.exp_shift, np.int32)])
+        last = g.const(f"{t}.exp_last", len(layer.exp_table) - 1, np.int32)
+        table = g.const(f"{t}.exp", layer.exp_table, np.float32)
+        weights = _flat_lookup(g, table, g.op("Min", [index, last]), weights_shape)
+        w_past, w_new = g.ops("Split", [weights, split_sizes], 2, axis=-1)
+        num = g.op("Add", [g.op("MatMul", [w_past, past_v]), g.op("MatMul", [w_new, v])])
+        total = g.op("ReduceSum", [weights, "c.axis_last"], keepdims=1)
+        # round(num / total) in float64, exact as in _full_attention_nodes.
+        y = g.op(
+            "Round", [g.op("Div", [g.op("Cast", [num], to=F64), g.op("Cast", [total], to=F64)])]
+        )
+        y = g.op("Reshape", [g.op("Transpose", [_to_f32(g, y)], perm=[0, 2, 1, 3]), "c.flat"])
+        x = g.op("Add", [x, _linear_lean(g, y, layer.proj, f"{t}.proj")])
+        a2 = _norm_lean(g, x, layer.norm2, f"{t}.ln_2")
+        zh = float(len(layer.gelu_table) // 2)
+        z = _linear_lean(g, a2, layer.fc, f"{t}.fc")
+        z = g.op("Clip", [z, g.const(f"{t}.zlo", -zh), g.const(f"{t}.zhi", zh)])
+        gelu = _flat_lookup(
+            g,
+            g.const(f"{t}.gelu", layer.gelu_table, np.float32),
+            g.op("Cast", [z], to=TensorProto.INT32),
+            g.const(f"{t}.fc_shape", [-1, layer.fc.weight.shape[1]], np.int64),
+        )
+        x = g.op("Add", [x, _linear_lean(g, gelu, layer.mlp_proj, f"{t}.mlp_proj")])
+
+    af = _norm_lean(g, x, plan.norm_f, "ln_f")
+    logits = _linear_lean(g, af, plan.lm_head, "lm_head")
+    top = g.op("ReduceMax", [logits], axes=[1], keepdims=1)
+    last = g.const("freq_last", float(len(plan.freq_table) - 1))
+    gap = g.op("Cast", [g.op("Min", [g.op("Sub", [top, logits]), last])], to=TensorProto.INT32)
+    table = g.const("freq_table", plan.freq_table, np.int32)
+    flat = g.op("GatherElements", [table, g.op("Reshape", [gap, "c.minus1"])], axis=0)
+    g.op("Reshape", [flat, out_shape], out=EXACT_FREQS)
