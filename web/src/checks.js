@@ -20,8 +20,32 @@ export function thumbnailCheck(record, tokens) {
   return crc32(tokenBytes(tokens), crc32(claims)) & 0xffff;
 }
 
-/** Check of segment `index` of a full-resolution image: claims add the segment's index. */
+/**
+ * The running CRC of segment `index` of a full-resolution image, fed band by band: the
+ * segment token check is its low 16 bits after every band, band check k (BAND_CHECKS) its
+ * low 8 bits after band k. Claims add the segment's index to the thumbnail's.
+ */
+export class SegmentCheck {
+  constructor(record, segment, index) {
+    const claims = concat([Uint8Array.of(segment.head & 0x7f), record.fingerprint, record.headerBody, encodeVarint(index)]);
+    this.crc = crc32(claims);
+  }
+
+  add(tokens) {
+    this.crc = crc32(tokenBytes(tokens), this.crc);
+    return this;
+  }
+
+  get value() {
+    return this.crc & 0xffff;
+  }
+
+  get bandValue() {
+    return this.crc & 0xff;
+  }
+}
+
+/** Check of segment `index` of a full-resolution image over all its tokens at once. */
 export function segmentCheck(record, segment, index, tokens) {
-  const claims = concat([Uint8Array.of(segment.head & 0x7f), record.fingerprint, record.headerBody, encodeVarint(index)]);
-  return crc32(tokenBytes(tokens), crc32(claims)) & 0xffff;
+  return new SegmentCheck(record, segment, index).add(tokens).value;
 }

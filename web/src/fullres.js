@@ -1,25 +1,44 @@
 // Kinds 3 and 4: a full-resolution image decoded window group by window group
 // (format/SPEC.md "Kinds 3 and 4", "Coding 2"), each segment re-encoded to prove its
-// payload canonical and checked against its segment token check.
+// payload canonical and checked against its segment token check, and with BAND_CHECKS
+// each band of a chain against its band check as soon as it is decoded.
 import { PayloadError, TokenChecksumError } from './errors.js';
 import { RangeDecoder, RangeEncoder, sameBytes } from './rangecoder.js';
 import { Stepper, SOS, VOCAB } from './model.js';
 import { cumulative } from './tables.js';
-import { segmentCheck } from './checks.js';
+import { SegmentCheck } from './checks.js';
 import { layout, segmentOf, cellPositions } from './tiling.js';
 import { AdaptiveMixer, OUTSIDE } from './adaptive.js';
 import { CODING_ADAPTIVE } from './stream.js';
 
-/** One segment's decoder, its shadow encoder and the tokens it has decoded (coding order). */
+/**
+ * One segment's decoder, its shadow encoder, its running check, the tokens of the band being
+ * decoded (coding order) and the bands it has finished.
+ */
 function openSegment(record, index) {
-  return { index, segment: record.segments[index], decoder: new RangeDecoder(record.segments[index].payload), shadow: new RangeEncoder(), tokens: [] };
+  const segment = record.segments[index];
+  return {
+    index, segment, decoder: new RangeDecoder(segment.payload), shadow: new RangeEncoder(),
+    check: new SegmentCheck(record, segment, index), tokens: [], bands: 0,
+  };
+}
+
+/** A band of a segment decoded: its tokens join the check; with BAND_CHECKS, band k's must match. */
+function closeBand(record, seg) {
+  seg.check.add(seg.tokens);
+  seg.tokens = [];
+  const k = seg.bands++;
+  const checks = seg.segment.bandChecks;
+  if (k < checks.length && seg.check.bandValue !== checks[k]) {
+    throw new TokenChecksumError(`record ${record.index}: segment ${seg.index}: the decoded tokens fail band ${k}'s check: the record is damaged, or the model computes other numbers than the encoder's`);
+  }
 }
 
 function closeSegment(record, seg) {
   if (!sameBytes(seg.shadow.finish(), seg.segment.payload)) {
     throw new PayloadError(`record ${record.index}: segment ${seg.index}'s payload is not the encoder's canonical output for the tokens it decodes to`);
   }
-  if (segmentCheck(record, seg.segment, seg.index, seg.tokens) !== seg.segment.tokenCheck) {
+  if (seg.check.value !== seg.segment.tokenCheck) {
     throw new TokenChecksumError(`record ${record.index}: segment ${seg.index} fails its token check: the record is damaged, or the model computes other numbers than the encoder's`);
   }
 }
@@ -118,6 +137,7 @@ export async function decodeFull(bundle, session, record, onTokens) {
       const index = segmentOf(plan, b, g);
       if (!open.has(index)) open.set(index, openSegment(record, index));
       await decodeGroup(ctx, plan.bands[b], plan.groups[g], open.get(index), mixers[g]);
+      closeBand(record, open.get(index));
       const last = plan.chain ? b === plan.bands.length - 1 : true;
       if (last) {
         closeSegment(record, open.get(index));

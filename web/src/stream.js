@@ -7,7 +7,7 @@ import {
   PayloadError, TruncatedError, UnknownRecordKindError, UnsupportedVersionError,
 } from './errors.js';
 import { readVarint } from './varint.js';
-import { segmentCount } from './tiling.js';
+import { layout, segmentCount } from './tiling.js';
 
 export const MAGIC = [0x89, 0x49, 0x47];
 export const VERSION = 2;
@@ -25,6 +25,7 @@ export const KIND_FULL = 3;
 export const KIND_SEGMENT = 4;
 export const KIND_CLASSICAL = 5;
 export const KIND_CLASSICAL_PART = 6;
+export const BAND_CHECKS = 0x01; // kind 3's features byte, bit 0: a check per band of a chain
 const PART_SIZE = 2 ** 20; // bytes of the embedded file per kind-5/6 record
 const MAX_FILE_LENGTH = 2 ** 32 - 1;
 export const CODING_EXACT = 0;
@@ -136,19 +137,26 @@ function parseFullHeader(head, body) {
   const width = readDimension(body, afterMode, end, 'width');
   const height = readDimension(body, width.next, end, 'height');
   let pos = height.next;
-  if (end !== pos + 2) throw new InvalidFieldError('full-resolution header has the wrong length');
+  if (end !== pos + 2 && end !== pos + 3) throw new InvalidFieldError('full-resolution header has the wrong length');
   const grid = body[pos];
   const segmentWindows = body[pos + 1];
+  // The features byte (SPEC.md "Kind 3 body"): present only when a bit is set.
+  const features = end === pos + 3 ? body[pos + 2] : 0;
+  if (end === pos + 3 && features === 0) throw new InvalidFieldError("a full-resolution header's features byte is 0");
+  if (features & ~BAND_CHECKS) throw new InvalidFieldError(`a full-resolution header asks for features 0x${features.toString(16)} this reader does not know`);
+  const bandChecks = Boolean(features & BAND_CHECKS);
+  if (bandChecks && !chain) throw new InvalidFieldError('band checks need the CHAIN layout');
   if (grid < 1) throw new InvalidFieldError('window side 0');
   if (contextRows > 24 || contextRows >= grid) {
     throw new InvalidFieldError(`context rows ${contextRows} (0..24, below the window side ${grid})`);
   }
   if (segmentWindows < 1) throw new InvalidFieldError('segment windows 0');
   const image = {
-    type: 'full', head, coding, contextRows, chain, mode, width: width.value, height: height.value,
+    type: 'full', head, coding, contextRows, chain, bandChecks, mode, width: width.value, height: height.value,
     grid, segmentWindows, headerBody: body.slice(), tokens: width.value * height.value,
   };
   image.segmentCount = segmentCount(image);
+  image.bandCheckCount = bandChecks ? layout(image).bands.length - 1 : 0;
   return image;
 }
 
@@ -222,14 +230,18 @@ function readFrame(bytes, pos, state) {
   return { head, kind, body, final, known, start, next: crcAt + 4 };
 }
 
-function parseSegment(frame) {
+/** A kind-4 body: u16 token check, `bandCheckCount` u8 band checks (BAND_CHECKS), payload. */
+function parseSegment(frame, bandCheckCount) {
   const { head, body } = frame;
   if (head & ANCILLARY) throw new InvalidFieldError(`record at offset ${frame.start}: a segment cannot be ancillary`);
   checkCoding(head, KIND_SEGMENT);
   if (body.length < 2) throw new InvalidFieldError(`record at offset ${frame.start} ends inside its token check`);
-  const payload = body.slice(2);
+  if (body.length < 2 + bandCheckCount) {
+    throw new InvalidFieldError(`record at offset ${frame.start} ends inside its ${bandCheckCount} band checks`);
+  }
+  const payload = body.slice(2 + bandCheckCount);
   checkPayload(payload);
-  return { head, tokenCheck: body[0] | (body[1] << 8), payload };
+  return { head, tokenCheck: body[0] | (body[1] << 8), bandChecks: body.slice(2, 2 + bandCheckCount), payload };
 }
 
 /** Kind 5 (SPEC.md "Kinds 5 and 6"): a classical image file (PNG or WebP) of the pixels. */
@@ -334,7 +346,7 @@ function readOne(bytes, offset, header, streamIndex, records) {
         pos = segFrame.next;
         count++;
         final = segFrame.final;
-        const segment = parseSegment(segFrame);
+        const segment = parseSegment(segFrame, record.bandCheckCount);
         if (codingOf(segFrame.head) !== record.coding) {
           throw new InvalidFieldError(`record ${count - 1}: a segment's coding differs from its image's`);
         }
