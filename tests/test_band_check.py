@@ -302,3 +302,18 @@ def test_a_forged_chain_is_rejected_after_one_bands_work(tiny, model) -> None:
     cells_before, _ = outcomes[False]
     every_band = sum(band.rows * 32 for band in bands)
     assert cells_before >= every_band - 2 * 32 and cells_before >= 8 * cells
+
+
+def test_only_the_band_check_golden_file_has_the_feature() -> None:
+    """The golden files written before the feature have no features byte (they decode as
+    they always did: tests/test_golden.py); the new one has it where an image has several
+    bands, and not on its one-band image."""
+    seen = {}
+    for path in sorted(GOLDEN.glob("*.igpt")):
+        for record in unpack_stream(path.read_bytes()):
+            if isinstance(record, FullImageRecord):
+                bands = len(record.header.tiling.bands())
+                seen.setdefault(path.name, []).append((record.header.band_checks, bands))
+    with_feature = {name for name, images in seen.items() if any(flag for flag, _ in images)}
+    assert with_feature == {"tiny_full_band_checks.igpt"}
+    assert seen["tiny_full_band_checks.igpt"] == [(True, 3), (False, 1)]
