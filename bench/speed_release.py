@@ -337,7 +337,7 @@ def measure_fullres(
     want = plan.ratio_threads
     if all(t == want for t in default_threads.values()):
         source = result
-        how = f"the default-thread runs above (default = {want} threads)"
+        how = f"the default-thread runs above, {want} threads"
     else:
         source = _full_round_trip(trees, png, tmp, 1, want, log, f"768x512 --threads {want}")
         how = f"one extra round with --threads {want}"
@@ -711,6 +711,12 @@ def markdown(r: dict[str, Any]) -> str:
     for step, label in (("compress", "encode"), ("decompress", "decode")):
         row = f[step]
         lines.append(
+            f"| {label}, CPU seconds | {_s(row['release']['median_cpu_s'])} "
+            f"| {_s(row['current']['median_cpu_s'])} | {row['cpu_speedup']:.2f}x | |"
+        )
+    for step, label in (("compress", "encode"), ("decompress", "decode")):
+        row = f[step]
+        lines.append(
             f"| {label} peak RSS | {_mb(row['release']['peak_rss_bytes'])} "
             f"| {_mb(row['current']['peak_rss_bytes'])} | | |"
         )
@@ -729,8 +735,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"**Thumbnails** ({r['thumbnails']['side']}x{r['thumbnails']['side']}, 1 thread, "
         f"{r['thumbnails']['rounds']} rounds), decode tokens/s:",
         "",
-        "| batch | release | current | ratio | goal |",
-        "|---:|---:|---:|---:|---|",
+        "| batch | release | current | ratio | goal | CPU: release | current | ratio |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for batch, row in r["thumbnails"]["decode"].items():
         goal = (
@@ -740,7 +746,9 @@ def markdown(r: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {batch} | {row['release']['median_tokens_per_s']:,.0f} | "
-            f"{row['current']['median_tokens_per_s']:,.0f} | {row['ratio']:.2f}x | {goal} |"
+            f"{row['current']['median_tokens_per_s']:,.0f} | {row['ratio']:.2f}x | {goal} "
+            f"| {row['release']['cpu_tokens_per_s']:,.0f} "
+            f"| {row['current']['cpu_tokens_per_s']:,.0f} | {row['cpu_ratio']:.2f}x |"
         )
     p = r["whole_process"]
     goal = (
@@ -753,6 +761,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"**Whole process** (`compress --size {p['side']} --threads 1` + `decompress`, "
         f"{Path(p['photo']).name}, {p['rounds']} rounds): release {_s(p['release']['median_s'])}"
         f", current {_s(p['current']['median_s'])}, speed-up {p['speedup']:.2f}x{goal}; "
+        f"CPU seconds {_s(p['release']['median_cpu_s'])} and {_s(p['current']['median_cpu_s'])}; "
         f"peak RSS compress {_mb(p['current']['compress']['peak_rss_bytes'])}, decompress "
         f"{_mb(p['current']['decompress']['peak_rss_bytes'])} (current).",
         "",
