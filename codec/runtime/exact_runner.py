@@ -139,7 +139,10 @@ class ExactTokenModel:
         feeds.update(zip(self._past_names, cache.feeds, strict=True))
         names = [EXACT_FREQS, *self._new_names] if keep_cache else [EXACT_FREQS]
         outputs = run_session(self.session, names, feeds)
-        freqs[...] = outputs[0].numpy()
+        tables = outputs[0].numpy()
+        if tables.shape != freqs.shape:
+            raise BundleError(f"the model graph gave tables {tables.shape}, not {freqs.shape}")
+        freqs[...] = tables
         if not keep_cache:
             return state
         news = [o.numpy() for o in outputs[1:]]
