@@ -109,6 +109,28 @@ def test_bundles_in_the_path_and_the_cache_are_found(
     assert (third.tokens == decoded.tokens).all()
 
 
+def test_earlier_defaults_shipped_beside_the_default_are_found(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """After the default changes, files of the earlier default keep decoding: the other
+    subdirectories of codec/models/ come right after default/, before the search dirs."""
+    tiny = load_bundle(tiny_bundle)
+    data = igpt_codec.compress(SAMPLE, model=tiny, size=4)
+    models = tmp_path / "models"
+    shutil.copytree(DEFAULT_BUNDLE_DIR, models / "default")
+    monkeypatch.setattr(search, "DEFAULT_BUNDLE_DIR", models / "default")
+    assert search.shipped_earlier() == []
+    (models / "notes").mkdir()  # not a bundle: skipped, not an error
+    with pytest.raises(igpt_codec.ModelNotFoundError, match=r"the earlier default .*notes"):
+        igpt_codec.decompress(data)
+    shutil.copytree(tiny_bundle, models / "v0-tiny")
+    assert search.shipped_earlier() == [models / "notes", models / "v0-tiny"]
+    assert search.find_bundle(tiny.fingerprint).path == models / "v0-tiny"
+    (decoded,) = igpt_codec.decompress(data)
+    assert decoded.tokens.size == 4 * 4
+    assert f"the earlier default {models / 'v0-tiny'}" in search.describe_search()
+
+
 def test_cli_finds_the_model_or_says_where_it_looked(tiny_bundle: Path, tmp_path: Path) -> None:
     tiny = load_bundle(tiny_bundle).fingerprint.hex()
     stream = tmp_path / "t.igpt"

@@ -4,7 +4,9 @@ A stream stores only the fingerprint of the model that coded it, so a decoder
 looks the bundle up, in this order:
 
 1. the bundle the caller gives (`--model DIR`, `model=`), if any;
-2. the bundle shipped with the package (`codec/models/default`);
+2. the bundle shipped with the package (`codec/models/default`), then the earlier
+   defaults shipped beside it (the other subdirectories of `codec/models/`, by name), so
+   files written by an earlier release keep decoding after the default changes;
 3. every subdirectory of each directory listed in the environment variable
    `IGPT_CODEC_MODELS` (separated by `os.pathsep`, ':' on POSIX), in order;
 4. every subdirectory of the user cache directory,
@@ -69,11 +71,22 @@ def manifest_fingerprint(bundle_dir: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def shipped_earlier() -> list[Path]:
+    """Earlier defaults shipped with the package: the subdirectories of codec/models/
+    other than default/, by name."""
+    try:
+        children = DEFAULT_BUNDLE_DIR.parent.iterdir()
+        return sorted(p for p in children if p.is_dir() and p.name != DEFAULT_BUNDLE_DIR.name)
+    except OSError:
+        return []
+
+
 def candidates(model: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """Bundle directories in search order (the given one, the default, the search dirs)."""
     if model is not None:
         yield Path(model)
     yield DEFAULT_BUNDLE_DIR
+    yield from shipped_earlier()
     for directory in search_dirs():
         try:
             children = sorted(p for p in directory.iterdir() if p.is_dir())
@@ -89,6 +102,7 @@ def describe_search(model: str | os.PathLike[str] | None = None) -> str:
         claimed = manifest_fingerprint(Path(model))
         places.append(f"the given bundle {model} (model {claimed or 'unknown'})")
     places.append(f"the default bundle {DEFAULT_BUNDLE_DIR}")
+    places.extend(f"the earlier default {p}" for p in shipped_earlier())
     listed = os.environ.get(ENV_VAR)
     places.append(f"${ENV_VAR}={listed}" if listed else f"${ENV_VAR} (not set)")
     places.append(str(cache_dir()))
