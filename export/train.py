@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -461,7 +462,7 @@ def _fresh_state(args: argparse.Namespace, pool_spec: dict) -> dict:
         origin = {"warm_start": warm, "optimizer": "fresh AdamW (the bundle has no optimizer)"}
         print(f"warm start from {args.init_onnx}: {json.dumps(warm)}", flush=True)
     else:
-        model = IGPT(PRESETS[args.preset])
+        model = IGPT(dataclasses.replace(PRESETS[args.preset], attention_span=args.attention_span))
         colour_aware_init(model, np.load(PALETTE_PATH), args.seed)
         origin = {"init": f"preset {args.preset}, colour-aware init, seed {args.seed}"}
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
@@ -504,6 +505,21 @@ def _native_share(args: argparse.Namespace, state: dict) -> float:
     return args.native_share
 
 
+def _adopt_attention_span(args: argparse.Namespace, state: dict) -> None:
+    """Resume with a banded attention span (issue 23): the weights are unchanged, only the
+    mask narrows, so a full-attention checkpoint fine-tunes into a span model. A span once
+    trained is kept: widening or dropping it would silently change what the model saw."""
+    span = args.attention_span
+    if span is None:
+        return
+    old = state["shape"].get("attention_span")
+    if old is not None and old != span:
+        raise SystemExit(f"the checkpoint was trained with attention span {old}, not {span}")
+    if old is None:
+        print(f"attention span: full -> {span}", flush=True)
+        state["shape"] = {**state["shape"], "attention_span": span}
+
+
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -523,6 +539,7 @@ def train(args: argparse.Namespace) -> None:
             if value is not None and value != state["schedule"][key]:
                 print(f"schedule {key}: {state['schedule'][key]} -> {value}", flush=True)
                 state["schedule"][key] = value
+        _adopt_attention_span(args, state)
         if args.rewarm:
             state["schedule"]["rewarm"] = {"start": state["step"], "steps": args.rewarm}
             print(f"re-warm over {args.rewarm} steps from step {state['step']}", flush=True)
@@ -760,6 +777,11 @@ def main() -> None:
         "--native-share",
         type=float,
         help="share of training tokens from native-scale crops (kept on resume; 0 stops)",
+    )
+    parser.add_argument(
+        "--attention-span",
+        type=int,
+        help="resume: attend to the last N positions only (a banded mask; kept once set)",
     )
     parser.add_argument("--total-steps", type=int, help="new runs: 200000; resumes may change it")
     parser.add_argument("--decay-steps", type=int, help="new runs: 20000; resumes may change it")
