@@ -1,25 +1,29 @@
-"""Match / run / higher-order levels for coding 2 on synthetic images (issue 28).
+"""Longer-reach levels (codec/core/match.py) after coding 2 on synthetic images (issue 28).
 
-Measures how many bits the adaptive mixer (codec/core/adaptive.py, coding 2) spends with
-and without the extra levels of codec/core/match.py, on the project's synthetic set
-(bench/synthetic.py) and on held-out photos, replaying the exact model's tables.
-
-Two phases, so variants cost seconds, not model runs:
+Measures how many bits coding 2 (codec/core/adaptive.py) spends with and without the new
+levels, on the project's synthetic set (bench/synthetic.py, 12 images of 256 x 256) and on
+12 whole held-out photos (bench/fullres.heldout_paths(limit=12), 481 x 321), replaying
+the exact model's tables instead of running the model per variant:
 
 1. `collect`: run the exact model once per image over every window, in the encoder's
    layout (pipelines/fullres.make_header: 4 context rows, chains of window groups), and
-   cache each chain's tables of coded cells in coding order under bench_out/match_model/
-   (uncommitted; about 134 MB per 256 x 256 image).
-2. `replay`: step every chain's cells exactly as the coder does (cell-major, all windows
-   of a cell from the state before the step, update after), once per mixer variant, and
-   sum -log2 of each coded symbol's share of its final table (ideal bits; the record's
-   coder adds a few bytes per chain).
+   cache its tables of coded cells in coding order under bench_out/match_model/
+   (uncommitted; 134 MB per 256 x 256 image, 316 MB per photo; 7-50 s per image).
+2. `replay`: step every chain's cells as the coder does (cell-major, every window of a
+   cell from the state before the step, the update after), coding 2 once (its tables are
+   cached too), then each variant of new levels on coding 2's output; sum -log2 of each
+   coded symbol's share of its final table (ideal bits). Stream bytes are estimated as
+   ideal bytes plus what coding 2's real stream paid above its ideal (framing, flushes).
+3. `merge`: one JSON from replay runs made side by side, with a summary per set.
+4. `speed`: seconds per cell step of coding 2's mixer and of the new levels.
 
     nice -n 19 python -m studies.match_model collect
-    nice -n 19 python -m studies.match_model replay --out docs/bench-results/match_model.json
+    nice -n 19 python -m studies.match_model replay --only text_builtin ... --out A.json
+    nice -n 19 python -m studies.match_model replay --only 101085.jpg ... --out B.json
+    python -m studies.match_model merge A.json B.json --out docs/bench-results/match_model.json
 
 Status: a one-off study, kept to rerun; nothing imports it.
-Result: docs/bench-results/match_model.json and docs/synthetic.md, "Match and run levels".
+Result: docs/bench-results/match_model.json and docs/synthetic.md, "Longer-reach levels".
 """
 
 from __future__ import annotations
@@ -113,8 +117,8 @@ def collect(photos: int) -> None:
 
 
 VARIANTS: dict[str, tuple[LevelSpec, ...]] = {
-    "copy": DEFAULT_LEVELS[:3],
-    "copy+symbols": DEFAULT_LEVELS,
+    "copy": DEFAULT_LEVELS[3:],
+    "symbols+copy": DEFAULT_LEVELS,
 }
 """Mixer variants replayed, each after coding 2's three levels (its output is their input).
 Putting them before coding 2 (their output what it refines) was tried: worse (text with the
@@ -247,20 +251,92 @@ def replay(photos: int, names: list[str] | None, out: Path | None, classical: bo
             out.write_text(json.dumps(result, indent=1) + "\n")
 
 
+def speed(name: str, batches: list[int], cells: int = 400) -> dict[str, Any]:
+    """Seconds per cell step of coding 2's mixer and of the new levels, side by side, on the
+    first band of one cached image (its windows repeated to make each batch)."""
+    tokens = np.load(CACHE / f"{name}.npz")["tokens"]
+    windows, _ = chain_layout(tokens, 32)[0][0]
+    width = min(32, tokens.shape[1])
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in batches:
+        group = windows[np.arange(batch) % len(windows)]
+        tables = rng.integers(1, 1 << 16, (batch, 512))
+        adaptive, match = AdaptiveMixer(), MatchMixer()
+        spent = {"coding2": 0.0, "new levels": 0.0}
+        for cell in range(width, width + cells):
+            symbols = group[:, cell]
+            start = time.perf_counter()
+            mixed, step = adaptive.tables(tables, window_neighbours(group, cell, width))
+            adaptive.update(step, symbols)
+            middle = time.perf_counter()
+            template = window_template(group, cell, width, match.size)
+            _, mstep = match.tables(mixed, template)
+            match.update(mstep, symbols)
+            spent["coding2"] += middle - start
+            spent["new levels"] += time.perf_counter() - middle
+        out[str(batch)] = {k: v / cells for k, v in spent.items()}
+        print(batch, {k: f"{v * 1e3:.2f} ms" for k, v in out[str(batch)].items()}, flush=True)
+    return out
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per set and variant: total bits against coding 2's, and the range of per-image ratios."""
+    out: dict[str, Any] = {}
+    for group in sorted({row["set"] for row in rows}):
+        chosen = [row for row in rows if row["set"] == group]
+        base = sum(row["bits"]["coding2"] for row in chosen)
+        out[group] = {
+            variant: {
+                "total_ratio": sum(row["bits"][variant] for row in chosen) / base,
+                "min_ratio": min(row["ratio_to_coding2"][variant] for row in chosen),
+                "max_ratio": max(row["ratio_to_coding2"][variant] for row in chosen),
+            }
+            for variant in VARIANTS
+        }
+    return out
+
+
+def merge(parts: list[Path], out: Path, classical: bool, timed: bool) -> None:
+    """One JSON from several replay runs (e.g. the synthetic set and the photos run side by
+    side), the photos' classical files computed here when asked, and the summary."""
+    runs = [json.loads(part.read_text()) for part in parts]
+    rows = [row for run in runs for row in run["rows"]]
+    for row in rows:
+        if classical and "png" not in row:
+            tokens = np.load(CACHE / f"{row['name']}.npz")["tokens"]
+            row.update(classical_of(row["name"], tokens, True))
+            best = min(row[k] for k in ("png", "webp_ll", "jxl_ll") if row.get(k))
+            row["over_best_classical"] = {k: v / 8 / best for k, v in row["bits"].items()}
+    result = {**runs[0], "rows": rows, "summary": summary(rows)}
+    if timed:
+        result["seconds_per_step"] = {"image": "text_builtin", **speed("text_builtin", [4, 8, 32])}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"], indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=["collect", "replay"])
+    parser.add_argument("phase", choices=["collect", "replay", "merge", "speed"])
+    parser.add_argument("parts", nargs="*", type=Path, help="merge: the replay JSONs")
     parser.add_argument("--photos", type=int, default=PHOTOS)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--only", nargs="*", help="image names to replay (default: all)")
+    parser.add_argument("--speed", action="store_true", help="merge: time the mixers too")
     parser.add_argument(
         "--classical", action="store_true", help="compute PNG/WebP/JXL bytes of the photos"
     )
     args = parser.parse_args()
     if args.phase == "collect":
         collect(args.photos)
-    else:
+    elif args.phase == "replay":
         replay(args.photos, args.only, args.out, args.classical)
+    elif args.phase == "merge":
+        merge(args.parts, args.out, args.classical, args.speed)
+    else:
+        result = {"image": "text_builtin", "seconds_per_step": speed("text_builtin", [4, 8, 32])}
+        if args.out is not None:
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
