@@ -19,8 +19,10 @@ step time does not depend on the weights), every graph exported from the same we
 
 Rounds interleave the variants (the machine is shared: ratios within a round are what
 counts); the median of the rounds is reported, and each ratio is the median of the
-per-round ratios, with node counts of every graph. With
---profile, onnxruntime's profiler also gives one step's kernel time by op type.
+per-round ratios, with node counts of every graph. With --profile, onnxruntime's profiler
+also gives one step's kernel time by op type; with --mem-pattern, the span graph runs a
+second time in a session with onnxruntime's memory pattern on (`span_mem_pattern`: the
+codec's sessions have it off, runtime/session.py).
 
     nice -n 10 python -m studies.attention_span_graph --rounds 5 \\
         --out docs/bench-results/attention_span_graph_nodes.json
@@ -175,6 +177,22 @@ def profile_step(bundle: Path, batch: int, steps: int = 300) -> dict:
     }
 
 
+def with_mem_pattern(bundle: Path) -> ExactTokenModel:
+    """The span model in a session like the codec's but with onnxruntime's memory pattern on.
+
+    Why measured: the codec turns the pattern off because a linear cache changes its shape
+    every KV_CHUNK steps (runtime/session.py); a ring keeps one shape, so a decoder's steps
+    could reuse one pattern. Memory placement only: the same integers (same_tables checks)."""
+    loaded = load_bundle(bundle)
+    model = ExactTokenModel(loaded, threads=1)
+    options = make_session_options(1)
+    options.enable_mem_pattern = True
+    model.session = ort.InferenceSession(
+        str(loaded.model_path), options, providers=["CPUExecutionProvider"]
+    )
+    return model
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--span", type=int, default=128)
@@ -185,6 +203,11 @@ def main(argv: list[str] | None = None) -> None:
         "--before-rev", default="b980df3", help="git revision of the first span graph"
     )
     parser.add_argument("--profile", action="store_true", help="also profile one step by op type")
+    parser.add_argument(
+        "--mem-pattern",
+        action="store_true",
+        help="also run the span graph in a session with onnxruntime's memory pattern on",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
@@ -196,16 +219,21 @@ def main(argv: list[str] | None = None) -> None:
         "span_before_chunked": ("span_before", "chunks"),
         "span": ("span", "run"),
     }
+    if args.mem_pattern:
+        graphs.append("span_mem_pattern")
+        encodings["span_mem_pattern"] = ("span_mem_pattern", "run")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ckpt = write_random_checkpoint(root / "ckpt", **SHAPE, seed=0, lm_head_scale=10.0)
-        bundles = {name: root / name for name in graphs}
+        bundles = {name: root / name for name in graphs if name != "span_mem_pattern"}
         export_bundle(str(ckpt), bundles["full"], calibration_images=16)
         export_before(ckpt, bundles["span_before"], args.span, args.before_rev)
         export_bundle(str(ckpt), bundles["span"], calibration_images=16, attention_span=args.span)
         models = {k: ExactTokenModel(load_bundle(p), threads=1) for k, p in bundles.items()}
         nodes = {k: node_count(p) for k, p in bundles.items()}
+        if args.mem_pattern:
+            models["span_mem_pattern"] = with_mem_pattern(bundles["span"])
         same = same_tables(models, args.span)
         profiles = {}
         if args.profile:
@@ -268,6 +296,12 @@ def main(argv: list[str] | None = None) -> None:
             for b, v in encode.items()
         },
         "profile_one_step": profiles,
+        "mem_pattern_vs_span": {
+            "decode": {str(b): paired(v["span"], v["span_mem_pattern"]) for b, v in decode.items()},
+            "encode": {str(b): paired(v["span"], v["span_mem_pattern"]) for b, v in encode.items()},
+        }
+        if args.mem_pattern
+        else None,
         "raw_s": {"decode": decode, "encode": encode},
     }
     text = json.dumps(result, indent=2) + "\n"
@@ -280,21 +314,24 @@ def main(argv: list[str] | None = None) -> None:
 
 def same_tables(models: dict[str, ExactTokenModel], span: int) -> bool:
     """Every encode path and the stepper give one window's tables bit for bit alike across
-    the span graphs (before and now); the figures compare equal work."""
+    the span graphs (before and now, every session); the figures compare equal work."""
     ids = window_ids(2)
     pos = np.broadcast_to(positions(32, GRID), ids.shape)
     reference = one_call(models["span_before"], ids, pos)
-    stepper = models["span"].stepper(models["span"].start(2))
-    steps = np.stack(
-        [stepper.step(ids[:, t], int(pos[0, t])).astype(np.int64) for t in range(WINDOW)], axis=1
-    )
-    return bool(
-        np.array_equal(one_call(models["span"], ids, pos), reference)
-        and np.array_equal(
-            models["span"].run(ids, pos, models["span"].start(2), False)[0], reference
+    for name in (n for n in models if n.startswith("span") and n != "span_before"):
+        model = models[name]
+        stepper = model.stepper(model.start(2))
+        steps = np.stack(
+            [stepper.step(ids[:, t], int(pos[0, t])).astype(np.int64) for t in range(WINDOW)],
+            axis=1,
         )
-        and np.array_equal(steps, reference)
-    )
+        if not (
+            np.array_equal(one_call(model, ids, pos), reference)
+            and np.array_equal(model.run(ids, pos, model.start(2), False)[0], reference)
+            and np.array_equal(steps, reference)
+        ):
+            return False
+    return True
 
 
 if __name__ == "__main__":
