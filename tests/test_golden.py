@@ -30,7 +30,12 @@ EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
 def bundles() -> dict[str, Bundle]:
     """Every bundle a golden file may need, by fingerprint."""
-    dirs = [DEFAULT_BUNDLE_DIR, GOLDEN / "model", *sorted((GOLDEN / "models").glob("*"))]
+    dirs = [
+        DEFAULT_BUNDLE_DIR,
+        GOLDEN / "model",
+        GOLDEN / "span_model",
+        *sorted((GOLDEN / "models").glob("*")),
+    ]
     found = {}
     for path in dirs:
         if (path / "manifest.json").is_file():
@@ -80,6 +85,26 @@ def test_golden_files_hold_both_segment_layouts() -> None:
                     chains_over_bands.add(name)
     assert {"tiny_full.igpt", "default_full_adaptive.igpt"} <= layouts[False]
     assert "tiny_full_chain.igpt" in layouts[True] and chains_over_bands
+
+
+def test_golden_files_hold_a_span_bundles_ring() -> None:
+    """Files of a model with an attention span (exact-int-v1-span, the ring cache): a
+    thumbnail longer than the ring (it wraps), and a full-resolution band whose known-rows
+    call is longer than the ring (only its last S positions stay)."""
+    span_bundle = load_bundle(GOLDEN / "span_model")
+    span = span_bundle.attention_span
+    assert span is not None and span_bundle.manifest["io"]["cache_layout"]["ring"] == span
+    names = [n for n in EXPECTED if EXPECTED[n]["fingerprint"] == span_bundle.fingerprint.hex()]
+    thumbs, known = [], []
+    for name in names:
+        for record in unpack_stream((GOLDEN / name).read_bytes()):
+            if isinstance(record, FullImageRecord):
+                known += [
+                    band.known * record.header.grid + 1 for band in record.header.tiling.bands()
+                ]
+            else:
+                thumbs.append(record.header.side**2)
+    assert max(thumbs) > span and max(known) > span
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

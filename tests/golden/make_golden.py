@@ -108,9 +108,32 @@ def frozen_model() -> Path:
     return target
 
 
+def frozen_span_model() -> Path:
+    """The tiny model's weights exported with an attention span of 64 (contract
+    exact-int-v1-span): a 32x32 thumbnail wraps its ring of 64 slots 16 times, and a
+    full-resolution band's known-rows call (SOS + 128 cells) is longer than the ring."""
+    target = HERE / "span_model"
+    if not target.exists():
+        from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
+        from igpt_codec.export.onnx_export import export_bundle
+
+        ckpt = write_random_checkpoint(
+            Path("/tmp/golden-span-ckpt"),
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=1024,
+            seed=2026,
+            lm_head_scale=20.0,
+        )
+        export_bundle(str(ckpt), target, calibration_images=16, attention_span=64)
+    return target
+
+
 def main() -> None:
     pics = images()
     tiny = load_bundle(frozen_model())
+    span = load_bundle(frozen_span_model())
     default = load_bundle(None)
     plan = {
         "default_one_32.igpt": (default, [("photo", 32)]),
@@ -181,6 +204,18 @@ def main() -> None:
                 ("grey", 8),
                 ("sprites", ("full-png", (8, 8, 72, 72))),
                 ("photo", ("full", (200, 120, 232, 140))),
+            ],
+        ),
+        # The ring cache of a model with an attention span (exact-int-v1-span, written since
+        # 2026-12-05): a 32x32 thumbnail (1,024 steps through 64 slots) beside a small one;
+        # a full-resolution image of three bands in two chains (the known-rows calls of the
+        # later bands, 129 and 961 tokens, are longer than the ring), then a one-band image.
+        "span_thumbnails.igpt": (span, [("photo", 32), ("second", 8)]),
+        "span_full_chain.igpt": (
+            span,
+            [
+                ("photo", ("full-model", (100, 150, 136, 212))),
+                ("grey", ("full-model", (7, 9, 19, 19))),
             ],
         ),
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Headless Chromium loads index.html, decodes a thumbnail golden file and a
-// full-resolution one, and the pixels' sha256 must equal the Python decoder's
+// Headless Chromium loads index.html, decodes thumbnail golden files and
+// full-resolution ones (of a model with an attention span too: the ring cache), and the pixels' sha256 must equal the Python decoder's
 // (test/reference/python_pixels.json). Saves a screenshot of the page.
 //   node scripts/browser-check.js [--screenshot PATH] [--repeat N] [--files a.igpt,b.igpt] [--json OUT] [--cold]
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
@@ -20,7 +20,7 @@ async function committedTokenPixels() {
   const golden = JSON.parse(await readFile(path.join(GOLDEN, 'expected.json'), 'utf8'));
   const out = {};
   for (const [name, entry] of Object.entries(golden)) {
-    const dir = [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', entry.fingerprint)];
+    const dir = [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'span_model'), path.join(GOLDEN, 'models', entry.fingerprint)];
     const bundle = await (async () => {
       for (const d of dir) {
         try {
@@ -48,7 +48,7 @@ const option = (name, fallback) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : fallback;
 };
-const files = option('--files', 'default_one_32.igpt,default_full_chain.igpt,default_classical.igpt,tiny_full_band_checks.igpt,damaged:tiny_one_24.igpt,nomodel:default_full_adaptive.igpt').split(',');
+const files = option('--files', 'default_one_32.igpt,default_full_chain.igpt,default_classical.igpt,tiny_full_band_checks.igpt,span_thumbnails.igpt,span_full_chain.igpt,damaged:tiny_one_24.igpt,nomodel:default_full_adaptive.igpt').split(',');
 // What the page must say for a file that cannot be decoded.
 const EXPECTED_MESSAGES = { damaged: /damaged.*ChecksumError/, nomodel: /Missing model:.*e6446cc21e2dd7a1/ };
 const repeat = Number(option('--repeat', '1'));
@@ -69,7 +69,7 @@ let reportResolve;
 const reported = new Promise((resolve) => { reportResolve = resolve; });
 const server = await startServer({
   // Not models/e6446cc21e2dd7a1: default_full_adaptive.igpt stands for a file whose model is missing.
-  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', '521cbedc2a206487')],
+  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'span_model'), path.join(GOLDEN, 'models', '521cbedc2a206487')],
   filesDir: GOLDEN,
   onReport: reportResolve,
 });

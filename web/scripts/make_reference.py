@@ -1,11 +1,20 @@
-"""Reference pixels from the Python decoder, for the JS tests (run once, output committed).
+"""Reference data from the Python decoder, for the JS tests (run once, output committed).
 
     .venv/bin/python web/scripts/make_reference.py tests/golden > \
         web/test/reference/python_pixels.json
+    .venv/bin/python web/scripts/make_reference.py tests/golden --add NAME... \
+        web/test/reference/python_pixels.json       # new golden files only, merged in
+    .venv/bin/python web/scripts/make_reference.py tests/golden --info > \
+        web/test/reference/python_info.json
 
-For every golden file: each decoded image's width, height and the sha256 of its RGB bytes
-(row-major, 3 bytes a pixel) as the Python `decompress` writes them, plus the `info --json`
-rows, so the JS decoder can be compared pixel for pixel without Python at test time.
+Pixels: for every golden file, each decoded image's width, height and the sha256 of its RGB
+bytes (row-major, 3 bytes a pixel) as the Python `decompress` writes them, so the JS decoder
+can be compared pixel for pixel without Python at test time. `--add` computes the named files
+alone and merges them into the given reference file, leaving every other entry as it was
+(an entry made by older code is never recomputed with newer code). `--info`: the records of
+`info --json` for every golden file and the concatenated one (no model needed), which
+`web/test/info.test.js` compares with the JS `info` rows and
+`tests/test_cli_info_reference.py` with the Python command's.
 """
 
 import hashlib
@@ -22,16 +31,23 @@ load_bundle = import_module("igpt_codec.runtime.bundle").load_bundle
 api = import_module("igpt_codec.api")
 
 
-def main() -> None:
-    golden = Path(sys.argv[1])
-    expected = json.loads((golden / "expected.json").read_text())
-    bundles = {}
-    for d in [golden / "model", *sorted((golden / "models").iterdir()), None]:
+def bundles(golden: Path) -> dict:
+    found = {}
+    dirs = [golden / "model", golden / "span_model", *sorted((golden / "models").iterdir()), None]
+    for d in dirs:
+        if d is not None and not (d / "manifest.json").is_file():
+            continue
         b = load_bundle(d)
-        bundles[b.fingerprint.hex()] = b
+        found[b.fingerprint.hex()] = b
+    return found
+
+
+def pixels(golden: Path, names: list[str]) -> dict:
+    expected = json.loads((golden / "expected.json").read_text())
+    found = bundles(golden)
     out = {}
-    for name, entry in expected.items():
-        bundle = bundles[entry["fingerprint"]]
+    for name in names:
+        bundle = found[expected[name]["fingerprint"]]
         images = api.decompress((golden / name).read_bytes(), bundle)
         out[name] = [
             {
@@ -43,7 +59,37 @@ def main() -> None:
             }
             for im in images
         ]
-    json.dump(out, sys.stdout, indent=1)
+    return out
+
+
+def info_rows(golden: Path) -> dict:
+    from click.testing import CliRunner
+
+    info = import_module("igpt_codec.cli.info").info
+    out = {}
+    names = [*json.loads((golden / "expected.json").read_text()), "concatenated/two_streams.igpt"]
+    for name in names:
+        result = CliRunner().invoke(info, [str(golden / name), "--json"])
+        if result.exit_code:
+            raise SystemExit(f"info {name}: {result.output}")
+        out[name] = json.loads(result.output)["records"]
+    return out
+
+
+def main() -> None:
+    golden = Path(sys.argv[1])
+    args = sys.argv[2:]
+    if args[:1] == ["--info"]:
+        json.dump(info_rows(golden), sys.stdout, indent=1)
+    elif args[:1] == ["--add"]:
+        names, target = args[1:-1], Path(args[-1])
+        merged = json.loads(target.read_text())
+        merged.update(pixels(golden, names))
+        target.write_text(json.dumps(merged, indent=1) + "\n")
+        return
+    else:
+        expected = json.loads((golden / "expected.json").read_text())
+        json.dump(pixels(golden, list(expected)), sys.stdout, indent=1)
     print()
 
 

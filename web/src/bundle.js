@@ -10,6 +10,8 @@ const MODEL_FILE = 'model.onnx';
 const PALETTE_FILE = 'palette.npy';
 const MANIFEST_FILE = 'manifest.json';
 export const KV_CHUNK = 64;
+const EXACT_PROFILE = 'exact-int-v1';
+const SPAN_CONTRACT = 'exact-int-v1-span';
 
 async function sha256(bytes) {
   return new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', bytes));
@@ -41,7 +43,9 @@ function codingFields(manifest) {
     profile: manifest.profile ?? null,
     graph_contract: manifest.graph_contract ?? null,
     positions: manifest.positions ?? null,
-    model: pick(model, ['n_layer', 'n_head', 'head_dim', 'n_positions']),
+    // attention_span only where the manifest has it (as Python's coding_fields): bundles
+    // without a span keep the fingerprints they had.
+    model: pick(model, ['n_layer', 'n_head', 'head_dim', 'n_positions', ...(Object.hasOwn(model, 'attention_span') ? ['attention_span'] : [])]),
     io: pick(io, ['inputs', 'outputs']),
   };
 }
@@ -58,7 +62,8 @@ function expectedIo(nLayer) {
 
 /**
  * Read and verify a bundle. `label` names it in errors. Returns
- * {fingerprint, fingerprintHex, manifest, modelBytes, palette, nLayer, nHead, headDim, nPositions, grid}.
+ * {fingerprint, fingerprintHex, manifest, modelBytes, palette, nLayer, nHead, headDim, nPositions, grid,
+ * layout, attentionSpan (S, or null: full attention over the linear cache)}.
  */
 export async function loadBundle(readFile, label = 'model bundle') {
   let manifest;
@@ -68,8 +73,8 @@ export async function loadBundle(readFile, label = 'model bundle') {
     throw new BundleError(`${label}: no readable ${MANIFEST_FILE} (${err.message})`);
   }
   if (manifest.bundle_format_version !== 2) throw new BundleError(`${label}: unsupported bundle format version ${manifest.bundle_format_version}`);
-  if (manifest.profile !== 'exact-int-v1' || manifest.graph_contract !== 'exact-int-v1') {
-    throw new BundleError(`${label}: profile ${manifest.profile} is not the exact one (exact-int-v1) this decoder runs`);
+  if (manifest.profile !== EXACT_PROFILE || (manifest.graph_contract !== EXACT_PROFILE && manifest.graph_contract !== SPAN_CONTRACT)) {
+    throw new BundleError(`${label}: profile ${manifest.profile} (graph contract ${manifest.graph_contract}) is not the exact one (${EXACT_PROFILE}, or ${SPAN_CONTRACT} with an attention span) this decoder runs`);
   }
   if (manifest.positions !== 'grid' && manifest.positions !== 'raster') throw new BundleError(`${label}: unknown position layout ${manifest.positions}`);
   const files = manifest.files;
@@ -108,11 +113,18 @@ export async function loadBundle(readFile, label = 'model bundle') {
     throw new BundleError(`${label}: manifest io names do not follow the exact-int-v1 contract`);
   }
   if (manifest.io?.cache_layout?.chunk !== KV_CHUNK) throw new BundleError(`${label}: cache chunk is not ${KV_CHUNK}`);
+  // The attention span S (contract exact-int-v1-span): the cache is a ring of S slots
+  // (model.js). Refused as Python's load_bundle refuses it.
+  const span = model.attention_span ?? null;
+  if (span !== null && !(Number.isInteger(span) && span >= 1)) throw new BundleError(`${label}: manifest model.attention_span must be a positive integer`);
+  if (span !== null && manifest.graph_contract !== SPAN_CONTRACT) throw new BundleError(`${label}: an attention span needs graph contract ${SPAN_CONTRACT}`);
+  if (span === null && manifest.graph_contract !== EXACT_PROFILE) throw new BundleError(`${label}: graph contract ${manifest.graph_contract} does not belong to profile ${EXACT_PROFILE}`);
+  if (span !== null && manifest.io.cache_layout.ring !== span) throw new BundleError(`${label}: manifest io.cache_layout must give ring ${span} (the span)`);
   return {
     label, manifest, fingerprint, fingerprintHex: toHex(fingerprint),
     modelBytes: contents[MODEL_FILE], palette: readPalette(contents[PALETTE_FILE]),
-    nLayer, nHead, headDim, nPositions, grid, layout: manifest.positions,
+    nLayer, nHead, headDim, nPositions, grid, layout: manifest.positions, attentionSpan: span,
   };
 }
 
-export { fromHex, toHex };
+export { fromHex, toHex, canonicalJson, codingFields };

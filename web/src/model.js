@@ -3,6 +3,10 @@
 // [B, H, capacity, D], capacity = 64 * max(1, ceil(past_length / 64)), unused positions
 // zero; the graph returns the integer tables `freqs` [B, seq, 512] and only the new keys
 // and values, which this runner writes into its buffers.
+// A bundle with an attention span S (contract exact-int-v1-span) gets a ring of S slots
+// instead: position p lives in slot p mod S, and the graph works out from past_length which
+// position each slot holds (codec/runtime/ring_cache.py); a call longer than S keeps only
+// its last S positions, the only ones a later token can still see.
 import * as ort from 'onnxruntime-web';
 import { BundleError } from './errors.js';
 import { KV_CHUNK } from './bundle.js';
@@ -43,7 +47,8 @@ export class Stepper {
     this.session = session;
     this.batch = batch;
     this.length = 0;
-    this.capacity = capacityFor(0);
+    this.ring = bundle.attentionSpan ?? null; // S slots, or null: the linear cache
+    this.capacity = this.ring ?? capacityFor(0);
     this.keys = [];
     this.values = [];
     for (let i = 0; i < bundle.nLayer; i++) {
@@ -104,6 +109,11 @@ export class Stepper {
       throw new BundleError(`the model graph failed to run: ${String(err.message || err).split('\n')[0]}`);
     }
     const past = this.length;
+    if (this.ring !== null) {
+      this.writeRing(out, past, seq);
+      this.length = past + seq;
+      return out.freqs.data;
+    }
     this.grow(past + seq);
     const cap = this.capacity;
     for (let i = 0; i < nLayer; i++) {
@@ -123,6 +133,30 @@ export class Stepper {
     this.length = past + seq;
     const freqs = out.freqs.data;
     return freqs;
+  }
+
+  /**
+   * The new keys and values of positions past..past+seq-1 written into their ring slots
+   * (position p in slot p mod S); of a call longer than the ring only the last S stay, as
+   * the older ones would be overwritten by the later ones anyway.
+   */
+  writeRing(out, past, seq) {
+    const { nLayer, nHead: H, headDim: D } = this.bundle;
+    const S = this.ring;
+    const first = Math.max(0, seq - S);
+    for (let i = 0; i < nLayer; i++) {
+      const newKeys = out[`new.${i}.key`].data; // [B, H, D, seq]
+      const newValues = out[`new.${i}.value`].data; // [B, H, seq, D]
+      const keys = this.keys[i];
+      const values = this.values[i];
+      for (let row = 0; row < this.batch * H; row++) {
+        for (let j = first; j < seq; j++) {
+          const slot = (past + j) % S;
+          for (let d = 0; d < D; d++) keys[(row * D + d) * S + slot] = newKeys[(row * D + d) * seq + j];
+          values.set(newValues.subarray((row * seq + j) * D, (row * seq + j + 1) * D), (row * S + slot) * D);
+        }
+      }
+    }
   }
 }
 

@@ -11,9 +11,10 @@ import { bundleResolver, bundleFromDir } from '../src/node.js';
 export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const ROOT = path.resolve(WEB, '..');
 export const GOLDEN = path.join(ROOT, 'tests', 'golden');
-export const MODEL_DIRS = [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')];
+export const MODEL_DIRS = [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'span_model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')];
 export const resolver = bundleResolver(MODEL_DIRS);
 export const tinyBundle = () => bundleFromDir(path.join(GOLDEN, 'model'));
+export const spanBundle = () => bundleFromDir(path.join(GOLDEN, 'span_model'));
 export const readJson = (p) => JSON.parse(readFileSync(p, 'utf8'));
 
 /** The frames of a well-formed stream: {head, body} each (body excludes R and the CRC). */
