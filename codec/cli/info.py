@@ -192,6 +192,7 @@ def _record_info(index: int, record: Any) -> dict[str, Any]:
             "tokens": head.token_count,
             "segments": len(segments),
             "chain_segments": head.chain_segments,
+            "band_checks": head.band_checks,
             "context_rows": head.context_rows,
             "payload_bytes": payload,
             "payload_bits_per_token": 8 * payload / head.token_count,
