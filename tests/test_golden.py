@@ -33,7 +33,6 @@ def bundles() -> dict[str, Bundle]:
     dirs = [
         DEFAULT_BUNDLE_DIR,
         GOLDEN / "model",
-        GOLDEN / "span_model",
         *sorted((GOLDEN / "models").glob("*")),
     ]
     found = {}
@@ -91,7 +90,7 @@ def test_golden_files_hold_a_span_bundles_ring() -> None:
     """Files of a model with an attention span (exact-int-v1-span, the ring cache): a
     thumbnail longer than the ring (it wraps), and a full-resolution band whose known-rows
     call is longer than the ring (only its last S positions stay)."""
-    span_bundle = load_bundle(GOLDEN / "span_model")
+    (span_bundle,) = [b for b in BUNDLES.values() if b.attention_span is not None]
     span = span_bundle.attention_span
     assert span is not None and span_bundle.manifest["io"]["cache_layout"]["ring"] == span
     names = [n for n in EXPECTED if EXPECTED[n]["fingerprint"] == span_bundle.fingerprint.hex()]

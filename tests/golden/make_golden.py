@@ -108,11 +108,16 @@ def frozen_model() -> Path:
     return target
 
 
+SPAN_MODEL = HERE / "models" / "12f32c72c4a71c93"
+
+
 def frozen_span_model() -> Path:
     """The tiny model's weights exported with an attention span of 64 (contract
     exact-int-v1-span): a 32x32 thumbnail wraps its ring of 64 slots 16 times, and a
-    full-resolution band's known-rows call (SOS + 128 cells) is longer than the ring."""
-    target = HERE / "span_model"
+    full-resolution band's known-rows call (SOS + 128 cells) is longer than the ring.
+    Kept under models/<fingerprint>/ like the old defaults, so every tool that looks for
+    a golden file's bundle there finds it."""
+    target = SPAN_MODEL
     if not target.exists():
         from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
         from igpt_codec.export.onnx_export import export_bundle
@@ -126,7 +131,12 @@ def frozen_span_model() -> Path:
             seed=2026,
             lm_head_scale=20.0,
         )
-        export_bundle(str(ckpt), target, calibration_images=16, attention_span=64)
+        out = Path("/tmp/golden-span-bundle")
+        export_bundle(str(ckpt), out, calibration_images=16, attention_span=64, force=True)
+        fingerprint = json.loads((out / "manifest.json").read_text())["fingerprint"]
+        if fingerprint != target.name:
+            raise SystemExit(f"the span bundle exported as {fingerprint}, not {target.name}")
+        out.rename(target)
     return target
 
 

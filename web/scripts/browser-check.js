@@ -20,7 +20,7 @@ async function committedTokenPixels() {
   const golden = JSON.parse(await readFile(path.join(GOLDEN, 'expected.json'), 'utf8'));
   const out = {};
   for (const [name, entry] of Object.entries(golden)) {
-    const dir = [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'span_model'), path.join(GOLDEN, 'models', entry.fingerprint)];
+    const dir = [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', entry.fingerprint)];
     const bundle = await (async () => {
       for (const d of dir) {
         try {
@@ -69,7 +69,7 @@ let reportResolve;
 const reported = new Promise((resolve) => { reportResolve = resolve; });
 const server = await startServer({
   // Not models/e6446cc21e2dd7a1: default_full_adaptive.igpt stands for a file whose model is missing.
-  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'span_model'), path.join(GOLDEN, 'models', '521cbedc2a206487')],
+  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', '521cbedc2a206487'), path.join(GOLDEN, 'models', '12f32c72c4a71c93')],
   filesDir: GOLDEN,
   onReport: reportResolve,
 });

@@ -33,10 +33,7 @@ api = import_module("igpt_codec.api")
 
 def bundles(golden: Path) -> dict:
     found = {}
-    dirs = [golden / "model", golden / "span_model", *sorted((golden / "models").iterdir()), None]
-    for d in dirs:
-        if d is not None and not (d / "manifest.json").is_file():
-            continue
+    for d in [golden / "model", *sorted((golden / "models").iterdir()), None]:
         b = load_bundle(d)
         found[b.fingerprint.hex()] = b
     return found

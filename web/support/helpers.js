@@ -11,10 +11,11 @@ import { bundleResolver, bundleFromDir } from '../src/node.js';
 export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const ROOT = path.resolve(WEB, '..');
 export const GOLDEN = path.join(ROOT, 'tests', 'golden');
-export const MODEL_DIRS = [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'span_model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')];
+export const MODEL_DIRS = [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')];
 export const resolver = bundleResolver(MODEL_DIRS);
 export const tinyBundle = () => bundleFromDir(path.join(GOLDEN, 'model'));
-export const spanBundle = () => bundleFromDir(path.join(GOLDEN, 'span_model'));
+export const SPAN_MODEL_DIR = path.join(GOLDEN, 'models', '12f32c72c4a71c93'); // tiny, attention span 64
+export const spanBundle = () => bundleFromDir(SPAN_MODEL_DIR);
 export const readJson = (p) => JSON.parse(readFileSync(p, 'utf8'));
 
 /** The frames of a well-formed stream: {head, body} each (body excludes R and the CRC). */

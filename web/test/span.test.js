@@ -11,9 +11,8 @@ import path from 'node:path';
 import { loadBundle, BundleError } from '../src/index.js';
 import { canonicalJson, codingFields } from '../src/bundle.js';
 import { Stepper, sessionFor, SOS, VOCAB } from '../src/model.js';
-import { GOLDEN, spanBundle, tinyBundle } from '../support/helpers.js';
+import { SPAN_MODEL_DIR as SPAN_DIR, spanBundle, tinyBundle } from '../support/helpers.js';
 
-const SPAN_DIR = path.join(GOLDEN, 'span_model');
 const sha = (bytes) => createHash('sha256').update(bytes).digest();
 
 /** The span bundle with its manifest edited by `edit`; `refingerprint` recomputes the
