@@ -44,6 +44,7 @@ from igpt_codec.format.errors import (
     UnsupportedVersionError,
 )
 from igpt_codec.format.records import (
+    BAND_CHECK_LEN,
     CODING_MASK,
     CODING_SHIFT,
     FINGERPRINT_LEN,
@@ -81,6 +82,16 @@ VERSION = 2
 FILE_HEADER_LEN = len(MAGIC) + 1 + FINGERPRINT_LEN
 MAX_FRAME = MAX_PAYLOAD + 64
 """Largest record frame after its head byte and length: body, token check, payload."""
+
+
+def segment_payload_limit(band_checks: int) -> int:
+    """Most payload bytes a kind-4 record holding `band_checks` band checks may carry:
+    MAX_PAYLOAD, and its whole frame (token check, band checks, payload) within MAX_FRAME.
+    A tall image's chain segment holds thousands of band checks (one per band but the
+    last), so the frame can be the tighter cap; writers plan segments against this."""
+    return min(MAX_PAYLOAD, MAX_FRAME - TOKEN_CHECK_LEN - band_checks * BAND_CHECK_LEN)
+
+
 V1_MAGIC = b"\x89IGP\r\n\x1a\n"
 """Version 1's magic, recognised to say which release can read such a file."""
 

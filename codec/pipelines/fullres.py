@@ -30,8 +30,8 @@ import numpy as np
 from igpt_codec.core.adaptive import AdaptiveMixer, window_neighbours
 from igpt_codec.core.coder import RangeDecoder, RangeEncoder
 from igpt_codec.core.freq import cumulative
-from igpt_codec.format.container import SegmentCheck
-from igpt_codec.format.errors import PayloadError, TokenChecksumError
+from igpt_codec.format.container import SegmentCheck, segment_payload_limit
+from igpt_codec.format.errors import LengthOutOfRangeError, PayloadError, TokenChecksumError
 from igpt_codec.format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
 from igpt_codec.format.tiling import Band, Tiling, fill_padding
 from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK
@@ -54,6 +54,15 @@ PARALLEL_CHAINS = 2
 two decoder threads can work side by side: group i of every band depends only on group
 i of the band above (a chain)."""
 
+PLAN_BITS_PER_TOKEN = 9
+"""Bits per token the layout planner assumes for a chain segment: log2 of the palette's 512
+colours, what a model no better than uniform costs (photos code at 3-5 bits/token). A chain
+whose widest segment would pass the payload cap at this rate is written one record per band
+instead (`plan_layout`); a chain that passes the cap anyway is re-encoded that way."""
+
+PLAN_SLACK_BYTES = 16
+"""Bytes the planner keeps free in a segment for the coder's flush (at most 8)."""
+
 ENCODE_CALL_WINDOWS = 1
 """Windows per encoder call. One is fastest and smallest (measured on a 481 x 321 photo,
 1 thread: 22.1 s against 23.3 s for 2 and 30.1 s for 8 windows per call; peak memory of
@@ -70,6 +79,42 @@ def grid_of(n_positions: int) -> int:
     return grid
 
 
+def plan_layout(
+    width: int,
+    height: int,
+    grid: int,
+    context_rows: int = CONTEXT_ROWS,
+    payload_limit: int | None = None,
+    segment_windows: int | None = None,
+) -> tuple[int, bool]:
+    """(segment windows, chain segments) of the encoder's layout for a width x height image.
+
+    Windows per segment: at most SEGMENT_WINDOWS, and few enough that each band has
+    PARALLEL_CHAINS chains. One segment record per chain when the widest chain's tokens fit
+    one record's payload cap at PLAN_BITS_PER_TOKEN (so every image of today's sizes keeps
+    its layout); otherwise one record per band and chain, the layout every reader has read
+    since the first full-resolution files: a chain of a tall photo (a 6000 x 4000 one at 32
+    windows per segment: 4.1M tokens, about 1.8 MB) cannot be one record, while a band's
+    group (at most 32 x 32 x 32 tokens, 90 KB at the 22 bits a coding-2 token costs at
+    most) always fits. `payload_limit` lowers the cap (tests); `segment_windows` replaces
+    the planned windows per segment."""
+    window = min(grid, width)
+    columns = math.ceil(width / window)
+    windows = segment_windows or min(SEGMENT_WINDOWS, math.ceil(columns / PARALLEL_CHAINS))
+    context_rows = min(context_rows, grid - 1)
+    bands = len(Tiling(width, height, grid, context_rows, windows, True).bands())
+    limit = _payload_limit(bands - 1, payload_limit)
+    widest = min(windows * window, width) * height
+    fits = widest * PLAN_BITS_PER_TOKEN <= (limit - PLAN_SLACK_BYTES) * 8
+    return windows, fits
+
+
+def _payload_limit(band_checks: int, payload_limit: int | None) -> int:
+    """The format's cap on a segment's payload, or the caller's lower one."""
+    limit = segment_payload_limit(band_checks)
+    return limit if payload_limit is None else min(limit, payload_limit)
+
+
 def make_header(
     image: FullImage,
     fingerprint: bytes,
@@ -77,18 +122,21 @@ def make_header(
     coding: int,
     context_rows: int = CONTEXT_ROWS,
     segment_windows: int | None = None,
-    chain_segments: bool = True,
+    chain_segments: bool | None = None,
     band_checks: bool | None = None,
+    payload_limit: int | None = None,
 ) -> FullImageHeader:
-    """The header the encoder writes; segment_windows None: at most SEGMENT_WINDOWS, and
-    small enough that each band has PARALLEL_CHAINS chains. chain_segments: one segment
-    record per chain (what writers use since 2026-12; False: one per band and chain, as
-    the first full-resolution files). band_checks None: with chain segments, whenever the
-    image has more than one band (a check per band but the last, one byte each: a damaged
-    chain fails after one band's decoding, not at its end; docs/hardening.md has the cost)."""
-    if segment_windows is None:
-        columns = math.ceil(image.width / min(grid, image.width))
-        segment_windows = min(SEGMENT_WINDOWS, math.ceil(columns / PARALLEL_CHAINS))
+    """The header the encoder writes. segment_windows and chain_segments None: the planned
+    layout (`plan_layout`: one segment record per chain, what writers use since 2026-12,
+    unless a chain is too long for one record; then one per band and chain, as the first
+    full-resolution files). band_checks None: with chain segments, whenever the image has
+    more than one band (a check per band but the last, one byte each: a damaged chain fails
+    after one band's decoding, not at its end; docs/hardening.md has the cost)."""
+    segment_windows, fits = plan_layout(
+        image.width, image.height, grid, context_rows, payload_limit, segment_windows
+    )
+    if chain_segments is None:
+        chain_segments = fits
     header = FullImageHeader(
         fingerprint=fingerprint,
         width=image.width,
@@ -120,12 +168,17 @@ def _coding_order(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return window_idx, cell_idx
 
 
+class _SegmentTooLong(Exception):
+    """A segment's payload passed its cap (internal: encode_full re-plans the layout)."""
+
+
 def encode_full(
     model: ExactTokenModel,
     image: FullImage,
     header: FullImageHeader,
     progress: Progress | None = None,
     workers: int = 1,
+    payload_limit: int | None = None,
 ) -> tuple[FullImageRecord, float]:
     """Code a full-resolution image; returns the record and the model's ideal bits.
 
@@ -133,11 +186,64 @@ def encode_full(
     coding's state, and only they depend on each other), so `workers` threads code the
     chains side by side; onnxruntime releases the GIL while it runs, and each call uses
     the session's own threads.
+
+    A chain segment whose payload would pass the format's cap (MAX_PAYLOAD, and the frame
+    with its band checks within MAX_FRAME; `payload_limit` lowers it, for tests) is not an
+    error: the chains stop as soon as one passes it, and the image is coded again one
+    record per band and chain (the returned record's header says so), which every reader
+    reads. `plan_layout` makes that rare: it happens only where tokens cost more than
+    PLAN_BITS_PER_TOKEN.
     """
+    progress = _monotonic(progress)
+    report = PixelProgress(progress, header.token_count)
+    try:
+        return _encode_layout(model, image, header, report, workers, payload_limit)
+    except _SegmentTooLong as exc:
+        if not header.chain_segments:
+            raise LengthOutOfRangeError(str(exc)) from None
+    per_band = dataclasses.replace(header, chain_segments=False, band_checks=False)
+    report = PixelProgress(progress, header.token_count)
+    try:
+        return _encode_layout(model, image, per_band, report, workers, payload_limit)
+    except _SegmentTooLong as exc:
+        raise LengthOutOfRangeError(str(exc)) from None
+
+
+def _monotonic(progress: Progress | None) -> Progress | None:
+    """The progress callback, never going back (a re-encode starts counting again)."""
+    if progress is None:
+        return None
+    high = [0]
+
+    def report(done: int, total: int) -> None:
+        if done > high[0]:
+            high[0] = done
+            progress(done, total)
+
+    return report
+
+
+def _encode_layout(
+    model: ExactTokenModel,
+    image: FullImage,
+    header: FullImageHeader,
+    report: PixelProgress,
+    workers: int,
+    payload_limit: int | None,
+) -> tuple[FullImageRecord, float]:
+    """encode_full in the header's layout; _SegmentTooLong as soon as a segment passes its
+    cap (every chain stops at its next band)."""
     tiling = header.tiling
     positions = tiling.cell_positions()
     bands, groups = tiling.bands(), tiling.segments()
-    report = PixelProgress(progress, header.token_count)
+    limit = _payload_limit(header.band_check_count, payload_limit)
+    cancel = threading.Event()
+
+    def too_long(number: int, size: float) -> _SegmentTooLong:
+        return _SegmentTooLong(
+            f"segment {number} of a {header.width}x{header.height} image needs {size:.0f} "
+            f"payload bytes, over the limit of {limit}"
+        )
 
     def chain(group: int) -> tuple[dict[int, Segment], float]:
         mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
@@ -146,21 +252,32 @@ def encode_full(
         for number, segment_bands in _chain_segments(tiling, bands, group):
             encoder, check = RangeEncoder(), SegmentCheck(header, number)
             band_checks = []
+            segment_bits = 0.0
             for band in segment_bands:
+                if cancel.is_set():
+                    return coded, ideal  # another chain failed; its error is raised
+                # The coder's output tracks the ideal bits within a few bytes: stop early.
+                if segment_bits / 8 > limit + PLAN_SLACK_BYTES:
+                    raise too_long(number, segment_bits / 8)
                 symbols, (low, width, total) = _band_intervals(
                     model, tiling, image.tokens, band, groups[group], positions, mixer
                 )
                 encoder.encode_intervals(low.tolist(), (low + width).tolist(), total.tolist())
-                ideal += float(-np.log2(width / total).sum())
+                bits = float(-np.log2(width / total).sum())
+                ideal += bits
+                segment_bits += bits
                 check.add(symbols)
                 band_checks.append(check.band_value)
                 report.add(len(symbols))
             # Every band's check but the last: the segment's own token check follows it.
             kept = tuple(band_checks[: header.band_check_count])
-            coded[number] = Segment(encoder.finish()[0], check.value, kept)
+            payload = encoder.finish()[0]
+            if len(payload) > limit:
+                raise too_long(number, len(payload))
+            coded[number] = Segment(payload, check.value, kept)
         return coded, ideal
 
-    chains = run_parallel(chain, range(len(groups)), workers)
+    chains = run_parallel(chain, range(len(groups)), workers, cancel)
     coded = {number: segment for segments, _ in chains for number, segment in segments.items()}
     segments = tuple(coded[number] for number in range(tiling.record_count))
     return FullImageRecord(header, segments, image.name), sum(ideal for _, ideal in chains)
