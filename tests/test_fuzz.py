@@ -170,3 +170,32 @@ def test_forged_full_layouts_are_refused_or_decoded_within_the_work_budget(
     tracemalloc.stop()
     assert outcomes.get("clean_error", 0) > 10 and outcomes.get("forged_valid", 0) > 3, outcomes
     assert time.monotonic() - started < 120
+
+
+def test_forged_features_and_band_checks_are_refused_or_decoded(ctx: fuzz.Context) -> None:
+    """The kind-3 features byte (0, reserved bits, BAND_CHECKS without CHAIN, added or
+    dropped) and the band checks (changed, dropped, added), and valid all-zero images with
+    every band check made from SPEC.md: one-line errors from the header, the band checks,
+    the canonical payload or the token check, or the all-zero image; never anything else."""
+    rng = random.Random(27)
+    outcomes: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    started = time.monotonic()
+    tracemalloc.start()
+    for index in range(60):
+        base = rng.choice(ctx.full)
+        header, frames, _ = base.layout
+        forgery = fuzz._e_full_features(rng, header, frames, ctx)
+        data = fuzz.build_stream(forgery.header, forgery.frames)
+        case = fuzz.Case(
+            index, "recrc", "full_features", base.name, data, forgery.expect, work=forgery.work
+        )
+        result = fuzz.classify(ctx, case, fuzz.MEMORY_BOUND)
+        assert result["outcome"] in forgery.expect, (result, fuzz.parse_stream(data)[1][:2])
+        outcomes[result["outcome"]] = outcomes.get(result["outcome"], 0) + 1
+        if result["error"]:
+            errors[result["error"]] = errors.get(result["error"], 0) + 1
+    tracemalloc.stop()
+    assert outcomes.get("forged_valid", 0) > 0, outcomes  # all-zero images, checks right
+    assert errors.get("InvalidFieldError", 0) > 5 and errors.get("TokenChecksumError", 0) > 5
+    assert time.monotonic() - started < 120

@@ -110,6 +110,9 @@ CODING_SHIFT = 4
 KIND_MASK = 0x0F
 CHAIN_SEGMENTS = 0x20
 """Bit 5 of a kind-3 header's first byte: one segment record per chain."""
+BAND_CHECKS = 0x01
+"""Bit 0 of a kind-3 header's features byte (after its segment windows): every segment
+holds a u8 check per band but its last, after its token check."""
 KIND_THUMBNAIL = 1
 KIND_NAME = 2
 MODE_SPELLED = 3
@@ -767,9 +770,12 @@ def _e_limits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Conte
 
 
 def _e_many(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
-    """Hundreds of records: refused by the image limit before any model work."""
+    """Hundreds of records: refused by the image limit before any model work. The limit is
+    below the images the stream holds (a named base's records are half names: 100 records
+    can be 50 images, which a limit of 99 let through, a forged-valid outcome)."""
     frames = list(frames) * max(1, rng.randint(100, 1000) // len(frames))
-    return Forgery(header, frames, CLEAN, limits=(rng.randint(1, 99), 1 << 20))
+    images = sum(1 for f in frames if f.head & KIND_MASK in (KIND_THUMBNAIL, 3, 5))
+    return Forgery(header, frames, CLEAN, limits=(rng.randint(1, min(99, images - 1)), 1 << 20))
 
 
 def _e_body_bits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
@@ -827,34 +833,45 @@ def _e_full_chain(rng: random.Random, header: bytes, frames: list[Frame], ctx: C
 
 
 def _zero_segments(
-    fingerprint: bytes, head: int, body: bytes, layout: tuple[int, int, int, int, int, bool]
+    fingerprint: bytes,
+    head: int,
+    body: bytes,
+    layout: tuple[int, int, int, int, int, bool],
+    band_checks: bool = False,
 ) -> list[Frame]:
     """The segment records of an all-zero image under a kind-3 header, from SPEC.md
-    ("Layout", "Kind 4"): empty payloads (they decode to token 0) and the token check of
-    each segment's count of zeros, so the container and the token checks accept them."""
+    ("Layout", "Kind 4", "Band checks"): empty payloads (they decode to token 0), the token
+    check of each segment's zeros and, with `band_checks` (a CHAIN layout), the check after
+    each of its bands but the last, so the container and every check accept them."""
     width, height, grid, context, windows, chain = layout
     w, h = min(grid, width), min(grid, height)
     reals = [min(w, width - x) for x in range(0, width, w)]
     groups = [reals[i : i + windows] for i in range(0, len(reals), windows)]
     sums = [sum(real) for real in groups]
+    small = width * height <= 1 << 20
+    coded = [h]  # coded rows of each band (at most 4096 segments: see the caller)
+    start = h
+    while start < height and (small or not chain):  # a big chain's bands: never read
+        top = min(start - context, height - h)
+        coded.append(h - (start - top))
+        start = top + h
     if chain:  # a chain's bands code every row of the image once
-        counts = [height * columns for columns in sums]
+        bands = [[rows * columns for rows in coded] for columns in sums]
     else:
-        coded = [h]  # coded rows of each band (at most 4096 segments: see the caller)
-        start = h
-        while start < height:
-            top = min(start - context, height - h)
-            coded.append(h - (start - top))
-            start = top + h
-        counts = [rows * columns for rows in coded for columns in sums]
+        bands = [[rows * columns] for rows in coded for columns in sums]
     seg_head = 4 | head & 0x30
     frames = []
-    for index, count in enumerate(counts):
-        check = 0  # an image this big is refused from its header: its checks are not read
-        if width * height <= 1 << 20:
+    for index, counts in enumerate(bands):
+        check, checks = 0, b""  # an image this big is refused from its header: not read
+        if small:
             crc = zlib.crc32(bytes([seg_head]) + fingerprint + body + encode_varint(index))
-            check = zlib.crc32(bytes(2 * count), crc) & 0xFFFF
-        frames.append(Frame(seg_head, struct.pack("<H", check)))
+            running = []
+            for count in counts:
+                crc = zlib.crc32(bytes(2 * count), crc)
+                running.append(crc & 0xFF)
+            check = crc & 0xFFFF
+            checks = bytes(running[:-1]) if band_checks else b""
+        frames.append(Frame(seg_head, struct.pack("<H", check) + checks))
     return frames
 
 
@@ -893,6 +910,103 @@ def _e_full_layout(rng: random.Random, header: bytes, frames: list[Frame], ctx: 
     zeros = _zero_segments(header[-FINGERPRINT_LEN:], head, body, layout)
     frames[i:end] = [Frame(head, body), *zeros]
     return Forgery(header, frames, CLEAN_OR_FORGED, work=True)
+
+
+def _features_at(body: bytes) -> int:
+    """Offset of a kind-3 body's features byte (= its length when it has none): after the
+    first byte, a spelled-out mode, width, height, grid and segment windows."""
+    pos = 1 + (1 + body[1] if body[0] >> 6 == MODE_SPELLED else 0)
+    _, pos = read_varint(body, pos)
+    _, pos = read_varint(body, pos)
+    return pos + 2
+
+
+def _e_full_features(
+    rng: random.Random, header: bytes, frames: list[Frame], ctx: Context
+) -> Forgery:
+    """The kind-3 features byte and the band checks (SPEC.md "Band checks"), CRCs
+    recomputed: a features byte of 0, with a reserved bit, or with BAND_CHECKS where the
+    CHAIN bit is clear is refused from the header; the byte added or dropped changes the
+    header the token checks cover and moves the band checks into or out of the payload; a
+    band check changed, dropped or added fails its band's check, the canonical payload or
+    the token check (decoded under WORK_BUDGET, not TOKEN_BUDGET, so the decoder's checks
+    run: the corpus's images fit it). And a valid all-zero image with BAND_CHECKS and
+    every check made from SPEC.md (sometimes one band check wrong): decoded to zeros, or
+    refused."""
+    frames = list(frames)
+    i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK == 3])
+    end = i + 1
+    while end < len(frames) and frames[end].head & KIND_MASK == 4:
+        end += 1
+    body = frames[i].body
+    at = _features_at(body)
+    features = body[at] if len(body) > at else 0
+    checks = features & BAND_CHECKS
+    how = rng.choice(["zero", "reserved", "toggle", "no_chain", "band", "band_count", "zeros"])
+    if how == "zeros":
+        return _zero_band_checks(rng, header, frames, i, end)
+    if how in ("band", "band_count") and checks and end > i + 1:
+        j = rng.randrange(i + 1, end)
+        seg = bytearray(frames[j].body)
+        count = _band_count_of(body)
+        if how == "band" and count:
+            seg[2 + rng.randrange(count)] ^= rng.randrange(1, 256)
+        elif rng.random() < 0.5 and count:
+            del seg[2 + rng.randrange(count)]
+        else:
+            seg.insert(2 + rng.randint(0, count), rng.randrange(256))
+        frames[j] = replace(frames[j], body=bytes(seg))
+        return Forgery(header, frames, CLEAN, work=True)
+    if how == "zero":
+        new = body[:at] + b"\x00"
+    elif how == "reserved":
+        new = body[:at] + bytes([rng.randrange(1, 128) << 1 | rng.randrange(2)])
+    elif how == "no_chain":
+        new = bytes([body[0] & ~CHAIN_SEGMENTS]) + body[1:at] + bytes([BAND_CHECKS])
+    else:  # toggle: the byte dropped, or added where it was absent
+        new = body[:at] if len(body) > at else body + bytes([BAND_CHECKS])
+    frames[i] = replace(frames[i], body=new)
+    return Forgery(header, frames, CLEAN, work=True)
+
+
+def _band_count_of(body: bytes) -> int:
+    """Band checks per segment of a kind-3 body with BAND_CHECKS: its bands but one."""
+    pos = 1 + (1 + body[1] if body[0] >> 6 == MODE_SPELLED else 0)
+    _, pos = read_varint(body, pos)
+    height, pos = read_varint(body, pos)
+    grid, context = body[pos], body[0] & 0x1F
+    h = min(grid, height)
+    return 0 if height <= h else -(-(height - h) // (h - context))
+
+
+def _zero_band_checks(
+    rng: random.Random, header: bytes, frames: list[Frame], i: int, end: int
+) -> Forgery:
+    """frames[i:end] replaced by an all-zero CHAIN image with BAND_CHECKS of several bands,
+    every check right (forged but valid) or one check wrong (refused). Narrow ones decode
+    within WORK_BUDGET; wider ones (several chains) are refused by it from the header."""
+    width = rng.choice([rng.randint(1, 16), rng.randint(1, 96)])
+    height = rng.randint(33, 100)
+    context = rng.choice([0, 4, rng.randint(0, 24)])
+    windows = rng.choice([1, 2, 3])
+    layout = (width, height, 32, context, windows, True)
+    body = (
+        bytes([context | CHAIN_SEGMENTS])
+        + encode_varint(width)
+        + encode_varint(height)
+        + bytes([32, windows, BAND_CHECKS])
+    )
+    head = frames[i].head & ~FINAL
+    zeros = _zero_segments(header[-FINGERPRINT_LEN:], head, body, layout, True)
+    expect = CLEAN_OR_FORGED
+    if rng.random() < 0.4:
+        j = rng.randrange(len(zeros))
+        seg = bytearray(zeros[j].body)
+        seg[2 + rng.randrange(len(seg) - 2)] ^= rng.randrange(1, 256)
+        zeros[j] = replace(zeros[j], body=bytes(seg))
+        expect = CLEAN
+    frames[i:end] = [Frame(head, body), *zeros]
+    return Forgery(header, frames, expect, work=True)
 
 
 def _full_segment_count(
@@ -954,6 +1068,7 @@ EDITS: dict[str, tuple[Callable[..., Forgery], float, str]] = {
     "full_coding": (_e_full_coding, 0.7, "full"),
     "full_chain": (_e_full_chain, 0.5, "full"),
     "full_layout": (_e_full_layout, 1.5, "full"),
+    "full_features": (_e_full_features, 1.0, "full"),
 }
 RECRC_ONLY = {"limits", "many"}
 
