@@ -23,6 +23,7 @@ from igpt_codec.pipelines.fullres import FullImage, encode_full
 from igpt_codec.pipelines.stream import TokenImage, encode
 from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
 from igpt_codec.runtime.exact_runner import ExactTokenModel
+from igpt_codec.runtime.search import shipped_earlier
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -32,6 +33,7 @@ def bundles() -> dict[str, Bundle]:
     """Every bundle a golden file may need, by fingerprint."""
     dirs = [
         DEFAULT_BUNDLE_DIR,
+        *shipped_earlier(),
         GOLDEN / "model",
         *sorted((GOLDEN / "models").glob("*")),
     ]

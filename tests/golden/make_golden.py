@@ -216,6 +216,13 @@ def main() -> None:
                 ("photo", ("full", (200, 120, 232, 140))),
             ],
         ),
+        # The shipped default of 2026-12-05 (v5, 55cbfca8976101ef: attention span 128, a ring
+        # of 128 slots): a thumbnail, and what `compress --full` writes with it (coding 2,
+        # chains, band checks) on a crop of four bands, whose known-rows calls wrap the ring.
+        "default_span128.igpt": (
+            default,
+            [("photo", 32), ("photo", ("full-model", (150, 100, 214, 212)))],
+        ),
         # The ring cache of a model with an attention span (exact-int-v1-span, written since
         # 2026-12-05): a 32x32 thumbnail (1,024 steps through 64 slots) beside a small one;
         # a full-resolution image of three bands in two chains (the known-rows calls of the

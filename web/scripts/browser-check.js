@@ -15,12 +15,13 @@ import { colourTable } from '../src/palette.js';
 const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = path.resolve(WEB, '..');
 const GOLDEN = path.join(ROOT, 'tests', 'golden');
+const V4 = '31a033f09ae0fc74'; // the default before v5, shipped beside it in codec/models/
 
 async function committedTokenPixels() {
   const golden = JSON.parse(await readFile(path.join(GOLDEN, 'expected.json'), 'utf8'));
   const out = {};
   for (const [name, entry] of Object.entries(golden)) {
-    const dir = [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', entry.fingerprint)];
+    const dir = [path.join(ROOT, 'codec', 'models', 'default'), path.join(ROOT, 'codec', 'models', entry.fingerprint === V4 ? `v4-${V4}` : 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', entry.fingerprint)];
     const bundle = await (async () => {
       for (const d of dir) {
         try {
@@ -69,7 +70,7 @@ let reportResolve;
 const reported = new Promise((resolve) => { reportResolve = resolve; });
 const server = await startServer({
   // Not models/e6446cc21e2dd7a1: default_full_adaptive.igpt stands for a file whose model is missing.
-  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', '521cbedc2a206487'), path.join(GOLDEN, 'models', '12f32c72c4a71c93')],
+  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(ROOT, 'codec', 'models', `v4-${V4}`), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', '521cbedc2a206487'), path.join(GOLDEN, 'models', '12f32c72c4a71c93')],
   filesDir: GOLDEN,
   onReport: reportResolve,
 });

@@ -87,7 +87,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     else if (args[i] === '--models') modelDirs.push(path.resolve(args[++i]));
     else if (args[i] === '--files') filesDir = path.resolve(args[++i]);
   }
-  if (!modelDirs.length) modelDirs.push(path.resolve(WEB, '../codec/models/default'), path.resolve(WEB, '../tests/golden/model'), path.resolve(WEB, '../tests/golden/models'));
+  if (!modelDirs.length) modelDirs.push(path.resolve(WEB, '../codec/models/default'), path.resolve(WEB, '../codec/models'), path.resolve(WEB, '../tests/golden/model'), path.resolve(WEB, '../tests/golden/models'));
   const { port: bound } = await startServer({ port, modelDirs, filesDir });
   console.log(`serving http://127.0.0.1:${bound}/ (models: ${modelDirs.join(', ')})`);
 }

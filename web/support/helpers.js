@@ -11,7 +11,7 @@ import { bundleResolver, bundleFromDir } from '../src/node.js';
 export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const ROOT = path.resolve(WEB, '..');
 export const GOLDEN = path.join(ROOT, 'tests', 'golden');
-export const MODEL_DIRS = [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default')];
+export const MODEL_DIRS = [path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models'), path.join(ROOT, 'codec', 'models', 'default'), path.join(ROOT, 'codec', 'models')]; // then the earlier defaults shipped beside it
 export const resolver = bundleResolver(MODEL_DIRS);
 export const tinyBundle = () => bundleFromDir(path.join(GOLDEN, 'model'));
 export const SPAN_MODEL_DIR = path.join(GOLDEN, 'models', '12f32c72c4a71c93'); // tiny, attention span 64
