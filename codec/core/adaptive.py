@@ -73,6 +73,7 @@ MAX_STEP = 255
 _BUCKET_OF = np.minimum(
     np.array([n.bit_length() for n in range(COUNT_LIMIT + MAX_STEP + 1)]), BUCKETS - 1
 )
+_ONES = np.ones(3 * MAX_STEP, np.uint16)
 
 
 def window_neighbours(cells: np.ndarray, cell: int, width: int) -> np.ndarray:
@@ -97,51 +98,66 @@ def window_neighbours(cells: np.ndarray, cell: int, width: int) -> np.ndarray:
 def normalize(freqs: np.ndarray) -> np.ndarray:
     """A model table [B, 512] (entries >= 1, totals < 2^32) scaled to about 2^22."""
     freqs = np.asarray(freqs, np.int64)
+    out = np.empty(freqs.shape, np.int64)
+    _normalize_into(freqs, out)
+    return out
+
+
+def _normalize_into(freqs: np.ndarray, out: np.ndarray) -> None:
+    """normalize() written into `out` (int64, freqs' shape): three passes, no temporaries,
+    because a step's tables are small and numpy's per-call cost dominates."""
     total = freqs.sum(axis=1, keepdims=True)
-    return np.maximum(1, (freqs << SCALE_BITS) // total)
+    np.left_shift(freqs, SCALE_BITS, out=out)
+    _divide_rows(out, total)
+    np.maximum(out, 1, out=out)
+
+
+def _divide_rows(values: np.ndarray, divisors: np.ndarray) -> None:
+    """values[i] //= divisors[i] in place, one row at a time: numpy divides by a scalar
+    through a precomputed reciprocal (libdivide, exact), about 30% faster than by a
+    broadcast column, and the division is most of a step's arithmetic."""
+    for row, divisor in zip(values, divisors.reshape(-1).tolist(), strict=True):
+        np.floor_divide(row, divisor, out=row)
 
 
 @dataclass
 class _Level:
-    """One level's contexts: exact keys to rows of a dense count table."""
+    """One level's contexts: exact keys to rows of a dense count table.
+
+    The arrays are views into the mixer's stacked arrays (all three levels in one), so a
+    step gathers and updates every level with one numpy call instead of three."""
 
     slots: dict[int, int]
-    counts: np.ndarray  # [MAX_CONTEXTS, 512] uint16
-    totals: np.ndarray  # [MAX_CONTEXTS] int64
-    distinct: np.ndarray  # [MAX_CONTEXTS] int64: symbols seen (halving never drops one)
+    counts: np.ndarray  # [contexts, 512] uint16
+    totals: np.ndarray  # [contexts] int64
+    distinct: np.ndarray  # [contexts] int64: symbols seen (halving never drops one)
     weights: np.ndarray  # [BUCKETS] int64
 
-    @classmethod
-    def empty(cls, contexts: int) -> _Level:
-        return cls(
-            {},
-            np.zeros((contexts, PALETTE), np.uint16),
-            np.zeros(contexts, np.int64),
-            np.zeros(contexts, np.int64),
-            np.full(BUCKETS, WEIGHT_ONE, np.int64),
-        )
-
-    def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Rows of the given context keys, new contexts getting fresh rows."""
+    def lookup(self, keys: np.ndarray) -> list[int]:
+        """Rows (within this level) of the given context keys, new contexts getting
+        fresh rows."""
         if len(self.slots) + len(keys) > len(self.totals):
             self.slots.clear()
             self.counts[:] = 0
             self.totals[:] = 0
             self.distinct[:] = 0
         slots = self.slots
-        rows = [slots.setdefault(key, len(slots)) for key in keys.tolist()]
-        return np.array(rows, np.int64)
+        return [slots.setdefault(key, len(slots)) for key in keys.tolist()]
 
 
 @dataclass
 class Step:
-    """What one cell step's tables were made from, kept until its symbols are known."""
+    """What one cell step's tables were made from, kept until its symbols are known.
 
-    rows: list[np.ndarray]
-    buckets: list[np.ndarray]
-    inputs: list[np.ndarray]
-    refined: list[np.ndarray]
-    mixed: list[np.ndarray]
+    rows: [3B] every level's context rows in the stacked count table (level by level);
+    buckets: [3B] their indexes into the stacked weights; tables: [4, B, 512] the
+    normalized model tables then each level's mixed output; refined: [3, B, 512] each
+    level's counts-refined table."""
+
+    rows: np.ndarray
+    buckets: np.ndarray
+    tables: np.ndarray
+    refined: np.ndarray
 
 
 class AdaptiveMixer:
@@ -152,11 +168,27 @@ class AdaptiveMixer:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self._capacity = capacity
+        # Level 0 (the guess: one context per symbol), then the two neighbour levels,
+        # stacked so one gather or scatter serves all three.
+        self._offsets = (0, PALETTE, PALETTE + capacity)
+        contexts = PALETTE + 2 * capacity
+        self._counts = np.zeros((contexts, PALETTE), np.uint16)
+        self._counts_flat = self._counts.reshape(-1)  # a view: (row, symbol) as one index
+        self._totals = np.zeros(contexts, np.int64)
+        self._distinct = np.zeros(contexts, np.int64)
+        self._weights = np.full(3 * BUCKETS, WEIGHT_ONE, np.int64)
+        ends = (PALETTE, PALETTE + capacity, contexts)
         self._levels = [
-            _Level.empty(PALETTE),  # the guess: one context per symbol
-            _Level.empty(capacity),
-            _Level.empty(capacity),
+            _Level(
+                {},
+                self._counts[start:end],
+                self._totals[start:end],
+                self._distinct[start:end],
+                self._weights[n * BUCKETS : (n + 1) * BUCKETS],
+            )
+            for n, (start, end) in enumerate(zip(self._offsets, ends, strict=True))
         ]
+        self._bucket_base: dict[int, np.ndarray] = {}
 
     def tables(self, freqs: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, Step]:
         """Refined tables [B, 512] for one cell step of B coded windows.
@@ -164,39 +196,52 @@ class AdaptiveMixer:
         freqs: the model's tables [B, 512]; neighbours: window_neighbours() of the
         same windows. Pass the returned Step to update() once the symbols are known.
         """
-        if len(freqs) > min(MAX_STEP, self._capacity):
-            raise ValueError(f"a step has {len(freqs)} windows; at most {MAX_STEP} fit")
-        guess = np.argmax(freqs, axis=1).astype(np.int64)
+        batch = len(freqs)
+        if batch > min(MAX_STEP, self._capacity):
+            raise ValueError(f"a step has {batch} windows; at most {MAX_STEP} fit")
+        freqs = np.asarray(freqs, np.int64)
+        guess = np.argmax(freqs, axis=1)
         keys = self._keys(guess, neighbours)
-        table = normalize(freqs)
-        step = Step([], [], [], [], [])
-        for level, key in zip(self._levels, keys, strict=True):
-            rows = key if level is self._levels[0] else level.lookup(key)
-            counts = level.counts[rows]
-            seen = level.totals[rows][:, None]
-            strength = STRENGTH_BASE + STRENGTH_PER_SYMBOL * level.distinct[rows][:, None]
+        rows = np.empty(3 * batch, np.int64)
+        rows[:batch] = guess
+        for n in (1, 2):
+            rows[n * batch : (n + 1) * batch] = self._levels[n].lookup(keys[n])
+            rows[n * batch : (n + 1) * batch] += self._offsets[n]
+        base = self._bucket_base.get(batch)
+        if base is None:
+            base = self._bucket_base[batch] = np.repeat(np.arange(3) * BUCKETS, batch)
+        # Everything that does not depend on a level's input table, for all three levels.
+        counts = self._counts[rows].reshape(3, batch, PALETTE)
+        seen = self._totals[rows]
+        strength = self._distinct[rows]
+        strength *= STRENGTH_PER_SYMBOL
+        strength += STRENGTH_BASE
+        buckets = _BUCKET_OF[seen]
+        buckets += base
+        weight = self._weights[buckets].reshape(3, batch, 1)
+        spread = (seen + strength).reshape(3, batch, 1)
+        strength <<= SCALE_BITS
+        scaled = strength.reshape(3, batch, 1)
+        out = np.empty((4, batch, PALETTE), np.int64)
+        refined = np.empty((3, batch, PALETTE), np.int64)
+        _normalize_into(freqs, out[0])
+        for n in range(3):
+            table, mixed, fine = out[n], out[n + 1], refined[n]
             total = table.sum(axis=1, keepdims=True)
-            # r = max(1, ((c Q + k q) 2^22) // ((n + k) Q)), in place to spare allocations.
-            refined = counts * total
-            refined += strength * table
-            refined <<= SCALE_BITS
-            refined //= (seen + strength) * total
-            np.maximum(refined, 1, out=refined)
-            buckets = _BUCKET_OF[seen[:, 0]]
-            weight = level.weights[buckets][:, None]
-            # m = max(1, ((4096 - w) q + w r) >> 12), written as 4096 q + w (r - q).
-            mixed = refined - table
-            mixed *= weight
-            mixed += table << WEIGHT_BITS
+            # r = max(1, ((c Q + k q) 2^22) // ((n + k) Q)), as c (Q 2^22) + q (k 2^22).
+            np.multiply(counts[n], total << SCALE_BITS, out=fine)
+            np.multiply(table, scaled[n], out=mixed)
+            fine += mixed
+            _divide_rows(fine, spread[n] * total)
+            np.maximum(fine, 1, out=fine)
+            # m = max(1, ((4096 - w) q + w r) >> 12) = q + ((w (r - q)) >> 12) exactly
+            # (4096 q is a multiple of 2^12), and it is at least 1 without the max:
+            # q, r >= 1 and 0 <= w <= 4096 make the numerator at least 4096.
+            np.subtract(fine, table, out=mixed)
+            mixed *= weight[n]
             mixed >>= WEIGHT_BITS
-            np.maximum(mixed, 1, out=mixed)
-            step.rows.append(rows)
-            step.buckets.append(buckets)
-            step.inputs.append(table)
-            step.refined.append(refined)
-            step.mixed.append(mixed)
-            table = mixed
-        return table, step
+            mixed += table
+        return out[3], Step(rows, buckets, out, refined)
 
     @staticmethod
     def _keys(guess: np.ndarray, neighbours: np.ndarray) -> list[np.ndarray]:
@@ -207,32 +252,38 @@ class AdaptiveMixer:
         return [guess, wn, (wn * (PALETTE + 1) + north_west) * (PALETTE + 1) + north_east]
 
     def update(self, step: Step, symbols: np.ndarray) -> None:
-        """Learn from one step's coded symbols (both sides call it in the same order)."""
+        """Learn from one step's coded symbols (both sides call it in the same order).
+
+        All three levels at once: their rows and weights are disjoint parts of the
+        stacked arrays, so one scatter per kind does what three did."""
         symbols = np.asarray(symbols, np.int64)
         pick = np.arange(len(symbols))
-        for level, rows, buckets, table, refined, mixed in zip(
-            self._levels,
-            step.rows,
-            step.buckets,
-            step.inputs,
-            step.refined,
-            step.mixed,
-            strict=True,
-        ):
-            gain = refined[pick, symbols] - table[pick, symbols]
-            np.add.at(level.weights, buckets, (LEARNING_RATE * gain) // mixed[pick, symbols])
-            np.minimum(
-                np.maximum(level.weights, 0, out=level.weights), WEIGHT_ONE, out=level.weights
-            )
-            fresh = level.counts[rows, symbols] == 0
-            if fresh.any():  # a symbol new to its context (once, if two windows bring it)
-                pairs = set((rows[fresh] * PALETTE + symbols[fresh]).tolist())
-                np.add.at(level.distinct, [pair // PALETTE for pair in pairs], 1)
-            np.add.at(level.counts, (rows, symbols), 1)
-            np.add.at(level.totals, rows, 1)
-            over = level.totals[rows] > COUNT_LIMIT
-            if over.any():
-                full = np.unique(rows[over])
-                halved = (level.counts[full] + 1) >> 1
-                level.counts[full] = halved
-                level.totals[full] = halved.sum(axis=1, dtype=np.int64)
+        tables = step.tables[:, pick, symbols]  # [4, B]: each level's input, then output
+        gain = step.refined[:, pick, symbols]
+        gain -= tables[:3]
+        gain *= LEARNING_RATE
+        gain //= tables[1:]
+        weights = self._weights
+        np.add.at(weights, step.buckets, gain.reshape(-1))
+        np.minimum(np.maximum(weights, 0, out=weights), WEIGHT_ONE, out=weights)
+        rows = step.rows
+        pairs = rows.reshape(3, -1) * PALETTE
+        pairs += symbols
+        pairs = pairs.reshape(-1)
+        flat = self._counts_flat
+        fresh = flat[pairs] == 0
+        if fresh.any():  # a symbol new to its context (once, if two windows bring it)
+            new = np.sort(pairs[fresh])
+            first = np.ones(len(new), np.bool_)
+            np.not_equal(new[1:], new[:-1], out=first[1:])
+            np.add.at(self._distinct, new[first] // PALETTE, 1)
+        # uint16 increments: numpy's fast path needs the value in the array's own type.
+        np.add.at(flat, pairs, _ONES[: len(pairs)])
+        totals = self._totals
+        np.add.at(totals, rows, 1)
+        over = totals[rows] > COUNT_LIMIT
+        if over.any():
+            full = np.unique(rows[over])
+            halved = (self._counts[full] + 1) >> 1
+            self._counts[full] = halved
+            totals[full] = halved.sum(axis=1, dtype=np.int64)
