@@ -74,6 +74,8 @@ _BUCKET_OF = np.minimum(
     np.array([n.bit_length() for n in range(COUNT_LIMIT + MAX_STEP + 1)]), BUCKETS - 1
 )
 _ONES = np.ones(3 * MAX_STEP, np.uint16)
+_BASE = (PALETTE + 1) ** np.arange(3, -1, -1, dtype=np.int64)
+"""Digit weights of a base-513 key, most significant (W) first."""
 
 
 def window_neighbours(cells: np.ndarray, cell: int, width: int) -> np.ndarray:
@@ -222,6 +224,10 @@ class AdaptiveMixer:
         spread = (seen + strength).reshape(3, batch, 1)
         strength <<= SCALE_BITS
         scaled = strength.reshape(3, batch, 1)
+        # Levels whose contexts are all new (no counts to add) and levels whose weights
+        # are all 4096 (the mix is the refined table itself) skip that arithmetic.
+        counted = seen.reshape(3, batch).any(axis=1).tolist()
+        whole = (weight == WEIGHT_ONE).reshape(3, batch).all(axis=1).tolist()
         out = np.empty((4, batch, PALETTE), np.int64)
         refined = np.empty((3, batch, PALETTE), np.int64)
         _normalize_into(freqs, out[0])
@@ -229,27 +235,32 @@ class AdaptiveMixer:
             table, mixed, fine = out[n], out[n + 1], refined[n]
             total = table.sum(axis=1, keepdims=True)
             # r = max(1, ((c Q + k q) 2^22) // ((n + k) Q)), as c (Q 2^22) + q (k 2^22).
-            np.multiply(counts[n], total << SCALE_BITS, out=fine)
-            np.multiply(table, scaled[n], out=mixed)
-            fine += mixed
+            if counted[n]:
+                np.multiply(counts[n], total << SCALE_BITS, out=fine)
+                np.multiply(table, scaled[n], out=mixed)
+                fine += mixed
+            else:
+                np.multiply(table, scaled[n], out=fine)
             _divide_rows(fine, spread[n] * total)
             np.maximum(fine, 1, out=fine)
             # m = max(1, ((4096 - w) q + w r) >> 12) = q + ((w (r - q)) >> 12) exactly
             # (4096 q is a multiple of 2^12), and it is at least 1 without the max:
             # q, r >= 1 and 0 <= w <= 4096 make the numerator at least 4096.
-            np.subtract(fine, table, out=mixed)
-            mixed *= weight[n]
-            mixed >>= WEIGHT_BITS
-            mixed += table
+            if whole[n]:
+                np.copyto(mixed, fine)
+            else:
+                np.subtract(fine, table, out=mixed)
+                mixed *= weight[n]
+                mixed >>= WEIGHT_BITS
+                mixed += table
         return out[3], Step(rows, buckets, out, refined)
 
     @staticmethod
     def _keys(guess: np.ndarray, neighbours: np.ndarray) -> list[np.ndarray]:
         """Each level's context key: the guess itself (a row of its own), then W,N and
         W,N,NW,NE as base-513 numbers (below 513^4 < 2^37)."""
-        west, north, north_west, north_east = (neighbours[:, i] for i in range(4))
-        wn = west * (PALETTE + 1) + north
-        return [guess, wn, (wn * (PALETTE + 1) + north_west) * (PALETTE + 1) + north_east]
+        neighbours = np.asarray(neighbours, np.int64)
+        return [guess, neighbours[:, :2] @ _BASE[2:], neighbours @ _BASE]
 
     def update(self, step: Step, symbols: np.ndarray) -> None:
         """Learn from one step's coded symbols (both sides call it in the same order).
