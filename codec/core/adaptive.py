@@ -284,10 +284,8 @@ class AdaptiveMixer:
         flat = self._counts_flat
         fresh = flat[pairs] == 0
         if fresh.any():  # a symbol new to its context (once, if two windows bring it)
-            new = np.sort(pairs[fresh])
-            first = np.ones(len(new), np.bool_)
-            np.not_equal(new[1:], new[:-1], out=first[1:])
-            np.add.at(self._distinct, new[first] // PALETTE, 1)
+            new = set(pairs[fresh].tolist())  # a handful: cheaper than np.unique
+            np.add.at(self._distinct, np.fromiter(new, np.int64, len(new)) // PALETTE, 1)
         # uint16 increments: numpy's fast path needs the value in the array's own type.
         np.add.at(flat, pairs, _ONES[: len(pairs)])
         totals = self._totals
