@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO / "codec" / "models" / "default"
 GOLDEN = REPO / "tests" / "golden"
 """Golden streams and expected.json ({name: {fingerprint, records: [{tokens}]}}), with the
-bundles they name: tests/golden/model, tests/golden/models/*, or the shipped default."""
+bundles they name: tests/golden/model, tests/golden/models/*, or a shipped default."""
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,11 @@ def ort_oldest() -> Path:
 
 
 def _golden_bundles() -> dict[str, Path]:
-    """Bundle directories by manifest fingerprint: the golden ones and the shipped default."""
+    """Bundle directories by manifest fingerprint: the golden ones, the shipped default and
+    the earlier defaults shipped beside it (codec/models/*)."""
     found = {}
-    for directory in [DEFAULT_BUNDLE, GOLDEN / "model", *sorted(GOLDEN.glob("models/*"))]:
+    shipped = sorted(DEFAULT_BUNDLE.parent.glob("*"))
+    for directory in [DEFAULT_BUNDLE, *shipped, GOLDEN / "model", *sorted(GOLDEN.glob("models/*"))]:
         manifest = directory / "manifest.json"
         if manifest.is_file():
             found[json.loads(manifest.read_text())["fingerprint"]] = directory
