@@ -259,10 +259,13 @@ def test_signals_stop_a_full_resolution_decode_within_two_seconds(bundle, tmp_pa
     stream.write_bytes(pack_stream([forged(bundle.fingerprint, 64, 3000, windows=1)]))
     out = tmp_path / "out"
     out.mkdir()
+    # The CLI respects a signal ignored at start (nohup); a test run launched with SIGTERM or
+    # SIGHUP ignored (a background CI job) must not pass that on to the child.
     process = subprocess.Popen(
         [sys.executable, "-c", SLOW_DECODE, str(stream), str(out / "slow.png")],
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
     )
     try:
         time.sleep(4)  # start-up and model load; then the chains are running
