@@ -65,13 +65,17 @@ class PeakWatcher(threading.Thread):
         return self.peak
 
 
-def run_child(args: list[str]) -> tuple[float, int, int, str, float]:
+def run_child(
+    args: list[str], cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+) -> tuple[float, int, int, str, float]:
     """(wall seconds, exit status, peak RSS in bytes, stderr tail, CPU seconds) of one
-    subprocess; CPU = the child's user + system time, what it cost apart from waiting
-    for the CPU on a shared machine."""
+    subprocess run in `cwd` (with `env`, default this process's); CPU = the child's user +
+    system time, what it cost apart from waiting for the CPU on a shared machine."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        child = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        child = subprocess.Popen(
+            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
         watcher = PeakWatcher(child.pid)
         watcher.start()
         try:

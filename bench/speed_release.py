@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.cli_timing import PeakWatcher
+from bench import cli_timing
 from bench.config import SpeedReleasePlan
 from bench.data import select_images, validation_images
 from bench.fullres import load_photo
@@ -113,38 +113,17 @@ class ChildRun:
 
 
 def run_child(args: list[str], tree: Tree, env: dict[str, str] | None = None) -> ChildRun:
-    """Run one command in `tree`'s root with its environment; peak RSS from VmHWM polling
-    (bench.cli_timing explains why not ru_maxrss)."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(
-            args,
-            cwd=tree.root,
-            env=env or tree.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        watcher = PeakWatcher(child.pid)
-        watcher.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
-        finally:
-            peak = watcher.stop()
-        seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        tail = err.read()[-2000:].decode(errors="replace").strip()
+    """Run one command in `tree`'s root with its environment (bench.cli_timing.run_child:
+    peak RSS from VmHWM polling, CPU from wait4)."""
+    seconds, status, peak, tail, cpu_seconds = cli_timing.run_child(
+        args, cwd=tree.root, env=env or tree.env()
+    )
     return ChildRun(
         seconds=seconds,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        peak_rss_bytes=peak or usage.ru_maxrss * 1024,
-        status=child.returncode,
-        stderr_tail=tail,
+        cpu_seconds=cpu_seconds,
+        peak_rss_bytes=peak,
+        status=status,
+        stderr_tail=tail.strip(),
     )
 
 
