@@ -225,13 +225,9 @@ ONLY_SECTIONS = ("speed-release",)
 release comparison needs the git history and ~20-40 minutes)."""
 
 
-def run_only(config: BenchConfig, section: str, log: Log = stderr_log) -> dict[str, Any]:
-    """One opt-in section alone: results.json and results.md with it and the machine."""
-    if section not in ONLY_SECTIONS:
-        raise ValueError(f"unknown section {section!r}; one of {', '.join(ONLY_SECTIONS)}")
-    clock = SectionClock()
-    config.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {
+def _results_header(config: BenchConfig) -> dict[str, Any]:
+    """What every results.json starts with: schema, time, command, config and machine."""
+    return {
         "schema": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
@@ -239,6 +235,15 @@ def run_only(config: BenchConfig, section: str, log: Log = stderr_log) -> dict[s
         "machine": describe_machine(),
         "notes": [],
     }
+
+
+def run_only(config: BenchConfig, section: str, log: Log = stderr_log) -> dict[str, Any]:
+    """One opt-in section alone: results.json and results.md with it and the machine."""
+    if section not in ONLY_SECTIONS:
+        raise ValueError(f"unknown section {section!r}; one of {', '.join(ONLY_SECTIONS)}")
+    clock = SectionClock()
+    config.out.mkdir(parents=True, exist_ok=True)
+    results = _results_header(config)
     start = time.perf_counter()
     results["speed_release"] = speed_release_section(config, log)
     clock.lap("speed_release", start)
@@ -255,14 +260,7 @@ def run(config: BenchConfig, log: Log = stderr_log) -> dict[str, Any]:
     """Run every section and write the three output files; returns the results."""
     clock = SectionClock()
     config.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": sys.argv,
-        "config": config.to_json(),
-        "machine": describe_machine(),
-        "notes": [],
-    }
+    results = _results_header(config)
     start = time.perf_counter()
     bundle = load_bundle(config.model)
     paths = select_images(config.images, config.limit)
