@@ -235,6 +235,20 @@ def build_graph(plan: ExactPlan, path: Path, attention_span: int | None = None) 
     onnx.save(model, str(path))
 
 
+def _weighted_values(g: _Builder, weights: str, split_sizes: str, past_v: str, v: str) -> str:
+    """Attention's output heads merged, [B, seq, C]: the integer weights' sums over the past
+    and the new values, divided by the weights' total and rounded. Both graphs (full
+    attention and span) emit these nodes in this order, so their bytes do not depend on
+    which builder wrote them."""
+    w_past, w_new = g.ops("Split", [weights, split_sizes], 2, axis=-1)
+    num = g.op("Add", [g.op("MatMul", [w_past, past_v]), g.op("MatMul", [w_new, v])])
+    total = g.op("ReduceSum", [weights, "c.axis_last"], keepdims=1)
+    # round(num / total) in float64: an exact quotient is at least 1/(2 total) > 2^-18
+    # from a rounding boundary, far beyond float64's division error (< 2^-45 here).
+    y = g.op("Round", [g.op("Div", [g.op("Cast", [num], to=F64), g.op("Cast", [total], to=F64)])])
+    return g.op("Reshape", [g.op("Transpose", [_to_f32(g, y)], perm=[0, 2, 1, 3]), "c.flat"])
+
+
 def _full_attention_nodes(g: _Builder, plan: ExactPlan) -> None:
     """The nodes of contract exact-int-v1, in the order first written: a re-export of a bundle
     without a span must keep its bytes (its fingerprint), so nothing here may change."""
@@ -305,15 +319,7 @@ def _full_attention_nodes(g: _Builder, plan: ExactPlan) -> None:
         last = g.const(f"{t}.exp_last", float(len(layer.exp_table) - 1), np.float32)
         index = g.op("Cast", [g.op("Min", [gap, last])], to=TensorProto.INT32)
         weights = _lookup(g, g.const(f"{t}.exp", layer.exp_table, np.float32), index)
-        w_past, w_new = g.ops("Split", [weights, split_sizes], 2, axis=-1)
-        num = g.op("Add", [g.op("MatMul", [w_past, past_v]), g.op("MatMul", [w_new, v])])
-        total = g.op("ReduceSum", [weights, "c.axis_last"], keepdims=1)
-        # round(num / total) in float64: an exact quotient is at least 1/(2 total) > 2^-18
-        # from a rounding boundary, far beyond float64's division error (< 2^-45 here).
-        y = g.op(
-            "Round", [g.op("Div", [g.op("Cast", [num], to=F64), g.op("Cast", [total], to=F64)])]
-        )
-        y = g.op("Reshape", [g.op("Transpose", [_to_f32(g, y)], perm=[0, 2, 1, 3]), "c.flat"])
+        y = _weighted_values(g, weights, split_sizes, past_v, v)
         x = g.op("Add", [x, _linear(g, y, layer.proj, f"{t}.proj")])
         a2 = _norm(g, x, layer.norm2, f"{t}.ln_2")
         zh = float(len(layer.gelu_table) // 2)
@@ -492,14 +498,7 @@ def _span_nodes(g: _Builder, plan: ExactPlan, span: int) -> None:
         last = g.const(f"{t}.exp_last", len(layer.exp_table) - 1, np.int32)
         table = g.const(f"{t}.exp", layer.exp_table, np.float32)
         weights = _flat_lookup(g, table, g.op("Min", [index, last]), weights_shape)
-        w_past, w_new = g.ops("Split", [weights, split_sizes], 2, axis=-1)
-        num = g.op("Add", [g.op("MatMul", [w_past, past_v]), g.op("MatMul", [w_new, v])])
-        total = g.op("ReduceSum", [weights, "c.axis_last"], keepdims=1)
-        # round(num / total) in float64, exact as in _full_attention_nodes.
-        y = g.op(
-            "Round", [g.op("Div", [g.op("Cast", [num], to=F64), g.op("Cast", [total], to=F64)])]
-        )
-        y = g.op("Reshape", [g.op("Transpose", [_to_f32(g, y)], perm=[0, 2, 1, 3]), "c.flat"])
+        y = _weighted_values(g, weights, split_sizes, past_v, v)
         x = g.op("Add", [x, _linear_lean(g, y, layer.proj, f"{t}.proj")])
         a2 = _norm_lean(g, x, layer.norm2, f"{t}.ln_2")
         zh = float(len(layer.gelu_table) // 2)
