@@ -89,21 +89,28 @@ def model_coded() -> Iterator[None]:
         stream.keep_smaller = real
 
 
+def tiny_checkpoint(directory: Path) -> Path:
+    """The frozen tiny model's random weights (32 wide, 2 layers, seed 2026): both golden
+    bundles, with and without a span, are exports of these."""
+    from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
+
+    return write_random_checkpoint(
+        directory,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=1024,
+        seed=2026,
+        lm_head_scale=20.0,
+    )
+
+
 def frozen_model() -> Path:
     target = HERE / "model"
     if not target.exists():
-        from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
         from igpt_codec.export.onnx_export import export_bundle
 
-        ckpt = write_random_checkpoint(
-            Path("/tmp/golden-ckpt"),
-            n_embd=32,
-            n_layer=2,
-            n_head=2,
-            n_positions=1024,
-            seed=2026,
-            lm_head_scale=20.0,
-        )
+        ckpt = tiny_checkpoint(Path("/tmp/golden-ckpt"))
         export_bundle(str(ckpt), target, calibration_images=16)
     return target
 
@@ -119,18 +126,9 @@ def frozen_span_model() -> Path:
     a golden file's bundle there finds it."""
     target = SPAN_MODEL
     if not target.exists():
-        from igpt_codec.export.make_random_checkpoint import write_random_checkpoint
         from igpt_codec.export.onnx_export import export_bundle
 
-        ckpt = write_random_checkpoint(
-            Path("/tmp/golden-span-ckpt"),
-            n_embd=32,
-            n_layer=2,
-            n_head=2,
-            n_positions=1024,
-            seed=2026,
-            lm_head_scale=20.0,
-        )
+        ckpt = tiny_checkpoint(Path("/tmp/golden-span-ckpt"))
         out = Path("/tmp/golden-span-bundle")
         export_bundle(str(ckpt), out, calibration_images=16, attention_span=64, force=True)
         fingerprint = json.loads((out / "manifest.json").read_text())["fingerprint"]
