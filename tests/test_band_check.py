@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import leb128
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -253,26 +254,17 @@ def test_a_wrong_band_check_stops_the_decode_at_that_band(
 # --- a forged chain, built from SPEC.md -------------------------------------------------
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def forged_chain(fingerprint: bytes, height: int, band_checks: bool) -> bytes:
     """A 32 x `height` RGB image, context rows 4, CHAIN, one window per segment: one chain,
     its segment's payload 600 random bytes (as a damaged or forged file has) with band checks
     and a token check that are nobody's. SPEC.md: file header, a kind-3 record, the kind-4
     record FINAL, each frame followed by the chained CRC-32."""
     header = b"\x89IG\x02" + fingerprint
-    body = bytes([4 | CHAIN_SEGMENTS]) + varint(32) + varint(height) + bytes([32, 1])
+    body = bytes([4 | CHAIN_SEGMENTS]) + leb128(32) + leb128(height) + bytes([32, 1])
     bands = len(Tiling(32, height, 32, 4, 1, True).bands())
     if band_checks:
         body += bytes([BAND_CHECKS])
-    frame = bytes([KIND_FULL_IMAGE]) + varint(len(body)) + body
+    frame = bytes([KIND_FULL_IMAGE]) + leb128(len(body)) + body
     crc = zlib.crc32(frame, zlib.crc32(header))
     stream = header + frame + struct.pack("<I", crc)
     payload = np.random.default_rng(12).integers(0, 256, 600, np.uint8).tobytes() + b"\x01"
