@@ -52,7 +52,12 @@ CODING_FLOAT32 = 1
 CODING_ADAPTIVE = 2
 """Full-resolution images only: exact tables refined by the image's own context counts
 (codec/core/adaptive.py; SPEC.md, "Coding 2"): the same bits on every machine."""
-KNOWN_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE})
+CODING_MATCH = 3
+"""Full-resolution images only: coding 2's tables refined again by six longer-reach levels
+(codec/core/match.py; SPEC.md, "Coding 3"): for text, line art and other synthetic images.
+It takes the last value of the head byte's two coding bits: a further coding needs a bit
+of the kind-3 features byte."""
+KNOWN_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE, CODING_MATCH})
 THUMBNAIL_CODINGS = frozenset({CODING_EXACT, CODING_FLOAT32})
 
 FINGERPRINT_LEN = 8

@@ -44,6 +44,7 @@ from igpt_codec.format.records import (
     CODING_ADAPTIVE,
     CODING_EXACT,
     CODING_FLOAT32,
+    CODING_MATCH,
     KIND_FULL_IMAGE,
     KIND_SEGMENT,
     KIND_THUMBNAIL,
@@ -146,7 +147,7 @@ def test_adaptive_coding_is_for_full_images_only() -> None:
         {"width": 0},
         {"height": 65536},
         {"mode": ""},
-        {"coding": 3},
+        {"coding": 4},
         {"flags": RECORD_ANCILLARY},
         {"chain_segments": 1},
     ],
@@ -165,7 +166,7 @@ def test_header_validation(changes: dict) -> None:
     mode=st.sampled_from(["RGB", "L", "RGBA", "CMYK", "I;16"]),
     context=st.integers(0, MAX_CONTEXT_ROWS),
     segment=st.integers(1, 255),
-    coding=st.sampled_from([CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE]),
+    coding=st.sampled_from([CODING_EXACT, CODING_FLOAT32, CODING_ADAPTIVE, CODING_MATCH]),
     chain=st.booleans(),
 )
 def test_header_bytes_round_trip(width, height, mode, context, segment, coding, chain) -> None:

@@ -27,12 +27,12 @@ import threading
 
 import numpy as np
 
-from igpt_codec.core.adaptive import AdaptiveMixer, window_neighbours
 from igpt_codec.core.coder import RangeDecoder, RangeEncoder
 from igpt_codec.core.freq import cumulative
+from igpt_codec.core.mixers import Chain, mixer_for
 from igpt_codec.format.container import SegmentCheck, segment_payload_limit
 from igpt_codec.format.errors import LengthOutOfRangeError, PayloadError, TokenChecksumError
-from igpt_codec.format.records import CODING_ADAPTIVE, FullImageHeader, FullImageRecord, Segment
+from igpt_codec.format.records import FullImageHeader, FullImageRecord, Segment
 from igpt_codec.format.tiling import Band, Tiling, fill_padding
 from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK
 from igpt_codec.pipelines.parallel import PixelProgress, Progress, run_parallel
@@ -246,7 +246,7 @@ def _encode_layout(
         )
 
     def chain(group: int) -> tuple[dict[int, Segment], float]:
-        mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
+        mixer = mixer_for(header.coding)
         coded: dict[int, Segment] = {}
         ideal = 0.0
         for number, segment_bands in _chain_segments(tiling, bands, group):
@@ -298,7 +298,7 @@ def _band_intervals(
     band: Band,
     columns: list[int],
     positions: np.ndarray,
-    mixer: AdaptiveMixer | None,
+    mixer: Chain | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One band of one chain: whole-window calls, then its symbols in cell-major order and
     their coder intervals [3, n] (low, width, total)."""
@@ -328,7 +328,7 @@ def _band_intervals(
 
 
 def _mix_intervals(
-    mixer: AdaptiveMixer,
+    mixer: Chain,
     tables: np.ndarray,
     cells: np.ndarray,
     mask: np.ndarray,
@@ -339,8 +339,7 @@ def _mix_intervals(
     decoder does (all windows of a cell, then the next cell)."""
     for cell in np.flatnonzero(mask.any(axis=0)).tolist():
         live = np.flatnonzero(mask[:, cell])
-        around = window_neighbours(cells, cell, width)[live]
-        table, step = mixer.tables(tables[live, cell], around)
+        table, step = mixer.tables(tables[live, cell], cells, cell, width, live)
         symbols = cells[live, cell]
         cum = cumulative(table)
         low = cum[np.arange(len(live)), symbols]
@@ -373,7 +372,7 @@ def decode_full(
     cancel = threading.Event()
 
     def chain(group: int) -> None:
-        mixer = AdaptiveMixer() if header.coding == CODING_ADAPTIVE else None
+        mixer = mixer_for(header.coding)
         for number, segment_bands in _chain_segments(tiling, bands, group):
             reader = _SegmentReader(header, record.segments[number], number, index)
             for band_number, band in enumerate(segment_bands):
@@ -454,7 +453,7 @@ def _decode_band(
     positions: np.ndarray,
     decoder: RangeDecoder,
     shadow: RangeEncoder,
-    mixer: AdaptiveMixer | None,
+    mixer: Chain | None,
     cancel: threading.Event | None = None,
 ) -> np.ndarray | None:
     """Decode one band of one chain into `image` (its rows above are already there) from
@@ -489,8 +488,7 @@ def _decode_band(
         every = len(live) == batch
         table = tables if every else tables[live]
         if mixer is not None and live:
-            around = window_neighbours(cells, cell, width)
-            table, step = mixer.tables(table, around if every else around[live])
+            table, step = mixer.tables(table, cells, cell, width, None if every else live)
         if live:
             symbols, lows, highs, totals = decoder.decode_rows(cumulative(table))
             shadow.encode_intervals(lows, highs, totals)

@@ -24,7 +24,13 @@ from igpt_codec.core.errors import BundleError
 from igpt_codec.core.palette import MAX_SIDE, PALETTE_SIZE
 from igpt_codec.format.classical import ClassicalImageRecord
 from igpt_codec.format.errors import DecodeLimitError, InvalidFieldError, ModelMismatchError
-from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord, Record
+from igpt_codec.format.records import (
+    CODING_ADAPTIVE,
+    CODING_EXACT,
+    CODING_MATCH,
+    FullImageRecord,
+    Record,
+)
 from igpt_codec.pipelines.classical import decode_classical, keep_smaller
 from igpt_codec.pipelines.fullres import decode_full, encode_full, grid_of, make_header
 from igpt_codec.pipelines.limits import Budget, DecodeLimits, workers_within
@@ -79,9 +85,10 @@ default model (docs/runtime-notes.md); more only adds memory."""
 DECODE_WINDOW = 4 * MAX_BATCH
 """Records a streaming decoder reads ahead to form batches; bounds memory and latency."""
 
-FULL_CODINGS = frozenset({CODING_EXACT, CODING_ADAPTIVE})
+FULL_CODINGS = frozenset({CODING_EXACT, CODING_ADAPTIVE, CODING_MATCH})
 """Codings a full-resolution image may have: plain exact tables (the first full-resolution
-files) or exact tables refined by adaptive context mixing (what the encoder writes)."""
+files), exact tables refined by adaptive context mixing, or those refined again by the
+longer-reach levels (the encoder writes the smaller of the last two)."""
 
 _T = TypeVar("_T")
 
