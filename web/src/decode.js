@@ -2,7 +2,7 @@
 // with what the file holds. Every defect is one of the error classes in errors.js;
 // the whole stream is read and checked before any model step runs.
 import { DecodeLimitError, InvalidFieldError, ModelMismatchError, CodecError } from './errors.js';
-import { readStream, CODING_EXACT, CODING_ADAPTIVE } from './stream.js';
+import { readStream, CODING_EXACT, CODING_ADAPTIVE, CODING_MATCH } from './stream.js';
 import { streamInfo } from './info.js';
 import { sessionFor } from './model.js';
 import { decodeThumbnails } from './thumbnail.js';
@@ -27,7 +27,7 @@ async function resolveModel(model, fingerprintHex) {
 function checkRecord(record, bundle) {
   if (record.type === 'classical') return; // coding 0 checked by the reader; no model step
   const full = record.type === 'full';
-  const allowed = full ? [CODING_EXACT, CODING_ADAPTIVE] : [CODING_EXACT];
+  const allowed = full ? [CODING_EXACT, CODING_ADAPTIVE, CODING_MATCH] : [CODING_EXACT];
   if (!allowed.includes(record.coding)) {
     throw new ModelMismatchError(`record ${record.index} says coding ${record.coding}, but bundle ${bundle.fingerprintHex} is exact-int-v1`);
   }

@@ -1,5 +1,5 @@
 // Kinds 3 and 4: a full-resolution image decoded window group by window group
-// (format/SPEC.md "Kinds 3 and 4", "Coding 2"), each segment re-encoded to prove its
+// (format/SPEC.md "Kinds 3 and 4", "Coding 2", "Coding 3"), each segment re-encoded to prove its
 // payload canonical and checked against its segment token check, and with BAND_CHECKS
 // each band of a chain against its band check as soon as it is decoded.
 import { PayloadError, TokenChecksumError } from './errors.js';
@@ -9,7 +9,8 @@ import { cumulative } from './tables.js';
 import { SegmentCheck } from './checks.js';
 import { layout, segmentOf, cellPositions } from './tiling.js';
 import { AdaptiveMixer, OUTSIDE } from './adaptive.js';
-import { CODING_ADAPTIVE } from './stream.js';
+import { MatchMixer, windowTemplate } from './match.js';
+import { CODING_ADAPTIVE, CODING_MATCH } from './stream.js';
 
 /**
  * One segment's decoder, its shadow encoder, its running check, the tokens of the band being
@@ -52,6 +53,30 @@ function neighbours(cells, cell, w) {
 }
 
 /**
+ * A chain's mixer: coding 2's three levels, then for coding 3 match.js's six on their
+ * output, both from the state before the step and both learning its symbols after it
+ * (codec/core/mixers.py). Null for coding 0: the model's tables as they are.
+ */
+function mixerFor(coding) {
+  if (coding !== CODING_ADAPTIVE && coding !== CODING_MATCH) return null;
+  return { adaptive: new AdaptiveMixer(), match: coding === CODING_MATCH ? new MatchMixer() : null };
+}
+
+/** One step's tables through the mixer: {tables, steps} (what update needs, per stage). */
+function mixTables(mixer, tables, cells, live, cell, w) {
+  const first = mixer.adaptive.tables(tables, live.map((b) => neighbours(cells[b], cell, w)));
+  if (!mixer.match) return { tables: first.tables, steps: [first.step] };
+  const { size } = mixer.match;
+  const second = mixer.match.tables(first.tables, live.map((b) => windowTemplate(cells[b], cell, w, size)));
+  return { tables: second.tables, steps: [first.step, second.step] };
+}
+
+function mixUpdate(mixer, steps, symbols) {
+  mixer.adaptive.update(steps[0], symbols);
+  if (mixer.match) mixer.match.update(steps[1], symbols);
+}
+
+/**
  * Decode one band's group of windows into `image` (Uint16Array W*H): the known rows
  * and SOS go through the model in one call, then one step per cell.
  */
@@ -88,12 +113,8 @@ async function decodeGroup(ctx, band, columnIndexes, seg, mixer) {
     for (let b = 0; b < batch; b++) if (col < real[b]) live.push(b);
     if (live.length) {
       let tables = live.map((b) => freqs.subarray(b * rowStride + rowOffset, b * rowStride + rowOffset + VOCAB));
-      let step = null;
-      if (mixer) {
-        const mixed = mixer.tables(tables, live.map((b) => neighbours(cells[b], cell, w)));
-        tables = mixed.tables;
-        step = mixed.step;
-      }
+      let steps = null;
+      if (mixer) ({ tables, steps } = mixTables(mixer, tables, cells, live, cell, w));
       const symbols = [];
       for (let i = 0; i < live.length; i++) {
         const { symbol, low, high, total } = seg.decoder.decode(cumulative(tables[i]));
@@ -102,7 +123,7 @@ async function decodeGroup(ctx, band, columnIndexes, seg, mixer) {
         cells[live[i]][cell] = symbol;
         symbols.push(symbol);
       }
-      if (mixer) mixer.update(step, symbols);
+      if (mixer) mixUpdate(mixer, steps, symbols);
       await onTokens(live.length);
     }
     for (let b = 0; b < batch; b++) {
@@ -129,8 +150,7 @@ export async function decodeFull(bundle, session, record, onTokens) {
   const image = new Uint16Array(record.width * record.height);
   const positions = cellPositions(plan.w, plan.h, record.grid);
   const ctx = { bundle, session, plan, record, image, positions, onTokens };
-  const adaptive = record.coding === CODING_ADAPTIVE;
-  const mixers = plan.groups.map(() => (adaptive ? new AdaptiveMixer() : null));
+  const mixers = plan.groups.map(() => mixerFor(record.coding));
   const open = new Map(); // segment index -> its decoder state
   for (let b = 0; b < plan.bands.length; b++) {
     for (let g = 0; g < plan.groups.length; g++) {

@@ -31,6 +31,7 @@ const MAX_FILE_LENGTH = 2 ** 32 - 1;
 export const CODING_EXACT = 0;
 export const CODING_FLOAT32 = 1;
 export const CODING_ADAPTIVE = 2;
+export const CODING_MATCH = 3; // coding 2's tables refined again by match.js's levels (SPEC.md "Coding 3")
 export const CODING_NAMES = { 0: 'exact', 1: 'float32', 2: 'exact-adaptive' };
 const CODED_MODES = ['RGB', 'L', 'RGBA'];
 
@@ -78,9 +79,8 @@ function readDimension(body, pos, end, what) {
 
 function checkCoding(head, kind) {
   const coding = codingOf(head);
-  if (coding === 3) throw new InvalidFieldError('coding 3 is reserved');
-  if (coding === CODING_ADAPTIVE && kind === KIND_THUMBNAIL) {
-    throw new InvalidFieldError('coding 2 (adaptive) is not defined for a thumbnail');
+  if ((coding === CODING_ADAPTIVE || coding === CODING_MATCH) && kind === KIND_THUMBNAIL) {
+    throw new InvalidFieldError(`coding ${coding} is for full-resolution images, not thumbnails`);
   }
   return coding;
 }
