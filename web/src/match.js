@@ -161,11 +161,12 @@ export class MatchMixer {
         for (let s = 0; s < PALETTE; s++) total += table[s];
         const denominator = (seen + k) * total;
         const refined = new Float64Array(PALETTE);
-        if (spec.symbols) {
-          for (let s = 0; s < PALETTE; s++) {
-            const c = held ? level.counts[base + s] : 0;
-            refined[s] = exactFloorDiv(c * total + k * table[s], denominator);
-          }
+        if (spec.symbols && !held) {
+          // No counts: ((k t) 2^22) // (k T) = (t 2^22) // T exactly, and t 2^22 < 2^45.
+          for (let s = 0; s < PALETTE; s++) refined[s] = Math.floor((table[s] * SCALE) / total);
+        } else if (spec.symbols) {
+          const { counts } = level;
+          for (let s = 0; s < PALETTE; s++) refined[s] = exactFloorDiv(counts[base + s] * total + k * table[s], denominator);
         } else {
           // Outcome o < size: template cell o, where it is the first with its value (it
           // carries its symbol's share of the table); outcome size: novel (the rest).
@@ -186,8 +187,9 @@ export class MatchMixer {
         const weight = level.weights[bucket];
         const mixed = new Float64Array(PALETTE);
         for (let s = 0; s < PALETTE; s++) {
-          if (refined[s] < 1) refined[s] = 1;
-          const m = Math.floor((table[s] * WEIGHT_ONE + weight * (refined[s] - table[s])) / WEIGHT_ONE);
+          const r = refined[s] < 1 ? (refined[s] = 1) : refined[s];
+          // t + floor(w (r - t) / 4096): (t << 12) is a multiple of 4096.
+          const m = table[s] + Math.floor((weight * (r - table[s])) / WEIGHT_ONE);
           mixed[s] = m < 1 ? 1 : m;
         }
         perLevel.push({ slot, key, bucket, table, refined, mixed });
