@@ -352,3 +352,81 @@ def test_update_refuses_symbols_that_do_not_fit_the_step() -> None:
         mixer.update(step, np.array([1, 2, 3]))
     with pytest.raises(ValueError, match="symbols must be"):
         mixer.update(step, np.array([1, 512]))
+
+
+def _model_tables(rng: np.random.Generator, batch: int, peak: int | None) -> np.ndarray:
+    """Model-like tables: a few likely symbols over a long tail, optionally one sharp."""
+    logits = rng.normal(0, 3, (batch, 512))
+    if peak is not None:
+        logits[:, peak] += 10
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return normalize(np.maximum(1, (probs * (1 << 20)).astype(np.int64)))
+
+
+BRANCH_LEVELS = (
+    LevelSpec("pattern", 7, 3, 1, 0, symbols=True),  # weights from 0: a skipped mix
+    LevelSpec("values", 4, 2, 3, 4096),  # weights from 4096: the refined table itself
+    LevelSpec("pattern", 12, 1, 0, 1024),  # the longest pattern: first_of as it is
+    LevelSpec("values", 9, 5, 2, 2000, symbols=True),
+    LevelSpec("pattern", 4, 1, 0, 3000),  # a second short pattern; outcomes like level 1's
+    LevelSpec("values", 12, 1, 2, 4096, symbols=True),
+)
+"""Levels that take every branch of MatchMixer's shortcuts: weights at 0 and at 4096,
+pattern keys of three lengths, neighbour levels of three sizes (two sharing their
+number of outcomes, not side by side), symbol levels between them."""
+
+
+@pytest.mark.parametrize(
+    ("seed", "slot_bits", "colours", "repeat"),
+    [
+        (0, 12, 4, 0.9),  # contexts repeat: counts grow and halve, weights climb
+        (1, 12, 40, 0.1),  # few repeats: weights fall (to 0 in some buckets)
+        (2, 2, 6, 0.6),  # four slots a level: collisions in a step, takeovers every step
+    ],
+)
+def test_every_step_matches_the_reference(seed: int, slot_bits: int, colours: int, repeat: float):
+    """The stacked, fused mixer against the plain reference through steps of 1 to 32
+    windows: its tables at every step, and its weights and slots at the end."""
+    rng = np.random.default_rng(seed)
+    palette = rng.choice(512, colours, replace=False)
+    mixer = MatchMixer(BRANCH_LEVELS, slot_bits)
+    reference = ReferenceMatch(BRANCH_LEVELS, slot_bits)
+    sizes = [1, 8, 3, 32, 5, 2, 16]
+    for number in range(36):
+        batch = sizes[number % len(sizes)]
+        tables = _model_tables(rng, batch, int(palette[0]) if number % 3 else None)
+        template = palette[rng.integers(0, colours, (batch, mixer.size))]
+        template[:, 1::2] = np.where(
+            rng.random((batch, 1)) < repeat, template[:, :1], template[:, 1::2]
+        )
+        template[rng.random(template.shape) < 0.1] = NONE
+        copied = np.where(template[:, 0] == NONE, palette[0], template[:, 0])
+        symbols = np.where(
+            rng.random(batch) < repeat, copied, palette[rng.integers(0, colours, batch)]
+        )
+        table, step = mixer.tables(tables, template)
+        want = reference.step(tables.tolist(), template.tolist(), symbols.tolist())
+        assert table.tolist() == want, f"step {number}"
+        mixer.update(step, symbols)
+    assert [level.weights.tolist() for level in mixer._levels] == reference.weights
+    for level, slots in zip(mixer._levels, reference.slots, strict=True):
+        for slot, (tag, counts) in slots.items():
+            assert (level.tags[slot], level.counts[slot].tolist()) == (tag, counts)
+            assert level.totals[slot] == sum(counts)
+            assert level.distinct[slot] == sum(1 for c in counts if c)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), level_specs(), st.integers(0, 9))
+def test_fused_keys_are_each_levels_hash(data: st.DataObject, levels, seed: int) -> None:
+    """tables() hashes every level at once (one matrix product); the slots it reads and
+    writes are those of match.level_keys, the plain form of the key."""
+    mixer = MatchMixer(levels, 16)
+    rng = np.random.default_rng(seed)
+    batch = data.draw(st.integers(1, 32))
+    template = rng.choice([3, 7, 300, NONE], (batch, mixer.size))
+    _, step = mixer.tables(rng.integers(1, 1 << 14, (batch, 512)), template)
+    first = match.first_of(template)
+    for number, spec in enumerate(levels):
+        want = match.level_keys(spec, template, first, number)
+        assert step.keys[number].tolist() == want.tolist()

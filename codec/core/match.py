@@ -46,6 +46,7 @@ Core layer: numpy only. Not yet part of the format (a new coding id would make i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,14 +143,39 @@ measured best); symbol levels first beat them last (text 0.603 of coding 2 again
 instead of 0.17%). Memory per chain: 3 x 4.3 + 3.3 + 2.5 + 3.3 MB = 22 MB."""
 
 
+_FAR = -(1 << 40)
+"""Offset of a template cell outside the window: take(mode="clip") reads column 0 for it,
+which window_template then overwrites with NONE."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _template_offsets(row: int, col: int, width: int, size: int) -> tuple[np.ndarray, list[int]]:
+    """window_template's geometry at (row, capped at 3: no template cell reaches higher,
+    col): each template cell's offset from the coded cell, and the cells outside."""
+    offsets = np.full(size, _FAR, np.int64)
+    outside = []
+    for i in range(size):
+        dx, dy = TEMPLATE[i] if i < len(TEMPLATE) else (width, 0)
+        if 0 <= col + dx < width and row + dy >= 0:
+            offsets[i] = dy * width + dx
+        else:
+            outside.append(i)
+    return offsets, outside
+
+
 def window_template(cells: np.ndarray, cell: int, width: int, size: int = len(TEMPLATE)):
     """The first `size` TEMPLATE cells of one cell in each window [B, size] int64; NONE
-    outside the window. Only cells before `cell` are read (both sides know them)."""
+    outside the window. Only cells before `cell` are read (both sides know them).
+
+    One gather per call (the offsets are cached per position): a decoder calls it at
+    every cell step."""
     row, col = divmod(cell, width)
-    out = np.full((len(cells), size), NONE, np.int64)
-    for i, (dx, dy) in enumerate(TEMPLATE[:size]):
-        if 0 <= col + dx < width and row + dy >= 0:
-            out[:, i] = cells[:, cell + dy * width + dx]
+    offsets, outside = _template_offsets(min(row, 3), col, width, size)
+    out = np.take(cells, offsets + cell, axis=1, mode="clip")
+    if out.dtype != np.int64:
+        out = out.astype(np.int64)
+    if outside:
+        out[:, outside] = NONE
     return out
 
 
@@ -158,8 +184,9 @@ def first_of(template: np.ndarray) -> np.ndarray:
     a cell outside the window (NONE) gets `size` (it can be no outcome)."""
     size = template.shape[1]
     equal = template[:, :, None] == template[:, None, :]  # [B, i, j]
-    first = np.argmax(equal, axis=2).astype(np.int64)  # the first j with the value of i
-    return np.where(template == NONE, size, first)
+    first = np.argmax(equal, axis=2).astype(np.int64, copy=False)  # the first j with i's value
+    first[template == NONE] = size
+    return first
 
 
 def _hash(columns: np.ndarray, seed: int) -> np.ndarray:
@@ -179,12 +206,18 @@ _POWERS = {
 """M^K, ..., M^1, M^0 mod 2^32 for each key length K: the seed's and the cells' coefficients."""
 
 
+def _seed(spec: LevelSpec, number: int) -> int:
+    """h_0 of a level's key: its place in the mixer and its kind."""
+    return ((number + 1) * 0x51ED27 + KINDS.index(spec.kind)) & 0xFFFF
+
+
 def level_keys(spec: LevelSpec, template: np.ndarray, first: np.ndarray, number: int):
-    """The 32-bit key hash of each window's context under one level [B]."""
+    """The 32-bit key hash of each window's context under one level [B] (the plain form:
+    MatchMixer computes every level's keys at once, as one matrix product)."""
     part = template[:, : spec.size] if spec.kind == "values" else first[:, : spec.size]
     if spec.kind == "pattern":  # first_of over the level's cells only: map `len` to size
         part = np.minimum(part, spec.size)
-    return _hash(part, ((number + 1) * 0x51ED27 + KINDS.index(spec.kind)) & 0xFFFF)
+    return _hash(part, _seed(spec, number))
 
 
 _BUCKET_OF = np.minimum(
@@ -194,58 +227,65 @@ _BUCKET_OF = np.minimum(
 
 @dataclass
 class _Level:
+    """One level's state: views into the mixer's stacked arrays (MatchMixer.__init__)."""
+
     spec: LevelSpec
     tags: np.ndarray  # [slots] int64: the key hash held, -1 for none
-    counts: np.ndarray  # [slots, size + 1] uint16: outcomes (a template cell, or novel)
+    counts: np.ndarray  # [slots, outcomes] uint16: a template cell or novel, or a symbol
     totals: np.ndarray  # [slots] int64
-    distinct: np.ndarray  # [slots] int64
+    distinct: np.ndarray  # [slots] int64: outcomes seen (halving never drops one)
     weights: np.ndarray  # [BUCKETS] int64
 
-    @classmethod
-    def empty(cls, spec: LevelSpec, slot_bits: int) -> _Level:
-        slots = 1 << slot_bits
-        return cls(
-            spec,
-            np.full(slots, -1, np.int64),
-            np.zeros((slots, spec.outcomes), np.uint16),
-            np.zeros(slots, np.int64),
-            np.zeros(slots, np.int64),
-            np.full(BUCKETS, spec.initial_weight, np.int64),
-        )
+
+@dataclass
+class _Group:
+    """Levels with the same number of outcomes: their counts are one array (rows in level
+    order, then one row of zeros that a slot not held reads), gathered in one call."""
+
+    levels: list[int]
+    rows: slice | np.ndarray  # the levels' rows in a step's [levels, B] arrays
+    counts: np.ndarray  # [slots of its levels + 1, outcomes] uint16
+    start: int  # the first level's first slot in the mixer's slot numbering
 
 
 @dataclass
 class MatchStep:
-    """What one step's tables were made from, kept until its symbols are known."""
+    """What one step's tables were made from, kept until its symbols are known.
+
+    keys, slots (numbered across all levels), buckets (indexes into the stacked weights):
+    [levels, B]; tables: [levels + 1, B, 512] the input then each level's mixed output;
+    refined: [levels, B, 512] each level's counts-refined table."""
 
     template: np.ndarray
-    slots: list[np.ndarray]
-    keys: list[np.ndarray]
-    buckets: list[np.ndarray]
-    inputs: list[np.ndarray]
-    refined: list[np.ndarray]
-    mixed: list[np.ndarray]
+    keys: np.ndarray
+    slots: np.ndarray
+    buckets: np.ndarray
+    tables: np.ndarray
+    refined: np.ndarray
 
 
-def _neighbour_refined(table, total, template, first, spec, counts, seen, strength) -> np.ndarray:
-    """A neighbour-outcome level's refined tables: the table's mass on each outcome (a
-    cell that is the first with its value carries its symbol's share; novel, every other
-    symbol's), blended with the counts, R_o = ((c_o T + k Q_o) 2^22) // ((n + k) T), then
-    spread back (novel in proportion to the table)."""
-    pick = np.arange(len(table))[:, None]
-    cells = template[:, : spec.size]
-    leads = first[:, : spec.size] == np.arange(spec.size)
-    share = np.where(leads, table[pick, np.minimum(cells, PALETTE - 1)], 0)
-    outcome = np.concatenate([share, total - share.sum(axis=1, keepdims=True)], axis=1)
-    merged = ((counts * total + strength * outcome) << SCALE_BITS) // ((seen + strength) * total)
-    refined = table * merged[:, -1:] // outcome[:, -1:]
-    rows, cols = np.nonzero(leads)
-    refined[rows, cells[rows, cols]] = merged[rows, cols]
-    return refined
+def _divide_rows(values: np.ndarray, divisors: np.ndarray) -> None:
+    """values[i] //= divisors[i] in place. Row by row from two rows on: numpy divides by a
+    scalar through a precomputed reciprocal (libdivide, exact), faster than by a column."""
+    if len(values) < 2:
+        np.floor_divide(values, divisors[:, None], out=values)
+        return
+    for row, divisor in zip(values, divisors.tolist(), strict=True):
+        np.floor_divide(row, divisor, out=row)
 
 
 class MatchMixer:
-    """One chain's neighbour-copy levels: tables() for a step, then update() with its symbols."""
+    """One chain's neighbour-copy levels: tables() for a step, then update() with its symbols.
+
+    Why it is laid out this way: a step holds a few windows (4-6 on the images measured),
+    so numpy's cost per call, not arithmetic, sets the price. Every level's state is one
+    stacked array (tags, totals, distinct, weights; counts per number of outcomes), so a
+    step hashes, looks up and updates all levels with one call per kind of work; only the
+    table arithmetic, which chains level to level, runs per level. The arithmetic is the
+    docstring's, term for term (tests/test_match_model.py checks it against a plain
+    reference); the rewritings used are exact in integers: (a + b) << s = (a << s) +
+    (b << s); ((t << 12) + x) >> 12 = t + (x >> 12); a mix of entries >= 1 by a weight
+    0..4096 is >= 1 without the max; a weight of 4096 mixes to the refined table itself."""
 
     def __init__(
         self, levels: tuple[LevelSpec, ...] = DEFAULT_LEVELS, slot_bits: int | None = None
@@ -254,9 +294,106 @@ class MatchMixer:
         level's own."""
         if slot_bits is not None and not 1 <= slot_bits <= 24:
             raise ValueError(f"slot_bits must be 1..24, got {slot_bits}")
-        self._levels = [_Level.empty(spec, slot_bits or spec.slot_bits) for spec in levels]
-        self.size = max((spec.size for spec in levels), default=1)
+        self._specs = tuple(levels)
+        self.size = max((spec.size for spec in self._specs), default=1)
         """Template cells tables() needs (window_template(..., size=self.size))."""
+        count = len(self._specs)
+        bits = [slot_bits or spec.slot_bits for spec in self._specs]
+        slots = sum(1 << b for b in bits)
+        self._tags = np.full(slots, -1, np.int64)
+        self._totals = np.zeros(slots + 1, np.int64)  # the last: a slot never held
+        self._distinct = np.zeros(slots + 1, np.int64)
+        self._weights = np.repeat([spec.initial_weight for spec in self._specs], BUCKETS)
+        self._weights = self._weights.astype(np.int64)
+        self._latest = np.full(slots, -1, np.int64)  # update()'s scratch: cleared after use
+        widths = list(dict.fromkeys(spec.outcomes for spec in self._specs))
+        rows_of = {
+            w: sum(1 << bits[n] for n, s in enumerate(self._specs) if s.outcomes == w)
+            for w in widths
+        }
+        self._counts_flat = np.zeros(sum((rows_of[w] + 1) * w for w in widths), np.uint16)
+        start = np.zeros(count, np.int64)  # a level's first slot
+        local = np.zeros(count, np.int64)  # the same, in its group's counts
+        empty = np.zeros(count, np.int64)  # its group's row of zeros
+        base = np.zeros(count, np.int64)  # flat count index = slot x outcomes + base + outcome
+        self._groups: list[_Group] = []
+        self._group_of: list[tuple[int, int]] = [(0, 0)] * count
+        at_slot = at_flat = 0
+        order = []
+        for w in widths:
+            members = [n for n, spec in enumerate(self._specs) if spec.outcomes == w]
+            counts = self._counts_flat[at_flat : at_flat + (rows_of[w] + 1) * w]
+            counts = counts.reshape(rows_of[w] + 1, w)
+            group_start, inside = at_slot, 0
+            for n in members:
+                start[n], local[n], empty[n] = at_slot, inside, rows_of[w]
+                base[n] = at_flat - group_start * w
+                self._group_of[n] = (len(self._groups), members.index(n))
+                at_slot += 1 << bits[n]
+                inside += 1 << bits[n]
+            order += members
+            rows: slice | np.ndarray = np.array(members)
+            if members == list(range(members[0], members[-1] + 1)):
+                rows = slice(members[0], members[-1] + 1)
+            self._groups.append(_Group(members, rows, counts, group_start))
+            at_flat += (rows_of[w] + 1) * w
+        self._levels = []
+        for n, spec in enumerate(self._specs):
+            group = self._groups[self._group_of[n][0]]
+            lo, hi = int(start[n]), int(start[n]) + (1 << bits[n])
+            self._levels.append(
+                _Level(
+                    spec,
+                    self._tags[lo:hi],
+                    group.counts[lo - group.start : hi - group.start],
+                    self._totals[lo:hi],
+                    self._distinct[lo:hi],
+                    self._weights[n * BUCKETS : (n + 1) * BUCKETS],
+                )
+            )
+        column = (count, 1)
+        self._start = start.reshape(column)
+        self._local = local.reshape(column)
+        self._empty_row = empty.reshape(column)
+        self._empty_slot = slots
+        self._shift = np.array([32 - b for b in bits], np.int64).reshape(column)
+        self._bucket_base = (np.arange(count, dtype=np.int64) * BUCKETS).reshape(column)
+        self._base = np.array([s.strength_base for s in self._specs], np.int64).reshape(column)
+        self._per = np.array([s.strength_per_symbol for s in self._specs], np.int64).reshape(column)
+        self._outcomes = np.array([s.outcomes for s in self._specs], np.int64).reshape(column)
+        self._flat_base = base.reshape(column)
+        self._symbols = np.array([s.symbols for s in self._specs]).reshape(column)
+        self._sizes = np.array([s.size for s in self._specs], np.int64).reshape(column)
+        self._ones = np.ones(count * MAX_STEP, np.uint16)
+        self._needs_outcomes = not all(s.symbols for s in self._specs)
+        self._hash_setup()
+
+    def _hash_setup(self) -> None:
+        """Every level's key as one product: features [B, F] (the template; first_of's
+        indexes; first_of with `len` mapped to a shorter pattern level's size) times
+        [F, levels] coefficients, plus each level's seed and +1 terms, mod 2^32."""
+        size = self.size
+        patterns = sorted({s.size for s in self._specs if s.kind == "pattern"})
+        self._short = [s for s in patterns if s < size]
+        starts = {("values", size): 0}
+        at = size
+        for s in ([size] if size in patterns else []) + self._short:
+            starts["pattern", s] = at
+            at += s
+        matrix = np.zeros((len(self._specs), at), np.int64)
+        const = np.zeros((len(self._specs), 1), np.int64)
+        for n, spec in enumerate(self._specs):
+            powers = _POWERS[spec.size]
+            begin = (
+                starts["values", size] if spec.kind == "values" else starts["pattern", spec.size]
+            )
+            matrix[n, begin : begin + spec.size] = powers[:-1]
+            const[n] = (_seed(spec, n) * int(powers[0]) + int(powers[:-1].sum())) & 0xFFFFFFFF
+        self._hash_matrix = matrix
+        self._hash_const = const
+        self._has_patterns = bool(patterns)
+        self._full_pattern = size in patterns
+        self._needs_first = bool(patterns) or not all(s.symbols for s in self._specs)
 
     @property
     def memory_bytes(self) -> int:
@@ -278,39 +415,66 @@ class MatchMixer:
             raise ValueError(f"template must be [{len(table)}, {self.size}], got {template.shape}")
         if template.min(initial=0) < 0 or template.max(initial=0) > NONE:
             raise ValueError(f"template cells must be symbols 0..{PALETTE - 1} or NONE")
-        first = first_of(template)
-        step = MatchStep(template, [], [], [], [], [], [])
-        for number, level in enumerate(self._levels):
-            spec = level.spec
-            keys = level_keys(spec, template, first, number)
-            slots = keys >> (32 - (len(level.tags) - 1).bit_length())
-            held = level.tags[slots] == keys
-            counts = np.where(held[:, None], level.counts[slots], 0).astype(np.int64)
-            seen = np.where(held, level.totals[slots], 0)[:, None]
-            distinct = np.where(held, level.distinct[slots], 0)[:, None]
-            strength = spec.strength_base + spec.strength_per_symbol * distinct
-            total = table.sum(axis=1, keepdims=True)
+        if table.min(initial=1) < 1:
+            raise ValueError("table entries must be at least 1")
+        batch, count = len(table), len(self._specs)
+        # Keys, slots and everything read from the state, for every level at once.
+        first = first_of(template) if self._needs_first else template
+        features = [template]
+        if self._has_patterns:
+            features += [first] if self._full_pattern else []
+            features += [np.minimum(first[:, :s], s) for s in self._short]
+        if len(features) > 1:
+            features = [np.concatenate(features, axis=1)]
+        keys = self._hash_matrix @ features[0].T  # [levels, B]
+        keys += self._hash_const
+        keys &= 0xFFFFFFFF
+        slots = keys >> self._shift  # within the level
+        numbered = slots + self._start
+        held = self._tags[numbered] == keys
+        at = np.where(held, numbered, self._empty_slot)  # a slot not held reads zeros
+        seen = self._totals[at]
+        strength = self._distinct[at]
+        strength *= self._per
+        strength += self._base
+        spread = seen + strength
+        buckets = _BUCKET_OF[seen]
+        buckets += self._bucket_base
+        weight = self._weights[buckets]
+        counted = seen.any(axis=1).tolist()
+        whole = (weight.min(axis=1) == WEIGHT_ONE).tolist()
+        rows = np.where(held, slots + self._local, self._empty_row)
+        counts = [group.counts[rows[group.rows]] for group in self._groups]
+        if not all(spec.symbols for spec in self._specs):
+            neighbours = _Neighbours(template, first, self.size)
+        out = np.empty((count + 1, batch, PALETTE), np.int64)
+        out[0] = table
+        refined = np.empty((count, batch, PALETTE), np.int64)
+        for n, spec in enumerate(self._specs):
+            group, member = self._group_of[n]
+            level_counts = counts[group][member]
+            t, fine, mixed = out[n], refined[n], out[n + 1]
+            total = t.sum(axis=1)
             if spec.symbols:  # adaptive.py's rule: ((c Q + k q) 2^22) // ((n + k) Q)
-                refined = ((counts * total + strength * table) << SCALE_BITS) // (
-                    (seen + strength) * total
-                )
+                scaled = (strength[n] << SCALE_BITS)[:, None]
+                if counted[n]:
+                    np.multiply(level_counts, (total << SCALE_BITS)[:, None], out=fine)
+                    np.multiply(t, scaled, out=mixed)  # mixed is scratch until the mix
+                    fine += mixed
+                else:
+                    np.multiply(t, scaled, out=fine)
+                _divide_rows(fine, spread[n] * total)
             else:
-                refined = _neighbour_refined(
-                    table, total, template, first, spec, counts, seen, strength
-                )
-            np.maximum(refined, 1, out=refined)
-            buckets = _BUCKET_OF[seen[:, 0]]
-            weight = level.weights[buckets][:, None]
-            mixed = ((table << WEIGHT_BITS) + weight * (refined - table)) >> WEIGHT_BITS
-            np.maximum(mixed, 1, out=mixed)
-            for part, value in zip(
-                (step.slots, step.keys, step.buckets, step.inputs, step.refined, step.mixed),
-                (slots, keys, buckets, table, refined, mixed),
-                strict=True,
-            ):
-                part.append(value)
-            table = mixed
-        return table, step
+                neighbours.refine(t, total, level_counts, strength[n], spread[n], spec.size, fine)
+            np.maximum(fine, 1, out=fine)
+            if whole[n]:
+                np.copyto(mixed, fine)
+            else:
+                np.subtract(fine, t, out=mixed)
+                mixed *= weight[n][:, None]
+                mixed >>= WEIGHT_BITS
+                mixed += t
+        return out[count], MatchStep(template, keys, numbered, buckets, out, refined)
 
     def update(self, step: MatchStep, symbols: np.ndarray) -> None:
         """Learn one step's coded symbols (a slot two keys want goes to the later window)."""
@@ -319,50 +483,108 @@ class MatchMixer:
             raise ValueError(f"expected {len(step.template)} symbols, got {symbols.shape}")
         if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= PALETTE:
             raise ValueError(f"symbols must be 0..{PALETTE - 1}")
-        pick = np.arange(len(symbols))
-        for level, slots, keys, buckets, table, refined, mixed in zip(
-            self._levels,
-            step.slots,
-            step.keys,
-            step.buckets,
-            step.inputs,
-            step.refined,
-            step.mixed,
-            strict=True,
-        ):
-            gain = refined[pick, symbols] - table[pick, symbols]
-            np.add.at(level.weights, buckets, (LEARNING_RATE * gain) // mixed[pick, symbols])
-            np.clip(level.weights, 0, WEIGHT_ONE, out=level.weights)
-            size = level.spec.size
-            hits = step.template[:, :size] == symbols[:, None]
-            outcomes = np.where(hits.any(axis=1), np.argmax(hits, axis=1), size)
-            if level.spec.symbols:
-                outcomes = symbols
-            width = level.spec.outcomes
-            # A slot addressed this step ends up holding the key of the last window that
-            # addressed it (reset if that is a new key); windows of other keys are dropped.
-            held, where = np.unique(slots, return_inverse=True)
-            last = np.zeros(len(held), np.int64)
-            np.maximum.at(last, where, pick)
-            winners = keys[last]
-            taken = level.tags[held] != winners
-            if taken.any():
-                fresh_slots = held[taken]
-                level.tags[fresh_slots] = winners[taken]
-                level.counts[fresh_slots] = 0
-                level.totals[fresh_slots] = 0
-                level.distinct[fresh_slots] = 0
-            keep = keys == level.tags[slots]
-            rows, outs = slots[keep], outcomes[keep]
-            new = level.counts[rows, outs] == 0
-            if new.any():  # an outcome new to its slot (once, if two windows bring it)
-                pairs = np.unique(rows[new] * width + outs[new])
-                np.add.at(level.distinct, pairs // width, 1)
-            np.add.at(level.counts, (rows, outs), 1)
-            np.add.at(level.totals, rows, 1)
-            over = level.totals[rows] > COUNT_LIMIT
-            if over.any():
-                full = np.unique(rows[over])
-                halved = (level.counts[full] + 1) >> 1
-                level.counts[full] = halved
-                level.totals[full] = halved.sum(axis=1, dtype=np.int64)
+        batch = len(symbols)
+        if batch == 0:
+            return
+        pick = np.arange(batch)
+        chosen = step.tables[:, pick, symbols]  # [levels + 1, B]: inputs, then outputs
+        gain = step.refined[:, pick, symbols]
+        gain -= chosen[:-1]
+        gain *= LEARNING_RATE
+        gain //= chosen[1:]
+        np.add.at(self._weights, step.buckets, gain)
+        np.clip(self._weights, 0, WEIGHT_ONE, out=self._weights)
+        if self._needs_outcomes:
+            hits = step.template == symbols[:, None]
+            found = np.where(hits.any(axis=1), hits.argmax(axis=1), self.size)
+            outcomes = np.where(self._symbols, symbols, np.minimum(found, self._sizes))
+        else:
+            outcomes = np.broadcast_to(symbols, step.keys.shape)
+        # A slot addressed this step ends up holding the key of the last window that
+        # addressed it (reset if that is a new key); windows of other keys are dropped.
+        numbered, keys = step.slots, step.keys
+        index = numbered * self._outcomes
+        index += self._flat_base
+        index += outcomes
+        current = self._tags[numbered]
+        if not np.array_equal(current, keys):
+            latest = self._latest
+            order = np.arange(keys.size).reshape(keys.shape)
+            np.maximum.at(latest, numbered, order)
+            winner = latest[numbered]
+            latest[numbered] = -1
+            kept = keys == keys.reshape(-1)[winner]
+            fresh = winner == order
+            fresh &= current != keys
+            if fresh.any():
+                taken = numbered[fresh]
+                self._tags[taken] = keys[fresh]
+                self._totals[taken] = 0
+                self._distinct[taken] = 0
+                for group in self._groups:
+                    mine = fresh[group.rows]
+                    if mine.any():
+                        group.counts[numbered[group.rows][mine] - group.start] = 0
+            numbered, index = numbered[kept], index[kept]
+        else:
+            numbered, index = numbered.reshape(-1), index.reshape(-1)
+        flat = self._counts_flat
+        new = flat[index] == 0
+        if new.any():  # an outcome new to its slot (once, if two windows bring it)
+            pairs = dict(zip(index[new].tolist(), numbered[new].tolist(), strict=True))
+            np.add.at(self._distinct, list(pairs.values()), 1)
+        # uint16 increments: numpy's fast path needs the value in the array's own type.
+        np.add.at(flat, index, self._ones[: len(index)])
+        totals = self._totals
+        np.add.at(totals, numbered, 1)
+        over = totals[numbered] > COUNT_LIMIT
+        if over.any():
+            full = np.unique(numbered[over])
+            for group in self._groups:
+                rows = full[(full >= group.start) & (full < group.start + len(group.counts) - 1)]
+                if len(rows):
+                    halved = (group.counts[rows - group.start] + 1) >> 1
+                    group.counts[rows - group.start] = halved
+                    totals[rows] = halved.sum(axis=1, dtype=np.int64)
+
+
+class _Neighbours:
+    """What a step's neighbour-outcome levels share: where each template cell's symbol
+    sits in the flattened tables, which cells lead (are the first with their value), and
+    per level size, the leads' places in the refined table and in the merged outcomes."""
+
+    def __init__(self, template: np.ndarray, first: np.ndarray, size: int) -> None:
+        batch = len(template)
+        self.template = template
+        self.leads = first == np.arange(size)
+        self.cells = np.minimum(template, PALETTE - 1)
+        self.cells += (np.arange(batch) * PALETTE)[:, None]
+        self._places: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def places(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indexes of the leads among the first `size` cells: in the tables [B, 512],
+        and in the outcomes [B, size + 1]."""
+        if size not in self._places:
+            rows, cols = np.nonzero(self.leads[:, :size])
+            self._places[size] = (self.cells[rows, cols], rows * (size + 1) + cols)
+        return self._places[size]
+
+    def refine(self, table, total, counts, strength, spread, size, out) -> None:
+        """A neighbour-outcome level's refined table into `out` (before the max with 1):
+        the table's mass on each outcome (a cell that is the first with its value carries
+        its symbol's share; novel, every other symbol's), blended with the counts,
+        R_o = ((c_o T + k Q_o) 2^22) // ((n + k) T), then spread back (novel in
+        proportion to the table)."""
+        outcome = np.empty((len(table), size + 1), np.int64)
+        share = outcome[:, :size]
+        np.take(table, self.cells[:, :size], out=share)
+        share *= self.leads[:, :size]
+        np.subtract(total, share.sum(axis=1), out=outcome[:, size])
+        merged = counts * total[:, None]
+        merged += outcome * strength[:, None]
+        merged <<= SCALE_BITS
+        merged //= (spread * total)[:, None]
+        np.multiply(table, merged[:, size:], out=out)
+        _divide_rows(out, outcome[:, size])
+        put, take = self.places(size)
+        out.reshape(-1)[put] = merged.reshape(-1)[take]
