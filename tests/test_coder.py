@@ -140,6 +140,60 @@ def test_row_batches_code_as_symbol_by_symbol(
     assert shadow.finish() == (payload, padding)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.integers(1, 12),
+    rows=st.integers(1, 12),
+    by_weight=st.booleans(),
+    garbage=st.binary(max_size=40),
+)
+def test_decoding_into_a_shadow_matches_the_two_calls(
+    seed: int, steps: int, rows: int, by_weight: bool, garbage: bytes
+) -> None:
+    """decode_rows_into (the two coders inline, one loop) leaves both coders as
+    decode_rows then encode_intervals do: the same symbols, decoder state and shadow bytes,
+    on a real payload (with or without bytes appended) and on garbage."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(2, 513))
+    batches = [
+        cumulative(rng.integers(1, rng.integers(2, 2**22), size=(rows, size))) for _ in range(steps)
+    ]
+    enc = RangeEncoder()
+    for cum in batches:
+        for row in cum:
+            enc.encode_symbol(row, draw_symbol(row, rng, by_weight))
+    payload = enc.finish()[0]
+    for data in (payload, payload + garbage, garbage):
+        two, fused = (RangeDecoder(data), RangeEncoder()), (RangeDecoder(data), RangeEncoder())
+        for cum in batches:
+            symbols, lows, highs, totals = two[0].decode_rows(cum)
+            two[1].encode_intervals(lows, highs, totals)
+            assert fused[0].decode_rows_into(cum, fused[1]) == symbols
+            states = [
+                (d._code, d._range, d._pos, e._low, e._range, bytes(e._out))
+                for d, e in (two, fused)
+            ]
+            assert states[0] == states[1]
+        assert two[1].finish() == fused[1].finish()
+
+
+def test_decoding_into_a_shadow_refuses_bad_tables() -> None:
+    good = cumulative(np.ones((2, 4), np.int64))
+    for bad in (good[0], good.astype(np.float64), good + 1, good * (MAX_TOTAL // 2)):
+        with pytest.raises(FrequencyError):
+            RangeDecoder(b"\x12\x34").decode_rows_into(bad, RangeEncoder())
+    # Not a cumulative table: the target 0 falls in symbol 1's interval [-1, 4), which
+    # encode_intervals would refuse.
+    negative = np.array([[0, -1, 4]], np.int64)
+    with pytest.raises(FrequencyError):
+        RangeDecoder(b"").decode_rows_into(negative, RangeEncoder())
+    finished = RangeEncoder()
+    finished.finish()
+    with pytest.raises(RuntimeError):
+        RangeDecoder(b"").decode_rows_into(good, finished)
+
+
 def test_row_batches_refuse_bad_tables_and_intervals() -> None:
     dec = RangeDecoder(b"\x12\x34")
     good = cumulative(np.ones((2, 4), np.int64))
