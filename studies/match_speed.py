@@ -164,6 +164,52 @@ def measure(baseline: ModuleType | None, name: str, batch: int, steps: int, repe
     return row
 
 
+def replay(baseline: ModuleType | None, name: str, chains: int) -> dict:
+    """The image's first `chains` chains stepped as the coder steps them (every band, the
+    windows live at each cell): CPU seconds of coding 2's mixer and of the levels
+    (current and baseline, the same tables checked at every step), and the steps' sizes."""
+    tokens = np.load(CACHE / f"{name}.npz")["tokens"]
+    model, mixed = cached_tables(name)
+    width = min(32, tokens.shape[1])
+    spent = {"coding2": 0.0, "levels": 0.0, "baseline_levels": 0.0}
+    sizes: dict[int, int] = {}
+    at = 0
+    for bands in chain_layout(tokens, 32)[:chains]:
+        adaptive = AdaptiveMixer()
+        mixers = {"levels": match.MatchMixer()}
+        if baseline is not None:
+            mixers["baseline_levels"] = baseline.MatchMixer(baseline.DEFAULT_LEVELS)
+        modules = {"levels": match, "baseline_levels": baseline}
+        for cells, mask in bands:
+            for cell in np.flatnonzero(mask.any(axis=0)).tolist():
+                live = np.flatnonzero(mask[:, cell])
+                sizes[len(live)] = sizes.get(len(live), 0) + 1
+                symbols = cells[live, cell]
+                freqs = model[at : at + len(live)].astype(np.int64)
+                inputs = mixed[at : at + len(live)].astype(np.int64)
+                at += len(live)
+                start = time.process_time()
+                around = window_neighbours(cells, cell, width)[live]
+                _, step = adaptive.tables(freqs, around)
+                adaptive.update(step, symbols)
+                spent["coding2"] += time.process_time() - start
+                outs = []
+                for key, mixer in mixers.items():
+                    start = time.process_time()
+                    template = modules[key].window_template(cells, cell, width, mixer.size)
+                    table, mstep = mixer.tables(inputs, template[live])
+                    mixer.update(mstep, symbols)
+                    spent[key] += time.process_time() - start
+                    outs.append(table)
+                if not all(np.array_equal(outs[0], other) for other in outs[1:]):
+                    raise RuntimeError(f"{name}: the levels differ from the baseline")
+    steps = sum(sizes.values())
+    row: dict[str, Any] = {"image": name, "chains": chains, "steps": steps, "batches": sizes}
+    row.update({f"{k}_us": v / steps * 1e6 for k, v in spent.items() if v})
+    row["coding3_over_coding2"] = (spent["coding2"] + spent["levels"]) / spent["coding2"]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", help="git revision of match.py to compare with")
@@ -171,10 +217,15 @@ def main() -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=list(BATCHES))
     parser.add_argument("--steps", type=int, default=300, help="cell steps per run")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chains", type=int, default=1, help="chains replayed per image")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     baseline = baseline_module(args.baseline) if args.baseline else None
     rows = []
+    for name in args.images if args.chains else []:
+        row = replay(baseline, name, args.chains)
+        print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}))
+        rows.append(row)
     for name in args.images:
         for batch in args.batches:
             row = measure(baseline, name, batch, args.steps, args.repeat)

@@ -47,7 +47,7 @@ Core layer: numpy only. Not yet part of the format (a new coding id would make i
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -252,16 +252,24 @@ class _Group:
 class MatchStep:
     """What one step's tables were made from, kept until its symbols are known.
 
-    keys, slots (numbered across all levels), buckets (indexes into the stacked weights):
-    [levels, B]; tables: [levels + 1, B, 512] the input then each level's mixed output;
-    refined: [levels, B, 512] each level's counts-refined table."""
+    keys, slots (numbered across all levels), buckets (indexes into the stacked weights),
+    strength k and spread n + k: [levels, B]; counts: each group's counts [its levels, B,
+    outcomes] (zeros for a slot not held); tables: [levels + 1, B, 512] the input then
+    each level's mixed output; refined: [levels, B, 512] each level's counts-refined
+    table, but for the idle levels (every weight 0: their mix is their input), whose
+    entry at the symbol update() works out alone."""
 
     template: np.ndarray
     keys: np.ndarray
     slots: np.ndarray
     buckets: np.ndarray
-    tables: np.ndarray
-    refined: np.ndarray
+    counts: list[np.ndarray]
+    strength: np.ndarray
+    spread: np.ndarray
+    tables: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    refined: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    idle: list[int] = field(default_factory=list)
+    neighbours: _Neighbours | None = None
 
 
 def _divide_rows(values: np.ndarray, divisors: np.ndarray) -> None:
@@ -366,6 +374,7 @@ class MatchMixer:
         self._sizes = np.array([s.size for s in self._specs], np.int64).reshape(column)
         self._ones = np.ones(count * MAX_STEP, np.uint16)
         self._needs_outcomes = not all(s.symbols for s in self._specs)
+        self._cells = np.arange(self.size)
         self._hash_setup()
 
     def _hash_setup(self) -> None:
@@ -443,29 +452,37 @@ class MatchMixer:
         weight = self._weights[buckets]
         counted = seen.any(axis=1).tolist()
         whole = (weight.min(axis=1) == WEIGHT_ONE).tolist()
+        idle = (weight.max(axis=1) == 0).tolist()
         rows = np.where(held, slots + self._local, self._empty_row)
         counts = [group.counts[rows[group.rows]] for group in self._groups]
-        if not all(spec.symbols for spec in self._specs):
-            neighbours = _Neighbours(template, first, self.size)
-        out = np.empty((count + 1, batch, PALETTE), np.int64)
+        step = MatchStep(template, keys, numbered, buckets, counts, strength, spread)
+        if self._needs_outcomes:
+            step.neighbours = _Neighbours(template, first, self.size)
+        scaled = strength << SCALE_BITS
+        step.tables = out = np.empty((count + 1, batch, PALETTE), np.int64)
         out[0] = table
-        refined = np.empty((count, batch, PALETTE), np.int64)
+        step.refined = refined = np.empty((count, batch, PALETTE), np.int64)
         for n, spec in enumerate(self._specs):
+            t, fine, mixed = out[n], refined[n], out[n + 1]
+            if idle[n]:  # every weight 0: the mix is the input (update() needs one entry)
+                np.copyto(mixed, t)
+                step.idle.append(n)
+                continue
             group, member = self._group_of[n]
             level_counts = counts[group][member]
-            t, fine, mixed = out[n], refined[n], out[n + 1]
             total = t.sum(axis=1)
             if spec.symbols:  # adaptive.py's rule: ((c Q + k q) 2^22) // ((n + k) Q)
-                scaled = (strength[n] << SCALE_BITS)[:, None]
                 if counted[n]:
                     np.multiply(level_counts, (total << SCALE_BITS)[:, None], out=fine)
-                    np.multiply(t, scaled, out=mixed)  # mixed is scratch until the mix
+                    np.multiply(t, scaled[n][:, None], out=mixed)  # scratch until the mix
                     fine += mixed
                 else:
-                    np.multiply(t, scaled, out=fine)
+                    np.multiply(t, scaled[n][:, None], out=fine)
                 _divide_rows(fine, spread[n] * total)
             else:
-                neighbours.refine(t, total, level_counts, strength[n], spread[n], spec.size, fine)
+                step.neighbours.refine(
+                    t, total, level_counts, strength[n], spread[n], spec.size, fine
+                )
             np.maximum(fine, 1, out=fine)
             if whole[n]:
                 np.copyto(mixed, fine)
@@ -474,7 +491,30 @@ class MatchMixer:
                 mixed *= weight[n][:, None]
                 mixed >>= WEIGHT_BITS
                 mixed += t
-        return out[count], MatchStep(template, keys, numbered, buckets, out, refined)
+        return out[count], step
+
+    def _refined_at(self, step: MatchStep, n: int, symbols, outcome, chosen) -> np.ndarray:
+        """Level n's refined entry at each window's symbol [B], for a level tables() left
+        out: what refine() would have put there, worked out for that entry alone."""
+        spec = self._specs[n]
+        table = step.tables[n]
+        total = table.sum(axis=1)
+        group, member = self._group_of[n]
+        seen = step.counts[group][member][np.arange(len(symbols)), outcome]
+        if spec.symbols:
+            mass = chosen
+        else:  # the symbol's outcome: its leading template cell's share, or novel
+            share = table.take(step.neighbours.cells[:, : spec.size])
+            share *= step.neighbours.leads[:, : spec.size]
+            novel = total - share.sum(axis=1)
+            lead = outcome < spec.size
+            mass = np.where(lead, chosen, novel)
+        merged = ((seen * total + step.strength[n] * mass) << SCALE_BITS) // (
+            step.spread[n] * total
+        )
+        if not spec.symbols:  # a novel symbol takes its share of the novel mass
+            merged = np.where(lead, merged, chosen * merged // novel)
+        return np.maximum(merged, 1)
 
     def update(self, step: MatchStep, symbols: np.ndarray) -> None:
         """Learn one step's coded symbols (a slot two keys want goes to the later window)."""
@@ -487,35 +527,38 @@ class MatchMixer:
         if batch == 0:
             return
         pick = np.arange(batch)
+        if self._needs_outcomes:  # a neighbour level's: the first cell with the symbol
+            found = np.where(step.template == symbols[:, None], self._cells, self.size)
+            outcomes = np.where(self._symbols, symbols, np.minimum(found.min(axis=1), self._sizes))
+        else:
+            outcomes = np.broadcast_to(symbols, step.keys.shape)
         chosen = step.tables[:, pick, symbols]  # [levels + 1, B]: inputs, then outputs
         gain = step.refined[:, pick, symbols]
+        for n in step.idle:
+            gain[n] = self._refined_at(step, n, symbols, outcomes[n], chosen[n])
         gain -= chosen[:-1]
         gain *= LEARNING_RATE
         gain //= chosen[1:]
         np.add.at(self._weights, step.buckets, gain)
         np.clip(self._weights, 0, WEIGHT_ONE, out=self._weights)
-        if self._needs_outcomes:
-            hits = step.template == symbols[:, None]
-            found = np.where(hits.any(axis=1), hits.argmax(axis=1), self.size)
-            outcomes = np.where(self._symbols, symbols, np.minimum(found, self._sizes))
-        else:
-            outcomes = np.broadcast_to(symbols, step.keys.shape)
         # A slot addressed this step ends up holding the key of the last window that
         # addressed it (reset if that is a new key); windows of other keys are dropped.
         numbered, keys = step.slots, step.keys
         index = numbered * self._outcomes
         index += self._flat_base
         index += outcomes
-        current = self._tags[numbered]
-        if not np.array_equal(current, keys):
+        fresh = self._tags[numbered] != keys
+        if fresh.any():
+            kept = None
             latest = self._latest
-            order = np.arange(keys.size).reshape(keys.shape)
-            np.maximum.at(latest, numbered, order)
-            winner = latest[numbered]
-            latest[numbered] = -1
-            kept = keys == keys.reshape(-1)[winner]
-            fresh = winner == order
-            fresh &= current != keys
+            latest[numbered] = keys
+            if not np.array_equal(latest[numbered], keys):  # two keys want one slot
+                order = np.arange(keys.size).reshape(keys.shape)
+                latest[numbered] = -1
+                np.maximum.at(latest, numbered, order)
+                winner = latest[numbered]
+                kept = keys == keys.reshape(-1)[winner]
+                fresh &= winner == order
             if fresh.any():
                 taken = numbered[fresh]
                 self._tags[taken] = keys[fresh]
@@ -525,9 +568,9 @@ class MatchMixer:
                     mine = fresh[group.rows]
                     if mine.any():
                         group.counts[numbered[group.rows][mine] - group.start] = 0
-            numbered, index = numbered[kept], index[kept]
-        else:
-            numbered, index = numbered.reshape(-1), index.reshape(-1)
+            if kept is not None:
+                numbered, index = numbered[kept], index[kept]
+        numbered, index = numbered.reshape(-1), index.reshape(-1)
         flat = self._counts_flat
         new = flat[index] == 0
         if new.any():  # an outcome new to its slot (once, if two windows bring it)
