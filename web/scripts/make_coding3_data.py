@@ -4,7 +4,8 @@ Why: until a coding-3 golden file exists (tests/golden/, written once by make_go
 the JS decoder needs a stream that Python coded with coding 3 to prove it decodes the same
 tokens; and the speed of coding 3 against coding 2 is measured on the same image coded
 both ways. Each stream is decoded by Python before it is written, and its tokens are
-stored beside it (web/test/data/coding3.json) for web/test/coding3.test.js.
+stored beside it (web/test/data/coding3.json, with Python's `info --json` rows) for
+web/test/coding3.test.js.
 
     .venv/bin/python web/scripts/make_coding3_data.py           # the tiny-model test file
     .venv/bin/python web/scripts/make_coding3_data.py --speed DIR  # default model, codings 2 and 3
@@ -69,12 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     # Two bands in two chains of 2 windows and 1 (8 wide plus padding): steps of 2, then 1.
     crop = text.crop((2, 3, 74, 48))
     stream, tokens = coded(bundle, crop, CODING_MATCH, segment_windows=2)
-    (DATA / "tiny_text_coding3.igpt").write_bytes(stream)
+    path = DATA / "tiny_text_coding3.igpt"
+    path.write_bytes(stream)
+    from click.testing import CliRunner
+
+    from igpt_codec.cli.info import info
+
+    result = CliRunner().invoke(info, [str(path), "--json"])
+    assert result.exit_code == 0, result.output
     entry = {
         "about": "web/scripts/make_coding3_data.py: Python's coding-3 stream and its tokens",
         "fingerprint": bundle.fingerprint.hex(),
         "width": crop.width,
         "height": crop.height,
+        "info": json.loads(result.output)["records"],
         "tokens": tokens,
     }
     (DATA / "coding3.json").write_text(json.dumps({"tiny_text_coding3.igpt": entry}) + "\n")

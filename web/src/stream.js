@@ -32,7 +32,7 @@ export const CODING_EXACT = 0;
 export const CODING_FLOAT32 = 1;
 export const CODING_ADAPTIVE = 2;
 export const CODING_MATCH = 3; // coding 2's tables refined again by match.js's levels (SPEC.md "Coding 3")
-export const CODING_NAMES = { 0: 'exact', 1: 'float32', 2: 'exact-adaptive' };
+export const CODING_NAMES = { 0: 'exact', 1: 'float32', 2: 'exact-adaptive', 3: 'exact-match' }; // Python info's names
 const CODED_MODES = ['RGB', 'L', 'RGBA'];
 
 const kindOf = (head) => head & 0x0f;

@@ -27,6 +27,7 @@ test('a coding-3 stream from Python decodes to its tokens (tiny model, 2 bands, 
   assert.deepEqual([records[0].width, records[0].height, records[0].segments.length], [want.width, want.height, 2]);
   const { images, info } = await igpt.decode(file, { model: await tinyBundle() });
   assert.equal(info.records[0].fingerprint, want.fingerprint);
+  assert.deepEqual(info.records, want.info); // Python's info --json rows: coding 'exact-match'
   assert.deepEqual(Array.from(images[0].tokens), want.tokens);
 });
 
