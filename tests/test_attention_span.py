@@ -325,3 +325,36 @@ def test_full_resolution_round_trip_with_a_span(span_bundle: Path, model: ExactT
     header = fullres.make_header(image, bundle.fingerprint, 32, CODING_ADAPTIVE, 4, 32, True)
     record, _ = fullres.encode_full(model, image, header)
     assert np.array_equal(fullres.decode_full(model, record, 0).tokens, tokens)
+
+
+def test_steps_run_in_their_own_memory_pattern_session(
+    span_bundle: Path, tiny_bundle: Path, photos: np.ndarray, whole: np.ndarray
+) -> None:
+    """A span bundle's stepper runs a session with onnxruntime's memory pattern (the
+    whole-window tests above step through it: the same tables), opened once and shared by
+    steppers; a session a caller set (a profiler's) is stepped instead; a bundle without a
+    span steps its own session."""
+    model = ExactTokenModel(load_bundle(span_bundle), threads=1)
+    steps = model.step_session
+    assert steps is not model.session and steps is model.step_session
+    assert steps.get_session_options().enable_mem_pattern
+    assert not model.session.get_session_options().enable_mem_pattern
+    first, state = model.run(photos[:2, :1], grid(2)[:, :1], model.start(2))
+    assert np.array_equal(np.concatenate([first, stepped(model, photos[:2], state)], 1), whole[:2])
+
+    class Counting:
+        def __init__(self, session) -> None:
+            self.session, self.runs = session, 0
+
+        def io_binding(self):
+            return self.session.io_binding()
+
+        def run_with_iobinding(self, binding) -> None:
+            self.runs += 1
+            self.session.run_with_iobinding(binding)
+
+    model.session = counting = Counting(model.session)
+    model.stepper(model.start(1)).step(np.array([SOS]), 0)
+    assert counting.runs == 1
+    plain = ExactTokenModel(load_bundle(tiny_bundle), threads=1)
+    assert plain.step_session is plain.session

@@ -25,12 +25,12 @@ from igpt_codec.core.errors import BundleError
 GRAPH_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
 
 
-def make_session_options(threads: int | None) -> ort.SessionOptions:
+def make_session_options(threads: int | None, mem_pattern: bool = False) -> ort.SessionOptions:
     """Session options for every codec session; all set explicitly, none left to defaults.
 
     threads=None lets onnxruntime use one intra-op thread per physical core. The
     thread count does not change the floats (tested: 1 vs 2 threads bit-identical), so
-    encoder and decoder may use different counts.
+    encoder and decoder may use different counts. mem_pattern: see open_session.
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -39,9 +39,9 @@ def make_session_options(threads: int | None) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = GRAPH_OPTIMIZATION
-    # Shapes change with the cache capacity (every KV_CHUNK steps) and the batch; a memory
-    # pattern would rarely be reused.
-    options.enable_mem_pattern = False
+    # Off by default: with a linear cache shapes change every KV_CHUNK steps (and with the
+    # batch), so a memory pattern would rarely be reused.
+    options.enable_mem_pattern = mem_pattern
     options.enable_cpu_mem_arena = True
     options.add_session_config_entry("session.set_denormal_as_zero", "0")
     # Idle pool threads sleep instead of spinning. A step runs ~150 small kernels, and with
@@ -58,6 +58,7 @@ def open_session(
     names: tuple[list[str], list[str]],
     heads: tuple[int, int],
     sha256: str | None = None,
+    mem_pattern: bool = False,
 ) -> ort.InferenceSession:
     """An onnxruntime session for a bundle graph, checked against what the manifest says.
 
@@ -66,7 +67,14 @@ def open_session(
     verified it cannot slip in. Every way onnxruntime can refuse the file becomes a
     one-line BundleError, and the graph's own cache shapes must carry the manifest's
     head count and head size, so an edited manifest cannot reach onnxruntime as a
-    shape error in the middle of a run. Sessions are cached per (graph, threads).
+    shape error in the middle of a run. Sessions are cached per (graph, threads,
+    mem_pattern).
+
+    mem_pattern=True turns on onnxruntime's memory pattern (its buffers planned once per
+    input shapes and reused): for a decoder stepping a ring cache, whose every step has the
+    same shapes. It plans memory only, not arithmetic (the same tables, tested); measured on
+    the default model's steps, 1 thread: 1.22x faster at batch 1, 1.04x at 12, 1.02x at 32
+    (docs/speed.md, session 24), but slower for a chunked encode, so only the steppers ask.
     """
     path = Path(path)
     try:
@@ -76,13 +84,15 @@ def open_session(
     digest = hashlib.sha256(data).hexdigest()
     if sha256 is not None and digest != sha256:
         raise BundleError(f"{path.name} changed since its bundle was verified (sha256 mismatch)")
-    key = (digest, threads, tuple(names[0]), tuple(names[1]), heads)
+    key = (digest, threads, tuple(names[0]), tuple(names[1]), heads, mem_pattern)
     cached = _SESSIONS.get(key)
     if cached is not None:
         return cached
     try:
         session = ort.InferenceSession(
-            data, sess_options=make_session_options(threads), providers=["CPUExecutionProvider"]
+            data,
+            sess_options=make_session_options(threads, mem_pattern),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         raise BundleError(f"onnxruntime cannot load {path.name}: {first_line(exc)}") from exc
@@ -104,8 +114,9 @@ def open_session(
     return session
 
 
-_SESSION_CACHE = 2
-"""Sessions kept for reuse (one decode call after another skips the graph load)."""
+_SESSION_CACHE = 4
+"""Sessions kept for reuse (one decode call after another skips the graph load): a
+thumbnail model's and a full-resolution model's, each with its stepper's."""
 _SESSIONS: dict[tuple, ort.InferenceSession] = {}
 
 
