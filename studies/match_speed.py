@@ -149,11 +149,15 @@ def measure(baseline: ModuleType | None, name: str, batch: int, steps: int, repe
     data = batch_steps(name, batch, steps)
     n = len(data)
     row: dict[str, Any] = {"image": name, "batch": batch, "steps": n}
-    row["coding2_us"] = min(run_coding2(data) for _ in range(repeat)) / n * 1e6
-    current = [run_match(match, data) for _ in range(repeat)]
+    coding2, current, before = [], [], []
+    for _ in range(repeat):  # interleaved: the machine's load changes over a run
+        coding2.append(run_coding2(data))
+        current.append(run_match(match, data))
+        if baseline is not None:
+            before.append(run_match(baseline, data))
+    row["coding2_us"] = min(coding2) / n * 1e6
     row["levels_us"] = min(t for t, _, _ in current) / n * 1e6
     if baseline is not None:
-        before = [run_match(baseline, data) for _ in range(repeat)]
         row["baseline_levels_us"] = min(t for t, _, _ in before) / n * 1e6
         same = all(np.array_equal(a, b) for a, b in zip(current[0][1], before[0][1], strict=True))
         row["identical_tables"] = same
@@ -210,14 +214,39 @@ def replay(baseline: ModuleType | None, name: str, chains: int) -> dict:
     return row
 
 
+def model_step_us(name: str, batch: int, steps: int, repeat: int) -> float:
+    """CPU microseconds of one decode step of the exact model (ExactStepper.step, one
+    thread) at this batch, from past length 128 on: what a step costs besides the mixers."""
+    from igpt_codec.runtime.bundle import load_bundle
+    from igpt_codec.runtime.contract import SOS
+    from igpt_codec.runtime.exact_runner import ExactTokenModel
+
+    model = ExactTokenModel(load_bundle(None), threads=1)
+    windows, _ = windows_of(name)
+    cells = np.stack([windows[i % len(windows)][0] for i in range(batch)])
+    known = 4 * 32  # a band's context rows
+    ids = np.concatenate([np.full((batch, 1), SOS), cells[:, :known]], axis=1)
+    best = float("inf")
+    for _ in range(repeat):
+        positions = np.broadcast_to(np.arange(known + 1), ids.shape)
+        _, state = model.run(ids, positions, model.start(batch))
+        stepper = model.stepper(state)
+        start = time.process_time()
+        for cell in range(known, min(known + steps, cells.shape[1] - 1)):
+            stepper.step(cells[:, cell], cell + 1)
+        best = min(best, time.process_time() - start)
+    return best / min(steps, cells.shape[1] - 1 - known) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", help="git revision of match.py to compare with")
     parser.add_argument("--images", nargs="*", default=list(IMAGES))
     parser.add_argument("--batches", nargs="*", type=int, default=list(BATCHES))
-    parser.add_argument("--steps", type=int, default=300, help="cell steps per run")
+    parser.add_argument("--steps", type=int, default=895, help="cell steps per run (a band's)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chains", type=int, default=1, help="chains replayed per image")
+    parser.add_argument("--model", action="store_true", help="time the model's step too")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     baseline = baseline_module(args.baseline) if args.baseline else None
@@ -229,6 +258,12 @@ def main() -> None:
     for name in args.images:
         for batch in args.batches:
             row = measure(baseline, name, batch, args.steps, args.repeat)
+            if args.model:
+                row["model_step_us"] = model_step_us(name, batch, args.steps, 2)
+                plain = row["model_step_us"] + row["coding2_us"]
+                row["decode_coding3_over_coding2"] = (plain + row["levels_us"]) / plain
+                if baseline is not None:
+                    row["baseline_decode_ratio"] = (plain + row["baseline_levels_us"]) / plain
             print(
                 json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()})
             )

@@ -272,6 +272,16 @@ class MatchStep:
     neighbours: _Neighbours | None = None
 
 
+@functools.lru_cache(maxsize=MAX_STEP + 1)
+def _rows(batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.arange(batch), and the same x 512 as a column [B, 1]: row picks and row
+    offsets in flattened tables, made once per batch size (read-only)."""
+    pick = np.arange(batch)
+    offsets = (pick * PALETTE)[:, None]
+    pick.flags.writeable = offsets.flags.writeable = False
+    return pick, offsets
+
+
 def _divide_rows(values: np.ndarray, divisors: np.ndarray) -> None:
     """values[i] //= divisors[i] in place. Row by row from two rows on: numpy divides by a
     scalar through a precomputed reciprocal (libdivide, exact), faster than by a column."""
@@ -450,21 +460,20 @@ class MatchMixer:
         buckets = _BUCKET_OF[seen]
         buckets += self._bucket_base
         weight = self._weights[buckets]
-        counted = seen.any(axis=1).tolist()
-        whole = (weight.min(axis=1) == WEIGHT_ONE).tolist()
-        idle = (weight.max(axis=1) == 0).tolist()
+        counted = seen.max(axis=1).tolist()
+        lowest, highest = weight.min(axis=1).tolist(), weight.max(axis=1).tolist()
         rows = np.where(held, slots + self._local, self._empty_row)
         counts = [group.counts[rows[group.rows]] for group in self._groups]
         step = MatchStep(template, keys, numbered, buckets, counts, strength, spread)
         if self._needs_outcomes:
-            step.neighbours = _Neighbours(template, first, self.size)
+            step.neighbours = _Neighbours(template, first, self._cells, _rows(batch))
         scaled = strength << SCALE_BITS
         step.tables = out = np.empty((count + 1, batch, PALETTE), np.int64)
         out[0] = table
         step.refined = refined = np.empty((count, batch, PALETTE), np.int64)
         for n, spec in enumerate(self._specs):
             t, fine, mixed = out[n], refined[n], out[n + 1]
-            if idle[n]:  # every weight 0: the mix is the input (update() needs one entry)
+            if highest[n] == 0:  # every weight 0: the mix is the input (update() needs one entry)
                 np.copyto(mixed, t)
                 step.idle.append(n)
                 continue
@@ -484,7 +493,7 @@ class MatchMixer:
                     t, total, level_counts, strength[n], spread[n], spec.size, fine
                 )
             np.maximum(fine, 1, out=fine)
-            if whole[n]:
+            if lowest[n] == WEIGHT_ONE:
                 np.copyto(mixed, fine)
             else:
                 np.subtract(fine, t, out=mixed)
@@ -500,7 +509,7 @@ class MatchMixer:
         table = step.tables[n]
         total = table.sum(axis=1)
         group, member = self._group_of[n]
-        seen = step.counts[group][member][np.arange(len(symbols)), outcome]
+        seen = step.counts[group][member][_rows(len(symbols))[0], outcome]
         if spec.symbols:
             mass = chosen
         else:  # the symbol's outcome: its leading template cell's share, or novel
@@ -526,7 +535,7 @@ class MatchMixer:
         batch = len(symbols)
         if batch == 0:
             return
-        pick = np.arange(batch)
+        pick = _rows(batch)[0]
         if self._needs_outcomes:  # a neighbour level's: the first cell with the symbol
             found = np.where(step.template == symbols[:, None], self._cells, self.size)
             outcomes = np.where(self._symbols, symbols, np.minimum(found.min(axis=1), self._sizes))
@@ -539,8 +548,9 @@ class MatchMixer:
         gain -= chosen[:-1]
         gain *= LEARNING_RATE
         gain //= chosen[1:]
-        np.add.at(self._weights, step.buckets, gain)
-        np.clip(self._weights, 0, WEIGHT_ONE, out=self._weights)
+        weights = self._weights
+        np.add.at(weights, step.buckets, gain)
+        np.minimum(np.maximum(weights, 0, out=weights), WEIGHT_ONE, out=weights)
         # A slot addressed this step ends up holding the key of the last window that
         # addressed it (reset if that is a new key); windows of other keys are dropped.
         numbered, keys = step.slots, step.keys
@@ -552,7 +562,7 @@ class MatchMixer:
             kept = None
             latest = self._latest
             latest[numbered] = keys
-            if not np.array_equal(latest[numbered], keys):  # two keys want one slot
+            if (latest[numbered] != keys).any():  # two keys want one slot
                 order = np.arange(keys.size).reshape(keys.shape)
                 latest[numbered] = -1
                 np.maximum.at(latest, numbered, order)
@@ -596,12 +606,11 @@ class _Neighbours:
     sits in the flattened tables, which cells lead (are the first with their value), and
     per level size, the leads' places in the refined table and in the merged outcomes."""
 
-    def __init__(self, template: np.ndarray, first: np.ndarray, size: int) -> None:
-        batch = len(template)
-        self.template = template
-        self.leads = first == np.arange(size)
+    def __init__(self, template: np.ndarray, first: np.ndarray, cells, rows) -> None:
+        """cells: np.arange(template cells); rows: _rows(B)."""
+        self.leads = first == cells
         self.cells = np.minimum(template, PALETTE - 1)
-        self.cells += (np.arange(batch) * PALETTE)[:, None]
+        self.cells += rows[1]
         self._places: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def places(self, size: int) -> tuple[np.ndarray, np.ndarray]:
