@@ -149,15 +149,17 @@ def _info_json(name: str, version: int | None, rows: Iterator[dict], reader: Any
 
 
 def _coding_name(head: Any) -> str | None:
-    """ "exact" or "exact-adaptive" (the same bits on every machine) or "float32"
-    (machine-bound), if recorded."""
+    """ "exact", "exact-adaptive" or "exact-match" (coding 3: the longer-reach levels;
+    all three the same bits on every machine) or "float32" (machine-bound), if recorded."""
     import igpt_codec.format as stream_format
+    from igpt_codec.format import records
 
     coding = getattr(head, "coding", None)
     names = {
         getattr(stream_format, "CODING_EXACT", None): "exact",
         getattr(stream_format, "CODING_FLOAT32", None): "float32",
         getattr(stream_format, "CODING_ADAPTIVE", None): "exact-adaptive",
+        records.CODING_MATCH: "exact-match",
     }
     return None if coding is None else names.get(coding, str(coding))
 

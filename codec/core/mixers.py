@@ -125,6 +125,8 @@ runs: coding 0 none (the model's tables as they are)."""
 def mixer_for(coding: int) -> Chain | None:
     """The mixer a full-resolution image of this coding is coded with (None: coding 0, the
     model's tables as they are). A fresh state: one per chain of window groups."""
+    if coding not in STAGES_OF:
+        raise ValueError(f"coding {coding!r} does not code full-resolution images")
     return chain_for(STAGES_OF[coding])
 
 

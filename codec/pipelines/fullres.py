@@ -24,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
 from igpt_codec.core.coder import RangeDecoder, RangeEncoder
 from igpt_codec.core.freq import cumulative
-from igpt_codec.core.mixers import Chain, mixer_for
+from igpt_codec.core.mixers import STAGES_OF, Chain, chain_for, mixer_for
 from igpt_codec.format.container import SegmentCheck, segment_payload_limit
 from igpt_codec.format.errors import LengthOutOfRangeError, PayloadError, TokenChecksumError
 from igpt_codec.format.records import FullImageHeader, FullImageRecord, Segment
@@ -179,6 +180,8 @@ def encode_full(
     progress: Progress | None = None,
     workers: int = 1,
     payload_limit: int | None = None,
+    codings: Sequence[int] | None = None,
+    sizes: dict[int, int | None] | None = None,
 ) -> tuple[FullImageRecord, float]:
     """Code a full-resolution image; returns the record and the model's ideal bits.
 
@@ -187,26 +190,67 @@ def encode_full(
     chains side by side; onnxruntime releases the GIL while it runs, and each call uses
     the session's own threads.
 
+    `codings` (None: the header's alone): codings coded side by side in one pass over the
+    model, the smallest record kept (its header says which; on a tie, the coding of fewer
+    mixer stages). Each coding's mixer is a prefix of the next one's (core/mixers.py), so
+    coding 3 costs its own levels only, not a second run of the model or of coding 2.
+    The first is the *base*: it decides the layout, as a lone coding does; the others are
+    extras, dropped (for the whole image) as soon as one of their segments passes the
+    payload cap or a chain finds them clearly losing (`_losing`), so they can only make
+    the file smaller. Every decision
+    depends on one chain's own tokens, never on which thread got there first: the
+    record is the same whatever `workers` is.
+
     A chain segment whose payload would pass the format's cap (MAX_PAYLOAD, and the frame
     with its band checks within MAX_FRAME; `payload_limit` lowers it, for tests) is not an
-    error: the chains stop as soon as one passes it, and the image is coded again one
-    record per band and chain (the returned record's header says so), which every reader
-    reads. `plan_layout` makes that rare: it happens only where tokens cost more than
-    PLAN_BITS_PER_TOKEN.
+    error: the chains stop as soon as the base's passes it, and the image is coded again
+    one record per band and chain (the returned record's header says so), which every
+    reader reads. `plan_layout` makes that rare: it happens only where tokens cost more
+    than PLAN_BITS_PER_TOKEN.
+
+    `sizes`, when given, receives each coding's payload bytes in the layout written (None
+    for a coding dropped on the way): what benchmarks compare.
     """
+    codings = _codings(header, codings)
     progress = _monotonic(progress)
     report = PixelProgress(progress, header.token_count)
     try:
-        return _encode_layout(model, image, header, report, workers, payload_limit)
+        return _encode_layout(model, image, header, report, workers, payload_limit, codings, sizes)
     except _SegmentTooLong as exc:
         if not header.chain_segments:
             raise LengthOutOfRangeError(str(exc)) from None
     per_band = dataclasses.replace(header, chain_segments=False, band_checks=False)
     report = PixelProgress(progress, header.token_count)
     try:
-        return _encode_layout(model, image, per_band, report, workers, payload_limit)
+        return _encode_layout(
+            model, image, per_band, report, workers, payload_limit, codings, sizes
+        )
     except _SegmentTooLong as exc:
         raise LengthOutOfRangeError(str(exc)) from None
+
+
+def _codings(header: FullImageHeader, codings: Sequence[int] | None) -> tuple[int, ...]:
+    """The codings to code side by side, checked: known full-resolution codings, no repeats."""
+    chosen = (header.coding,) if codings is None else tuple(codings)
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"codings must be distinct and at least one, got {chosen}")
+    unknown = [coding for coding in chosen if coding not in STAGES_OF]
+    if unknown:
+        raise ValueError(f"coding {unknown[0]} does not code full-resolution images")
+    return chosen
+
+
+LOSING_AFTER_BANDS = 3
+"""Bands of a chain after which an extra coding may be dropped as losing (`_losing`)."""
+
+LOSING_MARGIN = 1.0
+"""An extra coding is dropped when its chain's bits so far pass the base's by this share."""
+
+
+def _losing(bits: float, base_bits: float, bands: int) -> bool:
+    """Whether a chain drops an extra coding after `bands` bands: its bits so far pass the
+    base's by more than LOSING_MARGIN, once LOSING_AFTER_BANDS bands are in."""
+    return bands >= LOSING_AFTER_BANDS and bits > base_bits * (1 + LOSING_MARGIN)
 
 
 def _monotonic(progress: Progress | None) -> Progress | None:
@@ -223,6 +267,24 @@ def _monotonic(progress: Progress | None) -> Progress | None:
     return report
 
 
+@dataclasses.dataclass
+class _Candidate:
+    """One coding's side of a chain being coded: its segment being written, its records."""
+
+    header: FullImageHeader
+    coded: dict[int, Segment] = dataclasses.field(default_factory=dict)
+    ideal: float = 0.0
+    chain_bits: float = 0.0
+    encoder: RangeEncoder | None = None
+    check: SegmentCheck | None = None
+    band_checks: list[int] = dataclasses.field(default_factory=list)
+    segment_bits: float = 0.0
+
+    def start(self, number: int) -> None:
+        self.encoder, self.check = RangeEncoder(), SegmentCheck(self.header, number)
+        self.band_checks, self.segment_bits = [], 0.0
+
+
 def _encode_layout(
     model: ExactTokenModel,
     image: FullImage,
@@ -230,14 +292,19 @@ def _encode_layout(
     report: PixelProgress,
     workers: int,
     payload_limit: int | None,
+    codings: tuple[int, ...],
+    sizes: dict[int, int | None] | None = None,
 ) -> tuple[FullImageRecord, float]:
-    """encode_full in the header's layout; _SegmentTooLong as soon as a segment passes its
-    cap (every chain stops at its next band)."""
+    """encode_full in the header's layout; _SegmentTooLong as soon as a segment of the base
+    coding passes its cap (every chain stops at its next band)."""
     tiling = header.tiling
     positions = tiling.cell_positions()
     bands, groups = tiling.bands(), tiling.segments()
     limit = _payload_limit(header.band_check_count, payload_limit)
     cancel = threading.Event()
+    base = codings[0]
+    dropped: set[int] = set()  # extras out of the running, for every chain
+    lock = threading.Lock()
 
     def too_long(number: int, size: float) -> _SegmentTooLong:
         return _SegmentTooLong(
@@ -245,42 +312,77 @@ def _encode_layout(
             f"payload bytes, over the limit of {limit}"
         )
 
-    def chain(group: int) -> tuple[dict[int, Segment], float]:
-        mixer = mixer_for(header.coding)
-        coded: dict[int, Segment] = {}
-        ideal = 0.0
+    def drop(coding: int, number: int, size: float) -> None:
+        if coding == base:
+            raise too_long(number, size)
+        with lock:
+            dropped.add(coding)
+
+    def chain(group: int) -> dict[int, _Candidate]:
+        sides = {c: _Candidate(dataclasses.replace(header, coding=c)) for c in codings}
+        mixer = chain_for(max(STAGES_OF[c] for c in codings))
+        done_bands = 0
         for number, segment_bands in _chain_segments(tiling, bands, group):
-            encoder, check = RangeEncoder(), SegmentCheck(header, number)
-            band_checks = []
-            segment_bits = 0.0
+            for side in sides.values():
+                side.start(number)
             for band in segment_bands:
                 if cancel.is_set():
-                    return coded, ideal  # another chain failed; its error is raised
+                    return sides  # another chain failed; its error is raised
                 # The coder's output tracks the ideal bits within a few bytes: stop early.
-                if segment_bits / 8 > limit + PLAN_SLACK_BYTES:
-                    raise too_long(number, segment_bits / 8)
-                symbols, (low, width, total) = _band_intervals(
-                    model, tiling, image.tokens, band, groups[group], positions, mixer
+                for coding, side in sides.items():
+                    if coding not in dropped and side.segment_bits / 8 > limit + PLAN_SLACK_BYTES:
+                        drop(coding, number, side.segment_bits / 8)
+                live = {c: STAGES_OF[c] for c in codings if c not in dropped}
+                symbols, intervals = _band_intervals(
+                    model, tiling, image.tokens, band, groups[group], positions, mixer, live
                 )
-                encoder.encode_intervals(low.tolist(), (low + width).tolist(), total.tolist())
-                bits = float(-np.log2(width / total).sum())
-                ideal += bits
-                segment_bits += bits
-                check.add(symbols)
-                band_checks.append(check.band_value)
+                for coding, (low, width, total) in intervals.items():
+                    side = sides[coding]
+                    side.encoder.encode_intervals(
+                        low.tolist(), (low + width).tolist(), total.tolist()
+                    )
+                    bits = float(-np.log2(width / total).sum())
+                    side.ideal += bits
+                    side.chain_bits += bits
+                    side.segment_bits += bits
+                    side.check.add(symbols)
+                    side.band_checks.append(side.check.band_value)
+                done_bands += 1
+                base_bits = sides[base].chain_bits
+                for coding in intervals:
+                    if coding != base and _losing(sides[coding].chain_bits, base_bits, done_bands):
+                        with lock:
+                            dropped.add(coding)
                 report.add(len(symbols))
-            # Every band's check but the last: the segment's own token check follows it.
-            kept = tuple(band_checks[: header.band_check_count])
-            payload = encoder.finish()[0]
-            if len(payload) > limit:
-                raise too_long(number, len(payload))
-            coded[number] = Segment(payload, check.value, kept)
-        return coded, ideal
+            for coding, side in sides.items():
+                if coding in dropped or side.encoder is None or side.check is None:
+                    continue
+                # Every band's check but the last: the segment's own token check follows it.
+                kept = tuple(side.band_checks[: header.band_check_count])
+                payload = side.encoder.finish()[0]
+                if len(payload) > limit:
+                    drop(coding, number, len(payload))
+                    continue
+                side.coded[number] = Segment(payload, side.check.value, kept)
+        return sides
 
     chains = run_parallel(chain, range(len(groups)), workers, cancel)
-    coded = {number: segment for segments, _ in chains for number, segment in segments.items()}
+    payloads = {
+        coding: sum(
+            len(segment.payload) for sides in chains for segment in sides[coding].coded.values()
+        )
+        for coding in codings
+        if coding not in dropped
+    }
+    if sizes is not None:
+        sizes.clear()
+        sizes.update({coding: payloads.get(coding) for coding in codings})
+    # The smallest payload; on a tie the coding of fewer stages (it decodes faster).
+    best = min(payloads, key=lambda coding: (payloads[coding], STAGES_OF[coding]))
+    coded = {n: segment for sides in chains for n, segment in sides[best].coded.items()}
     segments = tuple(coded[number] for number in range(tiling.record_count))
-    return FullImageRecord(header, segments, image.name), sum(ideal for _, ideal in chains)
+    chosen = dataclasses.replace(header, coding=best)
+    return FullImageRecord(chosen, segments, image.name), sum(s[best].ideal for s in chains)
 
 
 def _chain_segments(tiling: Tiling, bands: list[Band], group: int) -> list[tuple[int, list[Band]]]:
@@ -299,17 +401,21 @@ def _band_intervals(
     columns: list[int],
     positions: np.ndarray,
     mixer: Chain | None,
-) -> tuple[np.ndarray, np.ndarray]:
+    codings: dict[int, int],
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One band of one chain: whole-window calls, then its symbols in cell-major order and
-    their coder intervals [3, n] (low, width, total)."""
+    each coding's coder intervals [3, n] (low, width, total). `codings` maps each coding
+    to code to the mixer stages it runs (core/mixers.STAGES_OF)."""
     cells_per_window = band.rows * tiling.window_width
     pos = positions[:cells_per_window]
     cells, mask = _group_windows(tiling, tokens, band, columns)
-    tables = None if mixer is None else np.zeros((len(columns), cells_per_window, 512), np.int32)
+    mixed = mixer is not None and any(codings.values())
+    tables = np.zeros((len(columns), cells_per_window, 512), np.int32) if mixed else None
     # Without the mixer only each cell's own interval is kept (low, width, total), not its
     # whole table: a segment's tables would be 32 windows x 1,024 cells x 513 int64 (134
     # MB). The mixer needs whole tables, in cell order: int32, 64 MB for 32 windows.
-    intervals = np.zeros((3, len(columns), cells_per_window), np.int64)
+    shape = (3, len(columns), cells_per_window)
+    intervals = {coding: np.zeros(shape, np.int64) for coding in codings}
     for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
         chunk = cells[start : start + ENCODE_CALL_WINDOWS]
         ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
@@ -320,11 +426,16 @@ def _band_intervals(
         cum = cumulative(freqs)
         low = np.take_along_axis(cum, chunk[..., None], axis=2)[..., 0]
         high = np.take_along_axis(cum, chunk[..., None] + 1, axis=2)[..., 0]
-        intervals[:, start : start + len(chunk)] = low, high - low, cum[..., -1]
-    if tables is not None:
-        _mix_intervals(mixer, tables, cells, mask, tiling.window_width, intervals)
+        intervals[next(iter(codings))][:, start : start + len(chunk)] = (
+            low,
+            high - low,
+            cum[..., -1],
+        )
+    if tables is not None and mixer is not None:
+        _mix_intervals(mixer, tables, cells, mask, tiling.window_width, intervals, codings)
     windows, cell_idx = _coding_order(mask)
-    return cells[windows, cell_idx], intervals[:, windows, cell_idx]
+    coded = {coding: out[:, windows, cell_idx] for coding, out in intervals.items()}
+    return cells[windows, cell_idx], coded
 
 
 def _mix_intervals(
@@ -333,18 +444,25 @@ def _mix_intervals(
     cells: np.ndarray,
     mask: np.ndarray,
     width: int,
-    intervals: np.ndarray,
+    intervals: dict[int, np.ndarray],
+    codings: dict[int, int],
 ) -> None:
-    """Each coded cell's interval under the mixer's tables, stepping cells in the order the
-    decoder does (all windows of a cell, then the next cell)."""
+    """Each coded cell's interval under each coding's tables (the model's, or a stage's
+    output), stepping cells in the order the decoder does (all windows of a cell, then the
+    next cell); the mixer runs only the stages some coding needs."""
+    stages = max(codings.values())
     for cell in np.flatnonzero(mask.any(axis=0)).tolist():
         live = np.flatnonzero(mask[:, cell])
-        table, step = mixer.tables(tables[live, cell], cells, cell, width, live)
+        model_table = tables[live, cell]
+        outs, steps = mixer.stage_tables(model_table, cells, cell, width, live, stages)
         symbols = cells[live, cell]
-        cum = cumulative(table)
-        low = cum[np.arange(len(live)), symbols]
-        intervals[:, live, cell] = low, cum[np.arange(len(live)), symbols + 1] - low, cum[:, -1]
-        mixer.update(step, symbols)
+        pick = np.arange(len(live))
+        for coding, stage in codings.items():
+            cum = cumulative(outs[stage - 1] if stage else model_table)
+            low = cum[pick, symbols]
+            out = intervals[coding]
+            out[:, live, cell] = low, cum[pick, symbols + 1] - low, cum[:, -1]
+        mixer.update(steps, symbols)
 
 
 def decode_full(

@@ -90,6 +90,10 @@ FULL_CODINGS = frozenset({CODING_EXACT, CODING_ADAPTIVE, CODING_MATCH})
 files), exact tables refined by adaptive context mixing, or those refined again by the
 longer-reach levels (the encoder writes the smaller of the last two)."""
 
+FULL_WRITER_CODINGS = (CODING_ADAPTIVE, CODING_MATCH)
+"""What the encoder codes a full-resolution image with, side by side (the first decides the
+layout; pipelines/fullres.encode_full keeps the smaller record)."""
+
 _T = TypeVar("_T")
 
 # The former private names, kept for bench/profiles.py, which times the coders alone.
@@ -353,12 +357,15 @@ def _encode_full(
 ) -> EncodedImage:
     header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_ADAPTIVE)
     start = counter.done
+    # Codings 2 and 3 side by side in one pass over the model, the smaller kept: coding 3's
+    # longer-reach levels win on synthetic images and can only make a photo's file smaller.
     record, ideal = encode_full(
         model,
         image,
         header,
         progress=lambda done, _total: counter.advance_to(start + done),
         workers=workers,
+        codings=FULL_WRITER_CODINGS,
     )
     # The guarantee (issue 28): a PNG or WebP record instead when that is smaller.
     return keep_smaller(EncodedImage(record, ideal), image, bundle.fingerprint, bundle.palette)

@@ -804,9 +804,10 @@ def _e_full_bits(rng: random.Random, header: bytes, frames: list[Frame], ctx: Co
 
 def _e_full_coding(rng: random.Random, header: bytes, frames: list[Frame], ctx: Context) -> Forgery:
     """Another coding on a full-resolution image, its header alone or with its segments:
-    a segment that disagrees is refused as read; a consistent switch between the two exact
-    codings (plain and adaptive) decodes under other tables, which the token checks (they
-    cover the head byte) and the canonical payload refuse; codings 1 and 3 are refused."""
+    a segment that disagrees is refused as read; a consistent switch between the exact
+    codings (plain, adaptive, and adaptive with the longer-reach levels: 0, 2 and 3)
+    decodes under other tables, which the token checks (they cover the head byte) and the
+    canonical payload refuse; coding 1 (float32) is refused."""
     frames = list(frames)
     i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK == 3])
     end = i + 1
