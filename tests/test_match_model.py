@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igpt_codec.core import match
-from igpt_codec.core.adaptive import NONE, normalize
+from igpt_codec.core.adaptive import NONE, WEIGHT_ONE, normalize
 from igpt_codec.core.coder import MAX_TOTAL, RangeDecoder, RangeEncoder
 from igpt_codec.core.freq import cumulative
 from igpt_codec.core.match import TEMPLATE, LevelSpec, MatchMixer, window_template
@@ -331,6 +331,7 @@ def test_the_template_reads_only_earlier_cells(cell: int, size: int, seed: int) 
         (lambda: LevelSpec("values", symbols=1), "symbols must be"),
         (lambda: MatchMixer().tables(np.ones((2, 511)), np.zeros((2, 12))), "tables must be"),
         (lambda: MatchMixer().tables(np.ones((2, 512)), np.zeros((2, 3))), "template must be"),
+        (lambda: MatchMixer().tables(np.zeros((2, 512)), np.zeros((2, 12))), "table entries"),
         (
             lambda: MatchMixer().tables(
                 np.ones((1, 512)), np.full((1, match.MatchMixer().size), 600)
@@ -430,3 +431,40 @@ def test_fused_keys_are_each_levels_hash(data: st.DataObject, levels, seed: int)
     for number, spec in enumerate(levels):
         want = match.level_keys(spec, template, first, number)
         assert step.keys[number].tolist() == want.tolist()
+
+
+@st.composite
+def shortcut_levels(draw: st.DrawFn) -> tuple[LevelSpec, ...]:
+    """Levels whose weights often start at 0 or 4096 (the mixer's shortcuts)."""
+    weight = st.sampled_from([0, WEIGHT_ONE]) | st.integers(0, WEIGHT_ONE)
+    spec = st.builds(
+        LevelSpec,
+        st.sampled_from(match.KINDS),
+        st.integers(1, len(TEMPLATE)),
+        st.integers(1, 20),
+        st.integers(0, 5),
+        weight,
+        st.booleans(),
+    )
+    return tuple(draw(st.lists(spec, min_size=1, max_size=4)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(shortcut_levels(), st.sampled_from([1, 2, 4, 16]), st.integers(0, 2**32 - 1))
+def test_shortcuts_follow_the_reference(levels, slot_bits: int, seed: int) -> None:
+    """Random batches of 1 to 32 windows over a few colours, levels that start idle
+    (weights 0) or whole (4096), slots that collide and are taken over: every step's
+    tables, and the weights at the end, are the plain reference's."""
+    rng = np.random.default_rng(seed)
+    mixer, reference = MatchMixer(levels, slot_bits), ReferenceMatch(levels, slot_bits)
+    colours = rng.choice(512, rng.integers(1, 5), replace=False)
+    for _ in range(8):
+        batch = int(rng.choice([1, 2, 5, 32]))
+        tables = _model_tables(rng, batch, int(colours[0]) if rng.random() < 0.5 else None)
+        template = rng.choice([*colours, NONE], (batch, mixer.size))
+        symbols = np.where(rng.random(batch) < 0.7, colours[0], rng.choice(colours, batch))
+        table, step = mixer.tables(tables, template)
+        want = reference.step(tables.tolist(), template.tolist(), symbols.tolist())
+        assert table.tolist() == want
+        mixer.update(step, symbols)
+    assert [level.weights.tolist() for level in mixer._levels] == reference.weights
