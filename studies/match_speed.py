@@ -26,6 +26,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,8 +41,9 @@ from igpt_codec.core import match
 from igpt_codec.core.adaptive import AdaptiveMixer, window_neighbours
 from studies.match_model import CACHE, chain_layout
 
-IMAGES = ("text_builtin", "line_art", "101085.jpg")
-BATCHES = (1, 4, 8, 32)
+IMAGES = ("text_builtin", "101085.jpg")
+BATCHES = (1, 4, 8, 12, 32)
+"""Steps hold a chain's windows: 4 on a 256-wide image, 8 at 481, 12 at 768, 24 at 1536."""
 
 
 def baseline_module(revision: str) -> ModuleType:
@@ -272,6 +274,8 @@ def main() -> None:
         "study": "studies/match_speed.py",
         "baseline": args.baseline,
         "command": " ".join(sys.argv),
+        "load_average_at_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
         "rows": rows,
     }
     if args.out is not None:
