@@ -608,8 +608,7 @@ def _decode_band(
         if mixer is not None and live:
             table, step = mixer.tables(table, cells, cell, width, None if every else live)
         if live:
-            symbols, lows, highs, totals = decoder.decode_rows(cumulative(table))
-            shadow.encode_intervals(lows, highs, totals)
+            symbols = decoder.decode_rows_into(cumulative(table), shadow)
             cells[live, cell] = symbols
             if mixer is not None:
                 mixer.update(step, symbols)
