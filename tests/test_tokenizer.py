@@ -55,3 +55,43 @@ def test_tokens_match_transformers(photo_paths: list[Path]) -> None:
     ours = np.stack([image_to_tokens(image, clusters, SIDE) for image in images])
     mismatched = int((ours != expected).any(axis=1).sum())
     assert mismatched == 0, f"{mismatched} of {PHOTOS} photos tokenize differently"
+
+
+def _per_pixel_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """The processor's arithmetic on every pixel (no deduplication of colours)."""
+    pal64 = palette.astype(np.float64)
+    x = (rgb.reshape(-1, 3).astype(np.float64) * (1 / 127.5)).astype(np.float32) - 1
+    distance = (
+        np.sum(np.square(x), axis=1)[:, None] - 2 * np.matmul(x, pal64.T) + np.sum(pal64**2, 1)
+    )
+    return np.argmin(distance, axis=1).astype(np.uint16)
+
+
+@pytest.mark.parametrize("colours", [1, 7, 300, 40_000])
+def test_each_colour_measured_once_gives_every_pixel_its_own_token(colours: int) -> None:
+    """pixels_to_tokens measures each distinct colour once and spreads the result back: the
+    tokens must be the per-pixel ones, in raster order, whatever the number of colours
+    (one chunk or several: TOKENIZE_CHUNK colours per distance matrix)."""
+    from igpt_codec.core.palette import TOKENIZE_CHUNK, pixels_to_tokens
+
+    rng = np.random.default_rng(colours)
+    palette = np.load(CLUSTERS).astype(np.float32)
+    table = rng.integers(0, 256, size=(colours, 3), dtype=np.uint8)
+    # Palette colours themselves, and values one step off them, are the near-ties.
+    exact = np.rint(127.5 * (palette[rng.integers(0, 512, 64)] + 1)).astype(np.uint8)
+    table = np.concatenate([table, exact, np.clip(exact.astype(int) + 1, 0, 255).astype(np.uint8)])
+    shape = (150, 150) if colours > TOKENIZE_CHUNK else (37, 53)
+    rgb = table[rng.integers(0, len(table), size=shape)]
+    got = pixels_to_tokens(rgb, palette)
+    assert got.dtype == np.uint16 and got.shape == (shape[0] * shape[1],)
+    assert np.array_equal(got, _per_pixel_tokens(rgb, palette))
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) <= colours + 128
+    if colours > TOKENIZE_CHUNK:
+        assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > TOKENIZE_CHUNK
+
+
+def test_no_pixels_give_no_tokens() -> None:
+    from igpt_codec.core.palette import pixels_to_tokens
+
+    palette = np.load(CLUSTERS).astype(np.float32)
+    assert pixels_to_tokens(np.zeros((0, 5, 3), np.uint8), palette).shape == (0,)

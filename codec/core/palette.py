@@ -43,7 +43,7 @@ def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
 
 
 TOKENIZE_CHUNK = 1 << 14
-"""Pixels per distance matrix (16384 x 512 float64 = 64 MB): a full-resolution photo is
+"""Colours per distance matrix (16384 x 512 float64 = 64 MB): a full-resolution photo is
 tokenized in chunks, so memory does not grow with its size."""
 
 
@@ -52,11 +52,23 @@ def pixels_to_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
     Mirrors the processor's arithmetic: the pixels are scaled in float64 and
     stored as float32, the clusters are float64, and the distance is expanded
-    as a^2 - 2ab + b^2, so near-ties break the same way.
+    as a^2 - 2ab + b^2, so near-ties break the same way. Each distinct colour is
+    measured once: a photo holds far fewer colours than pixels (tens of thousands
+    against millions), and the distance matrix is the whole cost.
     """
+    flat = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    if flat.shape[0] == 0:
+        return np.empty(0, dtype=np.uint16)
+    packed = (flat[:, 0].astype(np.uint32) << 16) | (flat[:, 1].astype(np.uint32) << 8) | flat[:, 2]
+    colours, inverse = np.unique(packed, return_inverse=True)
+    unique_rgb = np.stack([colours >> 16, (colours >> 8) & 0xFF, colours & 0xFF], axis=1)
+    return _nearest(unique_rgb.astype(np.uint8), palette)[inverse.reshape(-1)]
+
+
+def _nearest(flat: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """The nearest palette colour of each uint8 RGB row, by the processor's arithmetic."""
     pal64 = np.asarray(palette, dtype=np.float64)
     b2 = np.sum(np.square(pal64.T), axis=0)
-    flat = rgb.reshape(-1, 3)
     out = np.empty(flat.shape[0], dtype=np.uint16)
     for start in range(0, flat.shape[0], TOKENIZE_CHUNK):
         chunk = flat[start : start + TOKENIZE_CHUNK]
