@@ -113,10 +113,12 @@ def batch_steps(name: str, batch: int, steps: int) -> list[dict[str, np.ndarray]
     return out
 
 
-def run_match(module: ModuleType, steps: list[dict[str, Any]]) -> tuple[float, list, Any]:
+def run_match(
+    module: ModuleType, steps: list[dict[str, Any]], levels: slice = slice(None)
+) -> tuple[float, list, Any]:
     """CPU seconds of window_template + tables + update over the steps, the tables, and
-    the mixer (its state at the end)."""
-    mixer = module.MatchMixer(module.DEFAULT_LEVELS)
+    the mixer (its state at the end); `levels`: which of DEFAULT_LEVELS it runs."""
+    mixer = module.MatchMixer(module.DEFAULT_LEVELS[levels])
     outs = []
     start = time.process_time()
     for s in steps:
@@ -151,12 +153,16 @@ def measure(baseline: ModuleType | None, name: str, batch: int, steps: int, repe
     data = batch_steps(name, batch, steps)
     n = len(data)
     row: dict[str, Any] = {"image": name, "batch": batch, "steps": n}
-    coding2, current, before = [], [], []
+    coding2, current, before, symbol, neighbour = [], [], [], [], []
     for _ in range(repeat):  # interleaved: the machine's load changes over a run
         coding2.append(run_coding2(data))
         current.append(run_match(match, data))
+        symbol.append(run_match(match, data, slice(0, 3))[0])
+        neighbour.append(run_match(match, data, slice(3, 6))[0])
         if baseline is not None:
             before.append(run_match(baseline, data))
+    row["symbol_levels_only_us"] = min(symbol) / n * 1e6
+    row["neighbour_levels_only_us"] = min(neighbour) / n * 1e6
     row["coding2_us"] = min(coding2) / n * 1e6
     row["levels_us"] = min(t for t, _, _ in current) / n * 1e6
     if baseline is not None:

@@ -468,3 +468,12 @@ def test_shortcuts_follow_the_reference(levels, slot_bits: int, seed: int) -> No
         assert table.tolist() == want
         mixer.update(step, symbols)
     assert [level.weights.tolist() for level in mixer._levels] == reference.weights
+
+
+def test_an_empty_step_changes_nothing() -> None:
+    mixer = MatchMixer((LevelSpec("pattern", 4), LevelSpec("values", 3, symbols=True)), 4)
+    table, step = mixer.tables(np.ones((0, 512), np.int64), np.zeros((0, mixer.size), np.int64))
+    assert table.shape == (0, 512)
+    before = [lv.weights.tolist() + lv.tags.tolist() for lv in mixer._levels]
+    mixer.update(step, np.zeros(0, np.int64))
+    assert [lv.weights.tolist() + lv.tags.tolist() for lv in mixer._levels] == before

@@ -437,6 +437,10 @@ class MatchMixer:
         if table.min(initial=1) < 1:
             raise ValueError("table entries must be at least 1")
         batch, count = len(table), len(self._specs)
+        if batch == 0:  # nothing to code: an empty step, which update() takes as a no-op
+            empty = np.empty((count, 0), np.int64)
+            step = MatchStep(template, empty, empty, empty, [], empty, empty)
+            return np.empty((0, PALETTE), np.int64), step
         # Keys, slots and everything read from the state, for every level at once.
         first = first_of(template) if self._needs_first else template
         features = [template]
