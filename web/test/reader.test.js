@@ -67,7 +67,7 @@ test('frame errors: CRC, appended bytes, missing end, lengths, kinds', () => {
   assert.equal(igpt.readStream(unfinished).records.length, 4); // an unknown ancillary kind is skipped
   refuses(joinFrames(header, [...frames.slice(0, 1), { head: 0x07, body: Uint8Array.of(1) }]), igpt.UnknownRecordKindError);
   refuses(joinFrames(header, [{ head: 0x00, body: Uint8Array.of(1) }]), igpt.InvalidFieldError);
-  refuses(joinFrames(header, [{ ...frames[1], head: frames[1].head | 0x30 }]), igpt.InvalidFieldError); // coding 3
+  refuses(joinFrames(header, [{ ...frames[1], head: frames[1].head | 0x30 }]), igpt.InvalidFieldError); // coding 3 thumbnail (full-resolution: test/coding3.test.js)
   refuses(joinFrames(header, [{ ...frames[1], head: frames[1].head | 0x20 }]), igpt.InvalidFieldError); // coding 2 thumbnail
   // A record cut before its end: its length runs past the bytes left.
   const firstLength = seed.length - 40;
