@@ -242,7 +242,6 @@ class _Group:
     """Levels with the same number of outcomes: their counts are one array (rows in level
     order, then one row of zeros that a slot not held reads), gathered in one call."""
 
-    levels: list[int]
     rows: slice | np.ndarray  # the levels' rows in a step's [levels, B] arrays
     counts: np.ndarray  # [slots of its levels + 1, outcomes] uint16
     start: int  # the first level's first slot in the mixer's slot numbering
@@ -295,8 +294,8 @@ def _divide_rows(values: np.ndarray, divisors: np.ndarray) -> None:
 class MatchMixer:
     """One chain's neighbour-copy levels: tables() for a step, then update() with its symbols.
 
-    Why it is laid out this way: a step holds a few windows (4-6 on the images measured),
-    so numpy's cost per call, not arithmetic, sets the price. Every level's state is one
+    Why it is laid out this way: a step holds a chain's windows (4 on a 256-wide image, 8
+    at 481, 12 at 768), so numpy's cost per call is much of the price. Every level's state is one
     stacked array (tags, totals, distinct, weights; counts per number of outcomes), so a
     step hashes, looks up and updates all levels with one call per kind of work; only the
     table arithmetic, which chains level to level, runs per level. The arithmetic is the
@@ -321,9 +320,8 @@ class MatchMixer:
         self._tags = np.full(slots, -1, np.int64)
         self._totals = np.zeros(slots + 1, np.int64)  # the last: a slot never held
         self._distinct = np.zeros(slots + 1, np.int64)
-        self._weights = np.repeat([spec.initial_weight for spec in self._specs], BUCKETS)
-        self._weights = self._weights.astype(np.int64)
-        self._latest = np.full(slots, -1, np.int64)  # update()'s scratch: cleared after use
+        weights = [spec.initial_weight for spec in self._specs for _ in range(BUCKETS)]
+        self._weights = np.array(weights, np.int64)
         widths = list(dict.fromkeys(spec.outcomes for spec in self._specs))
         rows_of = {
             w: sum(1 << bits[n] for n, s in enumerate(self._specs) if s.outcomes == w)
@@ -337,7 +335,6 @@ class MatchMixer:
         self._groups: list[_Group] = []
         self._group_of: list[tuple[int, int]] = [(0, 0)] * count
         at_slot = at_flat = 0
-        order = []
         for w in widths:
             members = [n for n, spec in enumerate(self._specs) if spec.outcomes == w]
             counts = self._counts_flat[at_flat : at_flat + (rows_of[w] + 1) * w]
@@ -349,11 +346,10 @@ class MatchMixer:
                 self._group_of[n] = (len(self._groups), members.index(n))
                 at_slot += 1 << bits[n]
                 inside += 1 << bits[n]
-            order += members
             rows: slice | np.ndarray = np.array(members)
             if members == list(range(members[0], members[-1] + 1)):
                 rows = slice(members[0], members[-1] + 1)
-            self._groups.append(_Group(members, rows, counts, group_start))
+            self._groups.append(_Group(rows, counts, group_start))
             at_flat += (rows_of[w] + 1) * w
         self._levels = []
         for n, spec in enumerate(self._specs):
@@ -564,15 +560,12 @@ class MatchMixer:
         fresh = self._tags[numbered] != keys
         if fresh.any():
             kept = None
-            latest = self._latest
-            latest[numbered] = keys
-            if (latest[numbered] != keys).any():  # two keys want one slot
-                order = np.arange(keys.size).reshape(keys.shape)
-                latest[numbered] = -1
-                np.maximum.at(latest, numbered, order)
-                winner = latest[numbered]
-                kept = keys == keys.reshape(-1)[winner]
-                fresh &= winner == order
+            slots, hashes = numbered.reshape(-1).tolist(), keys.reshape(-1).tolist()
+            pairs = set(zip(slots, hashes, strict=True))
+            if len(pairs) != len(set(slots)):  # two keys want one slot: the later window's
+                winner = dict(zip(slots, hashes, strict=True))  # level by level, window order
+                kept = keys == np.array([winner[slot] for slot in slots]).reshape(keys.shape)
+                fresh &= kept  # a slot is reset once per window of its winner: the same reset
             if fresh.any():
                 taken = numbered[fresh]
                 self._tags[taken] = keys[fresh]
