@@ -5,9 +5,9 @@ against coding 2 alone, and what coding 3's side costs the encoder.
 For each photo (bench/fullres.heldout_paths(limit=N), whole, as studies/match_model.py):
 one encode_full with codings (2, 3), which reports both codings' payload bytes; the CPU
 seconds of the whole encode and of coding 3's levels alone (timed inside the match stage,
-per thread); and each chain's bits of both codings after every band (to choose when a
-chain may drop coding 3 early: pipelines/fullres._losing). The kept record is decoded
-back and compared token for token unless --no-decode.
+per thread); and each chain's ideal bits of both codings after every band (whether a
+chain could tell early that coding 3 will lose: it cannot, docs/synthetic.md). The kept
+record is decoded back and compared token for token unless --no-decode.
 
     nice -n 10 python -m bench.synthetic_photos --out docs/bench-results/coding3_photos.json
 """
@@ -78,20 +78,27 @@ def code_photo(path: Path, bundle, model, workers: int, decode: bool) -> dict[st
     tokens = palette_tokens(rgb, bundle.palette).astype(np.uint16)
     image = FullImage(tokens, "RGB")
     header = fullres.make_header(image, bundle.fingerprint, 32, CODING_ADAPTIVE)
-    trajectories: dict[int, list[tuple[float, float, int]]] = {}
-    real_losing = fullres._losing
+    # Each chain's bits of both codings so far after every band (threads code whole chains
+    # one after another; a chain starts at the band whose top is row 0).
+    chains: list[list[tuple[float, float]]] = []
+    current: dict[int, list[tuple[float, float]]] = {}
+    real_band = fullres._band_intervals
 
-    def losing(bits: float, base_bits: float, bands: int) -> bool:
-        chain = trajectories.setdefault(threading.get_ident(), [])
-        if bands == 1 and chain:  # this thread starts its next chain
-            chain = trajectories.setdefault(-len(trajectories), chain)
-            trajectories[threading.get_ident()] = chain = []
-        chain.append((bits, base_bits, bands))
-        return real_losing(bits, base_bits, bands)
+    def band_intervals(*args, **kwargs):
+        symbols, intervals = real_band(*args, **kwargs)
+        band = args[3]
+        if band.top == 0:
+            current[threading.get_ident()] = []
+            chains.append(current[threading.get_ident()])
+        chain = current[threading.get_ident()]
+        bits = {c: float(-np.log2(w / t).sum()) for c, (_, w, t) in intervals.items()}
+        two, three = chain[-1] if chain else (0.0, 0.0)
+        chain.append((two + bits[CODING_ADAPTIVE], three + bits.get(CODING_MATCH, 0.0)))
+        return symbols, intervals
 
     timed = _Timed()
     timed.install()
-    fullres._losing = losing
+    fullres._band_intervals = band_intervals
     sizes: dict[int, int | None] = {}
     try:
         start, cpu = time.perf_counter(), time.process_time()
@@ -100,7 +107,7 @@ def code_photo(path: Path, bundle, model, workers: int, decode: bool) -> dict[st
         )
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
-        fullres._losing = real_losing
+        fullres._band_intervals = real_band
         timed.remove()
     stream = pack_stream([record])
     if decode and not np.array_equal(api.decompress(stream, bundle)[0].tokens, tokens):
@@ -123,7 +130,7 @@ def code_photo(path: Path, bundle, model, workers: int, decode: bool) -> dict[st
         "encode_cpu_s": cpu,
         "match_cpu_s": timed.seconds,
         "match_share_of_cpu": timed.seconds / cpu,
-        "band_bits": list(trajectories.values()),
+        "chain_bits_by_band": chains,
     }
 
 
