@@ -509,7 +509,7 @@ class MatchMixer:
         table = step.tables[n]
         total = table.sum(axis=1)
         group, member = self._group_of[n]
-        seen = step.counts[group][member][_rows(len(symbols))[0], outcome]
+        count = step.counts[group][member][_rows(len(symbols))[0], outcome]
         if spec.symbols:
             mass = chosen
         else:  # the symbol's outcome: its leading template cell's share, or novel
@@ -518,7 +518,7 @@ class MatchMixer:
             novel = total - share.sum(axis=1)
             lead = outcome < spec.size
             mass = np.where(lead, chosen, novel)
-        merged = ((seen * total + step.strength[n] * mass) << SCALE_BITS) // (
+        merged = ((count * total + step.strength[n] * mass) << SCALE_BITS) // (
             step.spread[n] * total
         )
         if not spec.symbols:  # a novel symbol takes its share of the novel mass
