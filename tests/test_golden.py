@@ -18,7 +18,7 @@ import pytest
 from igpt_codec import api
 from igpt_codec.format.classical import ClassicalImageRecord
 from igpt_codec.format.container import pack_stream, unpack_stream
-from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, FullImageRecord
+from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, CODING_MATCH, FullImageRecord
 from igpt_codec.pipelines.fullres import FullImage, encode_full
 from igpt_codec.pipelines.stream import TokenImage, encode
 from igpt_codec.runtime.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
@@ -59,17 +59,19 @@ def test_every_golden_file_is_listed() -> None:
     assert {len(entry["records"]) for entry in EXPECTED.values()} >= {1, 4}
 
 
-def test_golden_files_hold_both_full_resolution_codings() -> None:
-    """Plain exact tables (the first full-resolution files) and adaptive mixing (coding 2,
-    what writers use now), each under the frozen tiny model; coding 2 also under a real one."""
+def test_golden_files_hold_every_full_resolution_coding() -> None:
+    """Plain exact tables (the first full-resolution files), adaptive mixing (coding 2) and
+    the longer-reach levels after it (coding 3; writers keep the smaller of 2 and 3), each
+    under the frozen tiny model; codings 2 and 3 also under a real one."""
     codings = {}
     for name in EXPECTED:
         for record in unpack_stream((GOLDEN / name).read_bytes()):
             if isinstance(record, FullImageRecord):
                 codings.setdefault(record.header.coding, set()).add(name)
-    assert set(codings) == {CODING_EXACT, CODING_ADAPTIVE}
+    assert set(codings) == {CODING_EXACT, CODING_ADAPTIVE, CODING_MATCH}
     assert "tiny_full.igpt" in codings[CODING_EXACT]
     assert {"tiny_full_adaptive.igpt", "default_full_adaptive.igpt"} <= codings[CODING_ADAPTIVE]
+    assert {"tiny_full_match.igpt", "default_full_match.igpt"} <= codings[CODING_MATCH]
 
 
 def test_golden_files_hold_both_segment_layouts() -> None:

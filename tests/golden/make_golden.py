@@ -54,11 +54,12 @@ def images() -> dict[str, Image.Image]:
 
 def synthetic() -> dict[str, Image.Image]:
     """Images a classical file codes better than the model (issue 28: kinds 5 and 6)."""
-    from bench.synthetic import pixel_art, stripes_and_checks
+    from bench.synthetic import pixel_art, stripes_and_checks, text_page
 
     return {
         "stripes": Image.fromarray(stripes_and_checks(12)),
         "sprites": Image.fromarray(pixel_art(10)),
+        "text": Image.fromarray(text_page(1, 11, ())),
     }
 
 
@@ -87,6 +88,23 @@ def model_coded() -> Iterator[None]:
         yield
     finally:
         stream.keep_smaller = real
+
+
+@contextlib.contextmanager
+def match_coded() -> Iterator[None]:
+    """Coding 3 (the longer-reach levels, issue 28) whichever of codings 2 and 3 is smaller,
+    and the model's record whatever a classical file would cost: a golden file must pin
+    coding 3's every level, under the frozen tiny model too (where coding 2 may win)."""
+    from igpt_codec.format.records import CODING_MATCH
+    from igpt_codec.pipelines import stream
+
+    real = stream.FULL_WRITER_CODINGS
+    stream.FULL_WRITER_CODINGS = (CODING_MATCH,)
+    try:
+        with model_coded():
+            yield
+    finally:
+        stream.FULL_WRITER_CODINGS = real
 
 
 def tiny_checkpoint(directory: Path) -> Path:
@@ -233,6 +251,19 @@ def main() -> None:
                 ("grey", ("full-model", (7, 9, 19, 19))),
             ],
         ),
+        # Coding 3 (coding 2 refined by the longer-reach levels of core/match.py, written
+        # since 2026-12-05 where it is smaller): text of three bands in two chains, the
+        # second 6 columns wide plus padding, then sprites of one band, around a thumbnail;
+        # and a text crop under the shipped model of the day, whose levels really learn.
+        "tiny_full_match.igpt": (
+            tiny,
+            [
+                ("text", ("full-match", (0, 0, 70, 67))),
+                ("grey", 8),
+                ("sprites", ("full-match", (8, 8, 44, 30))),
+            ],
+        ),
+        "default_full_match.igpt": (default, [("text", ("full-match", (0, 0, 64, 64)))]),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
@@ -247,6 +278,7 @@ def main() -> None:
                 crop = pics[key].crop(size[1])
                 inputs.append((crop, 0, True))
                 how = {"full-png": without_webp, "full-model": model_coded}
+                how["full-match"] = match_coded
                 with how.get(size[0], contextlib.nullcontext)():
                     records += unpack_stream(api.compress([crop], bundle, full=True))
             else:
