@@ -47,9 +47,9 @@ def code_one(
     image = FullImage(tokens.astype(np.uint16), "RGB")
     header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_ADAPTIVE)
     start, cpu = time.perf_counter(), time.process_time()
-    sizes: dict[int, int | None] = {}
+    payloads: dict[int, int | None] = {}
     record, ideal = encode_full(
-        model, image, header, workers=workers, codings=FULL_WRITER_CODINGS, sizes=sizes
+        model, image, header, workers=workers, codings=FULL_WRITER_CODINGS, sizes=payloads
     )
     model_seconds, model_cpu = time.perf_counter() - start, time.process_time() - cpu
     start = time.perf_counter()
@@ -60,7 +60,9 @@ def code_one(
     decoded = api.decompress(stream, bundle, threads=workers)[0]
     decode_seconds, decode_cpu = time.perf_counter() - start, time.process_time() - cpu
     # The model record coded with coding 2 alone: the same framing, coding 2's payload.
-    coding2_bytes = framed_size(record) - sizes[record.header.coding] + sizes[CODING_ADAPTIVE]
+    framing = framed_size(record) - payloads[record.header.coding]
+    coding2_bytes = framing + payloads[CODING_ADAPTIVE]
+    coding3 = payloads.get(CODING_MATCH)
     if not np.array_equal(decoded.tokens, tokens):
         raise RuntimeError(f"{name}: the round trip changed tokens")
     sizes = classical_files(tokens, bundle.palette)
@@ -79,9 +81,7 @@ def code_one(
         "model_bytes": framed_size(record),
         "model_coding": record.header.coding,
         "coding2_bytes": coding2_bytes,
-        "coding3_bytes": None
-        if sizes.get(CODING_MATCH) is None
-        else framed_size(record) - sizes[record.header.coding] + sizes[CODING_MATCH],
+        "coding3_bytes": None if coding3 is None else framing + coding3,
         "ours_bytes": len(stream),
         "kept": kind or "model",
         "png": png,
