@@ -68,12 +68,19 @@ def _per_pixel_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("colours", [1, 7, 300, 40_000])
-def test_each_colour_measured_once_gives_every_pixel_its_own_token(colours: int) -> None:
+@pytest.mark.parametrize("deduplicate_chunk", [None, 1_000])
+def test_each_colour_measured_once_gives_every_pixel_its_own_token(
+    colours: int, deduplicate_chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """pixels_to_tokens measures each distinct colour once and spreads the result back: the
     tokens must be the per-pixel ones, in raster order, whatever the number of colours
-    (one chunk or several: TOKENIZE_CHUNK colours per distance matrix)."""
+    (one chunk or several: TOKENIZE_CHUNK colours per distance matrix, DEDUPLICATE_CHUNK
+    pixels deduplicated at a time)."""
+    from igpt_codec.core import palette as palette_module
     from igpt_codec.core.palette import TOKENIZE_CHUNK, pixels_to_tokens
 
+    if deduplicate_chunk is not None:  # several deduplicated chunks, the last one short
+        monkeypatch.setattr(palette_module, "DEDUPLICATE_CHUNK", deduplicate_chunk)
     rng = np.random.default_rng(colours)
     palette = np.load(CLUSTERS).astype(np.float32)
     table = rng.integers(0, 256, size=(colours, 3), dtype=np.uint8)

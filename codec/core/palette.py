@@ -42,9 +42,15 @@ def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-TOKENIZE_CHUNK = 1 << 14
-"""Colours per distance matrix (16384 x 512 float64 = 64 MB): a full-resolution photo is
+TOKENIZE_CHUNK = 1 << 12
+"""Colours per distance matrix (4096 x 512 float64 = 16 MB): a full-resolution photo is
 tokenized in chunks, so memory does not grow with its size."""
+
+
+DEDUPLICATE_CHUNK = 1 << 20
+"""Pixels deduplicated at a time: a 24-megapixel photo's np.unique at once would hold about
+600 MB of sort indices; a megapixel at a time holds about 25 MB and still finds a photo's
+colours repeated hundreds of times."""
 
 
 def pixels_to_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -52,17 +58,21 @@ def pixels_to_tokens(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
     Mirrors the processor's arithmetic: the pixels are scaled in float64 and
     stored as float32, the clusters are float64, and the distance is expanded
-    as a^2 - 2ab + b^2, so near-ties break the same way. Each distinct colour is
-    measured once: a photo holds far fewer colours than pixels (tens of thousands
-    against millions), and the distance matrix is the whole cost.
+    as a^2 - 2ab + b^2, so near-ties break the same way. Each distinct colour of a
+    megapixel is measured once: a photo's megapixel holds far fewer colours than
+    pixels (tens of thousands against a million), and the distance matrix is the
+    whole cost.
     """
     flat = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
-    if flat.shape[0] == 0:
-        return np.empty(0, dtype=np.uint16)
-    packed = (flat[:, 0].astype(np.uint32) << 16) | (flat[:, 1].astype(np.uint32) << 8) | flat[:, 2]
-    colours, inverse = np.unique(packed, return_inverse=True)
-    unique_rgb = np.stack([colours >> 16, (colours >> 8) & 0xFF, colours & 0xFF], axis=1)
-    return _nearest(unique_rgb.astype(np.uint8), palette)[inverse.reshape(-1)]
+    out = np.empty(flat.shape[0], dtype=np.uint16)
+    for start in range(0, flat.shape[0], DEDUPLICATE_CHUNK):
+        chunk = flat[start : start + DEDUPLICATE_CHUNK]
+        packed = (chunk[:, 0].astype(np.uint32) << 16) | (chunk[:, 1].astype(np.uint32) << 8)
+        packed |= chunk[:, 2]
+        colours, inverse = np.unique(packed, return_inverse=True)
+        unique_rgb = np.stack([colours >> 16, (colours >> 8) & 0xFF, colours & 0xFF], axis=1)
+        out[start : start + len(chunk)] = _nearest(unique_rgb.astype(np.uint8), palette)[inverse]
+    return out
 
 
 def _nearest(flat: np.ndarray, palette: np.ndarray) -> np.ndarray:
