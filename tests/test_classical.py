@@ -333,8 +333,9 @@ def test_never_worse_than_png_or_webp(
         if isinstance(record, ClassicalImageRecord):
             (decoded,) = decode(unpack_stream(stream), bundle)
             assert np.array_equal(decoded.tokens, tokens), name
-    # Both outcomes occur: text goes to a classical file, photos stay with the model.
-    assert kept["text_serif_20"] == "ClassicalImageRecord"
+    # Both outcomes occur: some synthetic images go to a classical file (text_serif_20
+    # did until coding 3's levels beat it), photos stay with the model.
+    assert "ClassicalImageRecord" in {kept[name] for name, _ in images[:-2]}
     assert "FullImageRecord" in {kept[name] for name, _ in images[-2:]}
 
 
@@ -345,7 +346,8 @@ def test_dispatch_decodes_classical_records_between_others(palette: np.ndarray) 
     bundle = load_bundle(DEFAULT_BUNDLE_DIR)
     from bench.synthetic import stripes_and_checks
 
-    flat = pixels_to_tokens(stripes_and_checks(12)[100:164, :64], palette).reshape(64, 64)
+    # 64 x 96: at 64 x 64 coding 3 now codes these stripes below their WebP file.
+    flat = pixels_to_tokens(stripes_and_checks(12)[100:164, :96], palette).reshape(64, 96)
     thumb = TokenImage(_tokens(4, (64,)).astype(np.uint16), 8, 100, 80, "RGB")
     images = [thumb, FullImage(flat, "L", "flat.png"), thumb]
     records = [e.record for e in encode(images, bundle, threads=1)]
@@ -370,7 +372,7 @@ def test_cli_compress_info_decompress(tmp_path, palette: np.ndarray) -> None:
     from bench.synthetic import stripes_and_checks
 
     source = tmp_path / "stripes.png"
-    Image.fromarray(stripes_and_checks(12)[100:164, :64]).save(source)
+    Image.fromarray(stripes_and_checks(12)[100:164, :96]).save(source)  # kept as WebP
     stream = tmp_path / "stripes.igpt"
 
     def cli(*args: object) -> subprocess.CompletedProcess:
