@@ -103,7 +103,13 @@ def code_photo(path: Path, bundle, model, workers: int, decode: bool) -> dict[st
     try:
         start, cpu = time.perf_counter(), time.process_time()
         record, _ = fullres.encode_full(
-            model, image, header, workers=workers, codings=FULL_WRITER_CODINGS, sizes=sizes
+            model,
+            image,
+            header,
+            workers=workers,
+            codings=FULL_WRITER_CODINGS,
+            sizes=sizes,
+            early_judgment=False,  # both codings' sizes and bits to the end
         )
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:

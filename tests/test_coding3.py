@@ -36,7 +36,13 @@ from igpt_codec.format.records import (
     FullImageRecord,
     RecordHeader,
 )
-from igpt_codec.pipelines.fullres import FullImage, decode_full, encode_full, make_header
+from igpt_codec.pipelines.fullres import (
+    EXTRA_KEEP,
+    FullImage,
+    decode_full,
+    encode_full,
+    make_header,
+)
 from igpt_codec.pipelines.stream import FULL_WRITER_CODINGS
 from igpt_codec.runtime.bundle import load_bundle
 from igpt_codec.runtime.exact_runner import ExactTokenModel
@@ -116,19 +122,45 @@ def tiled_images(draw: st.DrawFn) -> np.ndarray:
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tokens=tiled_images(), workers=st.sampled_from([1, 2]))
 def test_side_by_side_keeps_the_smaller_and_round_trips(tiny, tokens, workers) -> None:
-    """Codings 2 and 3 coded in one pass give exactly the record each gives alone, the
-    smaller kept (coding 2 on a tie), whatever the order asked or the threads; it decodes
-    to the tokens."""
+    """Codings 2 and 3 coded in one pass give exactly the record each gives alone: the
+    base's, unless the extra's payload is at most EXTRA_KEEP (63/64) of it, whatever the
+    threads; it decodes to the tokens. With the early judgment (the default) the record
+    is the same or the base's, never another."""
     bundle, model = tiny
     alone = {c: _encode(model, bundle, tokens, (c,)) for c in (CODING_ADAPTIVE, CODING_MATCH)}
     for record in alone.values():
         assert np.array_equal(decode_full(model, record, 0, workers=workers).tokens, tokens)
     sizes = {c: sum(len(s.payload) for s in r.segments) for c, r in alone.items()}
-    want = CODING_MATCH if sizes[CODING_MATCH] < sizes[CODING_ADAPTIVE] else CODING_ADAPTIVE
-    for codings in ((CODING_ADAPTIVE, CODING_MATCH), (CODING_MATCH, CODING_ADAPTIVE)):
-        both = _encode(model, bundle, tokens, codings, workers=workers)
-        assert both.header.coding == want
-        assert pack_stream([both]) == pack_stream([alone[want]])
+    for base, extra in ((CODING_ADAPTIVE, CODING_MATCH), (CODING_MATCH, CODING_ADAPTIVE)):
+        saves = sizes[extra] * EXTRA_KEEP[1] <= sizes[base] * EXTRA_KEEP[0]
+        want = extra if saves else base
+        judged_at_end = _encode(
+            model, bundle, tokens, (base, extra), workers=workers, early_judgment=False
+        )
+        assert judged_at_end.header.coding == want
+        assert pack_stream([judged_at_end]) == pack_stream([alone[want]])
+        judged_early = _encode(model, bundle, tokens, (base, extra), workers=workers)
+        assert judged_early.header.coding in (want, base)
+        assert pack_stream([judged_early]) == pack_stream([alone[judged_early.header.coding]])
+
+
+def test_an_extra_that_saves_too_little_is_dropped_after_a_band(default) -> None:
+    """A photo crop under the shipped model: coding 3's levels find little, so each chain
+    drops them at the end of its first band of EXTRA_DECIDE_BITS (their size is then
+    unknown, None); coded to the end they are within 63/64 of coding 2 and not kept
+    either, so the record is the same."""
+    bundle, model = default
+    with Image.open(SAMPLE) as photo:
+        tokens = _tokens(bundle, photo.convert("RGB").crop((0, 0, 128, 96)))
+    early: dict[int, int | None] = {}
+    late: dict[int, int | None] = {}
+    a = _encode(model, bundle, tokens, FULL_WRITER_CODINGS, sizes=early)
+    b = _encode(model, bundle, tokens, FULL_WRITER_CODINGS, sizes=late, early_judgment=False)
+    assert early[CODING_MATCH] is None and early[CODING_ADAPTIVE] == late[CODING_ADAPTIVE]
+    assert late[CODING_MATCH] is not None
+    assert late[CODING_MATCH] * EXTRA_KEEP[1] > late[CODING_ADAPTIVE] * EXTRA_KEEP[0]
+    assert a.header.coding == b.header.coding == CODING_ADAPTIVE
+    assert pack_stream([a]) == pack_stream([b])
 
 
 def test_text_keeps_coding_3_and_a_photo_coding_2(default) -> None:

@@ -71,6 +71,17 @@ a 1.1 MP photo with 2 threads 365 MB at 2 against 967 MB at 8): a call's attenti
 intermediates grow with the batch and fall out of cache, and one 1,024-token window
 is already work enough to hide the per-call overhead."""
 
+EXTRA_KEEP = (63, 64)
+"""An extra coding (coding 3 beside coding 2) is kept only when its payload is at most 63/64
+of the base's: coding 3 decodes in about 1.4-1.5x coding 2's time, so a photo's 0.1-0.5%
+is not worth it, while synthetic images save 8-33% (docs/synthetic.md, "When coding 3 is
+kept")."""
+EXTRA_DECIDE_BITS = 4096.0
+"""A chain drops the extras that are not under EXTRA_KEEP of the base's ideal bits at the end
+of its first band where the base has spent this many bits (a blank top margin decides
+nothing). On photos that is band 0, so coding 3 costs the encoder one band of its levels
+instead of every band (41.6% of a photo's encode CPU, measured)."""
+
 
 def grid_of(n_positions: int) -> int:
     """The window side of a model with n_positions = grid^2 positions."""
@@ -182,6 +193,7 @@ def encode_full(
     payload_limit: int | None = None,
     codings: Sequence[int] | None = None,
     sizes: dict[int, int | None] | None = None,
+    early_judgment: bool = True,
 ) -> tuple[FullImageRecord, float]:
     """Code a full-resolution image; returns the record and the model's ideal bits.
 
@@ -191,16 +203,18 @@ def encode_full(
     the session's own threads.
 
     `codings` (None: the header's alone): codings coded side by side in one pass over the
-    model, the smallest record kept (its header says which; on a tie, the coding of fewer
-    mixer stages). Each coding's mixer is a prefix of the next one's (core/mixers.py), so
-    coding 3 costs its own levels only, not a second run of the model or of coding 2.
-    The first is the *base*: it decides the layout, as a lone coding does; the others are
-    extras, dropped (for the whole image) as soon as one of their segments passes the
-    payload cap, so they can only make the file smaller. Whether one does depends on its
-    own tokens, never on which thread got there first: the record is the same whatever
-    `workers` is. (No extra is dropped for losing early: on 12 held-out photos coding 3's
-    bits per chain stayed within -3% and +0.4% of coding 2's after every band and ended
-    below it on 7; docs/synthetic.md, "Coding 3 in the format".)
+    model; the record kept is the base's unless an extra's payload is at most EXTRA_KEEP
+    (63/64) of it, then the smallest (its header says which; on a tie, the coding of fewer
+    mixer stages, which decodes faster). Each coding's mixer is a prefix of the next one's
+    (core/mixers.py), so coding 3 costs its own levels only, not a second run of the model
+    or of coding 2. The first is the *base*: it decides the layout, as a lone coding does;
+    the others are extras, dropped (for the whole image) as soon as one of their segments
+    passes the payload cap, or, with `early_judgment`, when a chain finds them not under
+    EXTRA_KEEP of the base's bits at the end of its first band of EXTRA_DECIDE_BITS (on
+    photos that is band 0: the extra's levels then cost one band, not the image). Either
+    depends on one chain's own tokens, never on which thread got there first: the record
+    is the same whatever `workers` is. Benchmarks that compare the codings' sizes turn
+    `early_judgment` off.
 
     A chain segment whose payload would pass the format's cap (MAX_PAYLOAD, and the frame
     with its band checks within MAX_FRAME; `payload_limit` lowers it, for tests) is not an
@@ -216,7 +230,9 @@ def encode_full(
     progress = _monotonic(progress)
     report = PixelProgress(progress, header.token_count)
     try:
-        return _encode_layout(model, image, header, report, workers, payload_limit, codings, sizes)
+        return _encode_layout(
+            model, image, header, report, workers, payload_limit, codings, sizes, early_judgment
+        )
     except _SegmentTooLong as exc:
         if not header.chain_segments:
             raise LengthOutOfRangeError(str(exc)) from None
@@ -224,7 +240,7 @@ def encode_full(
     report = PixelProgress(progress, header.token_count)
     try:
         return _encode_layout(
-            model, image, per_band, report, workers, payload_limit, codings, sizes
+            model, image, per_band, report, workers, payload_limit, codings, sizes, early_judgment
         )
     except _SegmentTooLong as exc:
         raise LengthOutOfRangeError(str(exc)) from None
@@ -281,6 +297,7 @@ def _encode_layout(
     payload_limit: int | None,
     codings: tuple[int, ...],
     sizes: dict[int, int | None] | None = None,
+    early_judgment: bool = True,
 ) -> tuple[FullImageRecord, float]:
     """encode_full in the header's layout; _SegmentTooLong as soon as a segment of the base
     coding passes its cap (every chain stops at its next band)."""
@@ -308,6 +325,7 @@ def _encode_layout(
     def chain(group: int) -> dict[int, _Candidate]:
         sides = {c: _Candidate(dataclasses.replace(header, coding=c)) for c in codings}
         mixer = chain_for(max(STAGES_OF[c] for c in codings))
+        decided = len(codings) == 1 or not early_judgment  # this chain judged the extras
         for number, segment_bands in _chain_segments(tiling, bands, group):
             for side in sides.values():
                 side.start(number)
@@ -333,6 +351,14 @@ def _encode_layout(
                     side.check.add(symbols)
                     side.band_checks.append(side.check.band_value)
                 report.add(len(symbols))
+                if not decided and sides[base].ideal >= EXTRA_DECIDE_BITS:
+                    decided = True
+                    for coding in intervals:
+                        if coding != base and not _worth_keeping(
+                            sides[coding].ideal, sides[base].ideal
+                        ):
+                            with lock:
+                                dropped.add(coding)
             for coding, side in sides.items():
                 if coding in dropped or side.encoder is None or side.check is None:
                     continue
@@ -356,12 +382,18 @@ def _encode_layout(
     if sizes is not None:
         sizes.clear()
         sizes.update({coding: payloads.get(coding) for coding in codings})
-    # The smallest payload; on a tie the coding of fewer stages (it decodes faster).
-    best = min(payloads, key=lambda coding: (payloads[coding], STAGES_OF[coding]))
+    # The base, unless an extra saves enough to pay for its slower decode (EXTRA_KEEP).
+    kept = [c for c in payloads if c == base or _worth_keeping(payloads[c], payloads[base])]
+    best = min(kept, key=lambda coding: (payloads[coding], STAGES_OF[coding]))
     coded = {n: segment for sides in chains for n, segment in sides[best].coded.items()}
     segments = tuple(coded[number] for number in range(tiling.record_count))
     chosen = dataclasses.replace(header, coding=best)
     return FullImageRecord(chosen, segments, image.name), sum(s[best].ideal for s in chains)
+
+
+def _worth_keeping(extra: float, base: float) -> bool:
+    """Whether an extra coding's size (bytes or bits) saves enough against the base's."""
+    return extra * EXTRA_KEEP[1] <= base * EXTRA_KEEP[0]
 
 
 def _chain_segments(tiling: Tiling, bands: list[Band], group: int) -> list[tuple[int, list[Band]]]:
