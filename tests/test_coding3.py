@@ -270,3 +270,18 @@ def test_damaged_coding_3_records_are_refused_in_one_line(tiny) -> None:
     with pytest.raises(CodecError) as caught:
         api.decompress(pack_stream([relabelled]), bundle)
     assert "\n" not in str(caught.value)
+
+
+def test_the_decoders_memory_estimate_counts_the_levels() -> None:
+    """full_image_memory charges coding 3's slot tables per worker: the constant it uses is
+    the levels' real size, and a coding-3 header costs that much more per worker."""
+    from igpt_codec.core.match import DEFAULT_LEVELS, MatchMixer
+    from igpt_codec.pipelines.limits import MATCH_STATE_BYTES, full_image_memory
+
+    assert MatchMixer(DEFAULT_LEVELS).memory_bytes == MATCH_STATE_BYTES
+    image = FullImage(np.zeros((96, 128), np.uint16), "RGB")
+    two = make_header(image, b"\0" * 8, 32, CODING_ADAPTIVE)
+    three = dataclasses.replace(two, coding=CODING_MATCH)
+    for workers in (1, 2):
+        extra = full_image_memory(three, 2304, workers) - full_image_memory(two, 2304, workers)
+        assert extra == workers * MATCH_STATE_BYTES

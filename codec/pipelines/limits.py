@@ -20,7 +20,7 @@ from typing import Any
 
 from igpt_codec.format.classical import ClassicalImageHeader
 from igpt_codec.format.errors import DecodeLimitError
-from igpt_codec.format.records import FullImageHeader, RecordHeader
+from igpt_codec.format.records import CODING_MATCH, FullImageHeader, RecordHeader
 
 ENV_MAX_PIXELS = "IGPT_CODEC_MAX_PIXELS"
 """Environment variable read for DecodeLimits.max_pixels's default (scripts, servers)."""
@@ -126,22 +126,31 @@ def _band_count(height: int, rows: int, context: int) -> int:
     return 1 + math.ceil((height - rows) / (rows - context))
 
 
+MATCH_STATE_BYTES = 21_921_792
+"""Coding 3's state per chain: MatchMixer(DEFAULT_LEVELS).memory_bytes (a test holds the two
+equal; the core's levels are allocated only by a decode that needs them)."""
+
+
 def full_image_memory(header: FullImageHeader, cache_bytes_per_cell: int, workers: int) -> int:
     """Estimated peak bytes of decoding one full-resolution image with `workers` threads.
 
     The image (uint16) and, per worker, its group's windows: each window's KV cache
     (cache_bytes_per_cell x its cells, rounded up to the cache's chunks, twice for the
     copy made when it grows), its cells and tables (int64), and the adaptive mixer's
-    count tables (3 levels of 16 MB). The known-rows call is cut into KNOWN_ROWS_CHUNK
-    windows, whose cost the cache term already covers. Measured with the default model
-    (2,304 cache bytes per cell): 118 MB peak RSS at 1 window, 265 MB at 32, about 4.7 MB
-    per window, which the cache term (2 x 2.4 MB) matches; the rest is the process.
+    count tables (3 levels of 16 MB), and with coding 3 its longer-reach levels' slot
+    tables (MATCH_STATE_BYTES, 21 MB, fixed whatever the image). The known-rows call is
+    cut into KNOWN_ROWS_CHUNK windows, whose cost the cache term already covers. Measured
+    with the default model (2,304 cache bytes per cell): 118 MB peak RSS at 1 window,
+    265 MB at 32, about 4.7 MB per window, which the cache term (2 x 2.4 MB) matches; the
+    rest is the process.
     """
     tiling = header.tiling
     cells = tiling.window_height * tiling.window_width
     windows = min(header.segment_windows, math.ceil(header.width / tiling.window_width))
     per_window = 2 * cache_bytes_per_cell * (cells + 64) + 8 * cells + 4 * 513 * 8
     per_worker = windows * per_window + 3 * (16 << 20)
+    if header.coding == CODING_MATCH:
+        per_worker += MATCH_STATE_BYTES
     return 2 * header.width * header.height + workers * per_worker
 
 
