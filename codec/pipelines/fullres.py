@@ -73,9 +73,9 @@ is already work enough to hide the per-call overhead."""
 
 EXTRA_KEEP = (63, 64)
 """An extra coding (coding 3 beside coding 2) is kept only when its payload is at most 63/64
-of the base's: coding 3 decodes in about 1.4-1.5x coding 2's time, so a photo's 0.1-0.5%
-is not worth it, while synthetic images save 8-33% (docs/synthetic.md, "When coding 3 is
-kept")."""
+of the base's: coding 3 decodes in about 1.4-1.5x coding 2's time, so a photo's 0.1-2% is
+not worth it, while synthetic images save 9-47% (docs/synthetic.md, "Coding 3 in the
+format")."""
 EXTRA_DECIDE_BITS = 4096.0
 """A chain drops the extras that are not under EXTRA_KEEP of the base's ideal bits at the end
 of its first band where the base has spent this many bits (a blank top margin decides
