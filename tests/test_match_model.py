@@ -107,17 +107,20 @@ class ReferenceMatch:
         return out
 
 
-def level_specs() -> st.SearchStrategy[tuple[LevelSpec, ...]]:
+def level_specs(
+    weight: st.SearchStrategy[int] | None = None, max_levels: int = 3
+) -> st.SearchStrategy[tuple[LevelSpec, ...]]:
+    """Level tuples of every kind and size; `weight`: the starting weights (any, by default)."""
     spec = st.builds(
         LevelSpec,
         st.sampled_from(match.KINDS),
         st.integers(1, len(TEMPLATE)),
         st.integers(1, 20),
         st.integers(0, 5),
-        st.integers(0, 4096),
+        weight or st.integers(0, WEIGHT_ONE),
         st.booleans(),
     )
-    return st.lists(spec, min_size=1, max_size=3).map(tuple)
+    return st.lists(spec, min_size=1, max_size=max_levels).map(tuple)
 
 
 @st.composite
@@ -435,20 +438,9 @@ def test_fused_keys_are_each_levels_hash(data: st.DataObject, levels, seed: int)
         assert step.keys[number].tolist() == want.tolist()
 
 
-@st.composite
-def shortcut_levels(draw: st.DrawFn) -> tuple[LevelSpec, ...]:
+def shortcut_levels() -> st.SearchStrategy[tuple[LevelSpec, ...]]:
     """Levels whose weights often start at 0 or 4096 (the mixer's shortcuts)."""
-    weight = st.sampled_from([0, WEIGHT_ONE]) | st.integers(0, WEIGHT_ONE)
-    spec = st.builds(
-        LevelSpec,
-        st.sampled_from(match.KINDS),
-        st.integers(1, len(TEMPLATE)),
-        st.integers(1, 20),
-        st.integers(0, 5),
-        weight,
-        st.booleans(),
-    )
-    return tuple(draw(st.lists(spec, min_size=1, max_size=4)))
+    return level_specs(st.sampled_from([0, WEIGHT_ONE]) | st.integers(0, WEIGHT_ONE), 4)
 
 
 @settings(max_examples=30, deadline=None)
