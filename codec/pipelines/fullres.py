@@ -98,6 +98,7 @@ def plan_layout(
     context_rows: int = CONTEXT_ROWS,
     payload_limit: int | None = None,
     segment_windows: int | None = None,
+    chains: int = PARALLEL_CHAINS,
 ) -> tuple[int, bool]:
     """(segment windows, chain segments) of the encoder's layout for a width x height image.
 
@@ -109,10 +110,14 @@ def plan_layout(
     windows per segment: 4.1M tokens, about 1.8 MB) cannot be one record, while a band's
     group (at most 32 x 32 x 32 tokens, 90 KB at the 22 bits a coding-2 token costs at
     most) always fits. `payload_limit` lowers the cap (tests); `segment_windows` replaces
-    the planned windows per segment."""
+    the planned windows per segment. `chains`: the chains the planner aims for (fewer when
+    the image has fewer window columns, more when a group would pass SEGMENT_WINDOWS): a
+    decoder runs one chain per worker, so a file written for N-core decoders asks for N."""
+    if chains < 1:
+        raise ValueError(f"chains must be at least 1, got {chains}")
     window = min(grid, width)
     columns = math.ceil(width / window)
-    windows = segment_windows or min(SEGMENT_WINDOWS, math.ceil(columns / PARALLEL_CHAINS))
+    windows = segment_windows or min(SEGMENT_WINDOWS, math.ceil(columns / chains))
     context_rows = min(context_rows, grid - 1)
     bands = len(Tiling(width, height, grid, context_rows, windows, True).bands())
     limit = _payload_limit(bands - 1, payload_limit)
@@ -137,15 +142,17 @@ def make_header(
     chain_segments: bool | None = None,
     band_checks: bool | None = None,
     payload_limit: int | None = None,
+    chains: int = PARALLEL_CHAINS,
 ) -> FullImageHeader:
     """The header the encoder writes. segment_windows and chain_segments None: the planned
     layout (`plan_layout`: one segment record per chain, what writers use since 2026-12,
     unless a chain is too long for one record; then one per band and chain, as the first
     full-resolution files). band_checks None: with chain segments, whenever the image has
     more than one band (a check per band but the last, one byte each: a damaged chain fails
-    after one band's decoding, not at its end; docs/hardening.md has the cost)."""
+    after one band's decoding, not at its end; docs/hardening.md has the cost). `chains`:
+    see plan_layout."""
     segment_windows, fits = plan_layout(
-        image.width, image.height, grid, context_rows, payload_limit, segment_windows
+        image.width, image.height, grid, context_rows, payload_limit, segment_windows, chains
     )
     if chain_segments is None:
         chain_segments = fits
