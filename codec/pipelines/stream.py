@@ -32,7 +32,13 @@ from igpt_codec.format.records import (
     Record,
 )
 from igpt_codec.pipelines.classical import decode_classical, keep_smaller
-from igpt_codec.pipelines.fullres import decode_full, encode_full, grid_of, make_header
+from igpt_codec.pipelines.fullres import (
+    PARALLEL_CHAINS,
+    decode_full,
+    encode_full,
+    grid_of,
+    make_header,
+)
 from igpt_codec.pipelines.limits import Budget, DecodeLimits, workers_within
 from igpt_codec.pipelines.thumbnail import (
     check_side,
@@ -69,6 +75,7 @@ __all__ = [
     "FullImage",
     "Progress",
     "TokenImage",
+    "check_chains",
     "check_side",
     "coding_of",
     "decode",
@@ -113,6 +120,21 @@ def plan_batches(keys: Sequence[Hashable], max_batch: int) -> list[list[int]]:
         for members in groups.values()
         for start in range(0, len(members), max_batch)
     ]
+
+
+def check_chains(chains: int | None) -> int:
+    """The chains a full-resolution image's layout aims for: `chains`, or PARALLEL_CHAINS
+    (2) for None. A decoder runs one chain per worker thread, so a file meant for N-core
+    decoders asks for N; fewer come out where the image has fewer window columns, more where
+    a group would pass SEGMENT_WINDOWS. Raises TypeError for a non-integer (a bool too: it
+    is a flag mixed up with a count) and ValueError below 1."""
+    if chains is None:
+        return PARALLEL_CHAINS
+    if isinstance(chains, bool) or not isinstance(chains, int):
+        raise TypeError(f"chains must be an integer, not {type(chains).__name__}")
+    if chains < 1:
+        raise ValueError(f"chains must be at least 1, got {chains}")
+    return chains
 
 
 def full_workers(threads: int | None) -> int:
@@ -166,14 +188,18 @@ def encode(
     threads: int | None = None,
     max_batch: int = MAX_BATCH,
     progress: Progress | None = None,
+    chains: int | None = None,
 ) -> Iterator[EncodedImage]:
     """Code each image into a record; yields in input order as soon as each is done.
 
     Exact bundles code every image from one whole-sequence call (its tables equal the
     decoder's token-by-token ones bit for bit); float bundles step token by token, a
     batch of same-side images at a time. Full-resolution images (FullImage) need an
-    exact bundle; each is coded window by window (igpt_codec.pipelines.fullres).
+    exact bundle; each is coded window by window (igpt_codec.pipelines.fullres), its
+    layout aiming for `chains` independent chains (`check_chains`; None: 2). Thumbnails
+    have no chains and ignore it. Every argument is checked before any model work.
     """
+    aimed = check_chains(chains)
     for image in images:
         _check_image(image, bundle)
     counter = TokenCounter(sum(token_count(image) for image in images), progress)
@@ -185,20 +211,26 @@ def encode(
     def run() -> Iterator[tuple[int, EncodedImage]]:
         for batch in plan_batches(keys, max_batch):
             members = [images[i] for i in batch]
-            yield from zip(batch, _encode_group(models, members, counter, threads), strict=True)
+            coded = _encode_group(models, members, counter, threads, aimed)
+            yield from zip(batch, coded, strict=True)
 
     return _in_order(run())
 
 
 def _encode_group(
-    models: _Models, members: list[AnyImage], counter: TokenCounter, threads: int | None
+    models: _Models,
+    members: list[AnyImage],
+    counter: TokenCounter,
+    threads: int | None,
+    chains: int = PARALLEL_CHAINS,
 ) -> list[EncodedImage]:
-    """One planned group: a full-resolution image, one exact thumbnail, or a batch of
-    same-side float thumbnails."""
+    """One planned group: a full-resolution image (its layout aiming for `chains`), one
+    exact thumbnail, or a batch of same-side float thumbnails."""
     bundle = models.bundle
     first = members[0]
     if isinstance(first, FullImage):
-        return [_encode_full(models.full(), bundle, first, counter, full_workers(threads))]
+        workers = full_workers(threads)
+        return [_encode_full(models.full(), bundle, first, counter, workers, chains)]
     thumbnails = [member for member in members if isinstance(member, TokenImage)]
     model = models.thumbnail()
     if isinstance(model, ExactTokenModel):
@@ -353,9 +385,17 @@ def _window_batches(
 
 
 def _encode_full(
-    model: ExactTokenModel, bundle: Bundle, image: FullImage, counter: TokenCounter, workers: int
+    model: ExactTokenModel,
+    bundle: Bundle,
+    image: FullImage,
+    counter: TokenCounter,
+    workers: int,
+    chains: int = PARALLEL_CHAINS,
 ) -> EncodedImage:
-    header = make_header(image, bundle.fingerprint, grid_of(bundle.n_positions), CODING_ADAPTIVE)
+    """One full-resolution image. `chains` only shapes the layout (the header's
+    segment_windows says it to every reader); the record is the same whatever `workers`."""
+    grid = grid_of(bundle.n_positions)
+    header = make_header(image, bundle.fingerprint, grid, CODING_ADAPTIVE, chains=chains)
     start = counter.done
     # Codings 2 and 3 side by side in one pass over the model, the smaller kept: coding 3's
     # longer-reach levels win on synthetic images and can only make a photo's file smaller.
