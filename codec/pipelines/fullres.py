@@ -36,7 +36,14 @@ from igpt_codec.format.errors import LengthOutOfRangeError, PayloadError, TokenC
 from igpt_codec.format.records import FullImageHeader, FullImageRecord, Segment
 from igpt_codec.format.tiling import Band, Tiling, fill_padding
 from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK
-from igpt_codec.pipelines.parallel import PixelProgress, Progress, run_parallel
+from igpt_codec.pipelines.parallel import (
+    Cancel,
+    PixelProgress,
+    Progress,
+    Report,
+    run_parallel,
+    use_processes,
+)
 from igpt_codec.pipelines.types import FullImage
 from igpt_codec.runtime.contract import SOS
 from igpt_codec.runtime.exact_runner import ExactTokenModel
@@ -312,9 +319,11 @@ def _encode_layout(
     positions = tiling.cell_positions()
     bands, groups = tiling.bands(), tiling.segments()
     limit = _payload_limit(header.band_check_count, payload_limit)
-    cancel = threading.Event()
+    cancel = Cancel()
     base = codings[0]
-    dropped: set[int] = set()  # extras out of the running, for every chain
+    # Extras out of the running: a chain that drops one adds it here, so the chains in
+    # threads stop coding it; forked chains see only their own drops and report them.
+    dropped: set[int] = set()
     lock = threading.Lock()
 
     def too_long(number: int, size: float) -> _SegmentTooLong:
@@ -329,7 +338,7 @@ def _encode_layout(
         with lock:
             dropped.add(coding)
 
-    def chain(group: int) -> dict[int, _Candidate]:
+    def chain(group: int, report: Report) -> tuple[dict[int, _Candidate], set[int]]:
         sides = {c: _Candidate(dataclasses.replace(header, coding=c)) for c in codings}
         mixer = chain_for(max(STAGES_OF[c] for c in codings))
         decided = len(codings) == 1 or not early_judgment  # this chain judged the extras
@@ -338,7 +347,7 @@ def _encode_layout(
                 side.start(number)
             for band in segment_bands:
                 if cancel.is_set():
-                    return sides  # another chain failed; its error is raised
+                    return sides, set()  # another chain failed; its error is raised
                 # The coder's output tracks the ideal bits within a few bytes: stop early.
                 for coding, side in sides.items():
                     if coding not in dropped and side.segment_bits / 8 > limit + PLAN_SLACK_BYTES:
@@ -357,7 +366,7 @@ def _encode_layout(
                     side.segment_bits += bits
                     side.check.add(symbols)
                     side.band_checks.append(side.check.band_value)
-                report.add(len(symbols))
+                report(len(symbols))
                 if not decided and sides[base].ideal >= EXTRA_DECIDE_BITS:
                     decided = True
                     for coding in intervals:
@@ -376,9 +385,14 @@ def _encode_layout(
                     drop(coding, number, len(payload))
                     continue
                 side.coded[number] = Segment(payload, side.check.value, kept)
-        return sides
+        for side in sides.values():  # what a forked chain sends back: its records and bits
+            side.encoder = side.check = None
+        return sides, set(dropped)
 
-    chains = run_parallel(chain, range(len(groups)), workers, cancel)
+    forked = use_processes(workers, len(groups), header.token_count)
+    results = run_parallel(chain, range(len(groups)), workers, cancel, report.add, forked)
+    chains = [sides for sides, _ in results]
+    dropped.update(*(drops for _, drops in results))
     payloads = {
         coding: sum(
             len(segment.payload) for sides in chains for segment in sides[coding].coded.values()
@@ -505,15 +519,17 @@ def decode_full(
     groups = tiling.segments()
     bands = tiling.bands()
     report = PixelProgress(progress, header.token_count)
-    cancel = threading.Event()
+    cancel = Cancel()
 
-    def chain(group: int) -> None:
+    def chain(group: int, report: Report) -> np.ndarray:
+        """Decode one chain into `image`; returns its columns (a forked chain's pixels are
+        its own copy's, sent back)."""
         mixer = mixer_for(header.coding)
         for number, segment_bands in _chain_segments(tiling, bands, group):
             reader = _SegmentReader(header, record.segments[number], number, index)
             for band_number, band in enumerate(segment_bands):
                 if cancel.is_set():
-                    return
+                    return image[:, :0]
                 try:
                     symbols = _decode_band(
                         model,
@@ -530,17 +546,30 @@ def decode_full(
                 except PayloadError as exc:
                     raise PayloadError(f"{reader.where}: {exc}") from None
                 if symbols is None:  # cancelled
-                    return
+                    return image[:, :0]
                 reader.check.add(symbols)
                 reader.band_done(band_number)
-                report.add(len(symbols))
+                report(len(symbols))
             reader.finish()
+        return image[:, slabs[group]]
 
+    slabs = [_chain_columns(tiling, group) for group in groups]
+    forked = use_processes(workers, len(groups), header.token_count)
+    if forked:
+        _ = model.step_session  # opened once, before the forks: every child inherits it
     try:
-        run_parallel(chain, range(len(groups)), workers, cancel)
+        columns = run_parallel(chain, range(len(groups)), workers, cancel, report.add, forked)
     finally:
         cancel.set()
+    if forked:
+        for slab, pixels in zip(slabs, columns, strict=True):
+            image[:, slab] = pixels
     return FullImage(image, header.mode, record.name)
+
+
+def _chain_columns(tiling: Tiling, group: list[int]) -> slice:
+    """The image columns a chain's windows code (its groups' window columns, contiguous)."""
+    return slice(tiling.columns[group[0]], tiling.columns[group[-1]] + tiling.real_width(group[-1]))
 
 
 class _SegmentReader:
@@ -590,7 +619,7 @@ def _decode_band(
     decoder: RangeDecoder,
     shadow: RangeEncoder,
     mixer: Chain | None,
-    cancel: threading.Event | None = None,
+    cancel: Cancel | None = None,
 ) -> np.ndarray | None:
     """Decode one band of one chain into `image` (its rows above are already there) from
     its segment's decoder, re-encoding every symbol into `shadow`; returns the decoded

@@ -83,7 +83,7 @@ class DecodeLimits:
     - max_work: full-resolution work per stream (full_image_work: model cells fed,
       weighted by the decoder's per-step overhead).
     - max_memory: estimated peak bytes of one full-resolution decode (full_image_memory);
-      the decoder runs fewer worker threads when that fits, and refuses when one does not.
+      the decoder runs fewer workers when that fits, and refuses when one does not.
     - max_segment_windows, max_context_rows: the layout fields a header may give; the
       defaults are what this codec's encoder writes, the format allows 255 and 24.
     """
@@ -130,9 +130,15 @@ MATCH_STATE_BYTES = 21_921_792
 """Coding 3's state per chain: MatchMixer(DEFAULT_LEVELS).memory_bytes (a test holds the two
 equal; the core's levels are allocated only by a decode that needs them)."""
 
+WORKER_PROCESS_BYTES = 16 << 20
+"""What a forked worker (pipelines/parallel.py) holds beyond its chain's state: the pages of
+the parent's heap it touches and its own allocator's arenas (measured on a 768 x 512 decode
+with 2 workers: 21 MiB of PSS above the same decode in threads). Each also writes its
+columns into its own copy of the image, counted beside it."""
+
 
 def full_image_memory(header: FullImageHeader, cache_bytes_per_cell: int, workers: int) -> int:
-    """Estimated peak bytes of decoding one full-resolution image with `workers` threads.
+    """Estimated peak bytes of decoding one full-resolution image with `workers` workers.
 
     The image (uint16) and, per worker, its group's windows: each window's KV cache
     (cache_bytes_per_cell x its cells, rounded up to the cache's chunks, twice for the
@@ -142,16 +148,18 @@ def full_image_memory(header: FullImageHeader, cache_bytes_per_cell: int, worker
     cut into KNOWN_ROWS_CHUNK windows, whose cost the cache term already covers. Measured
     with the default model (2,304 cache bytes per cell): 118 MB peak RSS at 1 window,
     265 MB at 32, about 4.7 MB per window, which the cache term (2 x 2.4 MB) matches; the
-    rest is the process.
+    rest is the process. A worker may be a forked process (pipelines/parallel.py): each is
+    charged its own copy of the image and WORKER_PROCESS_BYTES, whether or not it forks.
     """
     tiling = header.tiling
     cells = tiling.window_height * tiling.window_width
     windows = min(header.segment_windows, math.ceil(header.width / tiling.window_width))
     per_window = 2 * cache_bytes_per_cell * (cells + 64) + 8 * cells + 4 * 513 * 8
-    per_worker = windows * per_window + 3 * (16 << 20)
+    image = 2 * header.width * header.height
+    per_worker = windows * per_window + 3 * (16 << 20) + image + WORKER_PROCESS_BYTES
     if header.coding == CODING_MATCH:
         per_worker += MATCH_STATE_BYTES
-    return 2 * header.width * header.height + workers * per_worker
+    return image + workers * per_worker
 
 
 class Budget:
@@ -246,7 +254,7 @@ def workers_within(
     limits: DecodeLimits,
     index: int,
 ) -> int:
-    """The most worker threads, up to `workers`, whose estimated peak memory fits
+    """The most workers, up to `workers`, whose estimated peak memory fits
     limits.max_memory; DecodeLimitError naming the image's size when one does not fit."""
     for count in range(max(1, workers), 0, -1):
         if full_image_memory(header, cache_bytes_per_cell, count) <= limits.max_memory:

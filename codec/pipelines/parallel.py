@@ -1,25 +1,76 @@
-"""Worker threads for a full-resolution image's chains, and their shared progress count.
+"""Workers for a full-resolution image's chains: forked processes, or threads; and their
+shared progress count.
 
-Apart from fullres.py because how threads start, fail and stop is one concern of its own:
+Apart from fullres.py because how workers start, fail and stop is one concern of its own:
 the first failure in any chain, or a signal in the main thread, must reach every running
 chain at once (issue 26, finding 3), not after the pool has waited for them.
+
+Why processes: a chain step holds the GIL for its Python and numpy glue (the coder loop,
+the mixer's calls), so two chain threads on two cores ran at CPU / wall 1.52 and spent 11%
+more CPU than one thread did (docs/speed.md, "Session 25"), while two decodes in two
+processes ran side by side without losing anything. On Linux the chains therefore run in
+forked children (fork shares the loaded model and the image without pickling them), each
+chain's result sent back through a pipe; elsewhere (no safe fork: macOS, Windows), in a
+process that already runs other threads (forking those is unsafe), and for small images
+(where a fork costs more than it saves) they run in threads. Either way the result is
+the same: a chain depends only on its own input.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import sys
 import threading
+import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import TypeVar
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_ready
+from typing import Any, TypeVar
 
 Progress = Callable[[int, int], None]
 """progress(pixels_done, pixels_total)."""
 
+Report = Callable[[int], None]
+"""report(tokens): a chain's tokens just coded, added to the image's progress."""
+
 _T = TypeVar("_T")
+
+PROCESSES = True
+"""Whether chains may run in forked processes at all (tests turn it off to compare)."""
+
+PROCESS_MIN_TOKENS = 1 << 15
+"""Images with fewer tokens run their chains in threads: a fork, the child's stepper session
+and its exit cost tens of milliseconds, a 32,768-token image's decode seconds."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process ended without a result (killed, or out of memory)."""
+
+
+class Cancel:
+    """The stop flag a chain tests between cells: set by run_parallel at the first failure
+    or signal (threads see it at once); in a forked child, also set once the parent is gone
+    (killed before it could terminate the child), so an orphan stops instead of running on
+    for minutes."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._owner = os.getpid()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        if self._event.is_set():
+            return True
+        return os.getpid() != self._owner and os.getppid() != self._owner
 
 
 class PixelProgress:
-    """Pixels done across worker threads, reported through the optional callback."""
+    """Pixels done across workers, reported through the optional callback."""
 
     def __init__(self, callback: Progress | None, total: int) -> None:
         self._callback = callback
@@ -34,22 +85,55 @@ class PixelProgress:
                 self._callback(self._done, self._total)
 
 
+def use_processes(workers: int, chains: int, tokens: int) -> bool:
+    """Whether run_parallel should fork for these chains (the module docstring says why)."""
+    return (
+        PROCESSES
+        and workers > 1
+        and chains > 1
+        and tokens >= PROCESS_MIN_TOKENS
+        and sys.platform.startswith("linux")
+        and threading.active_count() == 1
+        and threading.current_thread() is threading.main_thread()
+    )
+
+
 def run_parallel(
-    function: Callable[[int], _T],
+    function: Callable[[int, Report], _T],
     items: range,
     workers: int,
-    cancel: threading.Event | None = None,
+    cancel: Cancel | None = None,
+    report: Report | None = None,
+    processes: bool = False,
 ) -> list[_T]:
-    """function(i) for every i, in `workers` threads (in this thread when 1); results in
-    order. The first exception in any thread, or a signal's (KeyboardInterrupt, or what a
-    handler raises), sets `cancel` at once, before the pool is left: leaving a ThreadPoolExecutor
-    block waits for every running chain, so the workers must see the event first (they
-    test it between cells and return). Then what has not started is dropped, and the
-    exception is raised here."""
+    """function(i, report) for every i, in `workers` workers (in this thread when 1);
+    results in order. `processes`: forked children instead of threads (use_processes says
+    when); their results must pickle. The first exception in any worker, or a signal's
+    (KeyboardInterrupt, or what a handler raises), sets `cancel` and stops every worker at
+    once: threads test `cancel` between cells and return, children are terminated. Then
+    what has not started is dropped, and the exception is raised here."""
+    report = report or (lambda count: None)
     if workers <= 1 or len(items) <= 1:
-        return [function(i) for i in items]
+        return [function(i, report) for i in items]
+    if processes:
+        try:
+            return _run_processes(function, items, workers, report)
+        except BaseException:
+            if cancel is not None:
+                cancel.set()
+            raise
+    return _run_threads(function, items, workers, report, cancel)
+
+
+def _run_threads(
+    function: Callable[[int, Report], _T],
+    items: range,
+    workers: int,
+    report: Report,
+    cancel: Cancel | None,
+) -> list[_T]:
     pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
-    futures = [pool.submit(function, i) for i in items]
+    futures = [pool.submit(function, i, report) for i in items]
     try:
         # Wait for the first failure, not for the futures in order: chain 0 may run for
         # minutes after chain 1 has failed.
@@ -58,6 +142,8 @@ def run_parallel(
             future.result()  # raises the failure, if any, without waiting for the others
         return [future.result() for future in futures]
     except BaseException:
+        # Set before the pool is left: leaving waits for every running chain, so the
+        # workers must see the event first (they test it between cells and return).
         if cancel is not None:
             cancel.set()
         for future in futures:
@@ -65,3 +151,73 @@ def run_parallel(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+_PROGRESS, _DONE, _FAILED = range(3)
+
+
+def _child(function: Callable[[int, Report], Any], item: int, conn: Connection) -> None:
+    """A forked worker: one chain, its progress and its result or failure sent back."""
+    # The parent handles signals and terminates its children; a child's own handlers are
+    # copies of the parent's (the CLI's raise in the main thread) and must not run here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        result = function(item, lambda count: conn.send((_PROGRESS, count)))
+        conn.send((_DONE, result))
+    except BaseException as exc:  # every failure goes to the parent
+        try:
+            conn.send((_FAILED, exc, traceback.format_exc()))
+        except Exception:  # the exception does not pickle: its type and text do
+            conn.send((_FAILED, RuntimeError(f"{type(exc).__name__}: {exc}"), ""))
+    finally:
+        conn.close()
+
+
+def _run_processes(
+    function: Callable[[int, Report], _T], items: range, workers: int, report: Report
+) -> list[_T]:
+    context = multiprocessing.get_context("fork")
+    pending = list(items)
+    running: dict[Connection, tuple[int, multiprocessing.process.BaseProcess]] = {}
+    results: dict[int, _T] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                item = pending.pop(0)
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_child, args=(function, item, send), daemon=True)
+                process.start()
+                send.close()  # the child holds its end; EOF here means the child is gone
+                running[receive] = (item, process)
+            for conn in wait_ready(list(running)):
+                item, process = running[conn]  # type: ignore[index]
+                try:
+                    message = conn.recv()  # type: ignore[union-attr]
+                except EOFError:
+                    process.join()
+                    raise WorkerDiedError(
+                        f"a worker process ended without a result (exit code "
+                        f"{process.exitcode}): killed, or out of memory"
+                    ) from None
+                if message[0] == _PROGRESS:
+                    report(message[1])
+                    continue
+                if message[0] == _FAILED:
+                    exc, where = message[1], message[2]
+                    if where:
+                        exc.add_note(f"in worker process for chain {item}:\n{where}")
+                    raise exc
+                results[item] = message[1]
+                del running[conn]  # type: ignore[arg-type]
+                conn.close()  # type: ignore[union-attr]
+                process.join()
+        return [results[i] for i in items]
+    finally:
+        for conn, (_, process) in running.items():
+            process.terminate()
+            conn.close()
+        for _, process in running.values():
+            process.join()

@@ -1,0 +1,262 @@
+"""Chains in forked worker processes (pipelines/parallel.py): the same records and pixels as
+threads, results in order, progress summed, the first failure raised at once with its own
+type and text, a dead worker named, an orphan stopping, and the rule for when to fork.
+
+The pool tests run plain functions (no model, fast); the codec tests run the frozen tiny
+golden model on small images with the fork threshold lowered, and the shipped model on
+one mixed text-and-photo image where the chains judge coding 3 differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from igpt_codec import api
+from igpt_codec.format.container import pack_stream
+from igpt_codec.format.errors import CodecError, PayloadError
+from igpt_codec.format.records import CODING_ADAPTIVE, CODING_MATCH
+from igpt_codec.pipelines import parallel
+from igpt_codec.pipelines.fullres import FullImage, decode_full, encode_full, make_header
+from igpt_codec.pipelines.parallel import (
+    Cancel,
+    WorkerDiedError,
+    run_parallel,
+    use_processes,
+)
+from igpt_codec.pipelines.stream import FULL_WRITER_CODINGS
+from igpt_codec.runtime.bundle import load_bundle
+from igpt_codec.runtime.exact_runner import ExactTokenModel
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux only")
+
+GOLDEN = Path(__file__).parent / "golden"
+SAMPLE = Path(__file__).parents[1] / "samples" / "bsds500_val_101085.jpg"
+
+
+# --- the pool ------------------------------------------------------------------------------
+
+
+def _square_with_progress(item: int, report) -> tuple[int, int]:
+    for _ in range(item + 1):
+        report(10)
+    return item, item * item
+
+
+def test_processes_return_results_in_order_and_sum_progress() -> None:
+    seen: list[int] = []
+    got = run_parallel(_square_with_progress, range(5), 2, Cancel(), seen.append, True)
+    assert got == [(i, i * i) for i in range(5)]
+    assert sum(seen) == 10 * (1 + 2 + 3 + 4 + 5)
+
+
+def _pid_of(item: int, report) -> int:
+    return os.getpid()
+
+
+def test_each_chain_runs_in_a_child_and_threads_stay_here() -> None:
+    forked = run_parallel(_pid_of, range(3), 2, None, None, True)
+    assert os.getpid() not in forked and len(set(forked)) == 3
+    assert run_parallel(_pid_of, range(3), 2, None, None, False) == [os.getpid()] * 3
+
+
+def _fail_fast_or_sleep(item: int, report) -> None:
+    if item == 1:
+        raise PayloadError("record 0, segment 1: chain 1 fails")
+    time.sleep(60)
+
+
+def test_the_first_failure_is_raised_at_once_and_the_others_are_stopped() -> None:
+    cancel = Cancel()
+    started = time.monotonic()
+    with pytest.raises(PayloadError, match="chain 1 fails") as raised:
+        run_parallel(_fail_fast_or_sleep, range(2), 2, cancel, None, True)
+    assert time.monotonic() - started < 5
+    assert cancel.is_set()
+    assert any("worker process for chain 1" in note for note in raised.value.__notes__)
+    assert not _children_alive()
+
+
+def _children_alive() -> list[int]:
+    """This process's live (not zombie) children."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and stat[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def _killed(item: int, report) -> None:
+    if item == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
+    started = time.monotonic()
+    with pytest.raises(WorkerDiedError, match=r"exit code -9"):
+        run_parallel(_killed, range(2), 2, None, None, True)
+    assert time.monotonic() - started < 5
+    assert not _children_alive()
+
+
+class _Unpicklable(Exception):
+    def __init__(self, what: str, lock: threading.Lock) -> None:
+        super().__init__(what)
+        self.lock = lock
+
+
+def _raise_unpicklable(item: int, report) -> None:
+    raise _Unpicklable("a lock inside", threading.Lock())
+
+
+def test_an_exception_that_does_not_pickle_keeps_its_type_name_and_text() -> None:
+    with pytest.raises(RuntimeError, match=r"_Unpicklable: a lock inside"):
+        run_parallel(_raise_unpicklable, range(2), 2, None, None, True)
+
+
+def test_an_orphaned_child_sees_the_cancel() -> None:
+    """A middle process makes the Cancel, forks a grandchild and is killed; the grandchild,
+    reparented, must see is_set() turn true (it writes what it saw to a pipe)."""
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # the middle process
+        try:
+            cancel = Cancel()
+            if os.fork() == 0:  # the grandchild
+                before = cancel.is_set()
+                deadline = time.monotonic() + 10
+                while not cancel.is_set() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os.write(write_end, f"{int(before)}{int(cancel.is_set())}".encode())
+                os._exit(0)
+            time.sleep(0.3)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(middle, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        assert pipe.read() == b"01"  # not set while the middle lived, set once it was gone
+
+
+def test_when_to_fork(monkeypatch) -> None:
+    assert use_processes(2, 2, parallel.PROCESS_MIN_TOKENS)
+    assert not use_processes(1, 2, parallel.PROCESS_MIN_TOKENS)
+    assert not use_processes(2, 1, parallel.PROCESS_MIN_TOKENS)
+    assert not use_processes(2, 2, parallel.PROCESS_MIN_TOKENS - 1)
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:  # another thread running: forking it would copy its locks in whatever state
+        assert not use_processes(2, 2, parallel.PROCESS_MIN_TOKENS)
+    finally:
+        done.set()
+        other.join()
+    monkeypatch.setattr(parallel, "PROCESSES", False)
+    assert not use_processes(2, 2, parallel.PROCESS_MIN_TOKENS)
+
+
+# --- the codec -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    bundle = load_bundle(GOLDEN / "model")
+    return bundle, ExactTokenModel(bundle, threads=1)
+
+
+def _record(model, bundle, tokens, codings, windows=None, **kwargs):
+    image = FullImage(tokens, "RGB")
+    header = make_header(
+        image, bundle.fingerprint, 32, codings[0], segment_windows=windows, band_checks=None
+    )
+    return encode_full(model, image, header, codings=codings, **kwargs)
+
+
+@pytest.mark.parametrize("codings", [(CODING_ADAPTIVE,), FULL_WRITER_CODINGS])
+def test_forked_chains_write_and_read_what_threads_do(tiny, monkeypatch, codings) -> None:
+    bundle, model = tiny
+    rng = np.random.default_rng(11)
+    tokens = np.where(rng.random((70, 100)) < 0.2, rng.integers(0, 512, (70, 100)), 3)
+    tokens = tokens.astype(np.uint16)
+    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
+    results = {}
+    for forked in (False, True):
+        monkeypatch.setattr(parallel, "PROCESSES", forked)
+        seen: list[int] = []
+        record, ideal = _record(
+            model,
+            bundle,
+            tokens,
+            codings,
+            windows=1,
+            workers=2,
+            progress=lambda d, _t, seen=seen: seen.append(d),
+        )
+        assert len(record.header.tiling.segments()) == 4
+        assert seen[-1] == tokens.size and seen == sorted(seen)
+        decoded = decode_full(model, record, 0, workers=3)
+        assert np.array_equal(decoded.tokens, tokens)
+        results[forked] = (pack_stream([record]), ideal)
+    assert results[True][0] == results[False][0]
+    assert results[True][1] == pytest.approx(results[False][1])
+
+
+def test_a_damaged_chain_fails_in_one_line_from_its_child(tiny, monkeypatch) -> None:
+    bundle, model = tiny
+    rng = np.random.default_rng(12)
+    tokens = rng.integers(0, 512, (40, 64)).astype(np.uint16)
+    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
+    record, _ = _record(model, bundle, tokens, (CODING_ADAPTIVE,), windows=1)
+    segments = list(record.segments)
+    damaged = bytearray(segments[1].payload)
+    damaged[len(damaged) // 2] ^= 0x40
+    segments[1] = dataclasses.replace(segments[1], payload=bytes(damaged))
+    damaged_record = dataclasses.replace(record, segments=tuple(segments))
+    with pytest.raises(CodecError, match=r"segment 1: ") as raised:
+        decode_full(model, damaged_record, 0, workers=2)
+    assert "\n" not in str(raised.value)
+
+
+def test_chains_that_judge_coding_3_apart_give_the_threads_record(monkeypatch) -> None:
+    """Text on the left, a photo on the right, under the shipped model: the text chain keeps
+    coding 3 after its first band, the photo chain drops it. Threads share the drop at once;
+    forked chains send theirs back; the record is the same (coding 2: a dropped extra is
+    out for the whole image)."""
+    from bench.synthetic import text_page
+
+    bundle = load_bundle(None)
+    model = ExactTokenModel(bundle, threads=1)
+    text = Image.fromarray(text_page(1, 11, ())).crop((0, 0, 64, 96))
+    with Image.open(SAMPLE) as photo:
+        right = photo.convert("RGB").crop((0, 0, 64, 96))
+    both = Image.new("RGB", (128, 96))
+    both.paste(text, (0, 0))
+    both.paste(right, (64, 0))
+    tokens = api.tokenize([both], bundle, 0, full=True)[0].tokens
+    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
+    written = {}
+    for forked in (False, True):
+        monkeypatch.setattr(parallel, "PROCESSES", forked)
+        sizes: dict[int, int | None] = {}
+        record, _ = _record(
+            model, bundle, tokens, FULL_WRITER_CODINGS, windows=2, workers=2, sizes=sizes
+        )
+        assert sizes[CODING_MATCH] is None and record.header.coding == CODING_ADAPTIVE
+        written[forked] = pack_stream([record])
+    assert written[True] == written[False]
