@@ -5,9 +5,13 @@ session creation, tokenizing, the step loop and file output. Each run is a fresh
 subprocess.
 
 Peak memory is the child's own high-water mark (VmHWM in /proc/PID/status), read
-by a thread every few milliseconds while the parent blocks in wait4. The
-kernel's ru_maxrss for a child is no use here: it keeps the size the child had
-before exec, i.e. a copy of this (large) benchmark process.
+by a thread every few milliseconds while the parent blocks in wait4, or, when the
+child forks workers (full-resolution chains, pipelines/parallel.py), the highest
+sampled sum of the proportional set size (Pss) of the child and its descendants,
+whichever is larger: summing their VmHWM would count the pages a fork shares with
+its parent once per process. The kernel's ru_maxrss for a child is no use here: it
+keeps the size the child had before exec, i.e. a copy of this (large) benchmark
+process.
 """
 
 from __future__ import annotations
@@ -43,8 +47,41 @@ def vm_hwm(pid: int) -> int | None:
     return None
 
 
+def descendants(pid: int) -> list[int]:
+    """The live descendants of a process (Linux: /proc/PID/task/TID/children)."""
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                text = Path(f"/proc/{parent}/task/{task}/children").read_text()
+            except OSError:
+                continue
+            for child in text.split():
+                found.append(int(child))
+                queue.append(int(child))
+    return found
+
+
+def pss(pid: int) -> int:
+    """Proportional resident bytes of a live process (shared pages split among sharers)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class PeakWatcher(threading.Thread):
-    """Polls a child's VmHWM until stopped; the mark only grows, so the last read wins."""
+    """Polls a child's VmHWM until stopped (the mark only grows, so the last read wins),
+    and, while it has descendants, the summed Pss of its process tree."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -57,6 +94,10 @@ class PeakWatcher(threading.Thread):
             value = vm_hwm(self.pid)
             if value is not None:
                 self.peak = max(self.peak, value)
+                workers = descendants(self.pid)
+                if workers:
+                    tree = pss(self.pid) + sum(pss(worker) for worker in workers)
+                    self.peak = max(self.peak, tree)
             time.sleep(POLL_S)
 
     def stop(self) -> int:

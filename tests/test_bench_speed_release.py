@@ -129,3 +129,28 @@ def test_release_that_cannot_be_checked_out_is_an_error(
         assert main(argv) == 1
         assert "exists and is not a worktree" in capsys.readouterr().err
     assert not (tmp_path / "out" / RESULTS_JSON).exists()
+
+
+FORKS_AND_FILLS = """
+import os, time
+pid = os.fork()
+if pid == 0:
+    block = bytearray(200 << 20)  # touched: 200 MiB resident in the worker alone
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(0.5)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_peak_memory_counts_forked_workers() -> None:
+    """A command whose worker process holds 200 MiB while the command itself stays small:
+    the peak must count the worker (the chains' workers are forked processes)."""
+    import sys
+
+    from bench.cli_timing import run_child
+
+    _, status, peak, _, _ = run_child([sys.executable, "-c", FORKS_AND_FILLS])
+    assert status == 0
+    assert peak >= 200 << 20
