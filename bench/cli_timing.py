@@ -30,6 +30,12 @@ from bench.timing import median
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "cli.py"
 POLL_S = 0.005
+TREE_POLL_S = 0.1
+TREE_POLL_SHARE = 50
+"""The process tree's Pss is read at most every TREE_POLL_S, and never more often than
+TREE_POLL_SHARE times the last read took: reading smaps_rollup walks a process's page
+tables (milliseconds for a large one), and at POLL_S the watcher took a quarter of a core
+from the workers it measured."""
 IMPORTS_ONLY = "import cli, igpt_codec.api, igpt_codec.runtime"
 """The baseline: interpreter start and the run-time imports (numpy, Pillow, onnxruntime,
 click), without a bundle or a model step; what compress/decompress spend beyond it is theirs."""
@@ -90,14 +96,19 @@ class PeakWatcher(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        next_tree = 0.0
         while not self._stop_event.is_set():
             value = vm_hwm(self.pid)
             if value is not None:
                 self.peak = max(self.peak, value)
-                workers = descendants(self.pid)
-                if workers:
-                    tree = pss(self.pid) + sum(pss(worker) for worker in workers)
-                    self.peak = max(self.peak, tree)
+                now = time.perf_counter()
+                if now >= next_tree:
+                    workers = descendants(self.pid)
+                    if workers:
+                        tree = pss(self.pid) + sum(pss(worker) for worker in workers)
+                        self.peak = max(self.peak, tree)
+                    took = time.perf_counter() - now
+                    next_tree = now + max(TREE_POLL_S, TREE_POLL_SHARE * took)
             time.sleep(POLL_S)
 
     def stop(self) -> int:
