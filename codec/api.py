@@ -388,13 +388,13 @@ def compress(
     about 6 bytes plus the name each; `DecodedImage.name` gives it back).
     `full=True` codes the photo's palette image at its own size instead (every pixel
     mapped to the 512 colours; giving a `size` too is a ValueError). What comes back is
-    that palette image pixel for pixel, not the photo: about 1 minute per megapixel to
-    compress and 2 to decompress with two threads on two cores
-    (docs/full-resolution.md). `progress(done, total)` is called as tokens are coded
-    (total known from the start). `threads` None: onnxruntime's default for thumbnails,
-    one worker per CPU for full resolution.
+    that palette image pixel for pixel, not the photo: about 45 s per megapixel to
+    compress and 65 s to decompress with two workers on two cores (docs/speed.md).
+    `progress(done, total)` is called as tokens are coded (total known from the start).
+    `threads` None: onnxruntime's default for thumbnails, one worker per CPU for full
+    resolution.
     `chains` (full=True only; None: 2): the independent chains each image's layout aims
-    for. A decoder runs one chain per worker thread, so a file meant for 8- or 16-core
+    for. A decoder runs one chain per worker, so a file meant for 8- or 16-core
     decoders asks for 8 or 16; the cost is bytes (measured on photos: 4 chains +0.09%,
     8 chains +0.14-1.4%, 16 chains +0.5-3.8%) and encoder CPU (4 chains about +25%).
     An image with fewer 32-pixel window columns than `chains` gets one chain per column;

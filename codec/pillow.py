@@ -125,14 +125,17 @@ class IgptImageFile(ImageFile.ImageFile):
 
 
 def _options(im: Image.Image) -> dict[str, Any]:
-    """Save options; `size` with full=True is refused (ValueError), not ignored."""
+    """Save options; `size` or `chains` without the layout they belong to is refused
+    (ValueError), not ignored."""
     info = im.encoderinfo
     size = info.get("size")
+    chains = info.get("chains")
     return {
         "model": info.get("model", MODEL),
         "size": None if size is None else int(size),
         "threads": info.get("threads", THREADS),
         "full": bool(info.get("full", False)),
+        "chains": None if chains is None else int(chains),
     }
 
 

@@ -154,6 +154,40 @@ def test_an_orphaned_child_sees_the_cancel() -> None:
         assert pipe.read() == b"01"  # not set while the middle lived, set once it was gone
 
 
+def _nap(item: int, report) -> int:
+    time.sleep(0.5)
+    return item
+
+
+@pytest.mark.parametrize("forked", [False, True])
+def test_the_callers_work_runs_once_here_while_the_workers_run(forked) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def meanwhile() -> None:
+        seen.append((os.getpid(), len(_children_alive()) if forked else threading.active_count()))
+
+    assert run_parallel(_nap, range(3), 2, Cancel(), None, forked, meanwhile) == [0, 1, 2]
+    assert len(seen) == 1 and seen[0][0] == os.getpid()
+    assert seen[0][1] >= 2  # two workers running: children, or pool threads beside this one
+    calls: list[int] = []
+    assert run_parallel(_nap, range(2), 1, None, None, forked, lambda: calls.append(1)) == [0, 1]
+    assert calls == [1]  # one worker: the caller's work first, in this thread
+
+
+@pytest.mark.parametrize("forked", [False, True])
+def test_a_failure_of_the_callers_work_stops_the_workers(forked) -> None:
+    cancel = Cancel()
+
+    def meanwhile() -> None:
+        raise CodecError("the caller's work fails")
+
+    started = time.monotonic()
+    with pytest.raises(CodecError, match="caller's work fails"):
+        run_parallel(_nap, range(4), 2, cancel, None, forked, meanwhile)
+    assert cancel.is_set() and time.monotonic() - started < 3
+    assert not _children_alive()
+
+
 def test_when_to_fork(monkeypatch) -> None:
     assert use_processes(2, 2, parallel.PROCESS_MIN_TOKENS)
     assert not use_processes(1, 2, parallel.PROCESS_MIN_TOKENS)
@@ -231,6 +265,32 @@ def test_a_damaged_chain_fails_in_one_line_from_its_child(tiny, monkeypatch) -> 
     with pytest.raises(CodecError, match=r"segment 1: ") as raised:
         decode_full(model, damaged_record, 0, workers=2)
     assert "\n" not in str(raised.value)
+
+
+def test_the_classical_files_are_made_once_while_the_chains_run(tiny, monkeypatch) -> None:
+    """compress(full=True) makes the cheap PNG/WebP files during the model's work (the
+    main process is idle while forked chains run) and keeps them for the guarantee,
+    instead of making them after the model."""
+    from igpt_codec.pipelines import classical
+
+    bundle, _ = tiny
+    made: list[int] = []
+    real = classical.candidates
+
+    def counted(*args):
+        made.append(len(_children_alive()))
+        return real(*args)
+
+    monkeypatch.setattr(classical, "candidates", counted)
+    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 255, (40, 128, 3), dtype=np.uint8))
+    data = api.compress(picture, bundle, full=True, threads=2)
+    assert len(made) == 1 and made[0] >= 1  # once, with chain workers alive
+    assert np.array_equal(
+        api.decompress(data, bundle)[0].tokens,
+        api.tokenize([picture], bundle, 0, full=True)[0].tokens,
+    )
 
 
 def test_chains_that_judge_coding_3_apart_give_the_threads_record(monkeypatch) -> None:

@@ -157,3 +157,21 @@ def test_a_size_with_full_is_refused(tmp_path) -> None:
     picture = Image.effect_noise((9, 5), 30).convert("RGB")
     with pytest.raises(ValueError, match="own size"):
         picture.save(tmp_path / "n.igpt", full=True, size=8)
+
+
+def test_chains_reach_the_full_resolution_layout(tmp_path) -> None:
+    """`chains` is the encoder's option for many-core decoders: the plugin passes it on
+    (a 4-chain file has 4 segments) and refuses it without full=True, as the API does."""
+    from PIL import Image
+
+    from igpt_codec.format import unpack_stream
+
+    picture = Image.effect_noise((128, 8), 30).convert("RGB")
+    picture.save(tmp_path / "c.igpt", full=True, chains=4)
+    (record,) = unpack_stream((tmp_path / "c.igpt").read_bytes())
+    assert len(record.header.tiling.segments()) == 4
+    with Image.open(tmp_path / "c.igpt") as im:
+        im.load()
+        assert im.convert("RGB").size == (128, 8)
+    with pytest.raises(ValueError, match="chains"):
+        picture.save(tmp_path / "d.igpt", chains=4)

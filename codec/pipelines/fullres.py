@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -208,6 +208,7 @@ def encode_full(
     codings: Sequence[int] | None = None,
     sizes: dict[int, int | None] | None = None,
     early_judgment: bool = True,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[FullImageRecord, float]:
     """Code a full-resolution image; returns the record and the model's ideal bits.
 
@@ -238,14 +239,24 @@ def encode_full(
     than PLAN_BITS_PER_TOKEN.
 
     `sizes`, when given, receives each coding's payload bytes in the layout written (None
-    for a coding dropped on the way): what benchmarks compare.
+    for a coding dropped on the way): what benchmarks compare. `meanwhile`: work of the
+    caller's that the main thread does while the chain workers run (run_parallel), once.
     """
     codings = _codings(header, codings)
     progress = _monotonic(progress)
     report = PixelProgress(progress, header.token_count)
     try:
         return _encode_layout(
-            model, image, header, report, workers, payload_limit, codings, sizes, early_judgment
+            model,
+            image,
+            header,
+            report,
+            workers,
+            payload_limit,
+            codings,
+            sizes,
+            early_judgment,
+            meanwhile,
         )
     except _SegmentTooLong as exc:
         if not header.chain_segments:
@@ -312,6 +323,7 @@ def _encode_layout(
     codings: tuple[int, ...],
     sizes: dict[int, int | None] | None = None,
     early_judgment: bool = True,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[FullImageRecord, float]:
     """encode_full in the header's layout; _SegmentTooLong as soon as a segment of the base
     coding passes its cap (every chain stops at its next band)."""
@@ -390,7 +402,9 @@ def _encode_layout(
         return sides, set(dropped)
 
     forked = use_processes(workers, len(groups), header.token_count)
-    results = run_parallel(chain, range(len(groups)), workers, cancel, report.add, forked)
+    results = run_parallel(
+        chain, range(len(groups)), workers, cancel, report.add, forked, meanwhile
+    )
     chains = [sides for sides, _ in results]
     dropped.update(*(drops for _, drops in results))
     payloads = {

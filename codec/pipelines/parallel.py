@@ -105,24 +105,29 @@ def run_parallel(
     cancel: Cancel | None = None,
     report: Report | None = None,
     processes: bool = False,
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[_T]:
     """function(i, report) for every i, in `workers` workers (in this thread when 1);
     results in order. `processes`: forked children instead of threads (use_processes says
-    when); their results must pickle. The first exception in any worker, or a signal's
+    when); their results must pickle. `meanwhile`: the caller's own work, done in this
+    thread once the workers have started (first, with one worker), its failure a
+    worker's. The first exception in any worker, or a signal's
     (KeyboardInterrupt, or what a handler raises), sets `cancel` and stops every worker at
     once: threads test `cancel` between cells and return, children are terminated. Then
     what has not started is dropped, and the exception is raised here."""
     report = report or (lambda count: None)
+    meanwhile = meanwhile or (lambda: None)
     if workers <= 1 or len(items) <= 1:
+        meanwhile()
         return [function(i, report) for i in items]
     if processes:
         try:
-            return _run_processes(function, items, workers, report)
+            return _run_processes(function, items, workers, report, meanwhile)
         except BaseException:
             if cancel is not None:
                 cancel.set()
             raise
-    return _run_threads(function, items, workers, report, cancel)
+    return _run_threads(function, items, workers, report, cancel, meanwhile)
 
 
 def _run_threads(
@@ -131,10 +136,12 @@ def _run_threads(
     workers: int,
     report: Report,
     cancel: Cancel | None,
+    meanwhile: Callable[[], None],
 ) -> list[_T]:
     pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
     futures = [pool.submit(function, i, report) for i in items]
     try:
+        meanwhile()
         # Wait for the first failure, not for the futures in order: chain 0 may run for
         # minutes after chain 1 has failed.
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -177,12 +184,17 @@ def _child(function: Callable[[int, Report], Any], item: int, conn: Connection) 
 
 
 def _run_processes(
-    function: Callable[[int, Report], _T], items: range, workers: int, report: Report
+    function: Callable[[int, Report], _T],
+    items: range,
+    workers: int,
+    report: Report,
+    meanwhile: Callable[[], None],
 ) -> list[_T]:
     context = multiprocessing.get_context("fork")
     pending = list(items)
     running: dict[Connection, tuple[int, multiprocessing.process.BaseProcess]] = {}
     results: dict[int, _T] = {}
+    caller: Callable[[], None] | None = meanwhile
     try:
         while pending or running:
             while pending and len(running) < workers:
@@ -192,6 +204,9 @@ def _run_processes(
                 process.start()
                 send.close()  # the child holds its end; EOF here means the child is gone
                 running[receive] = (item, process)
+            if caller is not None:
+                caller()  # the workers' messages wait in their pipes meanwhile
+                caller = None
             for conn in wait_ready(list(running)):
                 item, process = running[conn]  # type: ignore[index]
                 try:

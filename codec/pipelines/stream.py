@@ -31,7 +31,7 @@ from igpt_codec.format.records import (
     FullImageRecord,
     Record,
 )
-from igpt_codec.pipelines.classical import decode_classical, keep_smaller
+from igpt_codec.pipelines.classical import ClassicalTrial, decode_classical, keep_smaller
 from igpt_codec.pipelines.fullres import (
     PARALLEL_CHAINS,
     decode_full,
@@ -397,6 +397,9 @@ def _encode_full(
     grid = grid_of(bundle.n_positions)
     header = make_header(image, bundle.fingerprint, grid, CODING_ADAPTIVE, chains=chains)
     start = counter.done
+    # The guarantee (issue 28): a PNG or WebP record instead when that is smaller. Their
+    # cheap files are made while the chain workers run.
+    trial = ClassicalTrial(image, bundle.palette)
     # Codings 2 and 3 side by side in one pass over the model, the smaller kept: coding 3's
     # longer-reach levels win on synthetic images and can only make a photo's file smaller.
     record, ideal = encode_full(
@@ -406,9 +409,10 @@ def _encode_full(
         progress=lambda done, _total: counter.advance_to(start + done),
         workers=workers,
         codings=FULL_WRITER_CODINGS,
+        meanwhile=trial.prepare,
     )
-    # The guarantee (issue 28): a PNG or WebP record instead when that is smaller.
-    return keep_smaller(EncodedImage(record, ideal), image, bundle.fingerprint, bundle.palette)
+    encoded = EncodedImage(record, ideal)
+    return keep_smaller(encoded, image, bundle.fingerprint, bundle.palette, trial)
 
 
 def _decode_full(
