@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -25,13 +26,12 @@ from igpt_codec import api
 from igpt_codec.format.container import pack_stream
 from igpt_codec.format.errors import CodecError, PayloadError
 from igpt_codec.format.records import CODING_ADAPTIVE, CODING_MATCH
-from igpt_codec.pipelines import parallel
+from igpt_codec.pipelines import fullres
 from igpt_codec.pipelines.fullres import FullImage, decode_full, encode_full, make_header
 from igpt_codec.pipelines.parallel import (
     Cancel,
     WorkerDiedError,
     run_parallel,
-    use_processes,
 )
 from igpt_codec.pipelines.stream import FULL_WRITER_CODINGS
 from igpt_codec.runtime.bundle import load_bundle
@@ -188,21 +188,39 @@ def test_a_failure_of_the_callers_work_stops_the_workers(forked) -> None:
     assert not _children_alive()
 
 
-def test_when_to_fork(monkeypatch) -> None:
-    assert use_processes(2, 2, parallel.PROCESS_MIN_TOKENS)
-    assert not use_processes(1, 2, parallel.PROCESS_MIN_TOKENS)
-    assert not use_processes(2, 1, parallel.PROCESS_MIN_TOKENS)
-    assert not use_processes(2, 2, parallel.PROCESS_MIN_TOKENS - 1)
-    done = threading.Event()
-    other = threading.Thread(target=done.wait)
-    other.start()
-    try:  # another thread running: forking it would copy its locks in whatever state
-        assert not use_processes(2, 2, parallel.PROCESS_MIN_TOKENS)
-    finally:
-        done.set()
-        other.join()
-    monkeypatch.setattr(parallel, "PROCESSES", False)
-    assert not use_processes(2, 2, parallel.PROCESS_MIN_TOKENS)
+WHEN_TO_FORK = """
+import threading
+from igpt_codec.pipelines import parallel
+from igpt_codec.pipelines.parallel import PROCESS_MIN_TOKENS as N, use_processes
+answers = [use_processes(2, 2, N), use_processes(1, 2, N), use_processes(2, 1, N),
+           use_processes(2, 2, N - 1)]
+done = threading.Event()
+other = threading.Thread(target=done.wait)
+other.start()
+answers.append(use_processes(2, 2, N))  # another thread running: its locks would be copied
+done.set()
+other.join()
+answers.append(use_processes(2, 2, N))
+parallel.PROCESSES = False
+answers.append(use_processes(2, 2, N))
+print(answers)
+"""
+
+
+def test_when_to_fork() -> None:
+    """In a fresh interpreter (this test process may hold other libraries' threads)."""
+    out = subprocess.run(
+        [sys.executable, "-c", WHEN_TO_FORK], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == str([True, False, False, False, False, True, False])
+
+
+def _fork_chains(monkeypatch, forked: bool) -> None:
+    """Chains in processes (forked) or threads, whatever the image's size and whatever
+    threads this test process holds (use_processes' own rule is tested above)."""
+    monkeypatch.setattr(
+        fullres, "use_processes", lambda workers, chains, tokens: forked and workers > 1
+    )
 
 
 # --- the codec -----------------------------------------------------------------------------
@@ -228,10 +246,9 @@ def test_forked_chains_write_and_read_what_threads_do(tiny, monkeypatch, codings
     rng = np.random.default_rng(11)
     tokens = np.where(rng.random((70, 100)) < 0.2, rng.integers(0, 512, (70, 100)), 3)
     tokens = tokens.astype(np.uint16)
-    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
     results = {}
     for forked in (False, True):
-        monkeypatch.setattr(parallel, "PROCESSES", forked)
+        _fork_chains(monkeypatch, forked)
         seen: list[int] = []
         record, ideal = _record(
             model,
@@ -255,7 +272,7 @@ def test_a_damaged_chain_fails_in_one_line_from_its_child(tiny, monkeypatch) -> 
     bundle, model = tiny
     rng = np.random.default_rng(12)
     tokens = rng.integers(0, 512, (40, 64)).astype(np.uint16)
-    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
+    _fork_chains(monkeypatch, True)
     record, _ = _record(model, bundle, tokens, (CODING_ADAPTIVE,), windows=1)
     segments = list(record.segments)
     damaged = bytearray(segments[1].payload)
@@ -282,7 +299,7 @@ def test_the_classical_files_are_made_once_while_the_chains_run(tiny, monkeypatc
         return real(*args)
 
     monkeypatch.setattr(classical, "candidates", counted)
-    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
+    _fork_chains(monkeypatch, True)
     rng = np.random.default_rng(3)
     picture = Image.fromarray(rng.integers(0, 255, (40, 128, 3), dtype=np.uint8))
     data = api.compress(picture, bundle, full=True, threads=2)
@@ -309,10 +326,9 @@ def test_chains_that_judge_coding_3_apart_give_the_threads_record(monkeypatch) -
     both.paste(text, (0, 0))
     both.paste(right, (64, 0))
     tokens = api.tokenize([both], bundle, 0, full=True)[0].tokens
-    monkeypatch.setattr(parallel, "PROCESS_MIN_TOKENS", 0)
     written = {}
     for forked in (False, True):
-        monkeypatch.setattr(parallel, "PROCESSES", forked)
+        _fork_chains(monkeypatch, forked)
         sizes: dict[int, int | None] = {}
         record, _ = _record(
             model, bundle, tokens, FULL_WRITER_CODINGS, windows=2, workers=2, sizes=sizes
