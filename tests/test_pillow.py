@@ -166,12 +166,13 @@ def test_chains_reach_the_full_resolution_layout(tmp_path) -> None:
 
     from igpt_codec.format import unpack_stream
 
-    picture = Image.effect_noise((128, 8), 30).convert("RGB")
+    with Image.open(SAMPLE) as photo:  # a photo crop: the model's record, not a PNG
+        picture = photo.convert("RGB").crop((0, 0, 128, 32))
     picture.save(tmp_path / "c.igpt", full=True, chains=4)
     (record,) = unpack_stream((tmp_path / "c.igpt").read_bytes())
     assert len(record.header.tiling.segments()) == 4
     with Image.open(tmp_path / "c.igpt") as im:
         im.load()
-        assert im.convert("RGB").size == (128, 8)
+        assert im.convert("RGB").size == (128, 32)
     with pytest.raises(ValueError, match="chains"):
         picture.save(tmp_path / "d.igpt", chains=4)
