@@ -311,6 +311,11 @@ def test_the_classical_files_are_made_once_while_the_chains_run(tiny, monkeypatc
     picture = Image.fromarray(rng.integers(0, 255, (40, 128, 3), dtype=np.uint8))
     data = api.compress(picture, bundle, full=True, threads=2)
     assert len(made) == 1 and made[0] >= 1  # once, with chain workers alive
+    from igpt_codec.pipelines import stream
+
+    monkeypatch.setattr(stream, "CLASSICAL_DURING_MODEL_PIXELS", 40 * 128 - 1)
+    assert api.compress(picture, bundle, full=True, threads=2) == data
+    assert made[1:] == [0]  # a larger image: after the workers, as the memory limit asks
     assert np.array_equal(
         api.decompress(data, bundle)[0].tokens,
         api.tokenize([picture], bundle, 0, full=True)[0].tokens,

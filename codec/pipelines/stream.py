@@ -384,6 +384,12 @@ def _window_batches(
         start += len(chunk)
 
 
+CLASSICAL_DURING_MODEL_PIXELS = 1 << 22
+"""Images up to 4 MP make their classical files while the chain workers run; larger ones after
+them, as before: libwebp's lossless encoder holds several hundred MB on a 24 MP image, and a
+24 MP compress already peaks at 949 MiB with the two apart (docs/speed.md, "Session 25")."""
+
+
 def _encode_full(
     model: ExactTokenModel,
     bundle: Bundle,
@@ -398,8 +404,10 @@ def _encode_full(
     header = make_header(image, bundle.fingerprint, grid, CODING_ADAPTIVE, chains=chains)
     start = counter.done
     # The guarantee (issue 28): a PNG or WebP record instead when that is smaller. Their
-    # cheap files are made while the chain workers run.
+    # cheap files are made while the chain workers run, unless the image is so large that
+    # the two peaks together would pass the memory the decoder and encoder aim for.
     trial = ClassicalTrial(image, bundle.palette)
+    early = image.width * image.height <= CLASSICAL_DURING_MODEL_PIXELS
     # Codings 2 and 3 side by side in one pass over the model, the smaller kept: coding 3's
     # longer-reach levels win on synthetic images and can only make a photo's file smaller.
     record, ideal = encode_full(
@@ -409,7 +417,7 @@ def _encode_full(
         progress=lambda done, _total: counter.advance_to(start + done),
         workers=workers,
         codings=FULL_WRITER_CODINGS,
-        meanwhile=trial.prepare,
+        meanwhile=trial.prepare if early else None,
     )
     encoded = EncodedImage(record, ideal)
     return keep_smaller(encoded, image, bundle.fingerprint, bundle.palette, trial)
