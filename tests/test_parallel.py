@@ -112,8 +112,9 @@ def _killed(item: int, report) -> None:
 def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
     before = _children_alive()
     started = time.monotonic()
-    with pytest.raises(WorkerDiedError, match=r"exit code -9"):
+    with pytest.raises(WorkerDiedError, match=r"exit code -9") as raised:
         run_parallel(_killed, range(2), 2, None, None, True)
+    assert isinstance(raised.value, CodecError)  # the CLI's one-line errors
     assert time.monotonic() - started < 5
     assert _children_alive() <= before
 

@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from typing import Any, TypeVar
 
+from igpt_codec.format.errors import CodecError
+
 Progress = Callable[[int, int], None]
 """progress(pixels_done, pixels_total)."""
 
@@ -46,8 +48,9 @@ PROCESS_MIN_TOKENS = 1 << 15
 and its exit cost tens of milliseconds, a 32,768-token image's decode seconds."""
 
 
-class WorkerDiedError(RuntimeError):
-    """A worker process ended without a result (killed, or out of memory)."""
+class WorkerDiedError(CodecError):
+    """A worker process ended without a result (killed, or out of memory): a CodecError, so
+    the command line reports it in one line like every other failure of a decode."""
 
 
 class Cancel:
