@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,18 @@ def shared_data_dir() -> Path:
     if override:
         return Path(override).expanduser()
     return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_photo(name: str) -> Any:
+    """A training photo of the shared data as an RGB PIL image (name e.g.
+    "wikipedia-photos/001.png"); the test is skipped where the shared data is not there."""
+    from PIL import Image
+
+    path = shared_data_dir() / "train" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def _require_export_stack() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_data_dir
+from conftest import shared_photo
 from PIL import Image
 
 import igpt_codec
@@ -39,11 +39,7 @@ BOX = (0, 0, 128, 32)
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
-    path = shared_data_dir() / "train" / PHOTO
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return shared_photo(PHOTO)
 
 
 @pytest.fixture(scope="module")

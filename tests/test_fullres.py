@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_data_dir
+from conftest import shared_data_dir, shared_photo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -302,11 +302,7 @@ def model(bundle):
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
-    path = shared_data_dir() / "train" / PHOTO
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return shared_photo(PHOTO)
 
 
 @pytest.mark.parametrize(
