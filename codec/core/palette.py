@@ -42,9 +42,12 @@ def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-TOKENIZE_CHUNK = 1 << 12
-"""Colours per distance matrix (4096 x 512 float64 = 16 MB): a full-resolution photo is
-tokenized in chunks, so memory does not grow with its size."""
+TOKENIZE_CHUNK = 1 << 7
+"""Colours per distance matrix (128 x 512 float64 = 512 kB): a full-resolution photo is
+tokenized in chunks, so memory does not grow with its size. Small on purpose: the
+matrices stay in the core's cache and the BLAS library runs each product on one thread.
+Measured on a 1296 x 864 photo (one process, same tokens): 4,096 colours a chunk took
+0.61 s wall and 1.17 CPU-s (two BLAS threads), 128 took 0.35 s and 0.35 CPU-s."""
 
 
 DEDUPLICATE_CHUNK = 1 << 20
