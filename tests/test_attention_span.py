@@ -358,3 +358,28 @@ def test_steps_run_in_their_own_memory_pattern_session(
     assert counting.runs == 1
     plain = ExactTokenModel(load_bundle(tiny_bundle), threads=1)
     assert plain.step_session is plain.session
+
+
+def test_a_stepping_decoder_opens_only_the_step_session(
+    span_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions open on first use: a thumbnail decoder of a span bundle only steps, so it
+    opens the memory-pattern session alone (the whole-sequence one cost ~15 ms a process);
+    the first run() opens the other."""
+    from igpt_codec.runtime import exact_runner
+
+    opened: list[bool] = []
+    real_open = exact_runner.open_session
+
+    def recording_open(*args, **kwargs):
+        opened.append(kwargs["mem_pattern"])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(exact_runner, "open_session", recording_open)
+    model = ExactTokenModel(load_bundle(span_bundle), threads=1)
+    assert opened == []
+    stepper = model.stepper(model.start(1))
+    stepper.step(np.array([SOS]), 0)
+    assert opened == [True]
+    model.run(np.array([[SOS]]), np.array([[0]]), model.start(1))
+    assert opened == [True, False]

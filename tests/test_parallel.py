@@ -275,6 +275,37 @@ def test_forked_chains_write_and_read_what_threads_do(tiny, monkeypatch, codings
     assert results[True][1] == pytest.approx(results[False][1])
 
 
+@pytest.mark.parametrize("model_dir", ["model", "models/12f32c72c4a71c93"])
+def test_forked_chains_inherit_the_sessions_the_parent_opened(
+    model_dir, tmp_path, monkeypatch
+) -> None:
+    """Sessions open on first use; a forked encode and decode must open theirs in the
+    parent before the fork (each child opening its own would cost its time and memory).
+    Every open_session call appends its process id to a file the children share."""
+    from igpt_codec.runtime import exact_runner
+
+    opened = tmp_path / "opened"
+    real_open = exact_runner.open_session
+
+    def recording_open(*args, **kwargs):
+        with open(opened, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(exact_runner, "open_session", recording_open)
+    bundle = load_bundle(GOLDEN / model_dir)
+    model = ExactTokenModel(bundle, threads=1)
+    assert not opened.exists()  # nothing opened before a call needs it
+    _fork_chains(monkeypatch, True)
+    tokens = np.random.default_rng(13).integers(0, 512, (40, 64)).astype(np.uint16)
+    record, _ = _record(model, bundle, tokens, (CODING_ADAPTIVE,), windows=1, workers=2)
+    decoded = decode_full(model, record, 0, workers=2)
+    assert np.array_equal(decoded.tokens, tokens)
+    pids = opened.read_text().split()
+    # The whole-sequence session, and a span bundle's step session: all in this process.
+    assert pids == [str(os.getpid())] * (1 if bundle.attention_span is None else 2)
+
+
 def test_a_damaged_chain_fails_in_one_line_from_its_child(tiny, monkeypatch) -> None:
     bundle, model = tiny
     rng = np.random.default_rng(12)

@@ -20,17 +20,47 @@ by `export`.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import click
 
-from igpt_codec.cli.bench import bench
 from igpt_codec.cli.common import DEFAULT_SIZE, LOSSY_NOTE, ProgressBar, install_signal_handlers
-from igpt_codec.cli.compress import compress
-from igpt_codec.cli.dataset import dataset as dataset_group
-from igpt_codec.cli.decompress import decompress
-from igpt_codec.cli.export_command import EXPORT_HINT, export_command
-from igpt_codec.cli.info import info
 
 __all__ = ["DEFAULT_SIZE", "EXPORT_HINT", "LOSSY_NOTE", "ProgressBar", "cli", "main"]
+
+COMMANDS = {
+    "compress": ("igpt_codec.cli.compress", "compress"),
+    "decompress": ("igpt_codec.cli.decompress", "decompress"),
+    "info": ("igpt_codec.cli.info", "info"),
+    "bench": ("igpt_codec.cli.bench", "bench"),
+    "export": ("igpt_codec.cli.export_command", "export_command"),
+    "dataset": ("igpt_codec.cli.dataset", "dataset"),
+}
+"""Each command's module, imported when the command runs (or help lists it): a
+`decompress` process does not pay for the other commands' modules."""
+
+
+def __getattr__(name: str) -> Any:
+    """EXPORT_HINT, imported on first use (it lives with the `export` command)."""
+    if name == "EXPORT_HINT":
+        return importlib.import_module("igpt_codec.cli.export_command").EXPORT_HINT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _LazyGroup(click.Group):
+    """A click group whose commands are imported by name, on demand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, attribute = where
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
 
 
 def _version_text() -> str:
@@ -55,7 +85,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
         ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-V",
     "--version",
@@ -75,10 +105,6 @@ def cli() -> None:
     original photo, which is not kept: for your own pixels back, use PNG, WebP
     lossless or JPEG XL.
     """
-
-
-for _command in (compress, decompress, info, bench, export_command, dataset_group):
-    cli.add_command(_command)
 
 
 def main(prog_name: str | None = None) -> None:

@@ -402,6 +402,8 @@ def _encode_layout(
         return sides, set(dropped)
 
     forked = use_processes(workers, len(groups), header.token_count)
+    if forked:
+        _ = model.session  # opened once, before the forks: every child inherits it
     results = run_parallel(
         chain, range(len(groups)), workers, cancel, report.add, forked, meanwhile
     )
@@ -569,8 +571,8 @@ def decode_full(
 
     slabs = [_chain_columns(tiling, group) for group in groups]
     forked = use_processes(workers, len(groups), header.token_count)
-    if forked:
-        _ = model.step_session  # opened once, before the forks: every child inherits it
+    if forked:  # opened once, before the forks: every child inherits them
+        _ = model.session, model.step_session
     try:
         columns = run_parallel(chain, range(len(groups)), workers, cancel, report.add, forked)
     finally:
