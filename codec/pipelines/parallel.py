@@ -18,19 +18,23 @@ the same: a chain depends only on its own input.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as wait_ready
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from igpt_codec.format.errors import CodecError
+
+if TYPE_CHECKING:
+    import multiprocessing.process
+    from multiprocessing.connection import Connection
+
+# multiprocessing and concurrent.futures (with logging, socket, subprocess: ~10 ms) are
+# imported when a full-resolution image first runs its chains, not by every thumbnail
+# command that imports the pipelines.
 
 Progress = Callable[[int, int], None]
 """progress(pixels_done, pixels_total)."""
@@ -141,6 +145,8 @@ def _run_threads(
     cancel: Cancel | None,
     meanwhile: Callable[[], None],
 ) -> list[_T]:
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
     futures = [pool.submit(function, i, report) for i in items]
     try:
@@ -193,6 +199,9 @@ def _run_processes(
     report: Report,
     meanwhile: Callable[[], None],
 ) -> list[_T]:
+    import multiprocessing
+    from multiprocessing.connection import wait as wait_ready
+
     context = multiprocessing.get_context("fork")
     pending = list(items)
     running: dict[Connection, tuple[int, multiprocessing.process.BaseProcess]] = {}
