@@ -136,6 +136,38 @@ def test_run_feeds_long_sequences_in_chunks_of_the_span(
         model.session = session
 
 
+@pytest.mark.parametrize("chunk", [1, 7, SPAN // 2, SPAN - 1])
+def test_shorter_chunks_give_the_same_tables_and_ring(
+    model: ExactTokenModel, photos: np.ndarray, whole: np.ndarray, chunk: int
+) -> None:
+    """run(chunk=c) with c below the span (the encoder's ENCODE_CHUNK): calls of c tokens,
+    the tables of one call, and a ring the steps go on from as after chunks of S."""
+    batch, length = 2, 2 * SPAN + 9
+    ids, pos, reference = photos[:batch], grid(batch), whole[:batch]
+    session = model.session
+    try:
+        model.session = counting = CountingSession(session)
+        for keep in (False, True):
+            counting.calls = 0
+            freqs, state = model.run(
+                ids[:, :length], pos[:, :length], model.start(batch), keep, chunk
+            )
+            assert counting.calls == -(-length // chunk)
+            assert np.array_equal(freqs, reference[:, :length])
+            if keep:
+                nxt, _ = model.run(ids[:, length : length + 3], pos[:, length : length + 3], state)
+                assert np.array_equal(nxt, reference[:, length : length + 3])
+    finally:
+        model.session = session
+
+
+@pytest.mark.parametrize("chunk", [0, -3, SPAN + 1])
+def test_a_chunk_outside_the_span_is_refused(model: ExactTokenModel, chunk: int) -> None:
+    ids = np.full((1, 4), SOS)
+    with pytest.raises(ValueError, match="chunk must lie in"):
+        model.run(ids, grid(1)[:, :4], model.start(1), True, chunk)
+
+
 def stepped(model: ExactTokenModel, ids: np.ndarray, state: KVState) -> np.ndarray:
     """Tables of ids[:, state.length:] fed one position at a time through the stepper."""
     stepper = model.stepper(state)

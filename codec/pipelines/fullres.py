@@ -71,12 +71,17 @@ instead (`plan_layout`); a chain that passes the cap anyway is re-encoded that w
 PLAN_SLACK_BYTES = 16
 """Bytes the planner keeps free in a segment for the coder's flush (at most 8)."""
 
-ENCODE_CALL_WINDOWS = 1
-"""Windows per encoder call. One is fastest and smallest (measured on a 481 x 321 photo,
-1 thread: 22.1 s against 23.3 s for 2 and 30.1 s for 8 windows per call; peak memory of
-a 1.1 MP photo with 2 threads 365 MB at 2 against 967 MB at 8): a call's attention
-intermediates grow with the batch and fall out of cache, and one 1,024-token window
-is already work enough to hide the per-call overhead."""
+ENCODE_CALL_WINDOWS = 4
+ENCODE_CHUNK = 64
+"""Windows per encoder call, and tokens per graph call within it (ExactTokenModel.run's
+chunk; a span bundle's S = 128 otherwise). Each token of a chunk of c scores S + c slots,
+so a batch of windows in chunks of 64 wastes fewer scores while the batch pays the
+per-call cost (session 26, default model, 1 thread, whole windows, the same tables):
+25.2 us a token at 1 window in chunks of 128 (before), 23.0 at 3 windows, 20.9-21.0 at
+4 windows in chunks of 64, 21.7-21.9 at 6. Before the span bundles (whole 1,024-token
+calls) one window was fastest and smallest (8 windows: 30.1 s against 22.1 s on a 481 x
+321 photo, and 967 MB peak against 365 MB): the attention triangle grew with the batch.
+A chunked call's intermediates do not: 4 windows hold 16 MB of tables per call."""
 
 EXTRA_KEEP = (63, 64)
 """An extra coding (coding 3 beside coding 2) is kept only when its payload is at most 63/64
@@ -467,7 +472,9 @@ def _band_intervals(
     for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
         chunk = cells[start : start + ENCODE_CALL_WINDOWS]
         ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
-        freqs, _ = model.run(ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False)
+        freqs, _ = model.run(
+            ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False, ENCODE_CHUNK
+        )
         if tables is not None:
             tables[start : start + len(chunk)] = freqs
             continue

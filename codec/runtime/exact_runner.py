@@ -49,7 +49,7 @@ class ExactTokenModel:
         self._threads = threads
         self._names = (inputs, outputs)
         self._session: ort.InferenceSession | None = None
-        self._own_session = True  # False once a caller sets `session` (a profiler's)
+        self._opened: ort.InferenceSession | None = None  # the one this model opened
         self._step_session: ort.InferenceSession | None = None
         self._lock = threading.Lock()  # decoder threads may ask for a session at once
         self._past_names = inputs[3:]
@@ -71,14 +71,15 @@ class ExactTokenModel:
         only steps, and opening a session it never runs cost about 15 ms of its process."""
         with self._lock:
             if self._session is None:
-                self._session = self._open(mem_pattern=False)
+                self._session = self._opened = self._open(mem_pattern=False)
             return self._session
 
     @session.setter
     def session(self, session: ort.InferenceSession) -> None:
-        """A caller's own session (a profiler's): run() and the steppers both use it."""
+        """A caller's own session (a profiler's): run() and the steppers both use it, until
+        the model's own is set back."""
         with self._lock:
-            self._session, self._own_session = session, False
+            self._session = session
 
     @property
     def step_session(self) -> ort.InferenceSession:
@@ -87,9 +88,11 @@ class ExactTokenModel:
         planned buffers are reused: 1.22x faster steps at batch 1, 1.04x at 12; the same
         tables), opened on first use; otherwise the model's own session, as when a caller
         set `session` to its own (a profiler's)."""
-        if self.bundle.attention_span is None or not self._own_session:
+        if self.bundle.attention_span is None:
             return self.session
         with self._lock:
+            if self._session is not None and self._session is not self._opened:
+                return self._session  # a caller's own
             if self._step_session is None:
                 self._step_session = self._open(mem_pattern=True)
             return self._step_session
@@ -110,15 +113,23 @@ class ExactTokenModel:
         return KVState(cache, batch, 0)
 
     def run(
-        self, ids: np.ndarray, positions: np.ndarray, state: KVState, keep_cache: bool = True
+        self,
+        ids: np.ndarray,
+        positions: np.ndarray,
+        state: KVState,
+        keep_cache: bool = True,
+        chunk: int | None = None,
     ) -> tuple[np.ndarray, KVState]:
         """Feed `seq` tokens per sequence at the given positions; freqs int64 [B, seq, 512].
 
         keep_cache=False skips storing the new keys and values (the encoder's single
         whole-sequence call needs no cache afterwards); the returned state is then the input.
 
-        With an attention span S, a sequence longer than S goes through the graph in chunks
-        of S tokens (`_run_chunked`): the same integers, a fraction of the work.
+        With an attention span S, a sequence longer than `chunk` tokens (1..S, default S)
+        goes through the graph in chunks of that many (`_run_chunked`): the same integers,
+        a fraction of the work. Each token of a chunk of c scores S + c slots (the ring
+        and the chunk), so shorter chunks waste fewer scores but pay the per-call cost more
+        often: c = S suits one sequence, c = 64 a batch of a few (see ENCODE_CHUNK).
         """
         ids = checked_ids(ids, state, self.n_positions)
         positions = np.asarray(positions)
@@ -127,15 +138,19 @@ class ExactTokenModel:
         if int(positions.min()) < 0 or int(positions.max()) >= self.n_positions:
             raise ValueError(f"positions must lie in [0, {self.n_positions})")
         span = self.bundle.attention_span
-        if span is not None and ids.shape[1] > span:
-            return self._run_chunked(ids, positions, state, keep_cache, span)
+        if span is not None:
+            size = span if chunk is None else chunk
+            if not 1 <= size <= span:
+                raise ValueError(f"chunk must lie in [1, {span}] (the span), got {chunk}")
+            if ids.shape[1] > size:
+                return self._run_chunked(ids, positions, state, keep_cache, size)
         freqs = np.empty((*ids.shape, VOCAB), np.int64)
         return freqs, self._call(ids, positions, state, keep_cache, freqs)
 
     def _run_chunked(
         self, ids: np.ndarray, positions: np.ndarray, state: KVState, keep_cache: bool, chunk: int
     ) -> tuple[np.ndarray, KVState]:
-        """run() for a span bundle, `chunk` (= S) tokens per graph call through the ring.
+        """run() for a span bundle, `chunk` (<= S) tokens per graph call through the ring.
 
         Why: one call of seq tokens computes seq x (C + seq) attention scores (a window at
         past 0: the 1,024^2 triangle, nearly all of it masked); a chunk of S after a full ring
