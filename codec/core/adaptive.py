@@ -199,27 +199,10 @@ class AdaptiveMixer:
         same windows. Pass the returned Step to update() once the symbols are known.
         """
         batch = len(freqs)
-        if batch > min(MAX_STEP, self._capacity):
-            raise ValueError(f"a step has {batch} windows; at most {MAX_STEP} fit")
         freqs = np.asarray(freqs, np.int64)
-        guess = np.argmax(freqs, axis=1)
-        keys = self._keys(guess, neighbours)
-        rows = np.empty(3 * batch, np.int64)
-        rows[:batch] = guess
-        for n in (1, 2):
-            rows[n * batch : (n + 1) * batch] = self._levels[n].lookup(keys[n])
-            rows[n * batch : (n + 1) * batch] += self._offsets[n]
-        base = self._bucket_base.get(batch)
-        if base is None:
-            base = self._bucket_base[batch] = np.repeat(np.arange(3) * BUCKETS, batch)
+        rows, buckets, seen, strength = self._contexts(freqs, neighbours)
         # Everything that does not depend on a level's input table, for all three levels.
         counts = self._counts[rows].reshape(3, batch, PALETTE)
-        seen = self._totals[rows]
-        strength = self._distinct[rows]
-        strength *= STRENGTH_PER_SYMBOL
-        strength += STRENGTH_BASE
-        buckets = _BUCKET_OF[seen]
-        buckets += base
         weight = self._weights[buckets].reshape(3, batch, 1)
         spread = (seen + strength).reshape(3, batch, 1)
         strength <<= SCALE_BITS
@@ -255,6 +238,32 @@ class AdaptiveMixer:
                 mixed += table
         return out[3], Step(rows, buckets, out, refined)
 
+    def _contexts(
+        self, freqs: np.ndarray, neighbours: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A step's context rows [3B] in the stacked count table (level by level), their
+        weight buckets [3B], their count totals n [3B] and prior strengths k [3B]."""
+        batch = len(freqs)
+        if batch > min(MAX_STEP, self._capacity):
+            raise ValueError(f"a step has {batch} windows; at most {MAX_STEP} fit")
+        guess = np.argmax(freqs, axis=1)
+        keys = self._keys(guess, neighbours)
+        rows = np.empty(3 * batch, np.int64)
+        rows[:batch] = guess
+        for n in (1, 2):
+            rows[n * batch : (n + 1) * batch] = self._levels[n].lookup(keys[n])
+            rows[n * batch : (n + 1) * batch] += self._offsets[n]
+        base = self._bucket_base.get(batch)
+        if base is None:
+            base = self._bucket_base[batch] = np.repeat(np.arange(3) * BUCKETS, batch)
+        seen = self._totals[rows]
+        strength = self._distinct[rows]
+        strength *= STRENGTH_PER_SYMBOL
+        strength += STRENGTH_BASE
+        buckets = _BUCKET_OF[seen]
+        buckets += base
+        return rows, buckets, seen, strength
+
     @staticmethod
     def _keys(guess: np.ndarray, neighbours: np.ndarray) -> list[np.ndarray]:
         """Each level's context key: the guess itself (a row of its own), then W,N and
@@ -270,14 +279,25 @@ class AdaptiveMixer:
         symbols = np.asarray(symbols, np.int64)
         pick = np.arange(len(symbols))
         tables = step.tables[:, pick, symbols]  # [4, B]: each level's input, then output
-        gain = step.refined[:, pick, symbols]
-        gain -= tables[:3]
+        refined = step.refined[:, pick, symbols]
+        self._learn(step.rows, step.buckets, tables, refined, symbols)
+
+    def _learn(
+        self,
+        rows: np.ndarray,
+        buckets: np.ndarray,
+        tables: np.ndarray,
+        refined: np.ndarray,
+        symbols: np.ndarray,
+    ) -> None:
+        """The update from each level's values at the coded symbols: tables [4, B] (each
+        level's input, then the output), refined [3, B] (each level's counts-refined)."""
+        gain = refined - tables[:3]
         gain *= LEARNING_RATE
         gain //= tables[1:]
         weights = self._weights
-        np.add.at(weights, step.buckets, gain.reshape(-1))
+        np.add.at(weights, buckets, gain.reshape(-1))
         np.minimum(np.maximum(weights, 0, out=weights), WEIGHT_ONE, out=weights)
-        rows = step.rows
         pairs = rows.reshape(3, -1) * PALETTE
         pairs += symbols
         pairs = pairs.reshape(-1)
