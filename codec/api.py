@@ -388,8 +388,8 @@ def compress(
     about 6 bytes plus the name each; `DecodedImage.name` gives it back).
     `full=True` codes the photo's palette image at its own size instead (every pixel
     mapped to the 512 colours; giving a `size` too is a ValueError). What comes back is
-    that palette image pixel for pixel, not the photo: about 35 s per megapixel to
-    compress and 51 s to decompress with two workers on two cores (docs/speed.md).
+    that palette image pixel for pixel, not the photo: about 30 s per megapixel to
+    compress and 48 s to decompress with two workers on two cores (docs/speed.md).
     `progress(done, total)` is called as tokens are coded (total known from the start).
     `threads` None: onnxruntime's default for thumbnails, one worker per CPU for full
     resolution.
