@@ -68,7 +68,10 @@ class ExactTokenModel:
     @property
     def session(self) -> ort.InferenceSession:
         """The session whole-sequence calls run, opened on first use: a thumbnail decoder
-        only steps, and opening a session it never runs cost about 15 ms of its process."""
+        only steps, and opening a session it never runs cost about 15 ms of its process.
+        Opening checks the graph (its bytes' hash against the manifest, its inputs against
+        the manifest's shapes), so a bad bundle is a BundleError at the first call that
+        needs a session, before any token is coded."""
         with self._lock:
             if self._session is None:
                 self._session = self._opened = self._open(mem_pattern=False)
