@@ -255,7 +255,14 @@ only when some bit is set): each chain segment carries a check of every band but
 so a damaged or forged chain fails after one band's decoding, not at the chain's end.
 Readers before the byte refuse such a header (its length) instead of misreading the
 segments."""
-KNOWN_FEATURES = BAND_CHECKS
+LINEAR_LEVELS = 0x02
+"""Bit 1 of a kind-3 header's features byte (codings 2 and 3 only): coding 2's three levels
+make the table as one exact linear combination (SPEC.md, "Linear levels";
+codec/core/linear.py); writers set it since 2026-12-06. Readers before the bit refuse the
+header (a reserved feature bit)."""
+LINEAR_CODINGS = frozenset({CODING_ADAPTIVE, CODING_MATCH})
+"""The codings whose levels LINEAR_LEVELS changes."""
+KNOWN_FEATURES = BAND_CHECKS | LINEAR_LEVELS
 BAND_CHECK_LEN = 1
 """Bytes of one band check: the low 8 bits of the segment's running check CRC."""
 
@@ -318,10 +325,13 @@ class FullImageHeader:
     band_checks: bool = False
     """With chain_segments: every segment carries a check of each band but its last (the
     BAND_CHECKS feature); writers set it since 2026-12-05 on images of several bands."""
+    linear_levels: bool = False
+    """Codings 2 and 3 only: coding 2's levels as one linear combination (the LINEAR_LEVELS
+    feature); writers set it since 2026-12-06, and files without it still read."""
 
     def __post_init__(self) -> None:
         _require(self.kind == KIND_FULL_IMAGE, f"record kind {self.kind!r} is not a full image")
-        for name in ("chain_segments", "band_checks"):
+        for name in ("chain_segments", "band_checks", "linear_levels"):
             value = getattr(self, name)
             _require(isinstance(value, bool), f"{name} must be a bool, got {value!r}")
         _require(
@@ -330,6 +340,10 @@ class FullImageHeader:
         )
         _require(self.flags == 0, f"unknown record flags {self.flags!r}")
         _require(self.coding in KNOWN_CODINGS, f"unknown coding {self.coding!r}")
+        _require(
+            self.coding in LINEAR_CODINGS or not self.linear_levels,
+            f"linear levels need coding 2 or 3, not coding {self.coding}",
+        )
         _require(
             isinstance(self.fingerprint, bytes) and len(self.fingerprint) == FINGERPRINT_LEN,
             f"fingerprint must be {FINGERPRINT_LEN} bytes, got {self.fingerprint!r}",
@@ -394,8 +408,9 @@ class FullImageHeader:
         parts = _mode_bytes(self.mode, self.context_rows | self.chain_segments * CHAIN_SEGMENTS)
         parts += [encode_varint(self.width), encode_varint(self.height)]
         parts.append(bytes([self.grid, self.segment_windows]))
-        if self.band_checks:
-            parts.append(bytes([BAND_CHECKS]))
+        features = self.band_checks * BAND_CHECKS | self.linear_levels * LINEAR_LEVELS
+        if features:
+            parts.append(bytes([features]))
         return b"".join(parts)
 
     @classmethod
@@ -428,6 +443,7 @@ class FullImageHeader:
             coding=coding,
             chain_segments=bool(low_bits & CHAIN_SEGMENTS),
             band_checks=bool(features & BAND_CHECKS),
+            linear_levels=bool(features & LINEAR_LEVELS),
         )
 
 

@@ -1,38 +1,12 @@
-"""Coding 2's three levels as one exact linear combination: a candidate coding 4 (session 26).
+"""Linear levels against coding 2's rounded levels, on photos (docs/speed.md, "Linear levels").
 
-Why: coding 2's table arithmetic (codec/core/adaptive.py) is about a fifth of a
-full-resolution decode's and encode's CPU: three levels of about ten numpy passes over
-[B, 512] int64 each, because every level floors, divides and clamps its whole table
-before the next level reads it. Without those per-level roundings the levels are linear
-in their inputs. With Q = 2^22 (the total every level's table has, up to its rounding),
-level l turns its input q into
+Why: the kind-3 LINEAR feature (format/SPEC.md, "Linear levels"; codec/core/linear.py)
+makes coding 2's three levels one exact linear combination, so its table takes about half
+the arithmetic. This study measures what that costs in bytes and saves in CPU: each photo
+is compressed and decompressed twice through `api` with coding 2 only and one worker, once
+with LINEAR and once without, and every run is checked lossless.
 
-    r = (2^22 c + k q) / (n + k)          the counts-refined table
-    m = q + w'(r - q) = alpha q + beta c  alpha = 1 - w' n / (n + k), beta = w' 2^22 / (n + k)
-
-(w' = w / 4096), so the output of all three levels, from the model's table f with total F,
-is one weighted sum of four vectors with per-row coefficients:
-
-    t = A_f f + A_0 c_0 + A_1 c_1 + A_2 c_2
-    A_f = alpha_0 alpha_1 alpha_2 2^22 / F,  A_0 = alpha_1 alpha_2 beta_0,
-    A_1 = alpha_2 beta_1,                    A_2 = beta_2.
-
-Exact integer version (what a coding 4 would specify): the coefficients in fixed point of
-FIX_BITS = 22 fractional bits, each floored as below (integer arithmetic, no value reaches
-2^63), and the table
-
-    t[s] = max(1, (a_f f[s] + a_0 c_0[s] + a_1 c_1[s] + a_2 c_2[s]) >> 22).
-
-Every product is at most 2^44 and the sum at most 2^46 (the bounds are in `coefficients`),
-so the sum is computed exactly by a float64 matrix product in any order, with or without
-FMA: one BLAS call per step instead of ~33 numpy passes. The state (contexts, counts,
-capacity, halving) and the weight update are coding 2's; the update reads each level's
-values at the coded symbol from the same formulas per cell (scalars, with max(1, .) as in
-coding 2), not from whole tables.
-
-Not in the format: this module measures the idea (bits and speed against coding 2,
-`python -m studies.linear_mixing`); a coding 4 would need SPEC.md text, the pipelines'
-wiring, the JavaScript decoder and golden files.
+    python -m studies.linear_mixing PHOTO... [--size 768x512] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,142 +14,29 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from igpt_codec.core.adaptive import (
-    PALETTE,
-    SCALE_BITS,
-    WEIGHT_BITS,
-    WEIGHT_ONE,
-    AdaptiveMixer,
-)
 
-FIX_BITS = 22
-"""Fractional bits of the coefficients: alpha <= 2^22 and beta <= 2^40 keep every product
-of two coefficients below 2^62."""
-
-
-def coefficients(
-    totals: np.ndarray, seen: np.ndarray, spread: np.ndarray, weight: np.ndarray
-) -> np.ndarray:
-    """Per-row coefficients [B, 4] int64 (a_f, a_0, a_1, a_2) in FIX_BITS fixed point.
-
-    totals: F [B] (the model tables' totals); seen: n [3, B]; spread: n + k [3, B] (>= 16);
-    weight: w [3, B] (0..4096). Floors, in this order:
-        alpha_l = (2^22 (4096 D - w n)) // (4096 D)     <= 2^22, numerator < 2^47
-        beta_l  = (2^32 w) // D                          <= 2^40 (D >= 16, w <= 2^12)
-        a_2 = beta_2
-        a_1 = (alpha_2 beta_1) >> 22                     product < 2^62
-        a_12 = (alpha_2 alpha_1) >> 22                   <= 2^22
-        a_0 = (a_12 beta_0) >> 22
-        a_f = (((a_12 alpha_0) >> 22) 2^22) // F          <= 2^44 / F
-    Bounds of the table's terms: a_f f <= 2^44 f / F <= 2^44; a_l c <= beta_l c <=
-    2^32 w c / D <= 2^44, as c <= n < D.
-    """
-    unit = WEIGHT_ONE * spread
-    alpha = ((unit - weight * seen) << FIX_BITS) // unit
-    beta = (weight << (FIX_BITS + SCALE_BITS - WEIGHT_BITS)) // spread
-    a12 = (alpha[2] * alpha[1]) >> FIX_BITS
-    out = np.empty((len(totals), 4), np.int64)
-    out[:, 3] = beta[2]
-    out[:, 2] = (alpha[2] * beta[1]) >> FIX_BITS
-    out[:, 1] = (a12 * beta[0]) >> FIX_BITS
-    out[:, 0] = (((a12 * alpha[0]) >> FIX_BITS) << SCALE_BITS) // totals
-    return out
-
-
-@dataclass
-class LinearStep:
-    """What one step's table was made from, kept until its symbols are known."""
-
-    rows: np.ndarray  # [3B] context rows, level by level
-    buckets: np.ndarray  # [3B]
-    freqs: np.ndarray  # [B, 512] the model's tables
-    totals: np.ndarray  # [B]
-    strength: np.ndarray  # k [3, B]
-    spread: np.ndarray  # n + k [3, B]
-    weight: np.ndarray  # w [3, B]
-
-
-class LinearMixer(AdaptiveMixer):
-    """Coding 2's state and update, the table as one linear combination (module docstring)."""
-
-    def tables(self, freqs: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, LinearStep]:
-        batch = len(freqs)
-        freqs = np.asarray(freqs, np.int64)
-        rows, buckets, seen, strength = self._contexts(freqs, neighbours)
-        seen3, strength3 = seen.reshape(3, batch), strength.reshape(3, batch)
-        spread = seen3 + strength3
-        weight = self._weights[buckets].reshape(3, batch)
-        totals = freqs.sum(axis=1)
-        coeffs = coefficients(totals, seen3, spread, weight).astype(np.float64)
-        vectors = np.empty((batch, 4, PALETTE), np.float64)
-        vectors[:, 0] = freqs
-        vectors[:, 1:] = self._counts[rows].reshape(3, batch, PALETTE).transpose(1, 0, 2)
-        mixed = np.matmul(coeffs[:, None, :], vectors)[:, 0]
-        mixed *= 2.0**-FIX_BITS
-        np.floor(mixed, out=mixed)
-        np.maximum(mixed, 1.0, out=mixed)
-        step = LinearStep(rows, buckets, freqs, totals, strength3, spread, weight)
-        return mixed.astype(np.int64), step
-
-    def update(self, step: LinearStep, symbols: np.ndarray) -> None:  # type: ignore[override]
-        symbols = np.asarray(symbols, np.int64)
-        batch = len(symbols)
-        pick = np.arange(batch)
-        counts = self._counts_flat[step.rows * PALETTE + np.tile(symbols, 3)].reshape(3, batch)
-        tables = np.empty((4, batch), np.int64)
-        refined = np.empty((3, batch), np.int64)
-        tables[0] = np.maximum(1, (step.freqs[pick, symbols] << SCALE_BITS) // step.totals)
-        for n in range(3):
-            q = tables[n]
-            r = (counts[n].astype(np.int64) << SCALE_BITS) + step.strength[n] * q
-            r //= step.spread[n]
-            np.maximum(r, 1, out=r)
-            refined[n] = r
-            tables[n + 1] = q + ((step.weight[n] * (r - q)) >> WEIGHT_BITS)
-        self._learn(step.rows, step.buckets, tables, refined, symbols)
-
-
-def reference_table(
-    freqs: np.ndarray, counts: np.ndarray, seen: np.ndarray, spread: np.ndarray, w: np.ndarray
-) -> list[list[int]]:
-    """The table by Python integers, row by row (what the float64 product must equal)."""
-    coeffs = coefficients(freqs.sum(axis=1), seen, spread, w).tolist()
-    out = []
-    for row, (af, a0, a1, a2) in enumerate(coeffs):
-        f, c0, c1, c2 = (v.tolist() for v in (freqs[row], *counts[:, row]))
-        out.append(
-            [
-                max(1, (af * f[s] + a0 * c0[s] + a1 * c1[s] + a2 * c2[s]) >> FIX_BITS)
-                for s in range(PALETTE)
-            ]
-        )
-    return out
-
-
-# --- the study -------------------------------------------------------------------------
-
-
-def _compress_sizes(photo: Path, size: tuple[int, int] | None, mixer: type) -> dict[str, float]:
-    """compress(full=True) with coding 2 only and the given mixer class: payload bytes,
-    encode and decode CPU seconds (one worker), and whether the decode gave the tokens."""
+def _compress_sizes(photo: Path, size: tuple[int, int] | None, linear: bool) -> dict[str, float]:
+    """compress(full=True) with coding 2 only, LINEAR on or off: payload bytes, encode and
+    decode CPU seconds (one worker), and whether the decode gave the tokens."""
     from PIL import Image
 
     from igpt_codec import api
-    from igpt_codec.core import mixers
     from igpt_codec.format.records import CODING_ADAPTIVE
-    from igpt_codec.pipelines import stream
+    from igpt_codec.pipelines import fullres, stream
 
     image = Image.open(photo).convert("RGB")
     if size is not None:
         image = image.resize(size, Image.Resampling.LANCZOS)
-    saved = (mixers.AdaptiveMixer, stream.FULL_WRITER_CODINGS)
-    mixers.AdaptiveMixer = mixer  # type: ignore[misc]
-    stream.FULL_WRITER_CODINGS = (CODING_ADAPTIVE,)
+    saved = (fullres.make_header, stream.FULL_WRITER_CODINGS)
+
+    def header(*args, **kwargs):
+        return saved[0](*args, **kwargs, linear_levels=linear)
+
+    stream.make_header, stream.FULL_WRITER_CODINGS = header, (CODING_ADAPTIVE,)
     try:
         start = time.process_time()
         data = api.compress(image, full=True, threads=1)
@@ -184,7 +45,7 @@ def _compress_sizes(photo: Path, size: tuple[int, int] | None, mixer: type) -> d
         decoded = api.decompress(data, threads=1)
         decode = time.process_time() - start
     finally:
-        mixers.AdaptiveMixer, stream.FULL_WRITER_CODINGS = saved
+        stream.make_header, stream.FULL_WRITER_CODINGS = saved
     tokens = api.tokenize([image], api.resolve_bundle(None), 32, full=True)[0].tokens
     same = bool(np.array_equal(decoded[0].grid, tokens))
     return {"bytes": len(data), "encode_cpu_s": encode, "decode_cpu_s": decode, "lossless": same}
@@ -199,18 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
     rows = []
     for photo in args.photos:
-        row: dict[str, object] = {"photo": photo.name}
-        for name, mixer in (("coding2", AdaptiveMixer), ("linear", LinearMixer)):
-            row[name] = _compress_sizes(photo, size, mixer)  # type: ignore[arg-type]
-        base, new = row["coding2"], row["linear"]
-        ratio = new["bytes"] / base["bytes"]  # type: ignore[index]
+        base = _compress_sizes(photo, size, linear=False)
+        new = _compress_sizes(photo, size, linear=True)
+        rows.append({"photo": photo.name, "coding2": base, "linear": new})
         print(
-            f"{photo.name}: bytes {base['bytes']} -> {new['bytes']} ({ratio:.4f}); "  # type: ignore[index]
-            f"decode CPU {base['decode_cpu_s']:.2f} -> {new['decode_cpu_s']:.2f} s; "  # type: ignore[index]
-            f"lossless {new['lossless']}",
+            f"{photo.name}: bytes {base['bytes']} -> {new['bytes']} "
+            f"({new['bytes'] / base['bytes']:.5f}); decode CPU {base['decode_cpu_s']:.2f} -> "
+            f"{new['decode_cpu_s']:.2f} s; encode CPU {base['encode_cpu_s']:.2f} -> "
+            f"{new['encode_cpu_s']:.2f} s; lossless {base['lossless'] and new['lossless']}",
             flush=True,
-        )  # type: ignore[index]
-        rows.append(row)
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

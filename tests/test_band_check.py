@@ -109,9 +109,10 @@ def test_features_byte_round_trips(width, height, mode, context, segment, coding
         assert header.band_check_count == len(bands) - 1
 
 
-@pytest.mark.parametrize("features", [0x00, *(1 << bit for bit in range(1, 8)), 0xFF])
+@pytest.mark.parametrize("features", [0x00, *(1 << bit for bit in range(2, 8)), 0xFF])
 def test_a_zero_or_unknown_features_byte_is_refused(features: int) -> None:
-    """A zero byte would be a second encoding of a plain header; other bits are reserved."""
+    """A zero byte would be a second encoding of a plain header; bits 2-7 are reserved (bit 1,
+    LINEAR, is tests/test_linear.py's)."""
     body = FullImageHeader(FP, 50, 90, "RGB", 32, 4, 2, chain_segments=True).to_bytes()
     with pytest.raises(InvalidFieldError, match="features") as info:
         FullImageHeader.from_bytes(KIND_FULL_IMAGE, FP, body + bytes([features]))
@@ -206,15 +207,16 @@ def test_the_encoder_writes_band_checks_by_default(tiny, model, coded) -> None:
     assert np.array_equal(
         decode_full(model, unpack_stream(pack_stream([record]))[0], 0).tokens, tokens
     )
-    # The same tokens without the feature: the same payloads, and the stream one byte
-    # (features) plus a byte per band but the last of each chain shorter.
+    # The same tokens without the feature: the same payloads, and the stream a byte per
+    # band but the last of each chain shorter (the features byte stays: LINEAR is set).
     plain = make_header(
         FullImage(tokens, "RGB"), tiny.fingerprint, 32, CODING_ADAPTIVE, band_checks=False
     )
     without, _ = encode_full(model, FullImage(tokens, "RGB"), plain)
     assert [s.payload for s in without.segments] == [s.payload for s in record.segments]
     saved = len(pack_stream([record])) - len(pack_stream([without]))
-    assert saved == 1 + header.band_check_count * len(record.segments)
+    assert header.linear_levels and without.header.linear_levels
+    assert saved == header.band_check_count * len(record.segments)
     # A one-band image gains nothing from the feature, so the encoder leaves it off.
     one_band = make_header(FullImage(tokens[:20], "RGB"), tiny.fingerprint, 32, CODING_ADAPTIVE)
     assert not one_band.band_checks

@@ -195,6 +195,7 @@ def _record_info(index: int, record: Any) -> dict[str, Any]:
             "segments": len(segments),
             "chain_segments": head.chain_segments,
             "band_checks": head.band_checks,
+            "linear_levels": head.linear_levels,
             "context_rows": head.context_rows,
             "payload_bytes": payload,
             "payload_bits_per_token": 8 * payload / head.token_count,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from igpt_codec.core.adaptive import AdaptiveMixer, window_neighbours
+from igpt_codec.core.linear import LinearMixer
 from igpt_codec.core.match import DEFAULT_LEVELS, MatchMixer, window_template
 from igpt_codec.format.records import CODING_ADAPTIVE, CODING_EXACT, CODING_MATCH
 
@@ -60,6 +61,14 @@ class AdaptiveStage:
 
     def update(self, step: Any, symbols: np.ndarray) -> None:
         self.mixer.update(step, symbols)
+
+
+class LinearStage(AdaptiveStage):
+    """Coding 2's levels as one linear combination (linear.py; the kind-3 LINEAR feature):
+    coding 2's contexts and state, a table of other roundings."""
+
+    def __init__(self) -> None:
+        self.mixer = LinearMixer()
 
 
 class MatchStage:
@@ -122,17 +131,21 @@ STAGES_OF = {CODING_EXACT: 0, CODING_ADAPTIVE: 1, CODING_MATCH: 2}
 runs: coding 0 none (the model's tables as they are)."""
 
 
-def mixer_for(coding: int) -> Chain | None:
+def mixer_for(coding: int, linear: bool = False) -> Chain | None:
     """The mixer a full-resolution image of this coding is coded with (None: coding 0, the
-    model's tables as they are). A fresh state: one per chain of window groups."""
+    model's tables as they are); `linear`: the header's LINEAR feature (coding 2's levels
+    as one linear combination). A fresh state: one per chain of window groups."""
     if coding not in STAGES_OF:
         raise ValueError(f"coding {coding!r} does not code full-resolution images")
-    return chain_for(STAGES_OF[coding])
+    if linear and not STAGES_OF[coding]:
+        raise ValueError(f"coding {coding!r} has no levels to make linear")
+    return chain_for(STAGES_OF[coding], linear)
 
 
-def chain_for(stages: int) -> Chain | None:
-    """The first `stages` stages of the full chain (adaptive, then match), fresh."""
+def chain_for(stages: int, linear: bool = False) -> Chain | None:
+    """The first `stages` stages of the full chain (coding 2's levels, in their linear form
+    when `linear`, then coding 3's match levels), fresh."""
     if not 0 <= stages <= 2:
         raise ValueError(f"the mixer chain has 2 stages, not {stages}")
-    makers = (AdaptiveStage, MatchStage)[:stages]
+    makers = (LinearStage if linear else AdaptiveStage, MatchStage)[:stages]
     return Chain([make() for make in makers]) if makers else None

@@ -33,7 +33,12 @@ from igpt_codec.core.freq import cumulative
 from igpt_codec.core.mixers import STAGES_OF, Chain, chain_for, mixer_for
 from igpt_codec.format.container import SegmentCheck, segment_payload_limit
 from igpt_codec.format.errors import LengthOutOfRangeError, PayloadError, TokenChecksumError
-from igpt_codec.format.records import FullImageHeader, FullImageRecord, Segment
+from igpt_codec.format.records import (
+    LINEAR_CODINGS,
+    FullImageHeader,
+    FullImageRecord,
+    Segment,
+)
 from igpt_codec.format.tiling import Band, Tiling, fill_padding
 from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK
 from igpt_codec.pipelines.parallel import (
@@ -155,6 +160,7 @@ def make_header(
     band_checks: bool | None = None,
     payload_limit: int | None = None,
     chains: int = PARALLEL_CHAINS,
+    linear_levels: bool | None = None,
 ) -> FullImageHeader:
     """The header the encoder writes. segment_windows and chain_segments None: the planned
     layout (`plan_layout`: one segment record per chain, what writers use since 2026-12,
@@ -162,7 +168,9 @@ def make_header(
     full-resolution files). band_checks None: with chain segments, whenever the image has
     more than one band (a check per band but the last, one byte each: a damaged chain fails
     after one band's decoding, not at its end; docs/hardening.md has the cost). `chains`:
-    see plan_layout."""
+    see plan_layout. linear_levels None: whenever the coding has levels (codings 2 and 3:
+    the same bits as their rounded levels within a few bytes a photo, about half their
+    arithmetic; docs/speed.md, "Linear levels")."""
     segment_windows, fits = plan_layout(
         image.width, image.height, grid, context_rows, payload_limit, segment_windows, chains
     )
@@ -178,6 +186,7 @@ def make_header(
         segment_windows=segment_windows,
         coding=coding,
         chain_segments=chain_segments,
+        linear_levels=coding in LINEAR_CODINGS if linear_levels is None else linear_levels,
     )
     if band_checks is None:
         band_checks = chain_segments and len(header.tiling.bands()) > 1
@@ -287,6 +296,13 @@ def _codings(header: FullImageHeader, codings: Sequence[int] | None) -> tuple[in
     return chosen
 
 
+def _with_coding(header: FullImageHeader, coding: int) -> FullImageHeader:
+    """The header of one of the codings coded side by side: LINEAR applies to the codings
+    with levels, so coding 0 beside them has it clear."""
+    linear = header.linear_levels and coding in LINEAR_CODINGS
+    return dataclasses.replace(header, coding=coding, linear_levels=linear)
+
+
 def _monotonic(progress: Progress | None) -> Progress | None:
     """The progress callback, never going back (a re-encode starts counting again)."""
     if progress is None:
@@ -356,8 +372,8 @@ def _encode_layout(
             dropped.add(coding)
 
     def chain(group: int, report: Report) -> tuple[dict[int, _Candidate], set[int]]:
-        sides = {c: _Candidate(dataclasses.replace(header, coding=c)) for c in codings}
-        mixer = chain_for(max(STAGES_OF[c] for c in codings))
+        sides = {c: _Candidate(_with_coding(header, c)) for c in codings}
+        mixer = chain_for(max(STAGES_OF[c] for c in codings), header.linear_levels)
         decided = len(codings) == 1 or not early_judgment  # this chain judged the extras
         for number, segment_bands in _chain_segments(tiling, bands, group):
             for side in sides.values():
@@ -429,7 +445,7 @@ def _encode_layout(
     best = min(kept, key=lambda coding: (payloads[coding], STAGES_OF[coding]))
     coded = {n: segment for sides in chains for n, segment in sides[best].coded.items()}
     segments = tuple(coded[number] for number in range(tiling.record_count))
-    chosen = dataclasses.replace(header, coding=best)
+    chosen = _with_coding(header, best)
     return FullImageRecord(chosen, segments, image.name), sum(s[best].ideal for s in chains)
 
 
@@ -547,7 +563,7 @@ def decode_full(
     def chain(group: int, report: Report) -> np.ndarray:
         """Decode one chain into `image`; returns its columns (a forked chain's pixels are
         its own copy's, sent back)."""
-        mixer = mixer_for(header.coding)
+        mixer = mixer_for(header.coding, header.linear_levels)
         for number, segment_bands in _chain_segments(tiling, bands, group):
             reader = _SegmentReader(header, record.segments[number], number, index)
             for band_number, band in enumerate(segment_bands):

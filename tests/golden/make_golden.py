@@ -107,6 +107,22 @@ def match_coded() -> Iterator[None]:
         stream.FULL_WRITER_CODINGS = real
 
 
+@contextlib.contextmanager
+def adaptive_coded() -> Iterator[None]:
+    """Coding 2 alone (never coding 3), and the model's record whatever a classical file
+    would cost: a golden file that must pin coding 2's levels whichever coding is smaller."""
+    from igpt_codec.format.records import CODING_ADAPTIVE
+    from igpt_codec.pipelines import stream
+
+    real = stream.FULL_WRITER_CODINGS
+    stream.FULL_WRITER_CODINGS = (CODING_ADAPTIVE,)
+    try:
+        with model_coded():
+            yield
+    finally:
+        stream.FULL_WRITER_CODINGS = real
+
+
 def tiny_checkpoint(directory: Path) -> Path:
     """The frozen tiny model's random weights (32 wide, 2 layers, seed 2026): both golden
     bundles, with and without a span, are exports of these."""
@@ -264,6 +280,27 @@ def main() -> None:
             ],
         ),
         "default_full_match.igpt": (default, [("text", ("full-match", (0, 0, 64, 64)))]),
+        # Linear levels (the LINEAR feature, written since 2026-12-06 with codings 2 and 3):
+        # coding 2 on a photo crop of three bands in two chains, coding 3 on text, and a
+        # one-band image, around a thumbnail, under the tiny model (quick for the web
+        # decoder's golden test); then coding 2 and coding 3 under the shipped model of the
+        # day, whose tables the levels really reshape.
+        "tiny_full_linear.igpt": (
+            tiny,
+            [
+                ("photo", ("full-adaptive", (100, 150, 136, 212))),
+                ("second", 4),
+                ("text", ("full-match", (0, 0, 70, 67))),
+                ("grey", ("full-adaptive", (7, 9, 19, 19))),
+            ],
+        ),
+        "default_full_linear.igpt": (
+            default,
+            [
+                ("photo", ("full-adaptive", (150, 100, 214, 212))),
+                ("text", ("full-match", (0, 0, 64, 64))),
+            ],
+        ),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
@@ -274,11 +311,12 @@ def main() -> None:
         records = []
         inputs = []
         for key, size in items:
-            if isinstance(size, tuple):  # ("full", "full-png" or "full-model", crop box)
+            if isinstance(size, tuple):  # ("full", "full-png", "full-model", ..., crop box)
                 crop = pics[key].crop(size[1])
                 inputs.append((crop, 0, True))
                 how = {"full-png": without_webp, "full-model": model_coded}
                 how["full-match"] = match_coded
+                how["full-adaptive"] = adaptive_coded
                 with how.get(size[0], contextlib.nullcontext)():
                     records += unpack_stream(api.compress([crop], bundle, full=True))
             else:

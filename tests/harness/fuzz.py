@@ -113,6 +113,8 @@ CHAIN_SEGMENTS = 0x20
 BAND_CHECKS = 0x01
 """Bit 0 of a kind-3 header's features byte (after its segment windows): every segment
 holds a u8 check per band but its last, after its token check."""
+LINEAR_LEVELS = 0x02
+"""Bit 1 of the features byte: coding 2's levels as one linear combination (codings 2, 3)."""
 KIND_THUMBNAIL = 1
 KIND_NAME = 2
 MODE_SPELLED = 3
@@ -925,15 +927,15 @@ def _features_at(body: bytes) -> int:
 def _e_full_features(
     rng: random.Random, header: bytes, frames: list[Frame], ctx: Context
 ) -> Forgery:
-    """The kind-3 features byte and the band checks (SPEC.md "Band checks"), CRCs
-    recomputed: a features byte of 0, with a reserved bit, or with BAND_CHECKS where the
-    CHAIN bit is clear is refused from the header; the byte added or dropped changes the
-    header the token checks cover and moves the band checks into or out of the payload; a
-    band check changed, dropped or added fails its band's check, the canonical payload or
+    """The kind-3 features byte and the band checks (SPEC.md "Band checks"), CRCs recomputed: a
+    features byte of 0, with a reserved bit, or with BAND_CHECKS where the CHAIN bit is
+    clear is refused from the header; LINEAR flipped decodes other tables (a token check
+    fails) or, on coding 0, is refused from the header; the byte added or dropped changes
+    the header the token checks cover and moves the band checks into or out of the payload;
+    a band check changed, dropped or added fails its band's check, the canonical payload or
     the token check (decoded under WORK_BUDGET, not TOKEN_BUDGET, so the decoder's checks
-    run: the corpus's images fit it). And a valid all-zero image with BAND_CHECKS and
-    every check made from SPEC.md (sometimes one band check wrong): decoded to zeros, or
-    refused."""
+    run: the corpus's images fit it). And a valid all-zero image with BAND_CHECKS and every
+    check made from SPEC.md (sometimes one band check wrong): decoded to zeros, or refused."""
     frames = list(frames)
     i = rng.choice([i for i, f in enumerate(frames) if f.head & KIND_MASK == 3])
     end = i + 1
@@ -943,7 +945,9 @@ def _e_full_features(
     at = _features_at(body)
     features = body[at] if len(body) > at else 0
     checks = features & BAND_CHECKS
-    how = rng.choice(["zero", "reserved", "toggle", "no_chain", "band", "band_count", "zeros"])
+    how = rng.choice(
+        ["zero", "reserved", "toggle", "no_chain", "band", "band_count", "zeros", "linear"]
+    )
     if how == "zeros":
         return _zero_band_checks(rng, header, frames, i, end)
     if how in ("band", "band_count") and checks and end > i + 1:
@@ -961,7 +965,11 @@ def _e_full_features(
     if how == "zero":
         new = body[:at] + b"\x00"
     elif how == "reserved":
-        new = body[:at] + bytes([rng.randrange(1, 128) << 1 | rng.randrange(2)])
+        new = body[:at] + bytes([rng.randrange(1, 64) << 2 | rng.randrange(4)])  # bits 2-7
+    elif how == "linear":  # LINEAR flipped: other tables (a token check fails), or on a
+        # coding without levels, refused from the header
+        flipped = features ^ LINEAR_LEVELS  # 0: the byte goes (a zero byte is refused)
+        new = body[:at] + (bytes([flipped]) if flipped else b"")
     elif how == "no_chain":
         new = bytes([body[0] & ~CHAIN_SEGMENTS]) + body[1:at] + bytes([BAND_CHECKS])
     else:  # toggle: the byte dropped, or added where it was absent
