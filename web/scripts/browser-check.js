@@ -49,7 +49,7 @@ const option = (name, fallback) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : fallback;
 };
-const files = option('--files', 'default_one_32.igpt,default_span128.igpt,default_full_chain.igpt,default_classical.igpt,tiny_full_band_checks.igpt,span_thumbnails.igpt,span_full_chain.igpt,tiny_full_match.igpt,default_full_match.igpt,damaged:tiny_one_24.igpt,nomodel:default_full_adaptive.igpt').split(',');
+const files = option('--files', 'default_one_32.igpt,default_span128.igpt,default_full_chain.igpt,default_classical.igpt,tiny_full_band_checks.igpt,span_thumbnails.igpt,span_full_chain.igpt,tiny_full_match.igpt,default_full_match.igpt,tiny_full_linear.igpt,default_full_linear.igpt,damaged:tiny_one_24.igpt,nomodel:default_full_adaptive.igpt').split(',');
 // What the page must say for a file that cannot be decoded.
 const EXPECTED_MESSAGES = { damaged: /damaged.*ChecksumError/, nomodel: /Missing model:.*e6446cc21e2dd7a1/ };
 const repeat = Number(option('--repeat', '1'));

@@ -1,5 +1,5 @@
 // Kinds 3 and 4: a full-resolution image decoded window group by window group
-// (format/SPEC.md "Kinds 3 and 4", "Coding 2", "Coding 3"), each segment re-encoded to prove its
+// (format/SPEC.md "Kinds 3 and 4", "Coding 2", "Coding 3", "Linear levels"), each segment re-encoded to prove its
 // payload canonical and checked against its segment token check, and with BAND_CHECKS
 // each band of a chain against its band check as soon as it is decoded.
 import { PayloadError, TokenChecksumError } from './errors.js';
@@ -9,6 +9,7 @@ import { cumulative } from './tables.js';
 import { SegmentCheck } from './checks.js';
 import { layout, segmentOf, cellPositions } from './tiling.js';
 import { AdaptiveMixer, OUTSIDE } from './adaptive.js';
+import { LinearMixer } from './linear.js';
 import { MatchMixer, windowTemplate } from './match.js';
 import { CODING_ADAPTIVE, CODING_MATCH } from './stream.js';
 
@@ -53,13 +54,15 @@ function neighbours(cells, cell, w) {
 }
 
 /**
- * A chain's mixer: coding 2's three levels, then for coding 3 match.js's six on their
- * output, both from the state before the step and both learning its symbols after it
- * (codec/core/mixers.py). Null for coding 0: the model's tables as they are.
+ * A chain's mixer: coding 2's three levels (with the header's LINEAR feature, linear.js's
+ * table arithmetic over the same state), then for coding 3 match.js's six on their output,
+ * both from the state before the step and both learning its symbols after it
+ * (codec/core/mixers.py mixer_for). Null for coding 0: the model's tables as they are.
  */
-function mixerFor(coding) {
+function mixerFor(coding, linearLevels) {
   if (coding !== CODING_ADAPTIVE && coding !== CODING_MATCH) return null;
-  return { adaptive: new AdaptiveMixer(), match: coding === CODING_MATCH ? new MatchMixer() : null };
+  const adaptive = linearLevels ? new LinearMixer() : new AdaptiveMixer();
+  return { adaptive, match: coding === CODING_MATCH ? new MatchMixer() : null };
 }
 
 /** One step's tables through the mixer: {tables, steps} (what update needs, per stage). */
@@ -150,7 +153,7 @@ export async function decodeFull(bundle, session, record, onTokens) {
   const image = new Uint16Array(record.width * record.height);
   const positions = cellPositions(plan.w, plan.h, record.grid);
   const ctx = { bundle, session, plan, record, image, positions, onTokens };
-  const mixers = plan.groups.map(() => mixerFor(record.coding));
+  const mixers = plan.groups.map(() => mixerFor(record.coding, record.linearLevels));
   const open = new Map(); // segment index -> its decoder state
   for (let b = 0; b < plan.bands.length; b++) {
     for (let g = 0; g < plan.groups.length; g++) {

@@ -20,7 +20,12 @@ export function recordInfo(record) {
     index: record.index, kind: full ? 'full' : 'thumbnail', width: record.width, height: record.height,
     mode: record.mode, side: full ? null : record.side, tokens: record.tokens,
   };
-  if (full) Object.assign(row, { segments: record.segments.length, chain_segments: record.chain, band_checks: record.bandChecks, context_rows: record.contextRows });
+  if (full) {
+    Object.assign(row, {
+      segments: record.segments.length, chain_segments: record.chain, band_checks: record.bandChecks,
+      linear_levels: record.linearLevels, context_rows: record.contextRows,
+    });
+  }
   Object.assign(row, {
     payload_bytes: payload, payload_bits_per_token: (8 * payload) / record.tokens,
     fingerprint: hex(record.fingerprint), coding: CODING_NAMES[record.coding] ?? String(record.coding),

@@ -26,6 +26,8 @@ export const KIND_SEGMENT = 4;
 export const KIND_CLASSICAL = 5;
 export const KIND_CLASSICAL_PART = 6;
 export const BAND_CHECKS = 0x01; // kind 3's features byte, bit 0: a check per band of a chain
+export const LINEAR_LEVELS = 0x02; // bit 1 (codings 2 and 3): coding 2's levels as one linear combination (linear.js)
+const KNOWN_FEATURES = BAND_CHECKS | LINEAR_LEVELS;
 const PART_SIZE = 2 ** 20; // bytes of the embedded file per kind-5/6 record
 const MAX_FILE_LENGTH = 2 ** 32 - 1;
 export const CODING_EXACT = 0;
@@ -143,16 +145,21 @@ function parseFullHeader(head, body) {
   // The features byte (SPEC.md "Kind 3 body"): present only when a bit is set.
   const features = end === pos + 3 ? body[pos + 2] : 0;
   if (end === pos + 3 && features === 0) throw new InvalidFieldError("a full-resolution header's features byte is 0");
-  if (features & ~BAND_CHECKS) throw new InvalidFieldError(`a full-resolution header asks for features 0x${features.toString(16)} this reader does not know`);
+  if (features & ~KNOWN_FEATURES) throw new InvalidFieldError(`a full-resolution header asks for features 0x${features.toString(16)} this reader does not know`);
   const bandChecks = Boolean(features & BAND_CHECKS);
   if (bandChecks && !chain) throw new InvalidFieldError('band checks need the CHAIN layout');
+  // LINEAR changes how coding 2's levels make a table: a coding without them cannot have it.
+  const linearLevels = Boolean(features & LINEAR_LEVELS);
+  if (linearLevels && coding !== CODING_ADAPTIVE && coding !== CODING_MATCH) {
+    throw new InvalidFieldError(`linear levels need coding 2 or 3, not coding ${coding}`);
+  }
   if (grid < 1) throw new InvalidFieldError('window side 0');
   if (contextRows > 24 || contextRows >= grid) {
     throw new InvalidFieldError(`context rows ${contextRows} (0..24, below the window side ${grid})`);
   }
   if (segmentWindows < 1) throw new InvalidFieldError('segment windows 0');
   const image = {
-    type: 'full', head, coding, contextRows, chain, bandChecks, mode, width: width.value, height: height.value,
+    type: 'full', head, coding, contextRows, chain, bandChecks, linearLevels, mode, width: width.value, height: height.value,
     grid, segmentWindows, headerBody: body.slice(), tokens: width.value * height.value,
   };
   image.segmentCount = segmentCount(image);

@@ -21,6 +21,9 @@ test('info rows equal Python\'s info --json records for every golden file', () =
     assert.deepEqual(rows, pythonInfo[name], `${name}: info rows differ from Python's`);
     rows.forEach((row) => Object.keys(row).forEach((k) => fields.add(k)));
   }
-  // The rows compared hold every kind of field: full-resolution layout, band checks, names, codecs.
-  for (const k of ['chain_segments', 'band_checks', 'context_rows', 'codec', 'stream']) assert.ok(fields.has(k), k);
+  // The rows compared hold every kind of field: full-resolution layout, band checks, linear
+  // levels, names, codecs; and linear_levels both ways.
+  for (const k of ['chain_segments', 'band_checks', 'linear_levels', 'context_rows', 'codec', 'stream']) assert.ok(fields.has(k), k);
+  const linear = Object.values(pythonInfo).flat().filter((row) => 'linear_levels' in row).map((row) => row.linear_levels);
+  assert.deepEqual([...new Set(linear)].sort(), [false, true]);
 });
