@@ -402,3 +402,56 @@ def test_progress_without_a_total_gives_the_rate() -> None:
     golden = REPO / "tests" / "golden"
     assert _stream_tokens(str(golden / "tiny_one_24.igpt")) == 24 * 24
     assert _stream_tokens(str(golden / "concatenated" / "two_streams.igpt")) == 24 * 24 + 32 * 32
+
+
+def test_the_entry_point_loads_no_numpy_before_a_command_runs() -> None:
+    """OPENBLAS_NUM_THREADS counts only before numpy is loaded, so the package and the
+    command line's module must not load it (format/__init__.py imports its numpy parts on
+    use); a command then runs with BLAS on one thread unless the user chose a count."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, os\n"
+        "import igpt_codec, igpt_codec.cli\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+        "from igpt_codec.format import CodecError, pack_stream\n"
+        "assert 'numpy' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("environ", "loaded", "expected"),
+    [({}, False, "1"), ({"OPENBLAS_NUM_THREADS": "4"}, False, "4"), ({}, True, None)],
+)
+def test_blas_runs_on_one_thread_unless_the_user_chose(environ, loaded, expected) -> None:
+    from igpt_codec.cli import one_blas_thread
+
+    one_blas_thread(environ, loaded)
+    assert environ.get("OPENBLAS_NUM_THREADS") == expected
+
+
+def test_a_command_runs_with_one_blas_thread() -> None:
+    """Through the real entry point (main, its group swapped for a probe): the command's
+    process has OPENBLAS_NUM_THREADS=1 and numpy loaded after it was set."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, click\n"
+        "from igpt_codec import cli\n"
+        "@click.command()\n"
+        "def probe():\n"
+        "    loaded_before = 'numpy' in sys.modules\n"
+        "    import numpy\n"
+        "    click.echo(f\"{os.environ.get('OPENBLAS_NUM_THREADS')} {loaded_before}\")\n"
+        "cli.cli = probe\n"
+        "sys.argv = ['igpt-codec']\n"
+        "cli.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["1", "False"], (result.stdout, result.stderr)

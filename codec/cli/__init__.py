@@ -21,6 +21,9 @@ by `export`.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import click
@@ -109,5 +112,20 @@ def cli() -> None:
 
 def main(prog_name: str | None = None) -> None:
     """Console-script entry point (also `python -m igpt_codec` and `python cli.py`)."""
+    one_blas_thread(os.environ, "numpy" in sys.modules)
     install_signal_handlers()
     cli(prog_name=prog_name)
+
+
+def one_blas_thread(environ: MutableMapping[str, str], numpy_loaded: bool) -> None:
+    """numpy's BLAS on one thread in a command's process, unless the user chose a count.
+
+    Why: OpenBLAS starts its thread pool when numpy is imported, about 40 ms of CPU per
+    process on this machine (docs/speed.md, "Session 27"): a tenth of a thumbnail's
+    compress or decompress. The codec's products are small (the tokenizer's 128-colour
+    chunks, the mixer's [B, 4] x [4, 512]) and already ran on one thread; chains run in
+    processes. Only before numpy is loaded does the setting count, so `import igpt_codec`
+    and this module load no numpy (format/__init__.py imports its numpy parts on use).
+    """
+    if not numpy_loaded:
+        environ.setdefault("OPENBLAS_NUM_THREADS", "1")
