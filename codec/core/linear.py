@@ -28,7 +28,7 @@ the sum exactly in any order, with or without FMA: one BLAS call per step instea
 coding 2's (AdaptiveMixer); the update reads each level's values at the coded symbol from
 the same formulas per cell (scalars), not from whole tables.
 
-Measured against coding 2 (docs/speed.md, "Linear levels"): the same bytes within a few per
+Measured against coding 2 (docs/speed.md, "Session 27"): the same bytes within a few per
 photo, `tables` about half the CPU.
 """
 

@@ -170,7 +170,7 @@ def make_header(
     after one band's decoding, not at its end; docs/hardening.md has the cost). `chains`:
     see plan_layout. linear_levels None: whenever the coding has levels (codings 2 and 3:
     the same bits as their rounded levels within a few bytes a photo, about half their
-    arithmetic; docs/speed.md, "Linear levels")."""
+    arithmetic; docs/speed.md, "Session 27")."""
     segment_windows, fits = plan_layout(
         image.width, image.height, grid, context_rows, payload_limit, segment_windows, chains
     )
