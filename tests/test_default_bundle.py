@@ -29,9 +29,11 @@ def test_default_bundle_matches_its_manifest_hashes() -> None:
     # The default is the exact profile, and its integer model costs little over its float
     # parent on the calibration-disjoint check photos. Issue 9 shipped +0.035% (bound 0.1%);
     # the sharper v2 of issue 10 costs +0.15% with the same plan (its held-out photos agree,
-    # +0.14%), a trade against 2.5% fewer bits than the model it replaced.
+    # +0.14%), a trade against 2.5% fewer bits than the model it replaced. v6 (2 layers)
+    # costs +0.208% on the check photos, and its exact tables code the 105 held-out photos
+    # 0.9% below v5's (codec/models/README.md).
     assert bundle.exact and manifest["profile"] == "exact-int-v1"
-    assert manifest["exact"]["cost"]["relative_cost_percent"] <= 0.2
+    assert manifest["exact"]["cost"]["relative_cost_percent"] <= 0.25
 
 
 def test_default_bundle_round_trips_a_held_out_photo() -> None:

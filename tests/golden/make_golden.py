@@ -301,6 +301,13 @@ def main() -> None:
                 ("text", ("full-match", (0, 0, 64, 64))),
             ],
         ),
+        # The shipped default of 2026-12-06 (v6: 96 wide, 2 layers, span 128): a thumbnail,
+        # and what `compress --full` writes with it (coding 2 with linear levels, chains,
+        # band checks) on a crop of four bands.
+        "default_v6.igpt": (
+            default,
+            [("photo", 32), ("photo", ("full-model", (150, 100, 214, 212)))],
+        ),
     }
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}

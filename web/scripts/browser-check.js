@@ -4,6 +4,7 @@
 // (test/reference/python_pixels.json). Saves a screenshot of the page.
 //   node scripts/browser-check.js [--screenshot PATH] [--repeat N] [--files a.igpt,b.igpt] [--json OUT] [--cold]
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from './serve.js';
@@ -15,13 +16,17 @@ import { colourTable } from '../src/palette.js';
 const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = path.resolve(WEB, '..');
 const GOLDEN = path.join(ROOT, 'tests', 'golden');
-const V4 = '31a033f09ae0fc74'; // the default before v5, shipped beside it in codec/models/
+const MODELS = path.join(ROOT, 'codec', 'models');
+// The shipped default, then the earlier defaults shipped beside it (codec/models/v4-..., v5-...),
+// as the Python search path orders them.
+const SHIPPED = [path.join(MODELS, 'default'), ...readdirSync(MODELS, { withFileTypes: true })
+  .filter((e) => e.isDirectory() && e.name !== 'default').map((e) => path.join(MODELS, e.name)).sort()];
 
 async function committedTokenPixels() {
   const golden = JSON.parse(await readFile(path.join(GOLDEN, 'expected.json'), 'utf8'));
   const out = {};
   for (const [name, entry] of Object.entries(golden)) {
-    const dir = [path.join(ROOT, 'codec', 'models', 'default'), path.join(ROOT, 'codec', 'models', entry.fingerprint === V4 ? `v4-${V4}` : 'default'), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', entry.fingerprint)];
+    const dir = [...SHIPPED, path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', entry.fingerprint)];
     const bundle = await (async () => {
       for (const d of dir) {
         try {
@@ -49,7 +54,7 @@ const option = (name, fallback) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : fallback;
 };
-const files = option('--files', 'default_one_32.igpt,default_span128.igpt,default_full_chain.igpt,default_classical.igpt,tiny_full_band_checks.igpt,span_thumbnails.igpt,span_full_chain.igpt,tiny_full_match.igpt,default_full_match.igpt,tiny_full_linear.igpt,default_full_linear.igpt,damaged:tiny_one_24.igpt,nomodel:default_full_adaptive.igpt').split(',');
+const files = option('--files', 'default_one_32.igpt,default_span128.igpt,default_v6.igpt,default_full_chain.igpt,default_classical.igpt,tiny_full_band_checks.igpt,span_thumbnails.igpt,span_full_chain.igpt,tiny_full_match.igpt,default_full_match.igpt,tiny_full_linear.igpt,default_full_linear.igpt,damaged:tiny_one_24.igpt,nomodel:default_full_adaptive.igpt').split(',');
 // What the page must say for a file that cannot be decoded.
 const EXPECTED_MESSAGES = { damaged: /damaged.*ChecksumError/, nomodel: /Missing model:.*e6446cc21e2dd7a1/ };
 const repeat = Number(option('--repeat', '1'));
@@ -70,7 +75,7 @@ let reportResolve;
 const reported = new Promise((resolve) => { reportResolve = resolve; });
 const server = await startServer({
   // Not models/e6446cc21e2dd7a1: default_full_adaptive.igpt stands for a file whose model is missing.
-  modelDirs: [path.join(ROOT, 'codec', 'models', 'default'), path.join(ROOT, 'codec', 'models', `v4-${V4}`), path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', '521cbedc2a206487'), path.join(GOLDEN, 'models', '12f32c72c4a71c93')],
+  modelDirs: [...SHIPPED, path.join(GOLDEN, 'model'), path.join(GOLDEN, 'models', '521cbedc2a206487'), path.join(GOLDEN, 'models', '12f32c72c4a71c93')],
   filesDir: GOLDEN,
   onReport: reportResolve,
 });

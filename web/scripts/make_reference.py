@@ -29,11 +29,12 @@ import numpy as np
 # name so that these scripts stay outside the package's lint and layer rules.
 load_bundle = import_module("igpt_codec.runtime.bundle").load_bundle
 api = import_module("igpt_codec.api")
+shipped_earlier = import_module("igpt_codec.runtime.search").shipped_earlier
 
 
 def bundles(golden: Path) -> dict:
     found = {}
-    for d in [golden / "model", *sorted((golden / "models").iterdir()), None]:
+    for d in [golden / "model", *sorted((golden / "models").iterdir()), *shipped_earlier(), None]:
         b = load_bundle(d)
         found[b.fingerprint.hex()] = b
     return found
