@@ -455,3 +455,45 @@ def test_a_command_runs_with_one_blas_thread() -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.stdout.split() == ["1", "False"], (result.stdout, result.stderr)
+
+
+EXIT_PROBE = """
+import atexit, sys
+from igpt_codec import cli
+atexit.register(lambda: sys.stderr.write("TEARDOWN\\n"))
+if sys.argv[1] == "profiled":
+    sys.setprofile(lambda *args: None)
+sys.argv = ["igpt-codec", "info", *sys.argv[2:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "teardown"), [("plain", False), ("full", True), ("profiled", True)]
+)
+@pytest.mark.parametrize(("stream", "status"), [("tiny_one_24.igpt", 0), ("missing.igpt", 1)])
+def test_a_finished_command_skips_the_teardown_unless_something_needs_it(
+    how: str, teardown: bool, stream: str, status: int
+) -> None:
+    """Through the real entry point: a command ends at once (os._exit, atexit handlers not
+    run) with its exit code and its whole output flushed; with IGPT_CODEC_FULL_EXIT set,
+    or under a profiler, Python's normal exit runs (atexit handlers included)."""
+    from igpt_codec.cli import FULL_EXIT_VARIABLE
+
+    env = {k: v for k, v in os.environ.items() if k != FULL_EXIT_VARIABLE}
+    if how == "full":
+        env[FULL_EXIT_VARIABLE] = "1"
+    path = REPO / "tests" / "golden" / stream
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE, how, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == status, result.stderr
+    assert ("TEARDOWN" in result.stderr) == teardown, result.stderr
+    if status == 0:
+        assert "24x24 palette thumbnail" in result.stdout, result.stdout
+    else:
+        assert result.stderr.startswith("error: ") and "missing.igpt" in result.stderr

@@ -126,9 +126,9 @@ def test_the_mixer_matches_spec_over_a_run_of_steps(monkeypatch) -> None:
     learned = []
     real_learn = mixer._learn
 
-    def spy(rows, buckets, tables, refined, symbols):
+    def spy(rows, buckets, tables, refined, symbols, *known):
         learned.append((tables.tolist(), refined.tolist()))
-        real_learn(rows, buckets, tables, refined, symbols)
+        real_learn(rows, buckets, tables, refined, symbols, *known)
 
     monkeypatch.setattr(mixer, "_learn", spy)
     palette = rng.integers(0, 512, 6)  # few colours: contexts repeat and counts grow

@@ -7,6 +7,7 @@ got into sys.modules anyway.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli import EXPORT_HINT
+from igpt_codec.cli import FULL_EXIT_VARIABLE
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "cli.py"
@@ -46,12 +48,15 @@ sys.exit(status)
 
 
 def run_blocked(*args: object, cwd: Path) -> tuple[int, str]:
+    # The wrapper inspects sys.modules after the command: it needs the SystemExit back.
+    env = {**os.environ, FULL_EXIT_VARIABLE: "1"}
     result = subprocess.run(
         [sys.executable, "-c", WRAPPER, str(CLI), *map(str, args)],
         capture_output=True,
         cwd=cwd,
         timeout=300,
         check=False,
+        env=env,
     )
     stderr = result.stderr.decode()
     assert "LEAKED=[]" in stderr, stderr

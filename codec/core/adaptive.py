@@ -289,20 +289,25 @@ class AdaptiveMixer:
         tables: np.ndarray,
         refined: np.ndarray,
         symbols: np.ndarray,
+        pairs: np.ndarray | None = None,
+        counts: np.ndarray | None = None,
     ) -> None:
         """The update from each level's values at the coded symbols: tables [4, B] (each
-        level's input, then the output), refined [3, B] (each level's counts-refined)."""
+        level's input, then the output), refined [3, B] (each level's counts-refined).
+        `pairs` [3, B] (rows * 512 + symbols) and `counts` (the counts there, before this
+        step) when the caller has them already."""
         gain = refined - tables[:3]
         gain *= LEARNING_RATE
         gain //= tables[1:]
         weights = self._weights
         np.add.at(weights, buckets, gain.reshape(-1))
         np.minimum(np.maximum(weights, 0, out=weights), WEIGHT_ONE, out=weights)
-        pairs = rows.reshape(3, -1) * PALETTE
-        pairs += symbols
+        if pairs is None:
+            pairs = rows.reshape(3, -1) * PALETTE
+            pairs += symbols
         pairs = pairs.reshape(-1)
         flat = self._counts_flat
-        fresh = flat[pairs] == 0
+        fresh = (flat[pairs] if counts is None else counts.reshape(-1)) == 0
         if fresh.any():  # a symbol new to its context (once, if two windows bring it)
             new = set(pairs[fresh].tolist())  # a handful: cheaper than np.unique
             np.add.at(self._distinct, np.fromiter(new, np.int64, len(new)) // PALETTE, 1)

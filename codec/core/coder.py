@@ -33,6 +33,7 @@ total / 2**48 of a symbol's range, i.e. under 2**-16 relative even at
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -255,7 +256,18 @@ class RangeDecoder:
         for a photo; one loop with both coders' arithmetic inline, their state in locals,
         costs about half of the two calls and their lists. Same steps as _consume and
         RangeEncoder._encode."""
-        totals = _check_rows(cum)
+        return self._decode_into(cum, _check_rows(cum), shadow)
+
+    def decode_symbol_into(self, cum: np.ndarray, shadow: RangeEncoder) -> int:
+        """decode_symbol, its interval coded into `shadow` (decode_rows_into for one table,
+        checked as decode_symbol checks it: a thumbnail's batch-1 steps, where the checks
+        of a [1, V + 1] table would cost more than the coding)."""
+        return self._decode_into((cum,), (_check_table(cum),), shadow)[0]
+
+    def _decode_into(
+        self, cum: Iterable[np.ndarray], totals: Iterable[int], shadow: RangeEncoder
+    ) -> list[int]:
+        """decode_rows_into's loop over checked tables and their totals."""
         if shadow._finished:
             raise RuntimeError("encoder already finished")
         code, rng, data, pos = self._code, self._range, self._data, self._pos

@@ -109,35 +109,48 @@ class LinearMixer(AdaptiveMixer):
         weight = self._weights[buckets].reshape(3, batch)
         totals = freqs.sum(axis=1)
         coeffs = coefficients(totals, seen3, spread, weight).astype(np.float64)
+        # 2^-22 folded into the coefficients: scaling by a power of two is exact, so every
+        # product and partial sum is the exact integer's, scaled.
+        coeffs *= _UNIT
         vectors = np.empty((batch, 4, PALETTE), np.float64)
         vectors[:, 0] = freqs
         vectors[:, 1:] = self._counts[rows].reshape(3, batch, PALETTE).transpose(1, 0, 2)
         # Exact: every term is an integer <= 2^44 and every partial sum one below 2^46.
         mixed = np.matmul(coeffs[:, None, :], vectors)[:, 0]
-        mixed *= _UNIT
-        np.floor(mixed, out=mixed)
-        np.maximum(mixed, 1.0, out=mixed)
+        # The sum is never negative, so truncation toward zero is the floor.
+        out = mixed.astype(np.int64)
+        np.maximum(out, 1, out=out)
         step = LinearStep(rows, buckets, freqs, totals, strength3, spread, weight)
-        return mixed.astype(np.int64), step
+        return out, step
 
     def update(self, step: LinearStep, symbols: np.ndarray) -> None:  # type: ignore[override]
         """Coding 2's update, each level's q, r and m at the coded symbols from the scalar
         formulas of SPEC.md's "Linear levels"."""
         symbols = np.asarray(symbols, np.int64)
         batch = len(symbols)
-        pick = np.arange(batch)
-        counts = self._counts_flat[step.rows * PALETTE + np.tile(symbols, 3)].reshape(3, batch)
+        pairs = step.rows.reshape(3, batch) * PALETTE
+        pairs += symbols
+        counts = self._counts_flat[pairs]
         tables = np.empty((4, batch), np.int64)
         refined = np.empty((3, batch), np.int64)
-        tables[0] = np.maximum(1, (step.freqs[pick, symbols] << SCALE_BITS) // step.totals)
+        first = tables[0]
+        first[:] = step.freqs[np.arange(batch), symbols]
+        first <<= SCALE_BITS
+        first //= step.totals
+        np.maximum(first, 1, out=first)
+        r = np.empty(batch, np.int64)
         for n in range(3):
             q = tables[n]
-            r = (counts[n].astype(np.int64) << SCALE_BITS) + step.strength[n] * q
+            np.left_shift(counts[n], SCALE_BITS, out=r, dtype=np.int64)
+            r += step.strength[n] * q
             r //= step.spread[n]
-            np.maximum(r, 1, out=r)
-            refined[n] = r
-            tables[n + 1] = q + ((step.weight[n] * (r - q)) >> WEIGHT_BITS)
-        self._learn(step.rows, step.buckets, tables, refined, symbols)
+            np.maximum(r, 1, out=refined[n])
+            m = tables[n + 1]
+            np.subtract(refined[n], q, out=m)
+            m *= step.weight[n]
+            m >>= WEIGHT_BITS
+            m += q
+        self._learn(step.rows, step.buckets, tables, refined, symbols, pairs, counts)
 
 
 def reference_table(

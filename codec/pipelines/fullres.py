@@ -50,7 +50,7 @@ from igpt_codec.pipelines.parallel import (
     use_processes,
 )
 from igpt_codec.pipelines.types import FullImage
-from igpt_codec.runtime.contract import SOS
+from igpt_codec.runtime.contract import SOS, VOCAB
 from igpt_codec.runtime.exact_runner import ExactTokenModel
 from igpt_codec.runtime.ring_cache import stacked
 
@@ -386,8 +386,9 @@ def _encode_layout(
                     if coding not in dropped and side.segment_bits / 8 > limit + PLAN_SLACK_BYTES:
                         drop(coding, number, side.segment_bits / 8)
                 live = {c: STAGES_OF[c] for c in codings if c not in dropped}
+                judge = None if decided else _Judge(base, {c: sides[c].ideal for c in live})
                 symbols, intervals = _band_intervals(
-                    model, tiling, image.tokens, band, groups[group], positions, mixer, live
+                    model, tiling, image.tokens, band, groups[group], positions, mixer, live, judge
                 )
                 for coding, (low, width, total) in intervals.items():
                     side = sides[coding]
@@ -400,14 +401,10 @@ def _encode_layout(
                     side.check.add(symbols)
                     side.band_checks.append(side.check.band_value)
                 report(len(symbols))
-                if not decided and sides[base].ideal >= EXTRA_DECIDE_BITS:
+                if judge is not None and judge.decided:
                     decided = True
-                    for coding in intervals:
-                        if coding != base and not _worth_keeping(
-                            sides[coding].ideal, sides[base].ideal
-                        ):
-                            with lock:
-                                dropped.add(coding)
+                    with lock:
+                        dropped.update(judge.dropped)
             for coding, side in sides.items():
                 if coding in dropped or side.encoder is None or side.check is None:
                     continue
@@ -471,15 +468,17 @@ def _band_intervals(
     positions: np.ndarray,
     mixer: Chain | None,
     codings: dict[int, int],
+    judge: _Judge | None = None,
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One band of one chain: whole-window calls, then its symbols in cell-major order and
     each coding's coder intervals [3, n] (low, width, total). `codings` maps each coding
-    to code to the mixer stages it runs (core/mixers.STAGES_OF)."""
+    to code to the mixer stages it runs (core/mixers.STAGES_OF); those a `judge` drops on
+    the way have no intervals."""
     cells_per_window = band.rows * tiling.window_width
     pos = positions[:cells_per_window]
     cells, mask = _group_windows(tiling, tokens, band, columns)
     mixed = mixer is not None and any(codings.values())
-    tables = np.zeros((len(columns), cells_per_window, 512), np.int32) if mixed else None
+    tables = np.zeros((len(columns), cells_per_window, VOCAB), np.int32) if mixed else None
     # Without the mixer only each cell's own interval is kept (low, width, total), not its
     # whole table: a segment's tables would be 32 windows x 1,024 cells x 513 int64 (134
     # MB). The mixer needs whole tables, in cell order: int32, 64 MB for 32 windows.
@@ -488,11 +487,11 @@ def _band_intervals(
     for start in range(0, len(columns), ENCODE_CALL_WINDOWS):
         chunk = cells[start : start + ENCODE_CALL_WINDOWS]
         ids = np.concatenate([np.full((len(chunk), 1), SOS), chunk[:, :-1]], axis=1)
+        into = None if tables is None else tables[start : start + len(chunk)]
         freqs, _ = model.run(
-            ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False, ENCODE_CHUNK
+            ids, np.broadcast_to(pos, ids.shape), model.start(len(chunk)), False, ENCODE_CHUNK, into
         )
         if tables is not None:
-            tables[start : start + len(chunk)] = freqs
             continue
         cum = cumulative(freqs)
         low = np.take_along_axis(cum, chunk[..., None], axis=2)[..., 0]
@@ -503,10 +502,38 @@ def _band_intervals(
             cum[..., -1],
         )
     if tables is not None and mixer is not None:
-        _mix_intervals(mixer, tables, cells, mask, tiling.window_width, intervals, codings)
+        live = dict(codings)
+        _mix_intervals(mixer, tables, cells, mask, tiling.window_width, intervals, live, judge)
+        intervals = {coding: intervals[coding] for coding in live}
     windows, cell_idx = _coding_order(mask)
     coded = {coding: out[:, windows, cell_idx] for coding, out in intervals.items()}
     return cells[windows, cell_idx], coded
+
+
+class _Judge:
+    """The early judgment of a chain's extra codings, made at the first cell step where the
+    base has spent EXTRA_DECIDE_BITS in all (its earlier bands' bits included), not at the
+    end of that band: on a photo that is a quarter of band 0, so coding 3's levels, about
+    0.7 ms a step, run for a quarter of the steps they did. It depends on the chain's own
+    tokens only, like the rest of a chain."""
+
+    def __init__(self, base: int, bits: dict[int, float]) -> None:
+        self.base = base
+        self.bits = dict(bits)  # each live coding's bits so far in the chain
+        self.dropped: set[int] = set()
+        self.decided = False
+
+    def add(self, coding: int, width: np.ndarray, total: np.ndarray) -> None:
+        self.bits[coding] += float(-np.log2(width / total).sum())
+
+    def decide(self) -> bool:
+        """True once the base has spent enough: the extras not worth keeping are dropped."""
+        base = self.bits[self.base]
+        if base >= EXTRA_DECIDE_BITS:
+            self.decided = True
+            extras = {c: bits for c, bits in self.bits.items() if c != self.base}
+            self.dropped = {c for c, bits in extras.items() if not _worth_keeping(bits, base)}
+        return self.decided
 
 
 def _mix_intervals(
@@ -517,23 +544,45 @@ def _mix_intervals(
     width: int,
     intervals: dict[int, np.ndarray],
     codings: dict[int, int],
+    judge: _Judge | None = None,
 ) -> None:
     """Each coded cell's interval under each coding's tables (the model's, or a stage's
     output), stepping cells in the order the decoder does (all windows of a cell, then the
-    next cell); the mixer runs only the stages some coding needs."""
+    next cell); the mixer runs only the stages some coding needs. With a `judge`, its
+    extras are judged at the first step where the base has spent enough; those it drops
+    stop there: their intervals are left unfinished and they leave `codings`."""
     stages = max(codings.values())
+    every = mask.all(axis=0).tolist()
+    picks: dict[int, np.ndarray] = {}
     for cell in np.flatnonzero(mask.any(axis=0)).tolist():
-        live = np.flatnonzero(mask[:, cell])
-        model_table = tables[live, cell]
+        # int64 and contiguous at once: what every stage and the sums below read fastest.
+        if every[cell]:  # the common case: plain slices, no gathers
+            live, where = None, slice(None)
+            model_table, symbols = tables[:, cell].astype(np.int64), cells[:, cell]
+        else:
+            live = where = np.flatnonzero(mask[:, cell])
+            model_table, symbols = tables[live, cell].astype(np.int64), cells[live, cell]
         outs, steps = mixer.stage_tables(model_table, cells, cell, width, live, stages)
-        symbols = cells[live, cell]
-        pick = np.arange(len(live))
+        pick = picks.get(len(symbols))
+        if pick is None:
+            pick = picks[len(symbols)] = np.arange(len(symbols))
         for coding, stage in codings.items():
-            cum = cumulative(outs[stage - 1] if stage else model_table)
-            low = cum[pick, symbols]
+            table = outs[stage - 1] if stage else model_table
+            cum = np.cumsum(table, axis=1, dtype=np.int64)
+            chosen = table[pick, symbols]
+            total = cum[:, -1]
             out = intervals[coding]
-            out[:, live, cell] = low, cum[pick, symbols + 1] - low, cum[:, -1]
+            out[0, where, cell] = cum[pick, symbols] - chosen
+            out[1, where, cell] = chosen
+            out[2, where, cell] = total
+            if judge is not None:
+                judge.add(coding, chosen, total)
         mixer.update(steps, symbols)
+        if judge is not None and judge.decide():
+            for coding in judge.dropped:
+                del codings[coding]
+            stages = max(codings.values())
+            judge = None
 
 
 def decode_full(
@@ -692,6 +741,7 @@ def _decode_band(
         state = model.start(batch)
     stepper = model.stepper(state)
     tables = stepper.step(ids[:, first], positions[first])
+    cum = np.zeros((batch, VOCAB + 1), np.int64)  # a whole step's tables, refilled per cell
     for cell in range(first, n_cells):
         if cancel is not None and cancel.is_set():
             return None
@@ -701,11 +751,15 @@ def _decode_band(
         table = tables if every else tables[live]
         if mixer is not None and live:
             table, step = mixer.tables(table, cells, cell, width, None if every else live)
-        if live:
+        if every:
+            np.cumsum(table, 1, np.int64, cum[:, 1:])
+            symbols = decoder.decode_rows_into(cum, shadow)
+            cells[:, cell] = symbols
+        elif live:
             symbols = decoder.decode_rows_into(cumulative(table), shadow)
             cells[live, cell] = symbols
-            if mixer is not None:
-                mixer.update(step, symbols)
+        if live and mixer is not None:
+            mixer.update(step, symbols)
         for w in narrow:
             if col == real[w] - 1:  # the row's last real token: its padding follows it
                 fill_padding(cells[w, cell - col : cell - col + width], real[w])

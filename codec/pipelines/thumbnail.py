@@ -146,16 +146,20 @@ def decode_batch(
     state = model.start(rows)
     stepper = model.stepper(state) if bundle.exact else None  # type: ignore[union-attr]
     feed = np.full((rows, 1), SOS, dtype=np.int64)
+    # One cumulative table, refilled every step: the exact tables are int32 and their sums
+    # below 2^32, so int64 prefix sums are exact.
+    cum = np.zeros((rows, PALETTE_SIZE + 1), np.int64)
+    coders = list(zip(decoders, shadows, cum, strict=True))
     for t in range(steps):
         if stepper is not None:
-            cum = cumulative(stepper.step(feed[:, 0], int(pos[t])))
+            np.cumsum(stepper.step(feed[:, 0], int(pos[t])), 1, np.int64, cum[:, 1:])
         else:
             probs, state = model.step(feed[:, 0], state)
             cum = cumulative(quantize_probs(probs, FREQ_BITS))
-        for row in range(rows):
-            symbol = decoders[row].decode_symbol(cum[row])
-            shadows[row].encode_symbol(cum[row], symbol)
-            tokens[row, t] = symbol
+            coders = list(zip(decoders, shadows, cum, strict=True))
+        column = tokens[:, t]
+        for row, (decoder, shadow, table) in enumerate(coders):
+            column[row] = decoder.decode_symbol_into(table, shadow)
         feed = tokens[:, t : t + 1]
         counter.advance(rows)
     decoded = []

@@ -122,8 +122,11 @@ class ExactTokenModel:
         state: KVState,
         keep_cache: bool = True,
         chunk: int | None = None,
+        out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, KVState]:
-        """Feed `seq` tokens per sequence at the given positions; freqs int64 [B, seq, 512].
+        """Feed `seq` tokens per sequence at the given positions; freqs int64 [B, seq, 512]
+        (or written into `out`, an int32 or int64 array of that shape, and returned: the
+        encoder's int32 tables, without a copy through int64 and back).
 
         keep_cache=False skips storing the new keys and values (the encoder's single
         whole-sequence call needs no cache afterwards); the returned state is then the input.
@@ -141,18 +144,23 @@ class ExactTokenModel:
         if int(positions.min()) < 0 or int(positions.max()) >= self.n_positions:
             raise ValueError(f"positions must lie in [0, {self.n_positions})")
         span = self.bundle.attention_span
-        if span is not None:
-            size = span if chunk is None else chunk
-            if not 1 <= size <= span:
-                raise ValueError(f"chunk must lie in [1, {span}] (the span), got {chunk}")
-            if ids.shape[1] > size:
-                return self._run_chunked(ids, positions, state, keep_cache, size)
-        freqs = np.empty((*ids.shape, VOCAB), np.int64)
+        size = ids.shape[1] if span is None else span if chunk is None else chunk
+        if span is not None and not 1 <= size <= span:
+            raise ValueError(f"chunk must lie in [1, {span}] (the span), got {chunk}")
+        freqs = _tables_out(out, ids.shape)
+        if ids.shape[1] > size:
+            return freqs, self._run_chunked(ids, positions, state, keep_cache, size, freqs)
         return freqs, self._call(ids, positions, state, keep_cache, freqs)
 
     def _run_chunked(
-        self, ids: np.ndarray, positions: np.ndarray, state: KVState, keep_cache: bool, chunk: int
-    ) -> tuple[np.ndarray, KVState]:
+        self,
+        ids: np.ndarray,
+        positions: np.ndarray,
+        state: KVState,
+        keep_cache: bool,
+        chunk: int,
+        freqs: np.ndarray,
+    ) -> KVState:
         """run() for a span bundle, `chunk` (<= S) tokens per graph call through the ring.
 
         Why: one call of seq tokens computes seq x (C + seq) attention scores (a window at
@@ -163,7 +171,6 @@ class ExactTokenModel:
         one at past 0, else a copy), so the caller's state is left as it was.
         """
         seq = ids.shape[1]
-        freqs = np.empty((*ids.shape, VOCAB), np.int64)
         if keep_cache:
             work = state
         elif state.length == 0:
@@ -174,7 +181,7 @@ class ExactTokenModel:
             hi = min(lo + chunk, seq)
             keep = keep_cache or hi < seq
             work = self._call(ids[:, lo:hi], positions[:, lo:hi], work, keep, freqs[:, lo:hi])
-        return freqs, work if keep_cache else state
+        return work if keep_cache else state
 
     def _call(
         self,
@@ -278,3 +285,13 @@ class ExactStepper:
             self._bind_cache()
         self._length += 1
         return self._freqs[:, 0]
+
+
+def _tables_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Where run() writes its tables: `out`, checked, or a new int64 array."""
+    want = (*shape, VOCAB)
+    if out is None:
+        return np.empty(want, np.int64)
+    if out.shape != want or out.dtype not in (np.int32, np.int64):
+        raise ValueError(f"out must be int32 or int64 shaped {want}, got {out.dtype} {out.shape}")
+    return out
