@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from igpt_codec import api
-from igpt_codec.core.mixers import STAGES_OF, Chain, mixer_for
+from igpt_codec.core.mixers import STAGES_OF, Chain, MatchStage, mixer_for
 from igpt_codec.format.container import FILE_HEADER_LEN, pack_stream, unpack_stream
 from igpt_codec.format.errors import CodecError, InvalidFieldError
 from igpt_codec.format.records import (
@@ -144,17 +144,28 @@ def test_side_by_side_keeps_the_smaller_and_round_trips(tiny, tokens, workers) -
         assert pack_stream([judged_early]) == pack_stream([alone[judged_early.header.coding]])
 
 
-def test_an_extra_that_saves_too_little_is_dropped_after_a_band(default) -> None:
+def test_an_extra_that_saves_too_little_is_dropped_early(default, monkeypatch) -> None:
     """A photo crop under the shipped model: coding 3's levels find little, so each chain
-    drops them at the end of its first band of EXTRA_DECIDE_BITS (their size is then
-    unknown, None); coded to the end they are within 63/64 of coding 2 and not kept
-    either, so the record is the same."""
+    drops them at its first step past EXTRA_DECIDE_BITS, inside band 0 (each chain's match
+    levels run for fewer steps than band 0's 1,024 cells; their size is then unknown,
+    None); coded to the end they are within 63/64 of coding 2 and not kept either, so the
+    record is the same."""
     bundle, model = default
     with Image.open(SAMPLE) as photo:
         tokens = _tokens(bundle, photo.convert("RGB").crop((0, 0, 128, 96)))
     early: dict[int, int | None] = {}
     late: dict[int, int | None] = {}
+    steps: dict[int, int] = {}
+    real_tables = MatchStage.tables
+
+    def counted(self, *args, **kwargs):
+        steps[id(self)] = steps.get(id(self), 0) + 1
+        return real_tables(self, *args, **kwargs)
+
+    monkeypatch.setattr(MatchStage, "tables", counted)
     a = _encode(model, bundle, tokens, FULL_WRITER_CODINGS, sizes=early)
+    monkeypatch.setattr(MatchStage, "tables", real_tables)
+    assert len(steps) == 2 and all(0 < count < 32 * 32 for count in steps.values()), steps
     b = _encode(model, bundle, tokens, FULL_WRITER_CODINGS, sizes=late, early_judgment=False)
     assert early[CODING_MATCH] is None and early[CODING_ADAPTIVE] == late[CODING_ADAPTIVE]
     assert late[CODING_MATCH] is not None

@@ -94,10 +94,11 @@ of the base's: coding 3 decodes in about 1.4-1.5x coding 2's time, so a photo's 
 not worth it, while synthetic images save 9-47% (docs/synthetic.md, "Coding 3 in the
 format")."""
 EXTRA_DECIDE_BITS = 4096.0
-"""A chain drops the extras that are not under EXTRA_KEEP of the base's ideal bits at the end
-of its first band where the base has spent this many bits (a blank top margin decides
-nothing). On photos that is band 0, so coding 3 costs the encoder one band of its levels
-instead of every band (41.6% of a photo's encode CPU, measured)."""
+"""A chain drops the extras that are not under EXTRA_KEEP of the base's ideal bits at the
+first cell step where the base has spent this many bits in all (a blank top margin decides
+nothing). On photos that is early in band 0, so coding 3 costs the encoder a few hundred
+steps of its levels instead of every band (41.6% of a photo's encode CPU, measured) or
+all of band 0 (about 8%, before session 29)."""
 
 
 def grid_of(n_positions: int) -> int:
@@ -239,8 +240,9 @@ def encode_full(
     or of coding 2. The first is the *base*: it decides the layout, as a lone coding does;
     the others are extras, dropped (for the whole image) as soon as one of their segments
     passes the payload cap, or, with `early_judgment`, when a chain finds them not under
-    EXTRA_KEEP of the base's bits at the end of its first band of EXTRA_DECIDE_BITS (on
-    photos that is band 0: the extra's levels then cost one band, not the image). Either
+    EXTRA_KEEP of the base's bits at the first cell step where the base has spent
+    EXTRA_DECIDE_BITS (on photos, early in band 0: the extra's levels then cost a few
+    hundred steps, not the image). Either
     depends on one chain's own tokens, never on which thread got there first: the record
     is the same whatever `workers` is. Benchmarks that compare the codings' sizes turn
     `early_judgment` off.
