@@ -161,6 +161,33 @@ def test_shorter_chunks_give_the_same_tables_and_ring(
         model.session = session
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_run_writes_its_tables_into_out(
+    model: ExactTokenModel, photos: np.ndarray, whole: np.ndarray, dtype: type
+) -> None:
+    """run(out=...) (the encoder's int32 tables): the tables of one call written into the
+    caller's array, in chunks or in one call, and that very array returned."""
+    batch, length = 2, 2 * SPAN + 9
+    for chunk, seq in ((SPAN // 2, length), (None, SPAN - 3)):
+        out = np.full((batch, seq, 512), -1, dtype)
+        freqs, _ = model.run(
+            photos[:batch, :seq], grid(batch)[:, :seq], model.start(batch), False, chunk, out
+        )
+        assert freqs is out
+        assert np.array_equal(out, whole[:batch, :seq])
+
+
+@pytest.mark.parametrize(
+    "out", [np.zeros((2, 5, 512), np.float32), np.zeros((2, 4, 512), np.int32)]
+)
+def test_run_refuses_an_out_of_the_wrong_type_or_shape(
+    model: ExactTokenModel, out: np.ndarray
+) -> None:
+    ids = np.full((2, 5), SOS)
+    with pytest.raises(ValueError, match="out must be int32 or int64 shaped"):
+        model.run(ids, grid(2)[:, :5], model.start(2), False, None, out)
+
+
 @pytest.mark.parametrize("chunk", [0, -3, SPAN + 1])
 def test_a_chunk_outside_the_span_is_refused(model: ExactTokenModel, chunk: int) -> None:
     ids = np.full((1, 4), SOS)

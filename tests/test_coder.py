@@ -166,16 +166,18 @@ def test_decoding_into_a_shadow_matches_the_two_calls(
     payload = enc.finish()[0]
     for data in (payload, payload + garbage, garbage):
         two, fused = (RangeDecoder(data), RangeEncoder()), (RangeDecoder(data), RangeEncoder())
+        single = RangeDecoder(data), RangeEncoder()  # decode_symbol_into, row by row
         for cum in batches:
             symbols, lows, highs, totals = two[0].decode_rows(cum)
             two[1].encode_intervals(lows, highs, totals)
             assert fused[0].decode_rows_into(cum, fused[1]) == symbols
+            assert [single[0].decode_symbol_into(row, single[1]) for row in cum] == symbols
             states = [
                 (d._code, d._range, d._pos, e._low, e._range, bytes(e._out))
-                for d, e in (two, fused)
+                for d, e in (two, fused, single)
             ]
-            assert states[0] == states[1]
-        assert two[1].finish() == fused[1].finish()
+            assert states[0] == states[1] == states[2]
+        assert two[1].finish() == fused[1].finish() == single[1].finish()
 
 
 def test_decoding_into_a_shadow_refuses_bad_tables() -> None:
@@ -183,6 +185,10 @@ def test_decoding_into_a_shadow_refuses_bad_tables() -> None:
     for bad in (good[0], good.astype(np.float64), good + 1, good * (MAX_TOTAL // 2)):
         with pytest.raises(FrequencyError):
             RangeDecoder(b"\x12\x34").decode_rows_into(bad, RangeEncoder())
+    row = good[0]  # one table: the checks of decode_symbol
+    for bad in (good, row.astype(np.float64), row + 1, row * (MAX_TOTAL // 2)):
+        with pytest.raises(FrequencyError):
+            RangeDecoder(b"\x12\x34").decode_symbol_into(bad, RangeEncoder())
     # Not a cumulative table: the target 0 falls in symbol 1's interval [-1, 4), which
     # encode_intervals would refuse.
     negative = np.array([[0, -1, 4]], np.int64)
