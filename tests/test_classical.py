@@ -485,3 +485,33 @@ def test_every_truncation_and_byte_flip_of_a_stream_is_refused() -> None:
         flipped[at] ^= 0x01
         with pytest.raises(FormatError):
             unpack_stream(bytes(flipped))
+
+
+@pytest.mark.parametrize(("model_bytes", "tried"), [(None, True), (10**9, True), (1, False)])
+def test_the_costly_efforts_run_only_when_the_model_is_not_well_below(
+    palette: np.ndarray, monkeypatch: pytest.MonkeyPatch, model_bytes: int | None, tried: bool
+) -> None:
+    """PNG's optimize and WebP effort 6 join the cheap files (PNG at PNG_FAST, WebP at
+    WEBP_FAST) only when the model's record is above EFFORT_MARGIN of the cheapest, or
+    unknown; the record is the smallest of what was made."""
+    from igpt_codec.pipelines import classical
+
+    made: list[tuple[str, dict[str, object], int]] = []
+    real_save = classical._save
+
+    def save(image: Image.Image, fmt: str, **options: object) -> bytes:
+        data = real_save(image, fmt, **options)
+        made.append((fmt, options, len(data)))
+        return data
+
+    monkeypatch.setattr(classical, "_save", save)
+    tokens = _tokens(3, (40, 60), 300)  # over 256 colours: no indexed PNG
+    record = encode_classical(FullImage(tokens, "RGB"), FP, palette, model_bytes)
+    costly = [
+        (fmt, opts)
+        for fmt, opts, _ in made
+        if opts.get("optimize") or opts.get("method") == classical.WEBP_BEST
+    ]
+    assert len(costly) == (2 if tried else 0), made
+    assert any(opts.get("compress_level") == classical.PNG_FAST for _, opts, _ in made)
+    assert record is not None and record.header.file_length == min(n for *_, n in made)

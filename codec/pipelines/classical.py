@@ -80,22 +80,30 @@ WEBP_FAST, WEBP_BEST = 4, 6
 as much time as the model itself on a photo (8-20 s for 481 x 321 on a shared 2-core
 machine, 4-100x effort 4)."""
 EFFORT_MARGIN = 0.75
-"""Effort 6 is tried only when the model's record is above this fraction of the best cheap
-file: on photos the model is 0.55-0.72 of the best classical file, and effort 6 was
-0.91-1.01 of effort 4 on 20 images (docs/synthetic.md): skipping it keeps the guarantee
-unless effort 6 were 25% below effort 4. Both efforts stay candidates (6 is sometimes
-larger)."""
+"""Effort 6 (and PNG's optimize) is tried only when the model's record is above this
+fraction of the best cheap file: on photos the model is 0.55-0.72 of the best classical
+file, and effort 6 was 0.91-1.01 of effort 4 on 20 images (docs/synthetic.md): skipping it
+keeps the guarantee unless effort 6 were 25% below effort 4. Both efforts stay candidates
+(6 is sometimes larger). Session 29 found palette images of photos where effort 6 is
+0.44-0.53 of effort 4, with the model's file still 0.50-0.65 of effort 6's
+(docs/speed.md, "Session 29")."""
+
+PNG_FAST = 6
+"""zlib level of the cheap RGB PNG; `optimize` (level 9 and more) joins with effort 6. On
+31 palette images (docs/speed.md, "Session 29") optimize was 0.96-1.05 of level 6 in size
+and 4-8x its time (0.30 s against 0.04 s on a 768 x 512 photo), so behind EFFORT_MARGIN it
+changes no choice: a model record at most 0.75 of level 6's file is below optimize's too."""
 
 
 def candidates(
     tokens: np.ndarray, palette: np.ndarray, rgb: Image.Image
 ) -> list[tuple[int, bytes]]:
     """(codec id, file) for every representation this Pillow can write: PNG always (zlib
-    is part of Pillow), RGB and indexed (at most 256 colours); WebP lossless at effort
-    WEBP_FAST when Pillow has it and both sides fit WebP's 16384. `rgb` is the palette
-    image of `tokens`."""
+    is part of Pillow), RGB at level PNG_FAST and indexed (at most 256 colours, optimized:
+    it is cheap); WebP lossless at effort WEBP_FAST when Pillow has it and both sides fit
+    WebP's 16384. `rgb` is the palette image of `tokens`."""
     height, width = tokens.shape
-    found = [(CODEC_PNG, _save(rgb, "PNG", optimize=True))]
+    found = [(CODEC_PNG, _save(rgb, "PNG", compress_level=PNG_FAST))]
     used, index = np.unique(tokens, return_inverse=True)
     if used.size <= MAX_INDEXED_COLOURS:
         indexed = Image.fromarray(index.reshape(tokens.shape).astype(np.uint8), mode="P")
@@ -116,10 +124,10 @@ def _webp(rgb: Image.Image, effort: int) -> bytes:
 
 
 class ClassicalTrial:
-    """The cheap classical files of one image (PNG, indexed PNG, WebP at WEBP_FAST), made
-    once. They depend on the image alone, so the full-resolution encoder makes them in its
-    main process while its chain workers run (`prepare`), not after them: about 1.3 s of a
-    768 x 512 photo's encode that no longer waits for the model."""
+    """The cheap classical files of one image (PNG at PNG_FAST, indexed PNG, WebP at
+    WEBP_FAST), made once. They depend on the image alone, so the full-resolution encoder
+    makes them in its main process while its chain workers run (`prepare`), not after
+    them: about 1 s of a 768 x 512 photo's encode that no longer waits for the model."""
 
     def __init__(self, image: FullImage, palette: np.ndarray) -> None:
         self.image = image
@@ -151,9 +159,9 @@ def encode_classical(
     """The smallest classical record of `image`, or None when the palette's colours are
     not distinct (RGB would not map back to tokens).
 
-    `model_bytes`, the size of the model's record, saves WebP effort 6 when the model is
-    well below every cheap file (EFFORT_MARGIN); None always tries it. `trial`: the same
-    image's cheap files, made beforehand (None: made here).
+    `model_bytes`, the size of the model's record, saves WebP effort 6 and PNG's optimize
+    when the model is well below every cheap file (EFFORT_MARGIN); None always tries them.
+    `trial`: the same image's cheap files, made beforehand (None: made here).
     """
     trial = trial or ClassicalTrial(image, palette)
     if not trial.distinct:
@@ -164,8 +172,11 @@ def encode_classical(
         return None
     cheapest = min(len(data) for _, data in found)
     webp = any(codec == CODEC_WEBP_LOSSLESS for codec, _ in found)
-    if webp and (model_bytes is None or model_bytes > EFFORT_MARGIN * cheapest):
-        found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_BEST)))
+    if model_bytes is None or model_bytes > EFFORT_MARGIN * cheapest:
+        found.append((CODEC_PNG, _save(rgb, "PNG", optimize=True)))
+        if webp:
+            found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_BEST)))
+        found = [(codec, data) for codec, data in found if len(data) <= MAX_CLASSICAL_FILE]
     codec, data = min(found, key=lambda pair: len(pair[1]))
     header = ClassicalImageHeader(
         fingerprint, image.width, image.height, image.mode, codec, len(data)
