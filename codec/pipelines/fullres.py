@@ -94,11 +94,17 @@ of the base's: coding 3 decodes in about 1.4-1.5x coding 2's time, so a photo's 
 not worth it, while synthetic images save 9-47% (docs/synthetic.md, "Coding 3 in the
 format")."""
 EXTRA_DECIDE_BITS = 4096.0
+EXTRA_DECIDE_STEPS = 512
 """A chain drops the extras that are not under EXTRA_KEEP of the base's ideal bits at the
-first cell step where the base has spent this many bits in all (a blank top margin decides
-nothing). On photos that is early in band 0, so coding 3 costs the encoder a few hundred
-steps of its levels instead of every band (41.6% of a photo's encode CPU, measured) or
-all of band 0 (about 8%, before session 29)."""
+first cell step where the base has spent EXTRA_DECIDE_BITS in all (a blank top margin
+decides nothing) and the chain has coded EXTRA_DECIDE_STEPS cell steps. On photos that is
+half-way through band 0, so coding 3 costs the encoder 512 steps of its levels instead of
+every band (41.6% of a photo's encode CPU, measured) or all of band 0 (about 8%, before
+session 29). Why the steps: coding 3's levels learn as a band goes down (its longer reach
+finds more above), so its ratio to coding 2 falls through band 0; on the 24 MP photo's
+chains it was 0.988-0.990 at 4,096 bits (about 150-200 steps of 94 windows: dropped), 0.960
+at 512 steps and 0.949-0.953 at the band's end, where coding 3 saves 7.5% of the file
+(docs/speed.md, "Session 29")."""
 
 
 def grid_of(n_positions: int) -> int:
@@ -241,8 +247,8 @@ def encode_full(
     the others are extras, dropped (for the whole image) as soon as one of their segments
     passes the payload cap, or, with `early_judgment`, when a chain finds them not under
     EXTRA_KEEP of the base's bits at the first cell step where the base has spent
-    EXTRA_DECIDE_BITS (on photos, early in band 0: the extra's levels then cost a few
-    hundred steps, not the image). Either
+    EXTRA_DECIDE_BITS and the chain has coded EXTRA_DECIDE_STEPS steps (on photos, half-way
+    through band 0: the extra's levels then cost 512 steps, not the image). Either
     depends on one chain's own tokens, never on which thread got there first: the record
     is the same whatever `workers` is. Benchmarks that compare the codings' sizes turn
     `early_judgment` off.
@@ -377,6 +383,7 @@ def _encode_layout(
         sides = {c: _Candidate(_with_coding(header, c)) for c in codings}
         mixer = chain_for(max(STAGES_OF[c] for c in codings), header.linear_levels)
         decided = len(codings) == 1 or not early_judgment  # this chain judged the extras
+        steps = 0  # the chain's cell steps, while it has not judged them
         for number, segment_bands in _chain_segments(tiling, bands, group):
             for side in sides.values():
                 side.start(number)
@@ -388,7 +395,9 @@ def _encode_layout(
                     if coding not in dropped and side.segment_bits / 8 > limit + PLAN_SLACK_BYTES:
                         drop(coding, number, side.segment_bits / 8)
                 live = {c: STAGES_OF[c] for c in codings if c not in dropped}
-                judge = None if decided else _Judge(base, {c: sides[c].ideal for c in live})
+                judge = None
+                if not decided:
+                    judge = _Judge(base, {c: sides[c].ideal for c in live}, steps)
                 symbols, intervals = _band_intervals(
                     model, tiling, image.tokens, band, groups[group], positions, mixer, live, judge
                 )
@@ -407,6 +416,8 @@ def _encode_layout(
                     decided = True
                     with lock:
                         dropped.update(judge.dropped)
+                elif judge is not None:
+                    steps = judge.steps
             for coding, side in sides.items():
                 if coding in dropped or side.encoder is None or side.check is None:
                     continue
@@ -514,14 +525,15 @@ def _band_intervals(
 
 class _Judge:
     """The early judgment of a chain's extra codings, made at the first cell step where the
-    base has spent EXTRA_DECIDE_BITS in all (its earlier bands' bits included), not at the
-    end of that band: on a photo that is a quarter of band 0, so coding 3's levels, about
-    0.7 ms a step, run for a quarter of the steps they did. It depends on the chain's own
-    tokens only, like the rest of a chain."""
+    base has spent EXTRA_DECIDE_BITS and the chain has coded EXTRA_DECIDE_STEPS steps in all
+    (its earlier bands included), not at the end of that band: on a photo that is half of
+    band 0, so coding 3's levels, about 0.7 ms a step, run for half the steps they did. It
+    depends on the chain's own tokens only, like the rest of a chain."""
 
-    def __init__(self, base: int, bits: dict[int, float]) -> None:
+    def __init__(self, base: int, bits: dict[int, float], steps: int) -> None:
         self.base = base
         self.bits = dict(bits)  # each live coding's bits so far in the chain
+        self.steps = steps  # the chain's cell steps so far
         self.dropped: set[int] = set()
         self.decided = False
 
@@ -529,9 +541,11 @@ class _Judge:
         self.bits[coding] += float(-np.log2(width / total).sum())
 
     def decide(self) -> bool:
-        """True once the base has spent enough: the extras not worth keeping are dropped."""
+        """After each cell step: True once the base has spent enough bits and steps; the
+        extras not worth keeping are then dropped."""
+        self.steps += 1
         base = self.bits[self.base]
-        if base >= EXTRA_DECIDE_BITS:
+        if base >= EXTRA_DECIDE_BITS and self.steps >= EXTRA_DECIDE_STEPS:
             self.decided = True
             extras = {c: bits for c, bits in self.bits.items() if c != self.base}
             self.dropped = {c for c, bits in extras.items() if not _worth_keeping(bits, base)}
