@@ -37,6 +37,8 @@ from igpt_codec.format.records import (
     RecordHeader,
 )
 from igpt_codec.pipelines.fullres import (
+    EXTRA_DECIDE_BITS,
+    EXTRA_DECIDE_STEPS,
     EXTRA_KEEP,
     FullImage,
     decode_full,
@@ -173,6 +175,30 @@ def test_an_extra_that_saves_too_little_is_dropped_early(default, monkeypatch) -
     assert late[CODING_MATCH] * EXTRA_KEEP[1] > late[CODING_ADAPTIVE] * EXTRA_KEEP[0]
     assert a.header.coding == b.header.coding == CODING_ADAPTIVE
     assert pack_stream([a]) == pack_stream([b])
+
+
+def test_the_judgment_waits_for_its_steps(default, monkeypatch) -> None:
+    """A 256 x 32 photo crop in one chain of 8 windows passes EXTRA_DECIDE_BITS within about
+    150 steps; coding 3's levels learn down a band, so the judgment still waits for
+    EXTRA_DECIDE_STEPS, and drops them there (on this crop they find nothing)."""
+    bundle, model = default
+    with Image.open(SAMPLE) as photo:
+        tokens = _tokens(bundle, photo.convert("RGB").crop((0, 200, 256, 232)))
+    steps: dict[int, int] = {}
+    real_tables = MatchStage.tables
+
+    def counted(self, *args, **kwargs):
+        steps[id(self)] = steps.get(id(self), 0) + 1
+        return real_tables(self, *args, **kwargs)
+
+    monkeypatch.setattr(MatchStage, "tables", counted)
+    image = FullImage(tokens, "RGB")
+    header = make_header(image, bundle.fingerprint, 32, CODING_ADAPTIVE, chains=1)
+    sizes: dict[int, int | None] = {}
+    record, ideal = encode_full(model, image, header, codings=FULL_WRITER_CODINGS, sizes=sizes)
+    assert list(steps.values()) == [EXTRA_DECIDE_STEPS], steps
+    assert ideal > 2 * EXTRA_DECIDE_BITS  # the bits alone would have judged far earlier
+    assert sizes[CODING_MATCH] is None and record.header.coding == CODING_ADAPTIVE
 
 
 def test_text_keeps_coding_3_and_a_photo_coding_2(default) -> None:
