@@ -146,6 +146,19 @@ def test_side_by_side_keeps_the_smaller_and_round_trips(tiny, tokens, workers) -
         assert pack_stream([judged_early]) == pack_stream([alone[judged_early.header.coding]])
 
 
+def _count_match_steps(monkeypatch) -> dict[int, int]:
+    """Steps of coding 3's levels, per chain (one MatchStage each), counted from now on."""
+    steps: dict[int, int] = {}
+    real_tables = MatchStage.tables
+
+    def counted(self, *args, **kwargs):
+        steps[id(self)] = steps.get(id(self), 0) + 1
+        return real_tables(self, *args, **kwargs)
+
+    monkeypatch.setattr(MatchStage, "tables", counted)
+    return steps
+
+
 def test_an_extra_that_saves_too_little_is_dropped_early(default, monkeypatch) -> None:
     """A photo crop under the shipped model: coding 3's levels find little, so each chain
     drops them at its first step past EXTRA_DECIDE_BITS, inside a band (their levels stop
@@ -157,16 +170,9 @@ def test_an_extra_that_saves_too_little_is_dropped_early(default, monkeypatch) -
         tokens = _tokens(bundle, photo.convert("RGB").crop((0, 0, 128, 96)))
     early: dict[int, int | None] = {}
     late: dict[int, int | None] = {}
-    steps: dict[int, int] = {}
-    real_tables = MatchStage.tables
-
-    def counted(self, *args, **kwargs):
-        steps[id(self)] = steps.get(id(self), 0) + 1
-        return real_tables(self, *args, **kwargs)
-
-    monkeypatch.setattr(MatchStage, "tables", counted)
-    a = _encode(model, bundle, tokens, FULL_WRITER_CODINGS, sizes=early)
-    monkeypatch.setattr(MatchStage, "tables", real_tables)
+    with monkeypatch.context() as patch:
+        steps = _count_match_steps(patch)
+        a = _encode(model, bundle, tokens, FULL_WRITER_CODINGS, sizes=early)
     band_ends = {32 * min(32 + 28 * band, 96) for band in range(4)}  # 96 rows, 32 a window
     assert steps and all(n > 0 and n not in band_ends for n in steps.values()), steps
     b = _encode(model, bundle, tokens, FULL_WRITER_CODINGS, sizes=late, early_judgment=False)
@@ -184,14 +190,7 @@ def test_the_judgment_waits_for_its_steps(default, monkeypatch) -> None:
     bundle, model = default
     with Image.open(SAMPLE) as photo:
         tokens = _tokens(bundle, photo.convert("RGB").crop((0, 200, 256, 232)))
-    steps: dict[int, int] = {}
-    real_tables = MatchStage.tables
-
-    def counted(self, *args, **kwargs):
-        steps[id(self)] = steps.get(id(self), 0) + 1
-        return real_tables(self, *args, **kwargs)
-
-    monkeypatch.setattr(MatchStage, "tables", counted)
+    steps = _count_match_steps(monkeypatch)
     image = FullImage(tokens, "RGB")
     header = make_header(image, bundle.fingerprint, 32, CODING_ADAPTIVE, chains=1)
     sizes: dict[int, int | None] = {}
