@@ -111,6 +111,11 @@ def candidates(
         found.append((CODEC_PNG, _save(indexed, "PNG", optimize=True)))
     if _webp_fits(width, height):
         found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_FAST)))
+    return _fitting(found)
+
+
+def _fitting(found: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The files a classical record can hold (MAX_CLASSICAL_FILE)."""
     return [(codec, data) for codec, data in found if len(data) <= MAX_CLASSICAL_FILE]
 
 
@@ -176,7 +181,7 @@ def encode_classical(
         found.append((CODEC_PNG, _save(rgb, "PNG", optimize=True)))
         if webp:
             found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_BEST)))
-        found = [(codec, data) for codec, data in found if len(data) <= MAX_CLASSICAL_FILE]
+        found = _fitting(found)
     codec, data = min(found, key=lambda pair: len(pair[1]))
     header = ClassicalImageHeader(
         fingerprint, image.width, image.height, image.mode, codec, len(data)

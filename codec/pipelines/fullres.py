@@ -382,8 +382,8 @@ def _encode_layout(
     def chain(group: int, report: Report) -> tuple[dict[int, _Candidate], set[int]]:
         sides = {c: _Candidate(_with_coding(header, c)) for c in codings}
         mixer = chain_for(max(STAGES_OF[c] for c in codings), header.linear_levels)
-        decided = len(codings) == 1 or not early_judgment  # this chain judged the extras
-        steps = 0  # the chain's cell steps, while it has not judged them
+        # This chain's judgment of the extras (none to make: None).
+        judge = _Judge(base, codings) if len(codings) > 1 and early_judgment else None
         for number, segment_bands in _chain_segments(tiling, bands, group):
             for side in sides.values():
                 side.start(number)
@@ -395,11 +395,17 @@ def _encode_layout(
                     if coding not in dropped and side.segment_bits / 8 > limit + PLAN_SLACK_BYTES:
                         drop(coding, number, side.segment_bits / 8)
                 live = {c: STAGES_OF[c] for c in codings if c not in dropped}
-                judge = None
-                if not decided:
-                    judge = _Judge(base, {c: sides[c].ideal for c in live}, steps)
+                judging = None if judge is None or judge.decided else judge
                 symbols, intervals = _band_intervals(
-                    model, tiling, image.tokens, band, groups[group], positions, mixer, live, judge
+                    model,
+                    tiling,
+                    image.tokens,
+                    band,
+                    groups[group],
+                    positions,
+                    mixer,
+                    live,
+                    judging,
                 )
                 for coding, (low, width, total) in intervals.items():
                     side = sides[coding]
@@ -412,12 +418,9 @@ def _encode_layout(
                     side.check.add(symbols)
                     side.band_checks.append(side.check.band_value)
                 report(len(symbols))
-                if judge is not None and judge.decided:
-                    decided = True
+                if judging is not None and judging.decided:
                     with lock:
-                        dropped.update(judge.dropped)
-                elif judge is not None:
-                    steps = judge.steps
+                        dropped.update(judging.dropped)
             for coding, side in sides.items():
                 if coding in dropped or side.encoder is None or side.check is None:
                     continue
@@ -530,10 +533,10 @@ class _Judge:
     band 0, so coding 3's levels, about 0.7 ms a step, run for half the steps they did. It
     depends on the chain's own tokens only, like the rest of a chain."""
 
-    def __init__(self, base: int, bits: dict[int, float], steps: int) -> None:
+    def __init__(self, base: int, codings: Sequence[int]) -> None:
         self.base = base
-        self.bits = dict(bits)  # each live coding's bits so far in the chain
-        self.steps = steps  # the chain's cell steps so far
+        self.bits = dict.fromkeys(codings, 0.0)  # each coding's bits so far in the chain
+        self.steps = 0  # the chain's cell steps so far
         self.dropped: set[int] = set()
         self.decided = False
 

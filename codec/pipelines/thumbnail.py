@@ -146,17 +146,17 @@ def decode_batch(
     state = model.start(rows)
     stepper = model.stepper(state) if bundle.exact else None  # type: ignore[union-attr]
     feed = np.full((rows, 1), SOS, dtype=np.int64)
-    # One cumulative table, refilled every step: the exact tables are int32 and their sums
-    # below 2^32, so int64 prefix sums are exact.
+    # One cumulative table, refilled every step: both profiles' tables are integers
+    # summing below 2^32, so int64 prefix sums are exact.
     cum = np.zeros((rows, PALETTE_SIZE + 1), np.int64)
     coders = list(zip(decoders, shadows, cum, strict=True))
     for t in range(steps):
         if stepper is not None:
-            np.cumsum(stepper.step(feed[:, 0], int(pos[t])), 1, np.int64, cum[:, 1:])
+            table = stepper.step(feed[:, 0], int(pos[t]))
         else:
             probs, state = model.step(feed[:, 0], state)
-            cum = cumulative(quantize_probs(probs, FREQ_BITS))
-            coders = list(zip(decoders, shadows, cum, strict=True))
+            table = quantize_probs(probs, FREQ_BITS)
+        np.cumsum(table, 1, np.int64, cum[:, 1:])
         column = tokens[:, t]
         for row, (decoder, shadow, table) in enumerate(coders):
             column[row] = decoder.decode_symbol_into(table, shadow)
