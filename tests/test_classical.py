@@ -491,8 +491,8 @@ def test_every_truncation_and_byte_flip_of_a_stream_is_refused() -> None:
 def test_the_costly_efforts_run_only_when_the_model_is_not_well_below(
     palette: np.ndarray, monkeypatch: pytest.MonkeyPatch, model_bytes: int | None, tried: bool
 ) -> None:
-    """PNG's optimize and WebP effort 6 join the cheap files (PNG at PNG_FAST, WebP at
-    WEBP_FAST) only when the model's record is above EFFORT_MARGIN of the cheapest, or
+    """PNG's optimize and WebP at WEBP_BEST join the cheap files (PNG at PNG_FAST, WebP at
+    WEBP_CHEAP) only when the model's record is above EFFORT_MARGIN of the cheapest, or
     unknown; the record is the smallest of what was made."""
     from igpt_codec.pipelines import classical
 
@@ -510,8 +510,10 @@ def test_the_costly_efforts_run_only_when_the_model_is_not_well_below(
     costly = [
         (fmt, opts)
         for fmt, opts, _ in made
-        if opts.get("optimize") or opts.get("method") == classical.WEBP_BEST
+        if opts.get("optimize") or (opts.get("method"), opts.get("quality")) == classical.WEBP_BEST
     ]
     assert len(costly) == (2 if tried else 0), made
     assert any(opts.get("compress_level") == classical.PNG_FAST for _, opts, _ in made)
+    cheap_webp = [o for f, o, _ in made if f == "WEBP" and o not in [c for _, c in costly]]
+    assert [(o["method"], o["quality"]) for o in cheap_webp] == [classical.WEBP_CHEAP]
     assert record is not None and record.header.file_length == min(n for *_, n in made)

@@ -75,21 +75,26 @@ def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
-WEBP_FAST, WEBP_BEST = 4, 6
-"""WebP lossless efforts: 4 (Pillow's default) is cheap; 6 searches hardest and costs about
-as much time as the model itself on a photo (8-20 s for 481 x 321 on a shared 2-core
-machine, 4-100x effort 4)."""
+WEBP_CHEAP = (4, 90)
+"""(method, quality) of the WebP lossless file every image gets. At quality 100, method 4
+took 0.9 s of CPU on the 768 x 512 photo, about 0.5 s of its 2-core encode's wall time,
+for a file 3.2x the model's. Quality 90 took 3.5x less CPU on 22 images (2.76 s against
+9.75 s) for files a median 0.46% and at most 4.3% larger (docs/speed.md, "Session 30");
+it never decides a choice on a photo, where the model's record is far below any WebP."""
+WEBP_BEST = (6, 100)
+"""(method, quality) of libwebp's hardest search: about as much time as the model itself
+on a photo (8-20 s for 481 x 321 on a shared 2-core machine, 4-100x method 4)."""
 EFFORT_MARGIN = 0.75
-"""Effort 6 (and PNG's optimize) is tried only when the model's record is above this
+"""WEBP_BEST (and PNG's optimize) is tried only when the model's record is above this
 fraction of the best cheap file: on photos the model is 0.55-0.72 of the best classical
-file, and effort 6 was 0.91-1.01 of effort 4 on 20 images (docs/synthetic.md): skipping it
-keeps the guarantee unless effort 6 were 25% below effort 4. Both efforts stay candidates
-(6 is sometimes larger). Session 29 found palette images of photos where effort 6 is
-0.44-0.53 of effort 4, with the model's file still 0.50-0.65 of effort 6's
+file, and method 6 was 0.91-1.01 of method 4 on 20 images (docs/synthetic.md): skipping it
+keeps the guarantee unless the best search were 25% below the cheap file. Both stay
+candidates (method 6 is sometimes larger). Session 29 found palette images of photos where
+method 6 is 0.44-0.53 of method 4, with the model's file still 0.50-0.65 of method 6's
 (docs/speed.md, "Session 29")."""
 
 PNG_FAST = 6
-"""zlib level of the cheap RGB PNG; `optimize` (level 9 and more) joins with effort 6. On
+"""zlib level of the cheap RGB PNG; `optimize` (level 9 and more) joins with WEBP_BEST. On
 31 palette images (docs/speed.md, "Session 29") optimize was 0.96-1.05 of level 6 in size
 and 4-8x its time (0.30 s against 0.04 s on a 768 x 512 photo), so behind EFFORT_MARGIN it
 changes no choice: a model record at most 0.75 of level 6's file is below optimize's too."""
@@ -100,7 +105,7 @@ def candidates(
 ) -> list[tuple[int, bytes]]:
     """(codec id, file) for every representation this Pillow can write: PNG always (zlib
     is part of Pillow), RGB at level PNG_FAST and indexed (at most 256 colours, optimized:
-    it is cheap); WebP lossless at effort WEBP_FAST when Pillow has it and both sides fit
+    it is cheap); WebP lossless at WEBP_CHEAP when Pillow has it and both sides fit
     WebP's 16384. `rgb` is the palette image of `tokens`."""
     height, width = tokens.shape
     found = [(CODEC_PNG, _save(rgb, "PNG", compress_level=PNG_FAST))]
@@ -110,7 +115,7 @@ def candidates(
         indexed.putpalette(palette_rgb(palette)[used].reshape(-1).tolist())
         found.append((CODEC_PNG, _save(indexed, "PNG", optimize=True)))
     if _webp_fits(width, height):
-        found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_FAST)))
+        found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_CHEAP)))
     return _fitting(found)
 
 
@@ -124,13 +129,14 @@ def _webp_fits(width: int, height: int) -> bool:
     return features.check("webp") and max(width, height) <= WEBP_MAX_SIDE
 
 
-def _webp(rgb: Image.Image, effort: int) -> bytes:
-    return _save(rgb, "WEBP", lossless=True, quality=100, method=effort, exact=True)
+def _webp(rgb: Image.Image, search: tuple[int, int]) -> bytes:
+    method, quality = search
+    return _save(rgb, "WEBP", lossless=True, quality=quality, method=method, exact=True)
 
 
 class ClassicalTrial:
     """The cheap classical files of one image (PNG at PNG_FAST, indexed PNG, WebP at
-    WEBP_FAST), made once. They depend on the image alone, so the full-resolution encoder
+    WEBP_CHEAP), made once. They depend on the image alone, so the full-resolution encoder
     makes them in its main process while its chain workers run (`prepare`), not after
     them: about 1 s of a 768 x 512 photo's encode that no longer waits for the model."""
 
@@ -164,7 +170,7 @@ def encode_classical(
     """The smallest classical record of `image`, or None when the palette's colours are
     not distinct (RGB would not map back to tokens).
 
-    `model_bytes`, the size of the model's record, saves WebP effort 6 and PNG's optimize
+    `model_bytes`, the size of the model's record, saves WEBP_BEST and PNG's optimize
     when the model is well below every cheap file (EFFORT_MARGIN); None always tries them.
     `trial`: the same image's cheap files, made beforehand (None: made here).
     """
