@@ -52,7 +52,6 @@ from igpt_codec.core.palette import grid_to_rgb, image_to_tokens, pixels_to_toke
 from igpt_codec.format import CodecError, DecodeLimitError, StreamWriter
 from igpt_codec.format import iter_records as _iter_records
 from igpt_codec.format.classical import CODEC_NAMES, ClassicalImageRecord
-from igpt_codec.pipelines.fullres import FullImage
 from igpt_codec.pipelines.limits import WorkTally, check_image_header
 from igpt_codec.pipelines.stream import (
     AnyImage,
@@ -66,6 +65,7 @@ from igpt_codec.pipelines.stream import (
     encode,
     token_count,
 )
+from igpt_codec.pipelines.types import FullImage
 from igpt_codec.runtime.bundle import Bundle, load_bundle
 from igpt_codec.runtime.search import find_bundle
 

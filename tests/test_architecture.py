@@ -5,6 +5,7 @@ working directory could shadow."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import zipfile
@@ -214,3 +215,51 @@ def test_the_architecture_page_names_every_module() -> None:
             if f"`{name}`" not in page:
                 missing.append(str(path.relative_to(REPO)))
     assert missing == []
+
+
+FULL_RESOLUTION_MODULES = (
+    f"{PACKAGE}.pipelines.fullres",
+    f"{PACKAGE}.pipelines.classical",
+    f"{PACKAGE}.pipelines.parallel",
+    f"{PACKAGE}.core.mixers",
+    f"{PACKAGE}.core.match",
+)
+
+_IMPORTED_AFTER = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    if exc.code:
+        raise
+print(sorted(n for n in sys.modules if n in {modules!r}))
+"""
+
+
+def _modules_after_cli(args: list[str], cwd: Path) -> str:
+    code = _IMPORTED_AFTER.format(modules=FULL_RESOLUTION_MODULES)
+    env = {**os.environ, "IGPT_CODEC_FULL_EXIT": "1"}  # let runpy see the exit
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "cli.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_thumbnail_commands_leave_the_full_resolution_coder_unimported(tmp_path: Path) -> None:
+    """A thumbnail's compress and decompress are whole processes of about half a second,
+    and the full-resolution coder's modules cost each about 6 ms to import: they are
+    imported on first use. A full-resolution compress does import them (so the check sees
+    the modules it names)."""
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (40, 30), (200, 60, 20)).save(photo)
+    stream, out = tmp_path / "p.igpt", tmp_path / "out.png"
+    thumbnail = ["compress", str(photo), "-o", str(stream), "--size", "8", "-q"]
+    assert _modules_after_cli(thumbnail, tmp_path) == "[]"
+    assert _modules_after_cli(["decompress", str(stream), "-o", str(out), "-q"], tmp_path) == "[]"
+    full = ["compress", str(photo), "-o", str(tmp_path / "f.igpt"), "--full", "-q"]
+    assert _modules_after_cli(full, tmp_path) == str(sorted(FULL_RESOLUTION_MODULES))

@@ -40,7 +40,7 @@ from igpt_codec.format.records import (
     Segment,
 )
 from igpt_codec.format.tiling import Band, Tiling, fill_padding
-from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK
+from igpt_codec.pipelines.limits import KNOWN_ROWS_CHUNK, PARALLEL_CHAINS
 from igpt_codec.pipelines.parallel import (
     Cancel,
     PixelProgress,
@@ -61,11 +61,6 @@ more context codes the band's first rows better but feeds more cells per coded p
 SEGMENT_WINDOWS = 32
 """Most windows per group (the decoder's batch): larger batches stop paying
 off past about 32 windows (docs/full-resolution.md)."""
-
-PARALLEL_CHAINS = 2
-"""Each band is cut into at least this many groups (when it has that many windows), so
-two decoder threads can work side by side: group i of every band depends only on group
-i of the band above (a chain)."""
 
 PLAN_BITS_PER_TOKEN = 9
 """Bits per token the layout planner assumes for a chain segment: log2 of the palette's 512

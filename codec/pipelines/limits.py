@@ -48,6 +48,12 @@ STEP_OVERHEAD = 3
 cells' work. Measured per token, 418 us at 1 window against 147-193 us at 16-32 (issue
 26: 559 and 150); per work unit 72-117 us across every layout tried (docs/hardening.md)."""
 
+PARALLEL_CHAINS = 2
+"""The encoder's default: each band is cut into at least this many groups (when it has
+that many windows), so two decoder threads can work side by side: group i of every band
+depends only on group i of the band above (a chain). Kept here rather than in fullres.py
+so that the stream dispatch has it without importing the full-resolution coder."""
+
 KNOWN_ROWS_CHUNK = 1
 """Windows per call when the decoder feeds a band's known rows (their caches are stacked
 after). One call for the whole group made the decode's peak memory grow with the group:

@@ -31,15 +31,7 @@ from igpt_codec.format.records import (
     FullImageRecord,
     Record,
 )
-from igpt_codec.pipelines.classical import ClassicalTrial, decode_classical, keep_smaller
-from igpt_codec.pipelines.fullres import (
-    PARALLEL_CHAINS,
-    decode_full,
-    encode_full,
-    grid_of,
-    make_header,
-)
-from igpt_codec.pipelines.limits import Budget, DecodeLimits, workers_within
+from igpt_codec.pipelines.limits import PARALLEL_CHAINS, Budget, DecodeLimits, workers_within
 from igpt_codec.pipelines.thumbnail import (
     check_side,
     check_tokens,
@@ -59,10 +51,14 @@ from igpt_codec.pipelines.types import (
     token_count,
 )
 from igpt_codec.runtime.exact_runner import ExactTokenModel
-from igpt_codec.runtime.float_runner import TokenModel
 
 if TYPE_CHECKING:
     from igpt_codec.runtime.bundle import Bundle
+    from igpt_codec.runtime.float_runner import TokenModel
+
+# The full-resolution coder (fullres.py, its mixers, classical.py) and the float runner are
+# imported where they are first used: a thumbnail command never needs them, and importing
+# them cost each compress or decompress process about 6 ms (session 30).
 
 __all__ = [
     "DECODE_WINDOW",
@@ -160,8 +156,12 @@ class _Models:
 
     def thumbnail(self) -> ExactTokenModel | TokenModel:
         if self._thumbnail is None:
-            kind = ExactTokenModel if self.bundle.exact else TokenModel
-            self._thumbnail = kind(self.bundle, threads=self.threads)
+            if self.bundle.exact:
+                self._thumbnail = ExactTokenModel(self.bundle, threads=self.threads)
+            else:
+                from igpt_codec.runtime.float_runner import TokenModel
+
+                self._thumbnail = TokenModel(self.bundle, threads=self.threads)
         return self._thumbnail
 
     def full(self) -> ExactTokenModel:
@@ -290,6 +290,8 @@ def _decode_group(
     """One planned group: a full-resolution image, or a batch of same-side thumbnails."""
     first = batch[0]
     if isinstance(first, ClassicalImageRecord):  # kinds 5 and 6: Pillow, no model step
+        from igpt_codec.pipelines.classical import decode_classical
+
         decoded = decode_classical(first, models.bundle.palette, indices[0])
         counter.advance(first.header.token_count)
         return [decoded]
@@ -353,6 +355,8 @@ def _check_record(record: AnyRecord, index: int, bundle: Bundle) -> None:
             f"{bundle.fingerprint.hex()} is {bundle.profile}"
         )
     if isinstance(record, FullImageRecord):
+        from igpt_codec.pipelines.fullres import grid_of
+
         if not bundle.exact:
             raise InvalidFieldError(
                 f"record {index} is a full-resolution image, which only exact bundles code"
@@ -400,6 +404,9 @@ def _encode_full(
 ) -> EncodedImage:
     """One full-resolution image. `chains` only shapes the layout (the header's
     segment_windows says it to every reader); the record is the same whatever `workers`."""
+    from igpt_codec.pipelines.classical import ClassicalTrial, keep_smaller
+    from igpt_codec.pipelines.fullres import encode_full, grid_of, make_header
+
     grid = grid_of(bundle.n_positions)
     header = make_header(image, bundle.fingerprint, grid, CODING_ADAPTIVE, chains=chains)
     start = counter.done
@@ -434,6 +441,8 @@ def _decode_full(
     """One full-resolution image, with as many worker threads as its estimated memory
     allows; running out of memory anyway is reported as the image's size, not as a fault
     of the model."""
+    from igpt_codec.pipelines.fullres import decode_full
+
     header = record.header
     bundle = models.bundle
     cache_bytes = 2 * 4 * bundle.n_layer * bundle.n_head * bundle.head_dim  # float32 K and V
