@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from igpt_codec.core.palette import grid_to_rgb, pixels_to_tokens
+from igpt_codec.core.palette import grid_to_rgb, palette_colours, pixels_to_tokens
 from igpt_codec.format.classical import (
     CODEC_PNG,
     CODEC_WEBP_LOSSLESS,
@@ -398,7 +398,7 @@ def test_cli_compress_info_decompress(tmp_path, palette: np.ndarray) -> None:
 
 
 def palette_rgb_of(tokens: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    return classical.palette_rgb(palette)[tokens.astype(np.int64)]
+    return palette_colours(palette)[tokens.astype(np.int64)]
 
 
 def test_golden_file_holds_both_codecs_beside_other_kinds() -> None:

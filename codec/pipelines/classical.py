@@ -28,7 +28,7 @@ import zlib
 import numpy as np
 from PIL import Image, features
 
-from igpt_codec.core.palette import PALETTE_SIZE, grid_to_rgb
+from igpt_codec.core.palette import PALETTE_SIZE, grid_to_rgb, palette_colours
 from igpt_codec.format.classical import (
     CODEC_PNG,
     CODEC_WEBP_LOSSLESS,
@@ -54,14 +54,9 @@ class MissingCodecError(CodecError):
     """The stream needs an image codec this Pillow was built without."""
 
 
-def palette_rgb(palette: np.ndarray) -> np.ndarray:
-    """The 512 colours of the tokens as uint8 [512, 3] (grid_to_rgb's rule)."""
-    return grid_to_rgb(np.arange(PALETTE_SIZE)[None, :], palette)[0]
-
-
 def colours_distinct(palette: np.ndarray) -> bool:
     """True when RGB maps back to tokens: no two palette colours coincide."""
-    return len(np.unique(_keys(palette_rgb(palette)))) == PALETTE_SIZE
+    return len(np.unique(_keys(palette_colours(palette)))) == PALETTE_SIZE
 
 
 def _keys(rgb: np.ndarray) -> np.ndarray:
@@ -112,7 +107,7 @@ def candidates(
     used, index = np.unique(tokens, return_inverse=True)
     if used.size <= MAX_INDEXED_COLOURS:
         indexed = Image.fromarray(index.reshape(tokens.shape).astype(np.uint8), mode="P")
-        indexed.putpalette(palette_rgb(palette)[used].reshape(-1).tolist())
+        indexed.putpalette(palette_colours(palette)[used].reshape(-1).tolist())
         found.append((CODEC_PNG, _save(indexed, "PNG", optimize=True)))
     if _webp_fits(width, height):
         found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_CHEAP)))
@@ -300,7 +295,7 @@ MAP_CHUNK = 1 << 18
 def _rgb_to_tokens(flat: np.ndarray, palette: np.ndarray, where: str, width: int) -> np.ndarray:
     """Each pixel's token (the palette colour it is), in chunks; a pixel that is no palette
     colour is refused with its position."""
-    colours = _keys(palette_rgb(palette))
+    colours = _keys(palette_colours(palette))
     order = np.argsort(colours, kind="stable")
     table = colours[order]
     tokens = np.empty(len(flat), dtype=np.uint16)
