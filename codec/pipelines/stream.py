@@ -51,14 +51,14 @@ from igpt_codec.pipelines.types import (
     token_count,
 )
 from igpt_codec.runtime.exact_runner import ExactTokenModel
+from igpt_codec.runtime.float_runner import TokenModel
 
 if TYPE_CHECKING:
     from igpt_codec.runtime.bundle import Bundle
-    from igpt_codec.runtime.float_runner import TokenModel
 
-# The full-resolution coder (fullres.py, its mixers, classical.py) and the float runner are
-# imported where they are first used: a thumbnail command never needs them, and importing
-# them cost each compress or decompress process about 6 ms (session 30).
+# The full-resolution coder (fullres.py, its mixers, classical.py) is imported where it is
+# first used: a thumbnail command never needs it, and importing it cost each compress or
+# decompress process about 6 ms (session 30).
 
 __all__ = [
     "DECODE_WINDOW",
@@ -156,12 +156,8 @@ class _Models:
 
     def thumbnail(self) -> ExactTokenModel | TokenModel:
         if self._thumbnail is None:
-            if self.bundle.exact:
-                self._thumbnail = ExactTokenModel(self.bundle, threads=self.threads)
-            else:
-                from igpt_codec.runtime.float_runner import TokenModel
-
-                self._thumbnail = TokenModel(self.bundle, threads=self.threads)
+            kind = ExactTokenModel if self.bundle.exact else TokenModel
+            self._thumbnail = kind(self.bundle, threads=self.threads)
         return self._thumbnail
 
     def full(self) -> ExactTokenModel:
