@@ -73,7 +73,7 @@ def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
 WEBP_CHEAP = (4, 90)
 """(method, quality) of the WebP lossless file every image gets. At quality 100, method 4
 took 0.9 s of CPU on the 768 x 512 photo, about 0.5 s of its 2-core encode's wall time,
-for a file 3.2x the model's. Quality 90 took 3.5x less CPU on 22 images (2.76 s against
+for a file 3.2x the model's. Quality 90 took 3.5x less CPU on 32 images (2.76 s against
 9.75 s) for files a median 0.46% and at most 4.3% larger (docs/speed.md, "Session 30");
 it never decides a choice on a photo, where the model's record is far below any WebP."""
 WEBP_BEST = (6, 100)
