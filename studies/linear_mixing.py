@@ -36,7 +36,7 @@ def _compress_sizes(photo: Path, size: tuple[int, int] | None, linear: bool) -> 
     def header(*args, **kwargs):
         return saved[0](*args, **kwargs, linear_levels=linear)
 
-    stream.make_header, stream.FULL_WRITER_CODINGS = header, (CODING_ADAPTIVE,)
+    fullres.make_header, stream.FULL_WRITER_CODINGS = header, (CODING_ADAPTIVE,)
     try:
         start = time.process_time()
         data = api.compress(image, full=True, threads=1)
@@ -45,7 +45,7 @@ def _compress_sizes(photo: Path, size: tuple[int, int] | None, linear: bool) -> 
         decoded = api.decompress(data, threads=1)
         decode = time.process_time() - start
     finally:
-        stream.make_header, stream.FULL_WRITER_CODINGS = saved
+        fullres.make_header, stream.FULL_WRITER_CODINGS = saved
     tokens = api.tokenize([image], api.resolve_bundle(None), 32, full=True)[0].tokens
     same = bool(np.array_equal(decoded[0].grid, tokens))
     return {"bytes": len(data), "encode_cpu_s": encode, "decode_cpu_s": decode, "lossless": same}

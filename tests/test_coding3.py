@@ -221,15 +221,15 @@ def test_compress_full_writes_coding_3_where_it_pays(default) -> None:
     """The public API chooses by itself: text through `compress(full=True)` (the model's
     record kept over the classical files) is coding 3 and decodes exactly."""
     bundle, _ = default
-    from igpt_codec.pipelines import stream
+    from igpt_codec.pipelines import classical
 
     picture = _text((0, 0, 64, 64))
-    real = stream.keep_smaller
-    stream.keep_smaller = lambda encoded, *_args: encoded
+    real = classical.keep_smaller  # the stream dispatch imports it at each full image
+    classical.keep_smaller = lambda encoded, *_args: encoded
     try:
         data = api.compress(picture, bundle, full=True)
     finally:
-        stream.keep_smaller = real
+        classical.keep_smaller = real
     (record,) = unpack_stream(data)
     assert isinstance(record, FullImageRecord) and record.header.coding == CODING_MATCH
     assert np.array_equal(api.decompress(data, bundle)[0].tokens, _tokens(bundle, picture))

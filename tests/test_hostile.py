@@ -190,7 +190,7 @@ def test_fewer_workers_when_their_memory_would_not_fit(bundle, monkeypatch) -> N
         seen.append(workers)
         return real(*args, workers=workers, **kwargs)
 
-    monkeypatch.setattr("igpt_codec.pipelines.stream.decode_full", spy)
+    monkeypatch.setattr("igpt_codec.pipelines.fullres.decode_full", spy)
     cache = 2 * 4 * bundle.n_layer * bundle.n_head * bundle.head_dim
     fits_two = limits.full_image_memory(record.header, cache, 2)
     list(decode([record], bundle, threads=8, limits=DecodeLimits(max_memory=fits_two)))
@@ -205,7 +205,7 @@ def test_running_out_of_memory_names_the_input_not_the_model(bundle, monkeypatch
     def fail(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr("igpt_codec.pipelines.stream.decode_full", fail)
+    monkeypatch.setattr("igpt_codec.pipelines.fullres.decode_full", fail)
     data = pack_stream([forged(bundle.fingerprint, 40, 40)])
     with pytest.raises(DecodeLimitError, match=r"a 40x40 image .* needs more memory") as info:
         api.decompress(data, model=bundle, threads=1)
@@ -216,7 +216,7 @@ def test_other_model_failures_still_blame_the_model(bundle, monkeypatch) -> None
     def fail(*args, **kwargs):
         raise BundleError("the model graph failed to run: bad input")
 
-    monkeypatch.setattr("igpt_codec.pipelines.stream.decode_full", fail)
+    monkeypatch.setattr("igpt_codec.pipelines.fullres.decode_full", fail)
     with pytest.raises(BundleError, match="bad input"):
         api.decompress(pack_stream([forged(bundle.fingerprint, 40, 40)]), model=bundle)
 

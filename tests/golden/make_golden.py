@@ -80,14 +80,14 @@ def without_webp() -> Iterator[None]:
 def model_coded() -> Iterator[None]:
     """The model's record even where a classical file would be smaller (the frozen tiny
     model codes photos worse than PNG, and a golden file must hold kinds 3 and 4)."""
-    from igpt_codec.pipelines import stream
+    from igpt_codec.pipelines import classical
 
-    real = stream.keep_smaller
-    stream.keep_smaller = lambda encoded, *_args: encoded
+    real = classical.keep_smaller  # the stream dispatch imports it at each full image
+    classical.keep_smaller = lambda encoded, *_args: encoded
     try:
         yield
     finally:
-        stream.keep_smaller = real
+        classical.keep_smaller = real
 
 
 @contextlib.contextmanager
