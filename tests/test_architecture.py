@@ -239,7 +239,9 @@ print(sorted(n for n in sys.modules if n in {modules!r}))
 
 def _modules_after_cli(args: list[str], cwd: Path) -> str:
     code = _IMPORTED_AFTER.format(modules=FULL_RESOLUTION_MODULES)
-    env = {**os.environ, "IGPT_CODEC_FULL_EXIT": "1"}  # let runpy see the exit
+    from igpt_codec.cli import FULL_EXIT_VARIABLE
+
+    env = {**os.environ, FULL_EXIT_VARIABLE: "1"}  # let runpy see the exit
     done = subprocess.run(
         [sys.executable, "-c", code, str(REPO / "cli.py"), *args],
         cwd=cwd, capture_output=True, text=True, timeout=300, env=env,
