@@ -63,6 +63,7 @@ def _pictures(count: int, seed: int) -> list[np.ndarray]:
 def _make(root: Path, bundle, keys: list[str], seed: int, side: int = 4) -> list[IndexEntry]:
     images = igpt_codec.api.tokenize(_pictures(len(keys), seed), bundle, side)
     shard = encode_shard(list(zip(keys, images, strict=True)), bundle)
+    root.mkdir(parents=True, exist_ok=True)
     write_shard(root, shard)
     write_index_jsonl(root / INDEX_JSONL, shard.entries)
     return shard.entries
@@ -420,6 +421,7 @@ def test_original_size_of_a_forged_record_is_bounded(tmp_path, bundle):
     (image,) = igpt_codec.api.tokenize([np.zeros((6, 6, 3), np.uint8)], bundle, 4)
     forged = dataclasses.replace(image, width=65535, height=65535)
     shard = encode_shard([("big.png", forged)], bundle)
+    root.mkdir(parents=True, exist_ok=True)
     write_shard(root, shard)
     write_index_jsonl(root / INDEX_JSONL, shard.entries)
     result = _get(root, "big.png", "--original-size", "-o", tmp_path / "big-out.png")

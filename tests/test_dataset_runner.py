@@ -88,6 +88,7 @@ def test_a_foreign_shard_is_an_error_row_with_its_cause(tmp_path):
     root = tmp_path / "ds"
     images = igpt_codec.api.tokenize([np.zeros((5, 5, 3), np.uint8)] * 2, bundle, 3)
     shard = encode_shard([("a", images[0]), ("b", images[1])], bundle)
+    root.mkdir(parents=True, exist_ok=True)
     write_shard(root, shard)
     write_index_jsonl(root / INDEX_JSONL, shard.entries)
     (root / "shards" / shard.name).write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 3)
@@ -97,6 +98,54 @@ def test_a_foreign_shard_is_an_error_row_with_its_cause(tmp_path):
     rows = decoder(batch)
     assert rows["key"] == [shard.name] and rows["output"] == [""]
     assert "does not match" in rows["error"][0] and "root" not in rows["error"][0]
+
+
+def test_a_late_worker_never_recreates_a_removed_staging_directory(tmp_path):
+    """CI, session 30: a job failed on one shard, the driver removed the staging
+    directory, and the other actor (Ray stops actors asynchronously) then wrote its
+    images with mkdir(parents=True), bringing `.OUT.*.partial` back. Now a worker
+    whose staging root is gone fails and creates nothing, for both job kinds."""
+    bundle = resolve_bundle(None)
+    root = tmp_path / "ds"
+    root.mkdir()
+    images = igpt_codec.api.tokenize([np.zeros((5, 5, 3), np.uint8)] * 2, bundle, 3)
+    shard = encode_shard([("sub/a.png", images[0]), ("b", images[1])], bundle)
+    write_shard(root, shard)
+    gone = tmp_path / ".OUT.0123abcd.partial"
+    decoder = DecompressWorker(str(root), str(gone), None, 1, "png")
+    lines = "\n".join(entry.to_json() for entry in shard.entries)
+    batch = {"shard": np.array([shard.name], dtype=object), "entries": np.array([lines])}
+    with pytest.raises(FileNotFoundError, match="the job's directory is gone"):
+        decoder(batch)
+    with pytest.raises(FileNotFoundError, match="the job's directory is gone"):
+        write_shard(gone, shard)
+    assert sorted(os.listdir(tmp_path)) == ["ds"]
+    (tmp_path / "out").mkdir()
+    assert DecompressWorker(str(root), str(tmp_path / "out"), None, 1, "png")(batch)["error"] == [
+        "",
+        "",
+    ]
+    assert sorted(os.listdir(tmp_path / "out")) == ["b.png", "sub"]
+
+
+def test_staging_removal_outlasts_a_late_write(tmp_path, monkeypatch):
+    """A late worker's file added while rmtree runs makes its last rmdir fail (not
+    empty), and one rmtree (before) left the directory; the removal now retries."""
+    real = staging.shutil.rmtree
+    calls = []
+
+    def rmtree_racing_a_writer(path, ignore_errors=False):
+        calls.append(path)
+        if len(calls) == 1:  # this pass loses the race: the directory is not empty
+            return None
+        return real(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(staging.shutil, "rmtree", rmtree_racing_a_writer)
+    with pytest.raises(RuntimeError, match="shard failed"), Staging(tmp_path / "OUT", False) as d:
+        (d / "sub").mkdir()
+        (d / "sub" / "late.png").write_bytes(b"x")
+        raise RuntimeError("shard failed")
+    assert len(calls) == 2 and os.listdir(tmp_path) == []
 
 
 def test_retries_are_bounded_by_default():

@@ -98,6 +98,24 @@ def read_regular(
     return data
 
 
+def make_dirs_under(root: str | os.PathLike[str], relative: str | os.PathLike[str]) -> Path:
+    """Create ROOT/RELATIVE directory by directory, never ROOT itself.
+
+    Workers write into a job's staging directory, which the driver removes when the job
+    fails; a worker still running then (Ray kills actors asynchronously) must not bring
+    it back, as `mkdir(parents=True)` would, leaving a stray `.OUT.*.partial` behind. So
+    a missing ROOT is an error here, and once the driver has removed it no write lands.
+    """
+    directory = Path(root)
+    if not directory.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "the job's directory is gone", str(directory))
+    for part in Path(relative).parts:
+        directory = directory / part
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)
+    return directory
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` through a temporary file beside it and a rename, so a reader
     (or a worker killed halfway) never leaves or sees a partial file; rewriting the same

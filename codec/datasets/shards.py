@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from igpt_codec.datasets.files import DatasetFileError, open_regular, write_atomic
+from igpt_codec.datasets.files import DatasetFileError, make_dirs_under, open_regular, write_atomic
 from igpt_codec.datasets.index import (
     DATASET_FORMAT,
     INDEX_JSONL,
@@ -216,9 +216,9 @@ def encode_shard(
 
 
 def write_shard(root: str | os.PathLike[str], shard: Shard) -> Path:
-    """Write a shard into ROOT/shards/ atomically; returns its path."""
-    directory = Path(root) / SHARDS_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write a shard into ROOT/shards/ atomically; returns its path. ROOT must exist: a
+    job's worker must not recreate a staging directory the driver removed."""
+    directory = make_dirs_under(root, SHARDS_DIR)
     path = directory / check_shard_name(shard.name)
     write_atomic(path, shard.data)
     return path

@@ -31,6 +31,7 @@ import errno
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -88,9 +89,24 @@ def rename_noreplace(source: Path, target: Path) -> None:
         raise
 
 
+def remove_tree(path: Path, attempts: int = 40, pause: float = 0.05) -> None:
+    """Remove a staging directory even while a late worker is still writing into it.
+
+    When a job fails, Ray stops its actors asynchronously, and one may add a file to a
+    subdirectory while `rmtree` works, whose last `rmdir` then fails (not empty) and
+    leaves the directory. Workers never recreate the staging root
+    (`files.make_dirs_under`), so once it is gone it stays gone: retry until it is.
+    """
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(pause)
+
+
 def _remove_live() -> None:
     for path in list(_LIVE):
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
         _LIVE.discard(path)
 
 
@@ -123,7 +139,7 @@ class Staging:
             if exc_type is None:
                 self._commit()
         finally:
-            shutil.rmtree(self.path, ignore_errors=True)
+            remove_tree(self.path)
             _LIVE.discard(self.path)
 
     def _taken(self) -> CodecError:

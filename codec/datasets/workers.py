@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from igpt_codec.datasets.files import read_regular, write_atomic
+from igpt_codec.datasets.files import make_dirs_under, read_regular, write_atomic
 from igpt_codec.datasets.index import MAX_KEY_BYTES, IndexEntry
 from igpt_codec.datasets.shards import encode_shard, write_shard
 from igpt_codec.format.errors import CodecError
@@ -184,7 +184,7 @@ class DecompressWorker:
                 else:
                     np.save(buffer, image.tokens.astype(np.uint16).reshape(image.side, image.side))
                 target = self.staging / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs_under(self.staging, Path(relative).parent)
                 write_atomic(target, buffer.getvalue())
                 keys.append(entry.key)
                 outputs.append(relative)
