@@ -497,3 +497,30 @@ def test_a_finished_command_skips_the_teardown_unless_something_needs_it(
         assert "24x24 palette thumbnail" in result.stdout, result.stdout
     else:
         assert result.stderr.startswith("error: ") and "missing.igpt" in result.stderr
+
+
+RAY_TEARDOWN_PROBE = """
+import atexit, logging, sys, types
+from igpt_codec import cli
+sys.modules["ray"] = types.ModuleType("ray")  # as after a dataset command
+atexit.register(lambda: sys.stderr.write("TEARDOWN\\n"))
+atexit.register(lambda: logging.getLogger("ray.data._internal.stats").warning("LATE WARNING"))
+sys.argv = ["igpt-codec", "info", sys.argv[1]]
+cli.main()
+"""
+
+
+def test_what_ray_logs_after_the_command_has_reported_is_not_printed() -> None:
+    """CI, session 31: a dataset job stopped by SIGTERM printed its one line, then Ray
+    Data's executor, garbage-collected after ray.shutdown, logged a 43-line warning
+    with a traceback at teardown. After a command ends, Ray's logging is off."""
+    path = REPO / "tests" / "golden" / "tiny_one_24.igpt"
+    result = subprocess.run(
+        [sys.executable, "-c", RAY_TEARDOWN_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["TEARDOWN"], result.stderr  # the teardown ran
+    assert "24x24 palette thumbnail" in result.stdout

@@ -141,6 +141,13 @@ def exit_now(code: object) -> None:
     """
     if code is None:
         code = 0
+    if "ray" in sys.modules:
+        # The command has reported; what Ray logs from here on is its own teardown (a
+        # Ray Data executor garbage-collected after ray.shutdown warns, with a traceback,
+        # that Ray is not initialised), never the command's output, `-q` or not.
+        import logging
+
+        logging.disable(logging.CRITICAL)
     if (
         not isinstance(code, int)
         or os.environ.get(FULL_EXIT_VARIABLE, "") not in ("", "0")
