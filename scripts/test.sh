@@ -13,7 +13,7 @@ python -m pip install --quiet -e ".[export,test,bench,scale]"
 ruff check .
 ruff format --check .
 set +e
-python -m pytest -q "$@"
+python -m pytest -q --durations=25 "$@"  # the slowest 25: the 15-minute budget (README)
 status=$?
 bash web/scripts/test.sh || [ "$status" -ne 0 ] || status=1  # the web decoder (web/README.md); fails the run too
 set -e
