@@ -104,14 +104,37 @@ def candidates(
     WebP's 16384. `rgb` is the palette image of `tokens`."""
     height, width = tokens.shape
     found = [(CODEC_PNG, _save(rgb, "PNG", compress_level=PNG_FAST))]
-    used, index = np.unique(tokens, return_inverse=True)
+    used = tokens_used(tokens)
     if used.size <= MAX_INDEXED_COLOURS:
-        indexed = Image.fromarray(index.reshape(tokens.shape).astype(np.uint8), mode="P")
+        position = np.zeros(PALETTE_SIZE, np.uint8)
+        position[used] = np.arange(used.size)
+        indexed = Image.fromarray(position[tokens], mode="P")
         indexed.putpalette(palette_colours(palette)[used].reshape(-1).tolist())
         found.append((CODEC_PNG, _save(indexed, "PNG", optimize=True)))
+        del indexed
     if _webp_fits(width, height):
         found.append((CODEC_WEBP_LOSSLESS, _webp(rgb, WEBP_CHEAP)))
     return _fitting(found)
+
+
+USED_CHUNK = 1 << 20
+"""Tokens counted at a time by `tokens_used`."""
+
+
+def tokens_used(tokens: np.ndarray) -> np.ndarray:
+    """The distinct tokens of a grid, ascending (np.unique's answer), in chunks.
+
+    Why: on a 24-megapixel photo np.unique(return_inverse=True) held about 660 MiB at
+    once (a sort and an int64 inverse), and the inverse stayed alive through libwebp's
+    encode: together the encoder's 24 MP peak, 951 MiB against the 1 GB it aims for
+    (docs/speed.md, "Session 31"). Counting in chunks holds a few MiB; the indexed PNG
+    then looks its tokens up in a 512-entry table (one byte a pixel).
+    """
+    flat = tokens.reshape(-1)
+    counts = np.zeros(PALETTE_SIZE, np.int64)
+    for start in range(0, flat.size, USED_CHUNK):
+        counts += np.bincount(flat[start : start + USED_CHUNK], minlength=PALETTE_SIZE)
+    return np.flatnonzero(counts)
 
 
 def _fitting(found: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
